@@ -1,0 +1,72 @@
+"""Readiness operations on descriptors: the seed's resume-on-readable-fd / writable-fd as
+operations, so a read can sit in a choice with a timer.
+
+The scheduler's poller arms the descriptor with EPOLLONESHOT when the operation blocks.
+If the descriptor is closed under a waiting fiber (through ``notify_closing``, as fibernet's
+sockets do), the operation raises ``OSError(EBADF)`` instead of hanging (Guile Fibers
+issue #80).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any
+
+from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, Raise
+from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
+from fibernet.runtime.scheduler import _tls
+
+
+def fileno_of(f: Any) -> int:
+    fd = f if isinstance(f, int) else f.fileno()
+    if not isinstance(fd, int) or fd < 0:
+        raise ValueError(f"not an open descriptor: {f!r}")
+    return fd
+
+
+def _on_ready(state: OpState, index: int, err: int) -> None:
+    if err:
+        state.complete(index, Raise(OSError(err, f"descriptor closed while waiting: {os.strerror(err)}")))
+    else:
+        state.complete(index, NOTHING)
+
+
+def _not_ready() -> Any:
+    return NOT_READY
+
+
+class _FdOp(BaseOp):
+    __slots__ = ("fd", "events")
+
+    def __init__(self, fd: int, events: int) -> None:
+        self.fd = fd
+        self.events = events
+        super().__init__(_not_ready, self._block, None, self._what)
+
+    def _block(self, state: OpState, index: int):
+        return state.ctx.watch_fd(self.fd, self.events, partial(_on_ready, state, index))
+
+    def _what(self) -> str:
+        return f"{'readable' if self.events == EPOLLIN else 'writable'} fd {self.fd}"
+
+
+def readable_op(f: Any) -> BaseOp:
+    """An operation that completes when ``f`` (a descriptor or an object with ``fileno()``)
+    is readable, or has an error or hang-up to report."""
+    return _FdOp(fileno_of(f), EPOLLIN)
+
+
+def writable_op(f: Any) -> BaseOp:
+    """An operation that completes when ``f`` is writable (or has an error to report)."""
+    return _FdOp(fileno_of(f), EPOLLOUT)
+
+
+def notify_closing(f: Any) -> None:
+    """Call before closing a descriptor that fibers of this scheduler may wait on."""
+    sched = getattr(_tls, "scheduler", None)
+    if sched is not None:
+        sched.notify_closing(fileno_of(f))
+
+
+__all__ = ["notify_closing", "readable_op", "writable_op"]

@@ -1,0 +1,74 @@
+"""Conditions: one-shot events (the seed's ``conditions.scm``).
+
+``signal()`` wakes every waiter, and every wait after it completes at once.  The tricky
+interleaving is the seed's: the condition may be signalled between a waiter's try and its
+block, so block re-checks, holding the lock, before it publishes the waiter.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, perform
+from fibernet.runtime.fiber import LOCK
+
+
+class Condition:
+    __slots__ = ("_signalled", "_waiters", "__weakref__")
+
+    def __init__(self) -> None:
+        self._signalled = False
+        self._waiters: list[tuple[OpState, int]] = []
+
+    def __repr__(self) -> str:
+        return f"<Condition {'signalled' if self._signalled else 'waiting'} waiters={len(self._waiters)}>"
+
+    @property
+    def signalled(self) -> bool:
+        return self._signalled
+
+    def signal(self) -> bool:
+        """Signal the condition; returns False if it was signalled already.  Thread-safe."""
+        with LOCK:
+            if self._signalled:
+                return False
+            self._signalled = True
+            waiters, self._waiters = self._waiters, []
+            for state, index in waiters:
+                state.complete_locked(index, NOTHING)
+        return True
+
+    def wait_op(self) -> BaseOp:
+        return BaseOp(self._try, self._block, None, self._what)
+
+    def wait(self) -> None:
+        if self._signalled:
+            return
+        perform(self.wait_op())
+
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _what(self) -> str:
+        return f"condition {id(self):#x}"
+
+    def _try(self):
+        return NOTHING if self._signalled else NOT_READY
+
+    def _block(self, state: OpState, index: int):
+        with LOCK:
+            if state.done:
+                return None
+            if self._signalled:
+                state.finish_self(index, NOTHING)
+                return None
+            entry = (state, index)
+            self._waiters.append(entry)
+        return partial(self._drop, entry)
+
+    def _drop(self, entry: tuple) -> None:
+        with LOCK:
+            try:
+                self._waiters.remove(entry)
+            except ValueError:
+                pass

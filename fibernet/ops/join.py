@@ -1,0 +1,55 @@
+"""Joining a fiber as an operation: Crow's ``await`` on a future, usable in a choice."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fibernet.errors import Timeout
+from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, choice, perform, wrap
+from fibernet.ops.timers import wait_op
+from fibernet.runtime.fiber import DONE, LOCK, Fiber
+from fibernet.runtime.scheduler import current_fiber
+
+
+def join_op(fiber: Fiber) -> BaseOp:
+    def try_join():
+        return NOTHING if fiber.state is DONE else NOT_READY
+
+    def block_join(state: OpState, index: int):
+        with LOCK:
+            if state.done:
+                return None
+            if fiber.state is DONE:
+                state.finish_self(index, NOTHING)
+                return None
+            entry = (state, index)
+            if fiber._joiners is None:
+                fiber._joiners = []
+            fiber._joiners.append(entry)
+        return partial(_drop, fiber, entry)
+
+    return BaseOp(try_join, block_join, lambda _: fiber.result(), lambda: f"join {fiber.name}")
+
+
+def _drop(fiber: Fiber, entry: tuple) -> None:
+    with LOCK:
+        joiners = fiber._joiners
+        if joiners is not None and entry in joiners:
+            joiners.remove(entry)
+
+
+def _timed_out(fiber: Fiber, timeout: float):
+    def fail() -> Any:
+        raise Timeout(f"fiber {fiber.name} did not finish within {timeout}s")
+
+    return fail
+
+
+def join(fiber: Fiber, timeout: float | None) -> Any:
+    if fiber is current_fiber():
+        raise RuntimeError(f"fiber {fiber.name} cannot join itself")
+    op = join_op(fiber)
+    if timeout is not None:
+        op = choice(op, wrap(wait_op(timeout), _timed_out(fiber, timeout)))
+    return perform(op)

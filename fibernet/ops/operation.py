@@ -1,0 +1,433 @@
+"""Concurrent ML operations: the whole protocol (the seed's ``operations.scm``).
+
+An operation is a description of something that may block.  ``perform(op)`` makes it happen,
+in two phases:
+
+1. *try*: ask each base operation of the choice, starting at a random one, whether it can
+   complete now without blocking.  The first that can, wins.
+2. *block*: if none can, register with every one of them under one shared :class:`OpState`,
+   suspend, and let whoever completes the state first (under ``LOCK``) choose the winner.
+   Exactly one base operation of a choice completes, once, however many threads race.  Then
+   every losing branch releases what it registered (its cancel function), so a timer that
+   lost a choice does not linger (Guile Fibers issue #109).
+
+A base operation is three functions (Guile's make-base-operation):
+
+- ``try_fn() -> value | NOT_READY``;
+- ``block_fn(state, index) -> cancel | None``: arrange for ``state.complete(index, value)`` to
+  be called (from any thread) when it can complete; return a function that undoes the
+  arrangement.  ``state.ctx`` is the performer's scheduler (``now``, ``add_timer``,
+  ``watch_fd``).  A block function that finds it can complete at once, holding ``LOCK``,
+  calls ``state.finish_self(index, value)`` instead;
+- ``wrap_fn(value)`` (optional): turns the raw value into the operation's result.
+
+An operation with no result completes with ``NOTHING``; wrap functions over it take no
+argument (``wrap(wait_op(1), lambda: "timeout")``) and ``perform`` returns None.
+
+Beyond the seed, from CML: ``guard`` (build the operation at perform time), ``with_nack``
+(learn that a choice chose another branch), ``always`` and ``never``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any, Callable
+
+from fibernet.errors import Cancelled
+from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
+from fibernet.runtime.scheduler import _tls
+
+
+class _Marker:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+NOT_READY: Any = _Marker("NOT_READY")
+NOTHING: Any = _Marker("NOTHING")
+
+_CANCELLED = -1
+
+
+class Raise:
+    """A completion value that makes ``perform`` raise ``exc`` (a closed channel, say)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class OpState:
+    """The shared state of one ``perform``: waiting, then done with one (index, value)."""
+
+    __slots__ = ("done", "woken", "index", "value", "owner", "ctx", "op")
+
+    def __init__(self, owner: Any, ctx: Any, op: Any) -> None:
+        self.done = False
+        self.woken = False
+        self.index = 0
+        self.value = None
+        self.owner = owner
+        self.ctx = ctx
+        self.op = op
+
+    def complete(self, index: int, value: Any) -> bool:
+        """Complete branch ``index`` with ``value`` and wake the performer (any thread).
+
+        Returns False if the operation was already completed (by another branch).
+        """
+        with LOCK:
+            if self.done:
+                return False
+            self.index = index
+            self.value = value
+            self.woken = True
+            self.done = True
+        self.owner._wake()
+        return True
+
+    def complete_locked(self, index: int, value: Any) -> bool:
+        """``complete`` for a caller that holds ``LOCK`` already."""
+        if self.done:
+            return False
+        self.index = index
+        self.value = value
+        self.woken = True
+        self.done = True
+        self.owner._wake()
+        return True
+
+    def finish_self(self, index: int, value: Any) -> None:
+        """Complete from the performer's own block phase, holding ``LOCK``: no wake-up."""
+        self.index = index
+        self.value = value
+        self.done = True
+
+    def describe(self) -> str:
+        return describe(self.op)
+
+
+# -- operations --------------------------------------------------------------------------
+
+
+class Operation:
+    """Something that can be performed, wrapped, and put in a choice."""
+
+    __slots__ = ()
+
+    def _flatten(self, entries: list, wraps: tuple, nacks: list) -> None:
+        raise NotImplementedError
+
+    def wrap(self, fn: Callable[..., Any]) -> Operation:
+        return _Wrap(self, fn)
+
+    def perform(self) -> Any:
+        return perform(self)
+
+
+class BaseOp(Operation):
+    """A primitive operation made of try, block and wrap functions (see the module doc)."""
+
+    __slots__ = ("try_fn", "block_fn", "wrap_fn", "what")
+
+    def __init__(
+        self,
+        try_fn: Callable[[], Any],
+        block_fn: Callable[[OpState, int], Callable[[], object] | None],
+        wrap_fn: Callable[[Any], Any] | None = None,
+        what: Any = None,
+    ) -> None:
+        self.try_fn = try_fn
+        self.block_fn = block_fn
+        self.wrap_fn = wrap_fn
+        self.what = what
+
+    def _flatten(self, entries: list, wraps: tuple, nacks: list) -> None:
+        entries.append((self, wraps))
+
+    def __repr__(self) -> str:
+        return f"<op {describe(self)}>"
+
+
+class _Wrap(Operation):
+    __slots__ = ("op", "fn")
+
+    def __init__(self, op: Operation, fn: Callable[..., Any]) -> None:
+        self.op = op
+        self.fn = fn
+
+    def _flatten(self, entries: list, wraps: tuple, nacks: list) -> None:
+        # Inner wraps run first: wraps are applied left to right.
+        self.op._flatten(entries, (self.fn,) + wraps, nacks)
+
+
+class _Choice(Operation):
+    __slots__ = ("ops",)
+
+    def __init__(self, ops: tuple) -> None:
+        self.ops = ops
+
+    def _flatten(self, entries: list, wraps: tuple, nacks: list) -> None:
+        for op in self.ops:
+            op._flatten(entries, wraps, nacks)
+
+
+class _Guard(Operation):
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Operation]) -> None:
+        self.make = make
+
+    def _flatten(self, entries: list, wraps: tuple, nacks: list) -> None:
+        _check_op(self.make(), "guard's function")._flatten(entries, wraps, nacks)
+
+
+class _WithNack(Operation):
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[Operation], Operation]) -> None:
+        self.make = make
+
+    def _flatten(self, entries: list, wraps: tuple, nacks: list) -> None:
+        from fibernet.ops.condition import Condition
+
+        nack = Condition()
+        lo = len(entries)
+        _check_op(self.make(nack.wait_op()), "with_nack's function")._flatten(entries, wraps, nacks)
+        nacks.append((nack, lo, len(entries)))
+
+
+def _check_op(op: Any, who: str) -> Operation:
+    if not isinstance(op, Operation):
+        raise TypeError(f"{who} must return an operation, not {type(op).__name__}")
+    return op
+
+
+def wrap(op: Operation, fn: Callable[..., Any]) -> Operation:
+    """An operation that performs ``op`` and returns ``fn`` applied to its result."""
+    _check_op(op, "wrap's first argument")
+    if not callable(fn):
+        raise TypeError("wrap's second argument must be callable")
+    return _Wrap(op, fn)
+
+
+def choice(*ops: Operation) -> Operation:
+    """An operation that completes exactly one of ``ops``."""
+    for op in ops:
+        _check_op(op, "every argument of choice")
+    if len(ops) == 1:
+        return ops[0]
+    return _Choice(ops)
+
+
+def guard(make_op: Callable[[], Operation]) -> Operation:
+    """An operation made by calling ``make_op()`` each time it is performed (CML guard)."""
+    return _Guard(make_op)
+
+
+def with_nack(make_op: Callable[[Operation], Operation]) -> Operation:
+    """CML withNack: ``make_op(nack)`` builds the operation at perform time; ``nack`` is an
+    operation that completes if the enclosing choice completes another branch instead (or
+    the perform is abandoned), so a server can stop work nobody waits for."""
+    return _WithNack(make_op)
+
+
+def _no_block(state: OpState, index: int) -> None:
+    return None
+
+
+def always(value: Any = None) -> Operation:
+    """An operation that completes at once with ``value``."""
+    return BaseOp(lambda: value, _no_block, what="always")
+
+
+def never() -> Operation:
+    """An operation that never completes."""
+    return BaseOp(lambda: NOT_READY, _no_block, what="never")
+
+
+def describe(op: Any) -> str:
+    """A short text for what an operation waits on (for introspection)."""
+    if isinstance(op, BaseOp):
+        what = op.what
+        return what() if callable(what) else str(what or "operation")
+    if isinstance(op, _Wrap):
+        return describe(op.op)
+    if isinstance(op, _Choice):
+        return " | ".join(describe(o) for o in op.ops)
+    if isinstance(op, (_Guard, _WithNack)):
+        return "guarded operation"
+    if callable(op):  # fused fast paths record a describing function
+        return op()
+    return str(op)
+
+
+# -- perform -----------------------------------------------------------------------------
+
+
+def _deliver(base: BaseOp, value: Any, wraps: tuple) -> Any:
+    if type(value) is Raise:
+        raise value.exc
+    fn = base.wrap_fn
+    if fn is not None:
+        value = fn(value)
+    for fn in wraps:
+        value = fn() if value is NOTHING else fn(value)
+    return None if value is NOTHING else value
+
+
+def _signal_nacks(nacks: list, winner: int) -> None:
+    for cond, lo, hi in nacks:
+        if not lo <= winner < hi:
+            cond.signal()
+
+
+def perform(op: Operation) -> Any:
+    """Perform ``op``: complete it, blocking (suspending the fiber) until it can."""
+    sched = getattr(_tls, "scheduler", None)
+    fiber = sched.current if sched is not None else None
+    if fiber is not None and fiber._cancel_pending:
+        with LOCK:
+            fiber._cancel_pending = False
+        raise Cancelled()
+
+    # -- phase 1: try ----------------------------------------------------------------------
+    if type(op) is BaseOp:
+        value = op.try_fn()
+        if value is not NOT_READY:
+            return _deliver(op, value, ())
+        entries = [(op, ())]
+        nacks: list = []
+    else:
+        entries = []
+        nacks = []
+        op._flatten(entries, (), nacks)
+        n = len(entries)
+        start = int(random.random() * n) if n > 1 else 0
+        for k in range(n):
+            i = (start + k) % n
+            base, wraps = entries[i]
+            value = base.try_fn()
+            if value is not NOT_READY:
+                if nacks:
+                    _signal_nacks(nacks, i)
+                return _deliver(base, value, wraps)
+
+    # -- phase 2: block --------------------------------------------------------------------
+    if fiber is None:
+        owner = _ThreadOwner()
+        state = OpState(owner, owner, op)
+    else:
+        state = OpState(fiber, sched, op)
+        with LOCK:
+            if fiber._cancel_pending:
+                fiber._cancel_pending = False
+                raise Cancelled()
+            fiber._op_state = state
+            fiber.state = SUSPENDED
+    cancels: list = []
+    try:
+        for i, (base, _wraps) in enumerate(entries):
+            cancels.append(base.block_fn(state, i))
+            if state.done:
+                break
+    except BaseException:
+        _abandon(state, cancels, nacks, fiber, sched)
+        raise
+
+    if not state.done or state.woken:
+        if fiber is None:
+            owner.wait(state)
+        else:
+            sched._hub.switch()
+    if fiber is not None:
+        fiber._op_state = None
+        fiber.state = RUNNING
+
+    # -- the winner is known: release the losers -----------------------------------------
+    index = state.index
+    for j, cancel in enumerate(cancels):
+        if j != index and cancel is not None:
+            cancel()
+    if index == _CANCELLED:
+        with LOCK:
+            fiber._cancel_pending = False
+        for cond, _lo, _hi in nacks:
+            cond.signal()
+        raise Cancelled()
+    if nacks:
+        _signal_nacks(nacks, index)
+    base, wraps = entries[index]
+    return _deliver(base, state.value, wraps)
+
+
+def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any) -> None:
+    """A block function raised: take the state out of play and release every branch."""
+    with LOCK:
+        pending_wake = state.woken
+        state.done = True
+    if pending_wake:  # someone completed us meanwhile: consume its wake-up
+        if fiber is None:
+            state.owner.wait(state)
+        else:
+            sched._hub.switch()
+    if fiber is not None:
+        fiber._op_state = None
+        fiber.state = RUNNING
+    for cancel in cancels:
+        if cancel is not None:
+            cancel()
+    for cond, _lo, _hi in nacks:
+        cond.signal()
+
+
+class _ThreadOwner:
+    """Performs an operation on a plain thread that runs no scheduler: the thread blocks.
+
+    It is both the owner (``_wake``) and the context (``now``, ``add_timer``) of the state.
+    """
+
+    __slots__ = ("_lock", "_timers")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._timers: list[list] = []
+
+    now = staticmethod(time.monotonic)
+
+    def _wake(self) -> None:
+        self._lock.release()
+
+    def add_timer(self, deadline: float, callback: Callable[[], object]) -> Callable[[], None]:
+        entry = [deadline, callback]
+        self._timers.append(entry)
+        return lambda: self._timers.remove(entry) if entry in self._timers else None
+
+    def watch_fd(self, fd: int, events: int, callback: Any) -> Any:
+        raise RuntimeError("waiting on a descriptor needs a fiber: perform it inside fibernet.run()")
+
+    def wait(self, state: OpState) -> None:
+        while True:
+            if not self._timers:
+                self._lock.acquire()
+                return
+            deadline = min(e[0] for e in self._timers)
+            timeout = deadline - time.monotonic()
+            if timeout > 0 and self._lock.acquire(timeout=timeout):
+                return
+            for entry in [e for e in self._timers if e[0] <= time.monotonic()]:
+                self._timers.remove(entry)
+                entry[1]()
+            if state.done:
+                if state.woken:
+                    self._lock.acquire()
+                return

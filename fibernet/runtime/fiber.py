@@ -1,0 +1,225 @@
+"""Fibers: a function, the greenlet that runs it, and its outcome (Crow's future).
+
+A greenlet is bound to the thread that creates it, so a Fiber holds only its function until a
+scheduler first runs it; the scheduler then lends it a greenlet on its own thread (reusing a
+runner greenlet left over by a fiber that finished, so a fiber that never suspends costs no
+greenlet of its own).  Until then the fiber may be stolen by another scheduler.
+
+The outcome comes back at ``join``: the value, or the exception raised again in the joiner.
+An exception that nobody ever retrieves is logged with the fiber's name when the fiber is
+garbage collected (asyncio's "exception was never retrieved").
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from fibernet.errors import Cancelled
+
+if TYPE_CHECKING:
+    from fibernet.runtime.scheduler import Scheduler
+
+log = logging.getLogger("fibernet.fiber")
+
+# States.  A fiber is NEW until first run, then RUNNING / RUNNABLE / SUSPENDED, then DONE.
+NEW = "new"
+RUNNABLE = "runnable"
+RUNNING = "running"
+SUSPENDED = "suspended"
+DONE = "done"
+
+_ids = itertools.count(1)
+
+# One lock for all rendezvous state in the process: op-state claims, channel queues, joiners.
+# Under the GIL finer locks buy no parallelism and cost a second acquire for every claim that
+# spans two parties (a blocked getter in a choice completing a blocked putter in another).
+LOCK = threading.Lock()
+
+
+class _Unretrieved:
+    """Logs a fiber's exception if it is dropped before anyone joined the fiber."""
+
+    __slots__ = ("name", "exc")
+
+    def __init__(self, name: str, exc: BaseException) -> None:
+        self.name = name
+        self.exc = exc
+
+    def __del__(self) -> None:
+        if self.exc is not None:
+            log.error(
+                "fiber %s raised and was never joined", self.name, exc_info=self.exc
+            )
+
+
+class Fiber:
+    """A lightweight thread of control run by a scheduler.  Made by :func:`fibernet.spawn`."""
+
+    __slots__ = (
+        "_fn",
+        "_args",
+        "_name",
+        "id",
+        "state",
+        "scheduler",
+        "parallel",
+        "_greenlet",
+        "_value",
+        "_exc",
+        "_joiners",
+        "_op_state",
+        "_cancel_pending",
+        "_unretrieved",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple = (),
+        name: str | None = None,
+        parallel: bool = False,
+    ) -> None:
+        self._fn = fn
+        self._args = args
+        self._name = name
+        self.id = next(_ids)
+        self.state = NEW
+        self.scheduler: Scheduler | None = None
+        self.parallel = parallel
+        self._greenlet = None
+        self._value = None
+        self._exc: BaseException | None = None
+        self._joiners: list | None = None
+        self._op_state = None  # the operation this fiber is suspended in, if any
+        self._cancel_pending = False
+        self._unretrieved: _Unretrieved | None = None
+
+    # -- identity and introspection ----------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        name = self._name
+        if name is None:
+            fn = self._fn
+            label = getattr(fn, "__qualname__", None) or "fiber"
+            name = self._name = f"{label}#{self.id}"
+        return name
+
+    def __repr__(self) -> str:
+        return f"<Fiber {self.name} {self.state}>"
+
+    def done(self) -> bool:
+        return self.state is DONE
+
+    def waiting_on(self) -> str | None:
+        """What the fiber is suspended on (for introspection), or None if it is not."""
+        st = self._op_state
+        if self.state is not SUSPENDED or st is None:
+            return None
+        return st.describe()
+
+    # -- outcome (Crow's future) ---------------------------------------------------------
+
+    def result(self) -> Any:
+        """The value of a finished fiber, or its exception raised again here."""
+        if self.state is not DONE:
+            raise RuntimeError(f"fiber {self.name} has not finished")
+        exc = self._exc
+        if exc is not None:
+            u = self._unretrieved
+            if u is not None:
+                u.exc = None
+                self._unretrieved = None
+            raise exc
+        return self._value
+
+    def exception(self) -> BaseException | None:
+        if self.state is not DONE:
+            raise RuntimeError(f"fiber {self.name} has not finished")
+        u = self._unretrieved
+        if u is not None:
+            u.exc = None
+            self._unretrieved = None
+        return self._exc
+
+    def join(self, timeout: float | None = None) -> Any:
+        """Wait for the fiber to finish; return its value or raise its exception.
+
+        Works from a fiber on any scheduler and from a plain thread.  With ``timeout``,
+        raises :class:`fibernet.Timeout` if the fiber has not finished in time.
+        """
+        if self.state is DONE:
+            return self.result()
+        from fibernet.ops.join import join
+
+        return join(self, timeout)
+
+    def join_op(self):
+        """An operation that completes when the fiber finishes, with its value (or raises)."""
+        from fibernet.ops.join import join_op
+
+        return join_op(self)
+
+    def cancel(self) -> None:
+        """Raise :class:`Cancelled` inside the fiber at its next suspension.
+
+        Thread-safe.  A suspended fiber is woken at once and releases what its operation
+        registered; a fiber that has not started finishes as cancelled without running.
+        """
+        with LOCK:
+            if self.state is DONE:
+                return
+            self._cancel_pending = True
+            st = self._op_state
+            if st is None or st.done:
+                return
+            st.index = -1
+            st.value = None
+            st.done = True
+        st.owner._wake()
+
+    # -- called by the scheduler ---------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Put the fiber back on its scheduler's run queue (thread-safe)."""
+        self.state = RUNNABLE
+        sched = self.scheduler
+        sched._runq.append(self)
+        if sched._sleeping:
+            sched._wakeup.wake()
+
+    def _execute(self) -> None:
+        """Run the fiber's function to the end and record its outcome (in its greenlet)."""
+        try:
+            if self._cancel_pending:
+                raise Cancelled()
+            value = self._fn(*self._args)
+        except BaseException as exc:  # noqa: BLE001 - the outcome is handed to the joiner
+            self._finish(None, exc)
+        else:
+            self._finish(value, None)
+
+    def _finish(self, value: Any, exc: BaseException | None) -> None:
+        if self._name is None:
+            self.name  # noqa: B018 - fix the name before the function is dropped
+        self._fn = None
+        self._args = ()
+        self._value = value
+        self._exc = exc
+        with LOCK:
+            self.state = DONE
+            self._op_state = None
+            joiners = self._joiners
+            self._joiners = None
+        if joiners:
+            for st, index in joiners:
+                st.complete(index, None)
+        elif exc is not None and not isinstance(exc, Cancelled):
+            self._unretrieved = _Unretrieved(self.name, exc)
+        sched = self.scheduler
+        if sched is not None:
+            sched._fiber_ended(self, exc)

@@ -1,0 +1,154 @@
+"""The poller of one scheduler: the only user of ``select.epoll`` in fibernet.
+
+Every wait is registered with EPOLLONESHOT, as trio's epoll backend does: a descriptor that
+fires is disarmed by the kernel until someone waits on it again, so a registration nobody
+wants any more can fire at most once and never spins a loop at 100 % CPU.  The kernel keys
+its interest list by (descriptor number, open file); when a socket is closed while another
+descriptor still refers to its file, the entry survives under the old number.  So:
+
+- ``notify_closing(fd)`` must be called before a watched descriptor is closed (fibernet's
+  sockets do it).  Its waiters are woken with an error and the registration is removed.
+- Re-arming tolerates the kernel having forgotten the descriptor (ENOENT: closed and its
+  number reused) and having kept it (EEXIST).
+
+Only its scheduler's thread calls it; it takes no lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+from typing import Callable
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+_READ_EVENTS = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
+_WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+_ONESHOT = select.EPOLLONESHOT
+
+Callback = Callable[[int], object]  # called with 0 when ready, or an errno when closed
+
+
+class _Watch:
+    __slots__ = ("readers", "writers", "armed")
+
+    def __init__(self) -> None:
+        self.readers: list[Callback] = []
+        self.writers: list[Callback] = []
+        self.armed = 0  # the event mask the kernel holds for us now (0: disarmed)
+
+    def wanted(self) -> int:
+        return (EPOLLIN if self.readers else 0) | (EPOLLOUT if self.writers else 0)
+
+
+class Poller:
+    __slots__ = ("_epoll", "_watches", "_internal", "_known")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._watches: dict[int, _Watch] = {}
+        self._internal: dict[int, Callable[[], object]] = {}
+        self._known: set[int] = set()  # descriptors the kernel's interest list holds for us
+
+    # -- registration ------------------------------------------------------------------
+
+    def add_internal(self, fd: int, on_readable: Callable[[], object]) -> None:
+        """Watch ``fd`` for the scheduler itself (its wake-up descriptor), level-triggered."""
+        self._epoll.register(fd, select.EPOLLIN)
+        self._internal[fd] = on_readable
+
+    def watch(self, fd: int, events: int, callback: Callback) -> None:
+        """Call ``callback(0)`` once when ``fd`` is ready for ``events`` (EPOLLIN or EPOLLOUT)."""
+        w = self._watches.get(fd)
+        if w is None:
+            w = self._watches[fd] = _Watch()
+        (w.readers if events == EPOLLIN else w.writers).append(callback)
+        self._arm(fd, w)
+
+    def unwatch(self, fd: int, events: int, callback: Callback) -> None:
+        """Forget a callback that lost a choice or whose fiber was cancelled."""
+        w = self._watches.get(fd)
+        if w is None:
+            return
+        waiters = w.readers if events == EPOLLIN else w.writers
+        try:
+            waiters.remove(callback)
+        except ValueError:
+            return
+        # The kernel registration stays armed (EPOLLONESHOT): it fires at most once more and
+        # is then disarmed; re-arming it now would cost a system call for nothing.
+
+    def notify_closing(self, fd: int, err: int = errno.EBADF) -> None:
+        """``fd`` is about to be closed: wake its waiters with ``err`` and drop it."""
+        w = self._watches.pop(fd, None)
+        if fd in self._known:
+            self._known.discard(fd)
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass
+        if w is None:
+            return
+        for callback in w.readers + w.writers:
+            callback(err)
+
+    def _arm(self, fd: int, w: _Watch) -> None:
+        wanted = w.wanted()
+        if wanted & ~w.armed == 0:
+            return
+        mask = wanted | _ONESHOT
+        if fd in self._known:
+            try:
+                self._epoll.modify(fd, mask)
+            except FileNotFoundError:
+                # Closed without notify_closing() and the number reused for another file.
+                self._epoll.register(fd, mask)
+        else:
+            try:
+                self._epoll.register(fd, mask)
+            except FileExistsError:
+                self._epoll.modify(fd, mask)
+            self._known.add(fd)
+        w.armed = wanted
+
+    # -- waiting -----------------------------------------------------------------------
+
+    @property
+    def watching(self) -> int:
+        """How many descriptors have waiters (the wake-up descriptor not counted)."""
+        return len(self._watches)
+
+    def poll(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds (-1: forever) and run the callbacks of ready fds."""
+        try:
+            events = self._epoll.poll(timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+            return
+        watches = self._watches
+        for fd, ev in events:
+            w = watches.get(fd)
+            if w is None:
+                internal = self._internal.get(fd)
+                if internal is not None:
+                    internal()
+                continue
+            w.armed = 0  # EPOLLONESHOT: the kernel disarmed it
+            if ev & _READ_EVENTS and w.readers:
+                ready, w.readers = w.readers, []
+                for callback in ready:
+                    callback(0)
+            if ev & _WRITE_EVENTS and w.writers:
+                ready, w.writers = w.writers, []
+                for callback in ready:
+                    callback(0)
+            if w.readers or w.writers:
+                self._arm(fd, w)
+            else:
+                # Keep the disarmed kernel entry: the next watch() re-arms it with modify().
+                del watches[fd]
+
+    def close(self) -> None:
+        for fd in list(self._watches):
+            self.notify_closing(fd)
+        self._known.clear()
+        self._epoll.close()

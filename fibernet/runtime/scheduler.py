@@ -1,0 +1,316 @@
+"""The scheduler: one per OS thread, and THE loop.
+
+A turn (the seed's Design chapter):
+
+1. I/O: poll the descriptors, without waiting if anything is runnable, else until the next
+   timer (or forever).  Fibers on other threads wake this one through its eventfd.
+2. Timers: fire every timer that is due.
+3. Run: run once each fiber that was runnable when the turn began.
+
+Fibers spawned with ``parallel=True`` wait in a separate "stealable" queue: they have not
+started, so no greenlet binds them to this thread yet, and an idle scheduler of the same
+runtime may take them (work stealing, which the seed's Status chapter left unfinished).
+
+The run queue is a ``collections.deque``: ``append`` and ``popleft`` are atomic under the GIL,
+so it is also the thread-safe inbox for resumes from other threads.  The ``_sleeping`` flag
+is set before the scheduler re-checks its queue and blocks in epoll, and a waker reads it
+after appending, so a wake-up is never lost (see ``Fiber._wake``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
+
+from greenlet import GreenletExit, getcurrent, greenlet
+
+from fibernet.errors import Cancelled, NoScheduler
+from fibernet.runtime.clock import REAL_CLOCK, Clock
+from fibernet.runtime.fiber import NEW, RUNNING, Fiber
+from fibernet.runtime.poller import Poller
+from fibernet.runtime.timers import TimerQueue
+from fibernet.runtime.wakeup import WakeupFd
+
+if TYPE_CHECKING:
+    from fibernet.runtime.runtime import Runtime
+
+log = logging.getLogger("fibernet.scheduler")
+
+_tls = threading.local()
+_MAX_FREE_RUNNERS = 16
+
+
+def current_scheduler() -> Scheduler | None:
+    """The scheduler running on this thread, or None."""
+    return getattr(_tls, "scheduler", None)
+
+
+def current_fiber() -> Fiber | None:
+    """The fiber running now, or None outside any fiber."""
+    sched = getattr(_tls, "scheduler", None)
+    return sched.current if sched is not None else None
+
+
+class Scheduler:
+    """One OS thread's run queue, epoll set, timer heap and wake-up descriptor."""
+
+    def __init__(
+        self, name: str, runtime: Runtime | None = None, clock: Clock = REAL_CLOCK
+    ) -> None:
+        self.name = name
+        self.runtime = runtime
+        self.clock = clock
+        self.current: Fiber | None = None
+        self.thread: threading.Thread | None = None
+        self._runq: deque[Fiber] = deque()
+        self._stealable: deque[Fiber] = deque()
+        self._timers = TimerQueue()
+        self._poller = Poller()
+        self._wakeup = WakeupFd()
+        self._poller.add_internal(self._wakeup.fd, self._wakeup.drain)
+        self._sleeping = False
+        self._stopping = False
+        self._hub: greenlet | None = None
+        self._free_runners: list[greenlet] = []
+        self._fibers: set[Fiber] = set()  # started and not finished
+        self.turns = 0
+
+    def __repr__(self) -> str:
+        return f"<Scheduler {self.name} fibers={len(self._fibers)} runnable={len(self._runq)}>"
+
+    # -- spawning and waking (thread-safe) ---------------------------------------------
+
+    def spawn(self, fiber: Fiber) -> Fiber:
+        """Queue a new fiber here; callable from any thread."""
+        if fiber.parallel:
+            fiber.scheduler = self
+            self._stealable.append(fiber)
+            if self._sleeping:
+                self._wakeup.wake()
+            elif self.runtime is not None:
+                self.runtime._offer_work(self)
+        else:
+            fiber.scheduler = self
+            self._runq.append(fiber)
+            if self._sleeping:
+                self._wakeup.wake()
+        return fiber
+
+    def wake(self) -> None:
+        """Get this scheduler out of epoll (thread-safe)."""
+        self._wakeup.wake()
+
+    # -- what operations use (scheduler thread only) -------------------------------------
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def add_timer(self, deadline: float, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` at ``deadline``; returns a function that cancels it."""
+        return partial(self._timers.cancel, self._timers.add(deadline, callback))
+
+    def watch_fd(self, fd: int, events: int, callback: Callable[[int], object]) -> Callable[[], None]:
+        self._poller.watch(fd, events, callback)
+        return partial(self._poller.unwatch, fd, events, callback)
+
+    def notify_closing(self, fd: int) -> None:
+        self._poller.notify_closing(fd)
+
+    def suspend(self) -> Any:
+        """Switch from the current fiber back to the loop; returns when it is resumed."""
+        return self._hub.switch()
+
+    # -- introspection --------------------------------------------------------------------
+
+    def fibers(self) -> list[Fiber]:
+        """The live fibers of this scheduler: started ones, then those not yet started."""
+        return list(self._fibers) + [f for f in list(self._runq) if f.state is NEW] + list(
+            self._stealable
+        )
+
+    def pending_timers(self) -> int:
+        return len(self._timers)
+
+    def watched_fds(self) -> int:
+        return self._poller.watching
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _enter(self) -> None:
+        if getattr(_tls, "scheduler", None) is not None:
+            raise RuntimeError("a fibernet scheduler is already running on this thread")
+        _tls.scheduler = self
+        self.thread = threading.current_thread()
+        self._hub = getcurrent()
+
+    def _leave(self) -> None:
+        _tls.scheduler = None
+        self._hub = None
+
+    def run(self) -> None:
+        """Run turns until stopped (on the calling thread)."""
+        self._enter()
+        try:
+            while not self._stopping:
+                self._turn(True)
+        finally:
+            self._leave()
+
+    def _turn(self, may_block: bool) -> None:
+        runq = self._runq
+        timers = self._timers
+        self.turns += 1
+
+        # -- 1. I/O: wait only if nothing is runnable -----------------------------------
+        if runq or self._stealable or not may_block:
+            if self._poller.watching:
+                self._poller.poll(0)
+        elif self.runtime is not None and self.runtime._steal_into(self):
+            if self._poller.watching:
+                self._poller.poll(0)
+        else:
+            self._sleeping = True
+            if runq or self._stopping:  # a wake-up raced with going to sleep
+                self._sleeping = False
+                if self._poller.watching:
+                    self._poller.poll(0)
+            else:
+                deadline = timers.next_deadline()
+                timeout = -1.0 if deadline is None else self.clock.sleep_time(deadline)
+                self._poller.poll(timeout)
+                self._sleeping = False
+
+        # -- 2. timers ------------------------------------------------------------------
+        if len(timers._heap):
+            timers.fire_due(self.clock.now())
+
+        # -- 3. run each fiber that is runnable now, once ---------------------------------
+        n = len(runq)
+        stealable = self._stealable
+        m = len(stealable)
+        run_one = self._run_fiber
+        while n:
+            n -= 1
+            run_one(runq.popleft())
+        while m:
+            m -= 1
+            try:
+                fiber = stealable.popleft()
+            except IndexError:  # another scheduler stole the rest
+                break
+            run_one(fiber)
+
+    def _run_fiber(self, fiber: Fiber) -> None:
+        self.current = fiber
+        if fiber.state is NEW:
+            fiber.scheduler = self
+            fiber.state = RUNNING
+            self._fibers.add(fiber)
+            runners = self._free_runners
+            runner = runners.pop() if runners else greenlet(self._runner_main, self._hub)
+            fiber._greenlet = runner
+            freed = runner.switch(fiber)
+        else:
+            fiber.state = RUNNING
+            freed = fiber._greenlet.switch()
+        self.current = None
+        # A runner whose fiber finished hands itself back; a suspending fiber passes nothing.
+        if freed.__class__ is greenlet and len(self._free_runners) < _MAX_FREE_RUNNERS:
+            self._free_runners.append(freed)
+
+    def _runner_main(self, fiber: Fiber) -> None:
+        """The body of a runner greenlet: run fibers until the scheduler drops it."""
+        me = getcurrent()
+        hub = self._hub
+        while True:
+            fiber._execute()
+            fiber._greenlet = None
+            # Hand this greenlet back to the loop, which may give it the next new fiber.
+            fiber = hub.switch(me)
+
+    def _fiber_ended(self, fiber: Fiber, exc: BaseException | None) -> None:
+        self._fibers.discard(fiber)
+        if exc is not None and self.runtime is not None:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                self.runtime._fatal(exc)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _shutdown(self, grace: float) -> None:
+        """Cancel what is left, give it ``grace`` seconds to finish, then close everything.
+
+        Runs on the scheduler's own thread (greenlets must die where they were born).
+        """
+        _tls.scheduler = self
+        self._hub = getcurrent()
+        try:
+            for fiber in self.fibers():
+                fiber.cancel()
+            deadline = REAL_CLOCK.now() + grace
+            while self._fibers or self._runq or self._stealable:
+                self._turn(False)
+                if self._fibers and not self._runq:
+                    if REAL_CLOCK.now() >= deadline:
+                        break
+                    # Let the cancelled fibers' operations complete (timers, descriptors).
+                    self._poller.poll(0.001)
+            for fiber in list(self._fibers):
+                log.warning("fiber %s ignored cancellation; killing it", fiber.name)
+                g = fiber._greenlet
+                if g is not None and not g.dead:
+                    self.current = fiber
+                    try:
+                        g.throw(GreenletExit)
+                    finally:
+                        self.current = None
+                self._fibers.discard(fiber)
+            self._free_runners.clear()
+        finally:
+            self._timers.clear()
+            self._poller.close()
+            self._wakeup.close()
+            self._leave()
+
+
+# -- the fiber-level calls of the public API -------------------------------------------------
+
+
+def spawn(
+    fn: Callable[..., Any],
+    *args: Any,
+    name: str | None = None,
+    parallel: bool = False,
+    scheduler: Scheduler | None = None,
+) -> Fiber:
+    """Start ``fn(*args)`` in a new fiber and return it (a future: ``join`` it for the value).
+
+    The fiber runs on the current scheduler, or on ``scheduler`` (from any thread).  With
+    ``parallel=True`` any scheduler of the runtime may run it (idle ones steal it).
+    """
+    if not callable(fn):
+        raise TypeError(f"spawn() needs a callable, not {type(fn).__name__}")
+    sched = scheduler if scheduler is not None else getattr(_tls, "scheduler", None)
+    if sched is None:
+        raise NoScheduler("spawn() outside a fibernet runtime: start one with fibernet.run()")
+    if sched._stopping:
+        raise NoScheduler(f"scheduler {sched.name} is stopping")
+    return sched.spawn(Fiber(fn, args, name, parallel))
+
+
+def yield_now() -> None:
+    """Let every other runnable fiber of this scheduler run once, then continue."""
+    sched = getattr(_tls, "scheduler", None)
+    fiber = sched.current if sched is not None else None
+    if fiber is None:
+        time.sleep(0)
+        return
+    if fiber._cancel_pending:
+        fiber._cancel_pending = False
+        raise Cancelled()
+    fiber._wake()
+    sched._hub.switch()
+    fiber.state = RUNNING
