@@ -20,6 +20,7 @@ A benchmark script using this module looks like::
 
 Only the standard library is used.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,11 @@ import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
 import traceback
+import tracemalloc
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 CHILD_FLAG = "--child"
 
@@ -50,10 +52,10 @@ def median(values: Iterable[float]) -> float | None:
 
 
 def spread(values: Iterable[float]) -> float | None:
-    """(max - min) / median, as a fraction; None if it cannot be computed."""
+    """(max - min) / median, as a fraction; None for fewer than two values."""
     values = [v for v in values if v is not None]
     mid = median(values)
-    if not values or not mid:
+    if len(values) < 2 or not mid:
         return None
     return (max(values) - min(values)) / abs(mid)
 
@@ -98,7 +100,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: Sequence[str]) -> str:
-        return " | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+        return " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
 
     rule = "-+-".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
@@ -140,23 +142,22 @@ class ChildError(RuntimeError):
     """A child process failed, timed out, or printed no JSON result."""
 
 
-def child_command(module: str, workload: str, impl: str, params: dict,
-                  cpu: int | None) -> list[str]:
+def child_command(module: str, workload: str, impl: str, params: dict, cpu: int | None) -> list[str]:
     """Command line running one measurement; ``module`` is a script path or a
     dotted module name.  Pinned with ``taskset -c CPU`` when possible."""
     if module.endswith(".py") or os.path.exists(module):
         target = [module]
     else:
         target = ["-m", module]
-    cmd = [sys.executable, *target, CHILD_FLAG, workload, impl,
-           json.dumps(params, sort_keys=True)]
+    cmd = [sys.executable, *target, CHILD_FLAG, workload, impl, json.dumps(params, sort_keys=True)]
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
     return cmd
 
 
-def run_child(module: str, workload: str, impl: str, params: dict,
-              cpu: int | None = None, timeout: float = 600.0) -> dict:
+def run_child(
+    module: str, workload: str, impl: str, params: dict, cpu: int | None = None, timeout: float = 600.0
+) -> dict:
     """Run one measurement in a fresh subprocess and return its JSON result.
 
     The child must print one JSON object as the last non-empty line of its
@@ -168,13 +169,11 @@ def run_child(module: str, workload: str, impl: str, params: dict,
     if cpu is not None and cmd[0] != "taskset":
         preexec = lambda: pin_self(cpu)  # noqa: E731
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout, preexec_fn=preexec)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
     except subprocess.TimeoutExpired:
-        raise ChildError(f"timed out after {timeout:.0f}s: {shlex.join(cmd)}") from None
+        raise ChildError(f"timed out after {timeout:g}s: {shlex.join(cmd)}") from None
     if proc.returncode != 0:
-        raise ChildError(f"exit {proc.returncode}: {shlex.join(cmd)}\n"
-                         + _tail(proc.stderr or proc.stdout))
+        raise ChildError(f"exit {proc.returncode}: {shlex.join(cmd)}\n" + _tail(proc.stderr or proc.stdout))
     result = _last_json_line(proc.stdout)
     if result is None:
         raise ChildError(f"no JSON result line: {shlex.join(cmd)}\n" + _tail(proc.stdout))
@@ -199,6 +198,7 @@ def _tail(text: str, lines: int = 15) -> str:
 @dataclass
 class Samples:
     """Results of interleaved runs, keyed by (workload, impl)."""
+
     results: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     errors: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
@@ -207,15 +207,19 @@ class Samples:
 
     def to_json(self) -> dict:
         return {
-            f"{w}/{i}": {"results": self.results.get((w, i), []),
-                         "errors": self.errors.get((w, i), [])}
+            f"{w}/{i}": {"results": self.results.get((w, i), []), "errors": self.errors.get((w, i), [])}
             for (w, i) in sorted(set(self.results) | set(self.errors))
         }
 
 
-def run_interleaved(module: str, plan: Sequence[tuple[str, str, dict]], rounds: int,
-                    cpu: int | None, timeout: float = 600.0,
-                    log: Callable[[str], None] | None = None) -> Samples:
+def run_interleaved(
+    module: str,
+    plan: Sequence[tuple[str, str, dict]],
+    rounds: int,
+    cpu: int | None,
+    timeout: float = 600.0,
+    log: Callable[[str], None] | None = None,
+) -> Samples:
     """for round in rounds: for (workload, impl, params) in plan: run_child(...).
 
     Interleaving spreads slow drifts of a shared, noisy machine over every
@@ -234,8 +238,10 @@ def run_interleaved(module: str, plan: Sequence[tuple[str, str, dict]], rounds: 
                 log(f"[round {rnd}/{rounds}] {workload:<9} {impl:<15} ERROR\n{exc}")
                 continue
             samples.results.setdefault(key, []).append(result)
-            log(f"[round {rnd}/{rounds}] {workload:<9} {impl:<15} "
-                f"{time.perf_counter() - started:5.1f}s  {result.get('summary', '')}")
+            log(
+                f"[round {rnd}/{rounds}] {workload:<9} {impl:<15} "
+                f"{time.perf_counter() - started:5.1f}s  {result.get('summary', '')}"
+            )
     return samples
 
 
@@ -248,8 +254,7 @@ def is_child(argv: Sequence[str] | None = None) -> bool:
     return len(argv) > 1 and argv[1] == CHILD_FLAG
 
 
-def serve_child(dispatch: Callable[[str, str, dict], dict],
-                argv: Sequence[str] | None = None) -> int:
+def serve_child(dispatch: Callable[[str, str, dict], dict], argv: Sequence[str] | None = None) -> int:
     """Child entry point: ``prog --child WORKLOAD IMPL PARAMS_JSON``.
 
     Calls ``dispatch(workload, impl, params)`` and prints its dict (plus the
@@ -287,7 +292,7 @@ class Probe:
         self.maxrss_delta: int | None = None
         self.traced_peak: int | None = None
 
-    def __enter__(self) -> "Probe":
+    def __enter__(self) -> Probe:
         self._rss0 = maxrss_bytes()
         if self.trace_memory:
             tracemalloc.start()

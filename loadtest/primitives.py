@@ -33,8 +33,9 @@ choice
     iterations ask a helper fiber for a value and use t = 10 s, so the get
     wins and the 10 s timer must be cancelled; odd iterations have no value
     available and use t = 0, so the timeout wins at once and the get must be
-    withdrawn; every ``--fire-every``-th odd iteration uses a tiny positive t
-    instead, so the timer really fires while the getter is parked.  fibernet
+    withdrawn; every ``--fire-every``-th odd iteration (and the last one) uses
+    a tiny positive t instead, so the timer really fires while the getter is
+    parked and the getter must be removed from the channel.  fibernet
     runs 1,000,000 iterations and records live timers
     (``current_scheduler().pending_timers()``) and channel waiters
     (``Channel.waiting()``) before and after: "left behind" must be 0.
@@ -42,6 +43,9 @@ choice
     ``gevent.queue.Queue.get(timeout=t)``, ``trio.move_on_after(t)``) with
     fewer iterations, for the rate only.  "wrong results" counts iterations
     whose winning branch or value was not the expected one (must be 0).
+
+``--impls`` also accepts ``uvloop`` (asyncio on uvloop, informational, not in
+the default set to keep the run short).
 
 How to read the table: ``median`` is the median over rounds; ``spread`` is
 (max - min) / median over rounds, a noise indicator.  ``fibernet ratio`` is
@@ -52,14 +56,17 @@ ratio above 1 means fibernet is faster; for bytes (less=better) a ratio below
 results" use the worst round instead of the median).  The exit status is 1 if
 any bar fails or any measurement errors.
 """
+
 from __future__ import annotations
 
 import argparse
 import gc
 import os
+import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
@@ -86,10 +93,12 @@ async def _awork(i: int) -> int:
 
 
 def _choice_timeout(i: int, params: dict) -> float:
-    """Timeout of iteration i of the choice loop (see module docstring)."""
+    """Timeout of iteration i of the choice loop (see module docstring).  The last odd
+    iteration fires too, so a getter it failed to withdraw is still there at the end."""
     if i % 2 == 0:
         return LONG_TIMEOUT
-    return params["tiny"] if i % params["fire_every"] == 1 else 0.0
+    fires = i % params["fire_every"] == 1 or i == params["n"] - 1
+    return params["tiny"] if fires else 0.0
 
 
 def _is_wrong(i: int, result: object) -> bool:
@@ -131,8 +140,9 @@ def _sync_forward(go, ch) -> None:
         ch.put(value)
 
 
-def _sync_choice_loop(n: int, params: dict, go, get_or_timeout: Callable,
-                      sample: Callable | None = None) -> int:
+def _sync_choice_loop(
+    n: int, params: dict, go, get_or_timeout: Callable, sample: Callable | None = None
+) -> int:
     """The choice loop for blocking runtimes; returns the number of wrong results."""
     wrong = 0
     for i in range(n):
@@ -140,8 +150,8 @@ def _sync_choice_loop(n: int, params: dict, go, get_or_timeout: Callable,
         if timeout == LONG_TIMEOUT:
             go.put(i)
         wrong += _is_wrong(i, get_or_timeout(timeout))
-        if sample is not None and i % 1024 == 0:
-            sample()
+        if sample is not None and (i % 1024 == 0 or timeout == params["tiny"]):
+            sample()  # regularly, and after each timer that fired on a parked getter
     go.put(None)
     return wrong
 
@@ -149,6 +159,7 @@ def _sync_choice_loop(n: int, params: dict, go, get_or_timeout: Callable,
 class Fibernet:
     def __init__(self) -> None:
         import fibernet
+
         self.fn = fibernet
 
     def pingpong(self, n: int, probe: Probe) -> None:
@@ -174,16 +185,23 @@ class Fibernet:
 
             def snapshot() -> dict:
                 gc.collect()
-                return {"timers": sched.pending_timers(), "ch_waiters": list(ch.waiting()),
-                        "go_waiters": list(go.waiting()), "gc_objects": len(gc.get_objects())}
+                return {
+                    "timers": sched.pending_timers(),
+                    "heap": _timer_heap_size(sched),
+                    "ch_waiters": list(ch.waiting()),
+                    "go_waiters": list(go.waiting()),
+                    "gc_objects": len(gc.get_objects()),
+                }
 
             def get_or_timeout(t: float):
                 return fn.perform(fn.choice(ch.get_op(), fn.wrap(fn.wait_op(t), _timed_out)))
 
-            peak = [0]
+            peak = {"timers": 0, "heap": 0, "ch_waiters": 0}
 
             def sample() -> None:
-                peak[0] = max(peak[0], sched.pending_timers())
+                peak["timers"] = max(peak["timers"], sched.pending_timers())
+                peak["heap"] = max(peak["heap"], _timer_heap_size(sched) or 0)
+                peak["ch_waiters"] = max(peak["ch_waiters"], sum(ch.waiting()))
 
             before = snapshot()
             helper = fn.spawn(_sync_forward, go, ch)
@@ -191,22 +209,39 @@ class Fibernet:
                 wrong = _sync_choice_loop(n, params, go, get_or_timeout, sample)
             helper.join()
             after = snapshot()
-            return {"before": before, "after": after, "peak_timers": peak[0],
-                    "wrong_results": wrong, "left_behind": _left_behind(before, after)}
+            return {
+                "before": before,
+                "after": after,
+                "wrong_results": wrong,
+                "peak": peak,
+                "left_behind": _left_behind(before, after),
+            }
 
         return fn.run(main)
 
 
+def _timer_heap_size(sched) -> int | None:
+    """Entries in the scheduler's timer heap, cancelled ones included.  This reads a
+    private attribute (diagnostic only): pending_timers() counts live timers, this shows
+    whether cancelled ones pile up before they are compacted away."""
+    heap = getattr(getattr(sched, "_timers", None), "_heap", None)
+    return None if heap is None else len(heap)
+
+
 def _left_behind(before: dict, after: dict) -> int:
-    """Timers and channel waiters present after the loop but not before."""
-    count = lambda s: s["timers"] + sum(s["ch_waiters"]) + sum(s["go_waiters"])  # noqa: E731
-    return count(after) - count(before)
+    """How far timers and channel waiters after the loop are from those before it."""
+
+    def counts(snap: dict) -> list[int]:
+        return [snap["timers"], *snap["ch_waiters"], *snap["go_waiters"]]
+
+    return sum(abs(a - b) for a, b in zip(counts(after), counts(before), strict=True))
 
 
 class Gevent:
     def __init__(self) -> None:
         import gevent
         import gevent.queue
+
         self.gevent = gevent
 
     def pingpong(self, n: int, probe: Probe) -> None:
@@ -223,6 +258,7 @@ class Gevent:
 
     def choice(self, n: int, params: dict, probe: Probe) -> dict:
         from gevent.queue import Empty, Queue
+
         go, ch = Queue(), Queue()
 
         def get_or_timeout(t: float):
@@ -243,6 +279,7 @@ class RawGreenlet:
 
     def __init__(self) -> None:
         from greenlet import greenlet
+
         self.greenlet = greenlet
 
     def spawn_join(self, n: int, probe: Probe) -> None:
@@ -253,11 +290,45 @@ class RawGreenlet:
         assert total == n * (n - 1) // 2
 
 
+# The async twins of the sync helpers, shared by asyncio and trio.  Both sides
+# are duck-typed on awaitable put()/get(): asyncio.Queue as it is, a trio
+# memory channel pair through _trio_channel().
+
+
+async def _async_echo(ping, pong, n: int) -> None:
+    for _ in range(n):
+        await pong.put(await ping.get())
+
+
+async def _async_pingpong_loop(ping, pong, n: int, probe: Probe) -> None:
+    with probe:
+        for i in range(n):
+            await ping.put(i)
+            await pong.get()
+
+
+async def _async_forward(go, ch) -> None:
+    while (value := await go.get()) is not None:
+        await ch.put(value)
+
+
+async def _async_choice_loop(n: int, params: dict, go, get_or_timeout: Callable) -> int:
+    wrong = 0
+    for i in range(n):
+        timeout = _choice_timeout(i, params)
+        if timeout == LONG_TIMEOUT:
+            await go.put(i)
+        wrong += _is_wrong(i, await get_or_timeout(timeout))
+    await go.put(None)
+    return wrong
+
+
 class Asyncio:
     loop_factory = None  # the default event loop
 
     def __init__(self) -> None:
         import asyncio
+
         self.asyncio = asyncio
 
     def _run(self, coro):
@@ -265,20 +336,13 @@ class Asyncio:
             return runner.run(coro)
 
     def pingpong(self, n: int, probe: Probe) -> None:
-        Queue = self.asyncio.Queue
+        asyncio = self.asyncio
 
-        async def echo(ping, pong):
-            for _ in range(n):
-                await pong.put(await ping.get())
-
-        async def main():
-            ping, pong = Queue(1), Queue(1)
-            task = self.asyncio.create_task(echo(ping, pong))
-            with probe:
-                for i in range(n):
-                    await ping.put(i)
-                    await pong.get()
-            await task
+        async def main() -> None:
+            ping, pong = asyncio.Queue(1), asyncio.Queue(1)
+            echo = asyncio.create_task(_async_echo(ping, pong, n))
+            await _async_pingpong_loop(ping, pong, n, probe)
+            await echo
 
         self._run(main())
 
@@ -295,25 +359,18 @@ class Asyncio:
     def choice(self, n: int, params: dict, probe: Probe) -> dict:
         asyncio = self.asyncio
 
-        async def forward(go, ch):
-            while (value := await go.get()) is not None:
-                await ch.put(value)
-
         async def main() -> int:
             go, ch = asyncio.Queue(1), asyncio.Queue(1)
-            helper = asyncio.create_task(forward(go, ch))
-            wrong = 0
+
+            async def get_or_timeout(t: float):
+                try:
+                    return await asyncio.wait_for(ch.get(), t)
+                except asyncio.TimeoutError:
+                    return TIMED_OUT
+
+            helper = asyncio.create_task(_async_forward(go, ch))
             with probe:
-                for i in range(n):
-                    timeout = _choice_timeout(i, params)
-                    if timeout == LONG_TIMEOUT:
-                        await go.put(i)
-                    try:
-                        result = await asyncio.wait_for(ch.get(), timeout)
-                    except asyncio.TimeoutError:
-                        result = TIMED_OUT
-                    wrong += _is_wrong(i, result)
-                await go.put(None)
+                wrong = await _async_choice_loop(n, params, go, get_or_timeout)
             await helper
             return wrong
 
@@ -324,72 +381,56 @@ class Uvloop(Asyncio):
     def __init__(self) -> None:
         super().__init__()
         import uvloop
+
         self.loop_factory = uvloop.new_event_loop
 
 
 class Trio:
     def __init__(self) -> None:
         import trio
+
         self.trio = trio
 
+    def _channel(self):
+        """An unbuffered memory channel with the put()/get() face of a queue."""
+        send, recv = self.trio.open_memory_channel(0)
+        return SimpleNamespace(put=send.send, get=recv.receive)
+
     def pingpong(self, n: int, probe: Probe) -> None:
-        trio = self.trio
+        async def main() -> None:
+            ping, pong = self._channel(), self._channel()
+            async with self.trio.open_nursery() as nursery:
+                nursery.start_soon(_async_echo, ping, pong, n)
+                await _async_pingpong_loop(ping, pong, n, probe)
 
-        async def echo(ping_recv, pong_send):
-            for _ in range(n):
-                await pong_send.send(await ping_recv.receive())
-
-        async def main():
-            ping_send, ping_recv = trio.open_memory_channel(0)
-            pong_send, pong_recv = trio.open_memory_channel(0)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(echo, ping_recv, pong_send)
-                with probe:
-                    for i in range(n):
-                        await ping_send.send(i)
-                        await pong_recv.receive()
-
-        trio.run(main)
+        self.trio.run(main)
 
     def spawn_join(self, n: int, probe: Probe) -> None:
-        trio = self.trio
-
-        async def main():
+        async def main() -> None:
             with probe:
-                async with trio.open_nursery() as nursery:
+                async with self.trio.open_nursery() as nursery:
                     for i in range(n):
                         nursery.start_soon(_awork, i)
 
-        trio.run(main)
+        self.trio.run(main)
 
     def choice(self, n: int, params: dict, probe: Probe) -> dict:
-        trio = self.trio
-
-        async def forward(go_recv, ch_send):
-            async for value in go_recv:
-                await ch_send.send(value)
-
-        async def get_or_timeout(ch_recv, timeout):
-            with trio.move_on_after(timeout):
-                return await ch_recv.receive()
-            return TIMED_OUT
+        move_on_after = self.trio.move_on_after
 
         async def main() -> int:
-            go_send, go_recv = trio.open_memory_channel(0)
-            ch_send, ch_recv = trio.open_memory_channel(0)
-            wrong = 0
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(forward, go_recv, ch_send)
-                with probe:
-                    for i in range(n):
-                        timeout = _choice_timeout(i, params)
-                        if timeout == LONG_TIMEOUT:
-                            await go_send.send(i)
-                        wrong += _is_wrong(i, await get_or_timeout(ch_recv, timeout))
-                await go_send.aclose()
-            return wrong
+            go, ch = self._channel(), self._channel()
 
-        return {"wrong_results": trio.run(main)}
+            async def get_or_timeout(t: float):
+                with move_on_after(t):
+                    return await ch.get()
+                return TIMED_OUT
+
+            async with self.trio.open_nursery() as nursery:
+                nursery.start_soon(_async_forward, go, ch)
+                with probe:
+                    return await _async_choice_loop(n, params, go, get_or_timeout)
+
+        return {"wrong_results": self.trio.run(main)}
 
 
 IMPLS: dict[str, type] = {
@@ -416,20 +457,25 @@ def measure_pingpong(impl, params: dict) -> dict:
     n, probe = params["n"], Probe()
     impl.pingpong(n, probe)
     rate = n / probe.seconds
-    return {"rate": rate, "seconds": probe.seconds, "n": n,
-            "summary": f"{fmt_num(rate)} round trips/s"}
+    return {"rate": rate, "seconds": probe.seconds, "n": n, "summary": f"{fmt_num(rate)} round trips/s"}
 
 
 def measure_spawn(impl, params: dict) -> dict:
     n, timing, traced = params["n"], Probe(), Probe(trace_memory=True)
-    impl.spawn_join(n, timing)   # first: timing and RSS growth, no tracing overhead
-    impl.spawn_join(n, traced)   # second: tracemalloc peak
-    result = {"rate": n / timing.seconds, "seconds": timing.seconds, "n": n,
-              "rss_per_fiber": timing.maxrss_delta / n,
-              "traced_per_fiber": traced.traced_peak / n}
-    result["summary"] = (f"{fmt_num(result['rate'])} fibers/s, "
-                         f"{result['traced_per_fiber']:.0f} B/fiber traced, "
-                         f"{result['rss_per_fiber']:.0f} B/fiber rss")
+    impl.spawn_join(n, timing)  # first: timing and RSS growth, no tracing overhead
+    impl.spawn_join(n, traced)  # second: tracemalloc peak
+    result = {
+        "rate": n / timing.seconds,
+        "seconds": timing.seconds,
+        "n": n,
+        "rss_per_fiber": timing.maxrss_delta / n,
+        "traced_per_fiber": traced.traced_peak / n,
+    }
+    result["summary"] = (
+        f"{fmt_num(result['rate'])} fibers/s, "
+        f"{result['traced_per_fiber']:.0f} B/fiber traced, "
+        f"{result['rss_per_fiber']:.0f} B/fiber rss"
+    )
     return result
 
 
@@ -439,9 +485,10 @@ def measure_choice(impl, params: dict) -> dict:
     result.update(rate=n / probe.seconds, seconds=probe.seconds, n=n)
     result["summary"] = f"{fmt_num(result['rate'])} choices/s, wrong={result['wrong_results']}"
     if "left_behind" in result:
-        result["summary"] += (f", left behind={result['left_behind']}"
-                              f" (timers {result['before']['timers']}->{result['after']['timers']},"
-                              f" peak {result['peak_timers']})")
+        result["summary"] += (
+            f", left behind={result['left_behind']}"
+            f" (timers {result['before']['timers']}->{result['after']['timers']})"
+        )
     return result
 
 
@@ -463,6 +510,7 @@ class Metric:
     unit: str
     more_is_better: bool
     worst_round: bool = False  # report the worst round instead of the median
+    only: str | None = None  # the one implementation that reports it
 
     def aggregate(self, values: list[float]) -> float | None:
         if not values:
@@ -478,7 +526,7 @@ METRICS = (
     Metric("spawn", "traced_per_fiber", "B/fiber, tracemalloc peak (less=better)", False),
     Metric("spawn", "rss_per_fiber", "B/fiber, maxrss growth (less=better)", False),
     Metric("choice", "rate", "choices/s (more=better)", True),
-    Metric("choice", "left_behind", "timers+waiters left behind, worst round", False, True),
+    Metric("choice", "left_behind", "timers+waiters left behind, worst round", False, True, "fibernet"),
     Metric("choice", "wrong_results", "wrong results, worst round", False, True),
 )
 
@@ -487,9 +535,9 @@ METRICS = (
 class Bar:
     workload: str
     key: str
-    peer: str | None = None          # ratio bar: fibernet / peer >= min_ratio
+    peer: str | None = None  # ratio bar: fibernet / peer >= min_ratio
     min_ratio: float | None = None
-    max_value: float | None = None   # absolute bar on fibernet's own value
+    max_value: float | None = None  # absolute bar on fibernet's own value
 
     def applies(self, workload: str, key: str, impl: str) -> bool:
         return (workload, key) == (self.workload, self.key) and impl == (self.peer or "fibernet")
@@ -541,24 +589,32 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
         if metric.workload not in args.workloads:
             continue
         ours = metric.aggregate(samples.values(metric.workload, "fibernet", metric.key))
-        for impl in args.impls:
+        for impl in [metric.only] if metric.only else args.impls:
             key = (metric.workload, impl)
             values = samples.values(metric.workload, impl, metric.key)
             if not values and not samples.errors.get(key):
                 continue
             value = metric.aggregate(values)
-            ratio = None if impl == "fibernet" else _bench.ratio(ours, value)
+            ratio = None if impl == "fibernet" or metric.worst_round else _bench.ratio(ours, value)
             bars = [b for b in BARS if b.applies(metric.workload, metric.key, impl)]
             verdicts = [b.passes(value, ratio) for b in bars]
             if samples.errors.get(key):
                 verdicts.append(False)
-            rows.append({
-                "workload": metric.workload, "metric": metric.key, "impl": impl,
-                "value": value, "unit": metric.unit, "spread": _bench.spread(values),
-                "rounds": len(values), "errors": len(samples.errors.get(key, [])),
-                "ratio": ratio, "bar": "; ".join(b.describe() for b in bars),
-                "pass": None if not verdicts or None in verdicts else all(verdicts),
-            })
+            rows.append(
+                {
+                    "workload": metric.workload,
+                    "metric": metric.key,
+                    "impl": impl,
+                    "value": value,
+                    "unit": metric.unit,
+                    "spread": _bench.spread(values),
+                    "rounds": len(values),
+                    "errors": len(samples.errors.get(key, [])),
+                    "ratio": ratio,
+                    "bar": "; ".join(b.describe() for b in bars),
+                    "pass": None if not verdicts or None in verdicts else all(verdicts),
+                }
+            )
     return rows
 
 
@@ -568,24 +624,66 @@ def render_rows(rows: list[dict]) -> str:
             return f"ERROR x{row['errors']}"
         return {True: "PASS", False: "FAIL", None: "-" if not row["bar"] else "n/a"}[row["pass"]]
 
-    table = [[r["workload"], r["impl"], fmt_num(r["value"]), r["unit"], _bench.fmt_pct(r["spread"]),
-              _bench.fmt_ratio(r["ratio"]), r["bar"] or "-", verdict(r)] for r in rows]
+    table = [
+        [
+            r["workload"],
+            r["impl"],
+            fmt_num(r["value"]),
+            r["unit"],
+            _bench.fmt_pct(r["spread"]),
+            _bench.fmt_ratio(r["ratio"]),
+            r["bar"] or "-",
+            verdict(r),
+        ]
+        for r in rows
+    ]
     headers = ["workload", "impl", "median", "unit", "spread", "fibernet ratio", "bar", "result"]
     return _bench.format_table(headers, table)
 
 
 def render_choice_details(samples: _bench.Samples) -> str:
-    lines = ["fibernet choice loop, per round (timers = pending_timers(); "
-             "waiters = (getters, putters)):"]
+    """Per-round leak check of fibernet's choice loop.  'before -> after' must match;
+    'max seen' columns are read at checkpoints inside the loop (diagnostics only)."""
+    rows = []
     for i, r in enumerate(samples.results.get(("choice", "fibernet"), []), 1):
-        b, a = r["before"], r["after"]
-        lines.append(
-            f"  round {i}: n={r['n']:,} timers {b['timers']} -> {a['timers']} (peak {r['peak_timers']}),"
-            f" ch waiters {tuple(b['ch_waiters'])} -> {tuple(a['ch_waiters'])},"
-            f" go waiters {tuple(b['go_waiters'])} -> {tuple(a['go_waiters'])},"
-            f" gc objects {a['gc_objects'] - b['gc_objects']:+d}, wrong {r['wrong_results']}"
-            f" -> {'PASS' if r['left_behind'] == 0 and r['wrong_results'] == 0 else 'FAIL'}")
-    return "\n".join(lines)
+        b, a, peak = r["before"], r["after"], r["peak"]
+        ok = r["left_behind"] == 0 and r["wrong_results"] == 0
+        rows.append(
+            [
+                i,
+                f"{r['n']:,}",
+                f"{b['timers']} -> {a['timers']}",
+                peak["timers"],
+                f"{b['heap']} -> {a['heap']}",
+                peak["heap"],
+                f"{tuple(b['ch_waiters'])} -> {tuple(a['ch_waiters'])}",
+                peak["ch_waiters"],
+                f"{tuple(b['go_waiters'])} -> {tuple(a['go_waiters'])}",
+                f"{a['gc_objects'] - b['gc_objects']:+d}",
+                r["wrong_results"],
+                "PASS" if ok else "FAIL",
+            ]
+        )
+    headers = [
+        "round",
+        "n",
+        "timers",
+        "max seen",
+        "heap entries*",
+        "max seen",
+        "ch waiters (get, put)",
+        "max seen",
+        "go waiters",
+        "gc objects",
+        "wrong",
+        "result",
+    ]
+    return (
+        "fibernet choice loop: timers = current_scheduler().pending_timers(), waiters = "
+        "Channel.waiting()\n"
+        + _bench.format_table(headers, rows)
+        + "\n* len() of the scheduler's private timer heap, cancelled entries included"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -593,32 +691,51 @@ def render_choice_details(samples: _bench.Samples) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small N, 1 round (smoke run)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, --quick 1)")
-    parser.add_argument("--cpu", default="1",
-                        help="CPU to pin every child to with taskset (default 1; 'none' to not pin)")
+    parser.add_argument(
+        "--cpu", default="1", help="CPU to pin every child to with taskset (default 1; 'none' to not pin)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
-    parser.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
-                        help=f"comma list out of {','.join(IMPLS)} (default: %(default)s)")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="comma list (default: %(default)s)")
+    parser.add_argument(
+        "--impls",
+        default=",".join(DEFAULT_IMPLS),
+        help=f"comma list out of {','.join(IMPLS)} (default: %(default)s)",
+    )
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list (default: %(default)s)")
     parser.add_argument("--pingpong-n", type=int, help="round trips (default 200000)")
     parser.add_argument("--spawn-n", type=int, help="fibers (default 100000)")
     parser.add_argument("--choice-n", type=int, help="fibernet choice iterations (default 1000000)")
     parser.add_argument("--choice-peer-n", type=int, help="peers' choice iterations (default 200000)")
-    parser.add_argument("--tiny-timeout", type=float, default=1e-4,
-                        help="timeout of the iterations whose timer really fires (default 1e-4 s)")
-    parser.add_argument("--fire-every", type=int, default=10_000,
-                        help="every N-th odd choice iteration uses --tiny-timeout (default 10000)")
+    parser.add_argument(
+        "--tiny-timeout",
+        type=float,
+        default=1e-4,
+        help="timeout of the iterations whose timer really fires (default 1e-4 s)",
+    )
+    parser.add_argument(
+        "--fire-every",
+        type=int,
+        default=10_000,
+        help="every N-th odd choice iteration uses --tiny-timeout (default 10000)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="per-child timeout, seconds")
     args = parser.parse_args(argv)
 
-    defaults = ({"rounds": 1, "pingpong_n": 20_000, "spawn_n": 10_000,
-                 "choice_n": 100_000, "choice_peer_n": 20_000} if args.quick else
-                {"rounds": 5, "pingpong_n": 200_000, "spawn_n": 100_000,
-                 "choice_n": 1_000_000, "choice_peer_n": 200_000})
+    defaults = (
+        {"rounds": 1, "pingpong_n": 20_000, "spawn_n": 10_000, "choice_n": 100_000, "choice_peer_n": 20_000}
+        if args.quick
+        else {
+            "rounds": 5,
+            "pingpong_n": 200_000,
+            "spawn_n": 100_000,
+            "choice_n": 1_000_000,
+            "choice_peer_n": 200_000,
+        }
+    )
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -644,8 +761,11 @@ def main(argv=None) -> int:
     command = _bench.command_line()
     plan = build_plan(args)
     print(f"command: {command}", flush=True)
-    print(f"{len(plan)} measurements x {args.rounds} rounds, each in a fresh child, e.g.:\n  "
-          + " ".join(_bench.child_command(__file__, *plan[0], args.cpu)), flush=True)
+    print(
+        f"{len(plan)} measurements x {args.rounds} rounds, each in a fresh child, e.g.:\n  "
+        + shlex.join(_bench.child_command(__file__, *plan[0], args.cpu)),
+        flush=True,
+    )
 
     samples = _bench.run_interleaved(__file__, plan, args.rounds, args.cpu, args.timeout)
     rows = summarise(samples, args)
@@ -654,12 +774,15 @@ def main(argv=None) -> int:
     if "choice" in args.workloads:
         print(render_choice_details(samples), end="\n\n")
     print(render_rows(rows))
-    print("\nfibernet ratio = fibernet median / row median: above 1 is better for "
-          "'more=better' units, below 1 is better for 'less=better' units.")
+    print(
+        "\nfibernet ratio = fibernet median / row median: above 1 is better for "
+        "'more=better' units, below 1 is better for 'less=better' units."
+    )
     print(f"command: {command}")
     if args.json:
-        _bench.write_json(args.json, {"command": command, "args": vars(args),
-                                      "rows": rows, "samples": samples.to_json()})
+        _bench.write_json(
+            args.json, {"command": command, "args": vars(args), "rows": rows, "samples": samples.to_json()}
+        )
         print(f"wrote {args.json}")
     failed = any(r["pass"] is False for r in rows) or bool(samples.errors)
     return 1 if failed else 0

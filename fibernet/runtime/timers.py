@@ -43,8 +43,8 @@ class TimerQueue:
             return
         self._dead += 1
         if self._dead > _COMPACT_MIN and self._dead * 2 > len(heap):
-            self._heap = [e for e in heap if e[2] is not None]
-            heapq.heapify(self._heap)
+            heap[:] = [e for e in heap if e[2] is not None]  # in place: fire_due holds it
+            heapq.heapify(heap)
             self._dead = 0
 
     def next_deadline(self) -> float | None:
