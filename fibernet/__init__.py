@@ -46,6 +46,7 @@ from fibernet.runtime import (
     schedulers,
 )
 from fibernet.runtime.scheduler import spawn, yield_now
+from fibernet.server import Server, serve
 
 base_op = BaseOp
 
@@ -65,6 +66,7 @@ __all__ = [
     "Operation",
     "Runtime",
     "Scheduler",
+    "Server",
     "Timeout",
     "always",
     "base_op",
@@ -81,6 +83,7 @@ __all__ = [
     "run",
     "scheduler_by_name",
     "schedulers",
+    "serve",
     "shared",
     "sleep",
     "spawn",

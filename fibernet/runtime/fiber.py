@@ -73,6 +73,7 @@ class Fiber:
         "_op_state",
         "_cancel_pending",
         "_unretrieved",
+        "_callbacks",
         "__weakref__",
     )
 
@@ -97,6 +98,7 @@ class Fiber:
         self._op_state = None  # the operation this fiber is suspended in, if any
         self._cancel_pending = False
         self._unretrieved: _Unretrieved | None = None
+        self._callbacks: list[Callable[[Fiber], object]] | None = None
 
     # -- identity and introspection ----------------------------------------------------
 
@@ -164,6 +166,18 @@ class Fiber:
 
         return join_op(self)
 
+    def add_done_callback(self, fn: Callable[[Fiber], object]) -> None:
+        """Call ``fn(fiber)`` when the fiber finishes, however it finishes (also if it is
+        cancelled before it starts), on the thread of its scheduler.  If it has finished
+        already, call it now."""
+        with LOCK:
+            if self.state is not DONE:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
     def cancel(self) -> None:
         """Raise :class:`Cancelled` inside the fiber at its next suspension.
 
@@ -215,6 +229,14 @@ class Fiber:
             self._op_state = None
             joiners = self._joiners
             self._joiners = None
+            callbacks = self._callbacks
+            self._callbacks = None
+        if callbacks:
+            for fn in callbacks:
+                try:
+                    fn(self)
+                except Exception:
+                    log.exception("done callback of fiber %s failed", self.name)
         if joiners:
             for st, index in joiners:
                 st.complete(index, None)

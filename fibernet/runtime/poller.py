@@ -11,6 +11,12 @@ descriptor still refers to its file, the entry survives under the old number.  S
 - Re-arming tolerates the kernel having forgotten the descriptor (ENOENT: closed and its
   number reused) and having kept it (EEXIST).
 
+Descriptors that fibernet owns (its sockets, which always call ``notify_closing`` before
+they close) are registered once, edge-triggered, with ``register_edge``: a wait on them is
+then a list append and costs no system call, as Go's netpoller does.  A wakeup with nothing
+to read is harmless (the reader tries again and waits again), and an edge that comes while
+nobody waits is not needed (a reader always tries the descriptor before it waits).
+
 Only its scheduler's thread calls it; it takes no lock.
 """
 
@@ -25,17 +31,20 @@ EPOLLOUT = select.EPOLLOUT
 _READ_EVENTS = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 _ONESHOT = select.EPOLLONESHOT
+_EDGE_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 
 Callback = Callable[[int], object]  # called with 0 when ready, or an errno when closed
 
 
 class _Watch:
-    __slots__ = ("readers", "writers", "armed")
+    __slots__ = ("readers", "writers", "armed", "edge", "owner")
 
-    def __init__(self) -> None:
+    def __init__(self, edge: bool = False, owner: object = None) -> None:
         self.readers: list[Callback] = []
         self.writers: list[Callback] = []
         self.armed = 0  # the event mask the kernel holds for us now (0: disarmed)
+        self.edge = edge  # registered once, edge-triggered, until notify_closing
+        self.owner = owner  # the object that registered it edge-triggered (a socket)
 
     def wanted(self) -> int:
         return (EPOLLIN if self.readers else 0) | (EPOLLOUT if self.writers else 0)
@@ -57,13 +66,38 @@ class Poller:
         self._epoll.register(fd, select.EPOLLIN)
         self._internal[fd] = on_readable
 
+    def register_edge(self, fd: int, owner: object) -> None:
+        """Register a descriptor fibernet owns, edge-triggered, for its whole life.
+
+        ``owner`` tells a live registration from a stale one left by an earlier owner of the
+        same descriptor number that was closed from another thread.
+        """
+        old = self._watches.get(fd)
+        if old is not None and old.edge and old.owner is owner:
+            return
+        self._watches[fd] = w = _Watch(True, owner)
+        if old is not None:  # a one-shot watch of the same number: keep its waiters
+            w.readers, w.writers = old.readers, old.writers
+        if fd in self._known:
+            try:
+                self._epoll.modify(fd, _EDGE_MASK)
+            except FileNotFoundError:
+                self._epoll.register(fd, _EDGE_MASK)
+        else:
+            try:
+                self._epoll.register(fd, _EDGE_MASK)
+            except FileExistsError:
+                self._epoll.modify(fd, _EDGE_MASK)
+            self._known.add(fd)
+
     def watch(self, fd: int, events: int, callback: Callback) -> None:
         """Call ``callback(0)`` once when ``fd`` is ready for ``events`` (EPOLLIN or EPOLLOUT)."""
         w = self._watches.get(fd)
         if w is None:
             w = self._watches[fd] = _Watch()
         (w.readers if events == EPOLLIN else w.writers).append(callback)
-        self._arm(fd, w)
+        if not w.edge:
+            self._arm(fd, w)
 
     def unwatch(self, fd: int, events: int, callback: Callback) -> None:
         """Forget a callback that lost a choice or whose fiber was cancelled."""
@@ -78,8 +112,15 @@ class Poller:
         # The kernel registration stays armed (EPOLLONESHOT): it fires at most once more and
         # is then disarmed; re-arming it now would cost a system call for nothing.
 
-    def notify_closing(self, fd: int, err: int = errno.EBADF) -> None:
-        """``fd`` is about to be closed: wake its waiters with ``err`` and drop it."""
+    def notify_closing(self, fd: int, err: int = errno.EBADF, owner: object = None) -> None:
+        """``fd`` is about to be closed: wake its waiters with ``err`` and drop it.
+
+        With ``owner``, act only if that object still owns the registration.
+        """
+        if owner is not None:
+            w = self._watches.get(fd)
+            if w is None or w.owner is not owner:
+                return
         w = self._watches.pop(fd, None)
         if fd in self._known:
             self._known.discard(fd)
@@ -132,7 +173,6 @@ class Poller:
                 if internal is not None:
                     internal()
                 continue
-            w.armed = 0  # EPOLLONESHOT: the kernel disarmed it
             if ev & _READ_EVENTS and w.readers:
                 ready, w.readers = w.readers, []
                 for callback in ready:
@@ -141,6 +181,9 @@ class Poller:
                 ready, w.writers = w.writers, []
                 for callback in ready:
                     callback(0)
+            if w.edge:
+                continue
+            w.armed = 0  # EPOLLONESHOT: the kernel disarmed it
             if w.readers or w.writers:
                 self._arm(fd, w)
             else:

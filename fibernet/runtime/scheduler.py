@@ -117,8 +117,8 @@ class Scheduler:
         self._poller.watch(fd, events, callback)
         return partial(self._poller.unwatch, fd, events, callback)
 
-    def notify_closing(self, fd: int) -> None:
-        self._poller.notify_closing(fd)
+    def notify_closing(self, fd: int, owner: object = None) -> None:
+        self._poller.notify_closing(fd, owner=owner)
 
     def suspend(self) -> Any:
         """Switch from the current fiber back to the loop; returns when it is resumed."""

@@ -1,0 +1,1 @@
+"""The ``fibernet`` command (installed as the package ``fibernet_cli``)."""

@@ -1,0 +1,64 @@
+"""``fibernet``: a thin click app.  ``serve`` builds one :class:`Settings` and makes one call."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+
+import click
+
+from fibernet_cli.loader import load_app
+from fibernet_cli.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fibernet")
+def cli() -> None:
+    """fibernet: fibers, channels and servers for Python."""
+
+
+def _serve(app: str | None, **values: object) -> None:
+    settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    handler = load_app(settings.app, settings.app_dir, settings.factory)
+    serve_settings(handler, settings)
+
+
+def serve_settings(handler: object, settings: Settings) -> None:
+    """The one library call: serve ``handler`` as ``settings`` say."""
+    from fibernet.server import Limits, Server, run_server
+
+    limits = Limits(
+        max_connections=settings.max_connections,
+        idle_timeout=settings.idle_timeout,
+        backlog=settings.backlog,
+        graceful_timeout=settings.graceful_timeout,
+    )
+    server = Server(handler, settings.host, settings.port, threads=settings.threads, limits=limits,  # type: ignore[arg-type]
+                    name=settings.app)
+    try:
+        server.bind()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.UsageError(f"{settings.host}:{settings.port} is already in use") from None
+        if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+            raise click.UsageError(f"cannot bind {settings.host}:{settings.port}: {exc.strerror}") from None
+        raise
+    run_server(server)
+
+
+serve = click.Command(
+    "serve",
+    callback=_serve,
+    params=[click.Argument(["app"], required=False), *Settings.click_options()],
+    help="Serve APP (module:attribute, a handler run for each connection); with no APP, the "
+    "built-in echo handler.  Every option can also be set as FIBERNET_<OPTION>.",
+)
+cli.add_command(serve)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

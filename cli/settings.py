@@ -1,0 +1,64 @@
+"""The one settings object of ``fibernet serve``: a frozen dataclass.
+
+Each field is one command-line flag (``--max-connections``) and one environment variable
+(``FIBERNET_MAX_CONNECTIONS``); the command builds a ``Settings`` and makes one library call,
+as uvicorn's ``Config`` does.  The flags are generated from the fields, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import click
+
+ENV_PREFIX = "FIBERNET_"
+
+
+def _opt(default: Any, help: str, type: Any = None, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "type": type, "flag": flag})
+
+
+@dataclass(frozen=True)
+class Settings:
+    app: str = _opt("fibernet.examples.echo:handle", "the handler, as module:attribute")
+    factory: bool = _opt(False, "APP is a factory: call it with no arguments to get the handler", bool)
+    protocol: str = _opt("tcp", "the protocol the handler speaks", click.Choice(["tcp"]))
+    app_dir: str = _opt(".", "look for the APP module in this directory first", str)
+    host: str = _opt("127.0.0.1", "the address to bind", str)
+    port: int = _opt(8000, "the TCP port to bind (0: any free port)", click.IntRange(0, 65535))
+    backlog: int = _opt(1024, "the listen backlog", click.IntRange(1))
+    threads: int = _opt(1, "scheduler threads in the process", click.IntRange(1, 256))
+    max_connections: int = _opt(10_000, "connections open at once; accepting pauses beyond", click.IntRange(1))
+    idle_timeout: float = _opt(300.0, "close a connection that moved no byte for this long (seconds)",
+                               click.FloatRange(0, min_open=True))
+    graceful_timeout: float = _opt(30.0, "on SIGTERM, let connections finish this long (seconds)",
+                                   click.FloatRange(0))
+    log_level: str = _opt("info", "the log level",
+                          click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False))
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return ENV_PREFIX + name.upper()
+
+    @classmethod
+    def click_options(cls) -> list[click.Option]:
+        """One click option per field except ``app`` (the positional argument)."""
+        options = []
+        for f in fields(cls):
+            if f.name == "app":
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            kind = f.metadata["type"]
+            decls = [flag] if kind is not bool else [f"{flag}/--no-{flag[2:]}"]
+            options.append(
+                click.Option(
+                    [*decls, f.name],
+                    type=None if kind is bool else kind,
+                    default=f.default,
+                    show_default=True,
+                    envvar=cls.env_name(f.name),
+                    help=f.metadata["help"],
+                )
+            )
+        return options

@@ -1,0 +1,92 @@
+"""Running a server in the foreground until a signal: ``fibernet.serve``.
+
+Signals reach the runtime without running Python code at an awkward moment: the handlers
+are no-ops and ``signal.set_wakeup_fd`` makes the interpreter write the signal's number to a
+socket pair, which a fiber reads like any other socket.  SIGTERM drains (stop accepting,
+finish within the grace period); SIGINT stops fast (a one-second grace); a second one of
+either stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from typing import Any
+
+from fibernet.errors import Cancelled
+from fibernet.net.sockets import Socket
+from fibernet.runtime.runtime import Runtime
+from fibernet.runtime.scheduler import spawn
+from fibernet.server.tcp import Handler, Server
+
+log = logging.getLogger("fibernet.server")
+
+FAST_GRACE = 1.0
+
+
+def serve(handler: Handler, host: str = "127.0.0.1", port: int = 8000, *, threads: int = 1, **options: Any) -> None:
+    """Serve ``handler`` (one fiber per TCP connection) until SIGTERM or SIGINT."""
+    run_server(Server(handler, host, port, threads=threads, **options))
+
+
+def run_server(server: Server) -> None:
+    """Bind ``server``, run it on a runtime of ``server.threads`` schedulers in this (the
+    main) thread, and stop it on SIGTERM (graceful) or SIGINT (fast)."""
+    server.bind()
+    Runtime(server.threads).run(_main, server)
+
+
+def _main(server: Server) -> None:
+    watcher = _SignalWatcher(server)
+    try:
+        server.run()
+    finally:
+        watcher.close()
+
+
+class _SignalWatcher:
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self._rsock, self._wsock = socket.socketpair()
+        self._wsock.setblocking(False)
+        self._old_fd = signal.set_wakeup_fd(self._wsock.fileno(), warn_on_full_buffer=False)
+        self._old = {sig: signal.signal(sig, _ignore) for sig in self.SIGNALS}
+        self._reader = Socket(self._rsock)
+        self._fiber = spawn(self._watch, name="signals")
+        self._count = 0
+
+    def _watch(self) -> None:
+        try:
+            while data := self._reader.recv(64):
+                for signum in data:
+                    self._on_signal(signum)
+        except (Cancelled, OSError):
+            pass
+
+    def _on_signal(self, signum: int) -> None:
+        self._count += 1
+        name = signal.Signals(signum).name
+        if self._count > 1:
+            log.warning("%s again: stopping now", name)
+            self.server.stop(0)
+        elif signum == signal.SIGTERM:
+            log.info("SIGTERM: draining (up to %.1fs)", self.server.limits.graceful_timeout)
+            self.server.stop()
+        elif signum == signal.SIGINT:
+            log.info("SIGINT: stopping")
+            self.server.stop(FAST_GRACE)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._old_fd)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._fiber.cancel()
+        self._reader.close()
+        self._wsock.close()
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """The Python-level handler: nothing; the wake-up descriptor carries the signal."""

@@ -1,0 +1,366 @@
+"""The TCP server: listeners, a fiber per connection on every scheduler thread, limits, drain.
+
+Composed, not inherited (gevent's behaviour without its class chains): a ``Server`` is given
+a handler, ``handler(conn)`` with a fiber-aware :class:`~fibernet.net.sockets.Socket`; the HTTP
+layer is just such a handler.
+
+- Every scheduler accepts: one SO_REUSEPORT listener per scheduler thread when the server
+  binds, or the given (inherited) sockets shared by all of them.
+- Limits: ``max_connections`` (the acceptors stop accepting while full and resume when one
+  closes), ``idle_timeout`` (a per-scheduler sweeper cancels connections that moved no byte
+  for that long), ``backlog``, ``accepts_per_wake`` (then the acceptor yields so the
+  connections it made get to run).
+- After EMFILE/ENFILE on accept the acceptor backs off, 10 ms doubling to 1 s, as gevent and
+  Go do, instead of spinning, and accepts again when descriptors free up.
+- A handler's exception is logged with the peer address and closes that connection only.
+  The socket is closed in ``finally``, whatever way the handler ends.
+- Graceful stop: stop accepting, let connections finish for ``grace`` seconds, then cancel
+  the rest.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+from fibernet.errors import Cancelled
+from fibernet.net.sockets import Socket, listen
+from fibernet.ops.condition import Condition
+from fibernet.ops.operation import choice, perform, wrap
+from fibernet.ops.timers import sleep, wait_op
+from fibernet.runtime.fiber import Fiber
+from fibernet.runtime.runtime import Runtime
+from fibernet.runtime.scheduler import Scheduler, current_scheduler, spawn, yield_now
+
+log = logging.getLogger("fibernet.server")
+
+Handler = Callable[[Socket], Any]
+
+_BACKOFF_FIRST = 0.01
+_BACKOFF_MAX = 1.0
+_NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int = 10_000
+    idle_timeout: float | None = 300.0
+    backlog: int = 1024
+    accepts_per_wake: int = 64
+    graceful_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "backlog", "accepts_per_wake"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive or None, not {self.idle_timeout!r}")
+        if not self.graceful_timeout >= 0:
+            raise ValueError(f"graceful_timeout must be >= 0, not {self.graceful_timeout!r}")
+
+
+class _Place:
+    """A scheduler's share of the server: its connections and counters (its thread only)."""
+
+    __slots__ = ("sched", "conns", "accepted", "bytes_in", "bytes_out", "acceptors")
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self.conns: dict[Fiber, Socket] = {}
+        self.accepted = 0
+        self.bytes_in = 0  # of closed connections; live ones are summed from their sockets
+        self.bytes_out = 0
+        self.acceptors: list[Fiber] = []
+
+
+class Server:
+    """A TCP server.  ``Server(handler, host, port, threads=N).start()`` in a program or a
+    test; :func:`serve` to run one in the foreground until a signal."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        threads: int = 1,
+        sockets: list[Any] | None = None,
+        limits: Limits | None = None,
+        name: str | None = None,
+        **limit_overrides: Any,
+    ) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.threads = threads
+        self.limits = limits or Limits(**limit_overrides)
+        self.name = name or getattr(handler, "__qualname__", "server")
+        self._given = sockets
+        self._listeners: list[Socket] = []
+        self._places: dict[Scheduler, _Place] = {}
+        self._lock = threading.Lock()
+        self._open = 0
+        self._slot_waiters: list[Condition] = []
+        self._stop = Condition()
+        self._drained = Condition()
+        self._draining = False
+        self._grace: float | None = None
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.address: tuple | None = None
+
+    def __repr__(self) -> str:
+        return f"<Server {self.name} {self.address} open={self._open}>"
+
+    # -- binding ------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Open the listeners now (so a port in use fails here, in the caller's thread)."""
+        if self._listeners:
+            return
+        if self._given:
+            self._listeners = [s if isinstance(s, Socket) else Socket(s) for s in self._given]
+        else:
+            first = listen(self.host, self.port, self.limits.backlog, reuse_port=True)
+            self._listeners = [first]
+            port = first.getsockname()[1]
+            try:
+                for _ in range(self.threads - 1):
+                    self._listeners.append(listen(self.host, port, self.limits.backlog, reuse_port=True))
+            except BaseException:
+                self._close_listeners()
+                raise
+        self.address = self._listeners[0].getsockname()
+
+    def _close_listeners(self) -> None:
+        for sock in self._listeners:
+            sock.close()
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve inside a fiber of a running runtime, on all its schedulers, until stopped."""
+        here = current_scheduler()
+        if here is None or here.current is None:
+            raise RuntimeError("Server.run() must be called in a fiber; use start() or serve()")
+        self.bind()
+        scheds = here.runtime.schedulers if here.runtime is not None else [here]
+        try:
+            for i, sched in enumerate(scheds):
+                place = self._places[sched] = _Place(sched)
+                listener = self._listeners[i % len(self._listeners)]
+                place.acceptors.append(
+                    spawn(self._accept_loop, place, listener, name=f"{self.name}:accept@{sched.name}", scheduler=sched)
+                )
+                if self.limits.idle_timeout is not None:
+                    place.acceptors.append(
+                        spawn(self._sweep_idle, place, name=f"{self.name}:idle@{sched.name}", scheduler=sched)
+                    )
+            self._started.set()
+            log.info("serving %s on %s with %d scheduler(s)", self.name, _fmt(self.address), len(scheds))
+            self._stop.wait()
+        finally:
+            self._drain()
+
+    def start(self) -> Server:
+        """Serve on a runtime of its own in background threads; returns once listening."""
+        self.bind()
+        self._thread = threading.Thread(target=self._run_runtime, name=f"fibernet:{self.name}", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run_runtime(self) -> None:
+        try:
+            Runtime(self.threads).run(self.run)
+        except BaseException as exc:  # noqa: BLE001 - handed to start()/wait()
+            self._error = exc
+            log.exception("server %s failed", self.name)
+        finally:
+            self._started.set()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, give connections ``grace`` seconds (default: the limit), then
+        cancel the rest.  Thread-safe; returns at once (see :meth:`wait`)."""
+        self._grace = self.limits.graceful_timeout if grace is None else grace
+        self._stop.signal()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until a server made with :meth:`start` has stopped; True if it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(0 if exc[0] is not None else None)
+        self.wait()
+
+    # -- counters -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        places = list(self._places.values())
+        live = [sock for p in places for sock in list(p.conns.values())]
+        return {
+            "connections_open": self._open,
+            "connections_accepted": sum(p.accepted for p in places),
+            "bytes_in": sum(p.bytes_in for p in places) + sum(s.bytes_in for s in live),
+            "bytes_out": sum(p.bytes_out for p in places) + sum(s.bytes_out for s in live),
+        }
+
+    # -- accepting ------------------------------------------------------------------------
+
+    def _accept_loop(self, place: _Place, listener: Socket) -> None:
+        lsock = listener.sock
+        backoff = 0.0
+        per_wake = self.limits.accepts_per_wake
+        in_a_row = 0
+        while True:
+            if self._open >= self.limits.max_connections:
+                self._wait_for_slot()
+                continue
+            try:
+                raw, addr = lsock.accept()
+            except BlockingIOError:
+                in_a_row = 0
+                listener._wait(0x001)  # EPOLLIN
+                continue
+            except OSError as exc:
+                if exc.errno in _NO_DESCRIPTORS:
+                    backoff = min(_BACKOFF_MAX, backoff * 2) if backoff else _BACKOFF_FIRST
+                    log.warning("accept: %s; retrying in %.0f ms", exc.strerror, backoff * 1000)
+                    sleep(backoff)
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                raise
+            backoff = 0.0
+            conn = Socket(raw)
+            raw.setblocking(False)
+            _nodelay(raw)
+            with self._lock:
+                self._open += 1
+            place.accepted += 1
+            fiber = spawn(self._serve, conn, addr, name=f"{self.name}:conn {_fmt(addr)}")
+            place.conns[fiber] = conn
+            fiber.add_done_callback(partial(self._closed_one, place, conn))
+            in_a_row += 1
+            if in_a_row >= per_wake:
+                in_a_row = 0
+                yield_now()
+
+    def _wait_for_slot(self) -> None:
+        cond = Condition()
+        with self._lock:
+            if self._open < self.limits.max_connections:
+                return
+            self._slot_waiters.append(cond)
+        cond.wait()
+
+    def _serve(self, conn: Socket, addr: Any) -> None:
+        try:
+            self.handler(conn)
+        except Cancelled:
+            pass
+        except _PEER_GONE as exc:
+            log.debug("connection %s: %s", _fmt(addr), exc)
+        except Exception:
+            log.exception("handler %s failed for %s", self.name, _fmt(addr))
+        finally:
+            conn.close()
+
+    def _closed_one(self, place: _Place, conn: Socket, fiber: Fiber) -> None:
+        """The connection's fiber ended, however it ended (even cancelled before it ran)."""
+        conn.close()
+        place.conns.pop(fiber, None)
+        place.bytes_in += conn.bytes_in
+        place.bytes_out += conn.bytes_out
+        with self._lock:
+            self._open -= 1
+            waiters, self._slot_waiters = self._slot_waiters, []
+            drained = self._draining and self._open == 0
+        for cond in waiters:
+            cond.signal()
+        if drained:
+            self._drained.signal()
+
+    def _sweep_idle(self, place: _Place) -> None:
+        timeout = self.limits.idle_timeout
+        tick = min(1.0, max(0.01, timeout / 4))
+        idle: dict[Fiber, float] = {}
+        while True:
+            sleep(tick)
+            for fiber, sock in list(place.conns.items()):
+                if sock.active:
+                    sock.active = False
+                    idle.pop(fiber, None)
+                    continue
+                waited = idle.get(fiber, 0.0) + tick
+                if waited >= timeout:
+                    log.debug("closing idle connection %s", fiber.name)
+                    idle.pop(fiber, None)
+                    fiber.cancel()
+                else:
+                    idle[fiber] = waited
+            for fiber in [f for f in idle if f not in place.conns]:
+                del idle[fiber]
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        places = list(self._places.values())
+        for place in places:
+            for fiber in place.acceptors:
+                fiber.cancel()
+        for place in places:
+            for fiber in place.acceptors:
+                try:
+                    fiber.join()
+                except BaseException:  # noqa: BLE001, S110 - cancelled on purpose
+                    pass
+        self._close_listeners()
+        grace = self.limits.graceful_timeout if self._grace is None else self._grace
+        with self._lock:
+            self._draining = True
+            busy = self._open > 0
+        if busy:
+            log.info("draining %d connection(s) for up to %.1fs", self._open, grace)
+            perform(choice(self._drained.wait_op(), wrap(wait_op(grace), lambda: None)))
+        left = [f for place in places for f in list(place.conns)]
+        if left:
+            log.warning("cancelling %d connection(s) still open after the grace period", len(left))
+            for fiber in left:
+                fiber.cancel()
+            for fiber in left:
+                try:
+                    fiber.join(timeout=5.0)
+                except BaseException:  # noqa: BLE001, S110 - cancelled on purpose
+                    pass
+        log.info("server %s stopped", self.name)
+
+
+def _nodelay(raw: Any) -> None:
+    import socket as _socket
+
+    if raw.family in (_socket.AF_INET, _socket.AF_INET6):
+        raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+
+
+def _fmt(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr) or "unix"
