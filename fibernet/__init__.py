@@ -46,7 +46,7 @@ from fibernet.runtime import (
     schedulers,
 )
 from fibernet.runtime.scheduler import spawn, yield_now
-from fibernet.server import Server, serve
+from fibernet.server import Server, serve, serve_http
 
 base_op = BaseOp
 
@@ -84,6 +84,7 @@ __all__ = [
     "scheduler_by_name",
     "schedulers",
     "serve",
+    "serve_http",
     "shared",
     "sleep",
     "spawn",

@@ -112,6 +112,17 @@ class Channel(Generic[T]):
             raise v.exc
         return v
 
+    def try_put(self, message: T) -> bool:
+        """Send ``message`` if a getter or buffer space is ready now; False otherwise.
+
+        (A choice with ``always`` is no substitute: a choice may pick any ready branch.)
+        Raises :class:`ChannelClosed` on a closed channel.
+        """
+        v = self._try_put(message)
+        if type(v) is Raise:
+            raise v.exc
+        return v is not NOT_READY
+
     def close(self) -> None:
         """Close the channel (thread-safe, idempotent); see the module doc."""
         with LOCK:

@@ -1,6 +1,10 @@
-"""Servers: TCP (a fiber per connection on every scheduler thread) and its foreground runner."""
+"""Servers: TCP (a fiber per connection on every scheduler thread), HTTP/1.1 on it, and the
+foreground runner with signals."""
 
-from fibernet.server.serving import run_server, serve
+from fibernet.server.http import HttpConfig, http_handler, http_server
+from fibernet.server.http_protocol import HttpLimits
+from fibernet.server.serving import run_server, serve, serve_http
 from fibernet.server.tcp import Limits, Server
 
-__all__ = ["Limits", "Server", "run_server", "serve"]
+__all__ = ["HttpConfig", "HttpLimits", "Limits", "Server", "http_handler", "http_server", "run_server", "serve",
+           "serve_http"]

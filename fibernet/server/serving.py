@@ -30,6 +30,13 @@ def serve(handler: Handler, host: str = "127.0.0.1", port: int = 8000, *, thread
     run_server(Server(handler, host, port, threads=threads, **options))
 
 
+def serve_http(app: Any, host: str = "127.0.0.1", port: int = 8000, *, threads: int = 1, **options: Any) -> None:
+    """Serve the HTTP app ``app(request) -> Response`` until SIGTERM or SIGINT."""
+    from fibernet.server.http import http_server
+
+    run_server(http_server(app, host, port, threads=threads, **options))
+
+
 def run_server(server: Server) -> None:
     """Bind ``server``, run it on a runtime of ``server.threads`` schedulers in this (the
     main) thread, and stop it on SIGTERM (graceful) or SIGINT (fast)."""

@@ -1,0 +1,101 @@
+"""A line-based chat room: ``fibernet serve fibernet.examples.chat:handle``.
+
+Every connection fiber talks to one room fiber over channels; the room owns the member list
+and nobody else touches it (share memory by communicating).  Each member has a bounded
+outbox drained by a writer fiber of its own, and the room never blocks on a member: when a
+member's outbox is full (a client that does not read), the room drops that member instead
+of stalling everyone else.
+
+Protocol: the server greets with ``* you are <name>``; every line a member sends reaches
+every member, the sender included, as ``<name>: <line>``, in the order the room got them.
+``/nick NAME`` renames.  Joins and leaves are announced as ``* ...`` lines.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import fibernet as fn
+from fibernet.net.streams import LimitOverrun, Stream
+
+OUTBOX = 256  # lines buffered per member before the room drops it
+MAX_LINE = 4096
+
+
+class Room:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inbox: fn.Channel | None = None
+        self._fiber: fn.Fiber | None = None
+
+    def inbox(self) -> fn.Channel:
+        """The room's channel, starting the room fiber on first use (per runtime)."""
+        with self._lock:
+            if self._fiber is None or self._fiber.done():
+                self._inbox = fn.Channel(capacity=1024)
+                self._fiber = fn.spawn(self._run, self._inbox, name="chat-room")
+            return self._inbox
+
+    @staticmethod
+    def _run(inbox: fn.Channel) -> None:
+        members: dict[object, tuple[str, fn.Channel]] = {}
+
+        def broadcast(text: str) -> None:
+            line = (text + "\n").encode()
+            for key, (_name, outbox) in list(members.items()):
+                if not outbox.try_put(line):
+                    del members[key]
+                    outbox.close()  # its writer ends and the connection closes
+
+        for kind, key, arg in inbox:
+            if kind == "join":
+                name, outbox = arg
+                members[key] = (name, outbox)
+                broadcast(f"* {name} joined")
+            elif kind == "say" and key in members:
+                broadcast(f"{members[key][0]}: {arg}")
+            elif kind == "nick" and key in members:
+                old, outbox = members[key]
+                members[key] = (arg, outbox)
+                broadcast(f"* {old} is now {arg}")
+            elif kind == "leave" and key in members:
+                name, outbox = members.pop(key)
+                outbox.close()
+                broadcast(f"* {name} left")
+
+
+ROOM = Room()
+
+
+def _writer(conn, outbox: fn.Channel) -> None:
+    try:
+        for line in outbox:
+            conn.sendall(line)
+    except OSError:
+        pass
+    finally:
+        conn.shutdown()  # the reader sees the end; the client sees its last line
+
+
+def handle(conn) -> None:
+    inbox = ROOM.inbox()
+    host, port = conn.getpeername()[:2]
+    name = f"{host}:{port}"
+    key = object()
+    outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
+    outbox.put(f"* you are {name}\n".encode())
+    writer = fn.spawn(_writer, conn, outbox, name=f"chat-writer {name}")
+    stream = Stream(conn)
+    inbox.put(("join", key, (name, outbox)))
+    try:
+        while line := stream.readline(MAX_LINE):
+            text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+            if text.startswith("/nick "):
+                inbox.put(("nick", key, text[6:].strip() or name))
+            else:
+                inbox.put(("say", key, text))
+    except LimitOverrun:
+        pass
+    finally:
+        inbox.put(("leave", key, None))
+        writer.join()

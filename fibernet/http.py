@@ -1,0 +1,224 @@
+"""HTTP requests and responses as handlers see them: plain objects, no I/O.
+
+An HTTP handler is ``app(request) -> Response``.  The connection loop that feeds it lives in
+``fibernet.server.http``; the byte-level protocol in ``fibernet.server.http_protocol``.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from typing import Any, Callable, Iterable, Iterator, Mapping
+from urllib.parse import parse_qsl
+
+from fibernet.errors import FibernetError
+
+_REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 409: "Conflict", 411: "Length Required", 413: "Content Too Large",
+    414: "URI Too Long", 415: "Unsupported Media Type", 417: "Expectation Failed",
+    422: "Unprocessable Content", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+class BodyTooLarge(FibernetError):
+    """The request body is larger than the server's limit (answered with 413)."""
+
+
+class Headers:
+    """Case-insensitive, multi-valued header fields, in the order they came."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] | None = None) -> None:
+        if items is None:
+            self._items: list[tuple[str, str]] = []
+        elif isinstance(items, Mapping):
+            self._items = [(k.lower(), str(v)) for k, v in items.items()]
+        else:
+            self._items = [(k.lower(), str(v)) for k, v in items]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        name = name.lower()
+        for k, v in self._items:
+            if k == name:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for k, v in self._items if k == name]
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name.lower(), str(value)))
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class Request:
+    """An HTTP request.  The body is read on demand: :meth:`body` whole, :meth:`stream` in
+    chunks; a body the handler does not read is drained by the server afterwards."""
+
+    __slots__ = ("method", "target", "path", "query", "http_version", "headers", "client", "_body_source",
+                 "_body", "_consumed")
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        http_version: str = "1.1",
+        client: Any = None,
+        body: bytes | Callable[[], bytes] = b"",
+    ) -> None:
+        self.method = method
+        self.target = target
+        path, _, query = target.partition("?")
+        self.path = path
+        self.query = query
+        self.http_version = http_version
+        self.headers = headers
+        self.client = client
+        if callable(body):
+            self._body_source: Callable[[], bytes] | None = body
+            self._body: bytes | None = None
+        else:
+            self._body_source = None
+            self._body = bytes(body)
+        self._consumed = False
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target} HTTP/{self.http_version}>"
+
+    @property
+    def query_params(self) -> dict[str, list[str]]:
+        params: dict[str, list[str]] = {}
+        for k, v in parse_qsl(self.query, keep_blank_values=True):
+            params.setdefault(k, []).append(v)
+        return params
+
+    def stream(self) -> Iterator[bytes]:
+        """The body in chunks as they arrive (once; :meth:`body` keeps it)."""
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        if self._consumed:
+            raise RuntimeError("the request body was already streamed")
+        self._consumed = True
+        source = self._body_source
+        while chunk := source():  # type: ignore[misc]
+            yield chunk
+
+    def body(self) -> bytes:
+        """The whole body (read once, then kept)."""
+        if self._body is None:
+            self._body = b"".join(self.stream())
+        return self._body
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self.body().decode(encoding)
+
+    def json(self) -> Any:
+        return _json.loads(self.body())
+
+
+class Response:
+    """An HTTP response.  ``body`` is bytes, str (UTF-8), or an iterable of bytes/str chunks
+    (sent with chunked encoding to HTTP/1.1 clients)."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes | str | Iterable[bytes | str] = b"",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | Headers | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        if not isinstance(status, int) or not 100 <= status <= 999:
+            raise ValueError(f"status must be an integer from 100 to 999, not {status!r}")
+        self.status = status
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        if content_type is not None:
+            self.headers.add("content-type", content_type)
+        if isinstance(body, str):
+            if "content-type" not in self.headers and body:
+                self.headers.add("content-type", "text/plain; charset=utf-8")
+            body = body.encode()
+        self.body = body
+
+    @classmethod
+    def json(cls, obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+        data = _json.dumps(obj, separators=(",", ":")).encode()
+        return cls(status, data, headers, content_type="application/json")
+
+    @classmethod
+    def text(cls, text: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+        return cls(status, text.encode(), headers, content_type="text/plain; charset=utf-8")
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+
+class Router:
+    """Method and path to handler, exact paths only: ``@router.route("/hello", "GET")``.
+
+    Unknown paths get 404; a known path with another method gets 405 with ``Allow``.
+    """
+
+    def __init__(self) -> None:
+        self._routes: dict[str, dict[str, Callable[[Request], Response]]] = {}
+
+    def add(self, path: str, handler: Callable[[Request], Response], methods: Iterable[str] = ("GET",)) -> None:
+        by_method = self._routes.setdefault(path, {})
+        for method in methods:
+            by_method[method.upper()] = handler
+        if "GET" in by_method and "HEAD" not in by_method:
+            by_method["HEAD"] = by_method["GET"]
+
+    def route(self, path: str, *methods: str) -> Callable[[Callable[[Request], Response]], Callable[[Request], Response]]:
+        def decorate(fn: Callable[[Request], Response]) -> Callable[[Request], Response]:
+            self.add(path, fn, methods or ("GET",))
+            return fn
+
+        return decorate
+
+    def __call__(self, request: Request) -> Response:
+        by_method = self._routes.get(request.path)
+        if by_method is None:
+            return Response(404, b"not found\n", content_type="text/plain")
+        handler = by_method.get(request.method)
+        if handler is None:
+            return Response(405, b"method not allowed\n", {"allow": ", ".join(sorted(by_method))},
+                            content_type="text/plain")
+        return handler(request)
