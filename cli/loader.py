@@ -10,7 +10,8 @@ from typing import Any, Callable
 import click
 
 
-def load_app(spec: str, app_dir: str = ".", factory: bool = False) -> Callable[..., Any]:
+def load_app(spec: str, app_dir: str = ".", factory: bool = False) -> tuple[Callable[..., Any], str | None]:
+    """The handler named by ``spec``, and the PROTOCOL its module declares (or None)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise click.BadParameter(f"{spec!r} is not module:attribute (e.g. mypkg.mymod:handle)", param_hint="APP")
@@ -42,4 +43,4 @@ def load_app(spec: str, app_dir: str = ".", factory: bool = False) -> Callable[.
             raise click.BadParameter(f"the factory {spec} failed: {type(exc).__name__}: {exc}", param_hint="APP") from None
     if not callable(obj):
         raise click.BadParameter(f"{spec} is a {type(obj).__name__}, not a callable handler", param_hint="APP")
-    return obj
+    return obj, getattr(module, "PROTOCOL", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import sys
@@ -21,22 +22,31 @@ def cli() -> None:
 
 
 def _serve(app: str | None, **values: object) -> None:
+    source = click.get_current_context().get_parameter_source("protocol")
     settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    handler = load_app(settings.app, settings.app_dir, settings.factory)
+    handler, declared = load_app(settings.app, settings.app_dir, settings.factory)
+    if declared is not None and source is click.core.ParameterSource.DEFAULT:
+        if declared not in ("tcp", "http"):
+            raise click.BadParameter(f"{settings.app}'s module declares PROTOCOL = {declared!r}", param_hint="APP")
+        settings = dataclasses.replace(settings, protocol=declared)
     serve_settings(handler, settings)
 
 
 def serve_settings(handler: object, settings: Settings) -> None:
     """The one library call: serve ``handler`` as ``settings`` say."""
-    from fibernet.server import Limits, Server, run_server
+    from fibernet.server import HttpConfig, HttpLimits, Limits, Server, http_handler, run_server
 
     limits = Limits(
         max_connections=settings.max_connections,
-        idle_timeout=settings.idle_timeout,
+        idle_timeout=settings.idle_timeout if settings.protocol == "tcp" else None,
         backlog=settings.backlog,
         graceful_timeout=settings.graceful_timeout,
     )
+    if settings.protocol == "http":
+        http_limits = HttpLimits(keepalive_timeout=settings.keepalive_timeout, head_timeout=settings.head_timeout,
+                                 max_body_size=settings.max_body_size)
+        handler = http_handler(handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency))
     server = Server(handler, settings.host, settings.port, threads=settings.threads, limits=limits,  # type: ignore[arg-type]
                     name=settings.app)
     try:

@@ -23,7 +23,8 @@ def _opt(default: Any, help: str, type: Any = None, flag: str | None = None) -> 
 class Settings:
     app: str = _opt("fibernet.examples.echo:handle", "the handler, as module:attribute")
     factory: bool = _opt(False, "APP is a factory: call it with no arguments to get the handler", bool)
-    protocol: str = _opt("tcp", "the protocol the handler speaks", click.Choice(["tcp"]))
+    protocol: str = _opt("tcp", "the protocol the handler speaks (a module may set PROTOCOL)",
+                         click.Choice(["tcp", "http"]))
     app_dir: str = _opt(".", "look for the APP module in this directory first", str)
     host: str = _opt("127.0.0.1", "the address to bind", str)
     port: int = _opt(8000, "the TCP port to bind (0: any free port)", click.IntRange(0, 65535))
@@ -34,6 +35,14 @@ class Settings:
                                click.FloatRange(0, min_open=True))
     graceful_timeout: float = _opt(30.0, "on SIGTERM, let connections finish this long (seconds)",
                                    click.FloatRange(0))
+    limit_concurrency: int | None = _opt(None, "HTTP: connections served at once; beyond, answer 503 and close",
+                                         click.IntRange(1))
+    keepalive_timeout: float = _opt(5.0, "HTTP: close a keep-alive connection idle this long (seconds)",
+                                    click.FloatRange(0, min_open=True))
+    head_timeout: float = _opt(10.0, "HTTP: a request head must arrive within this (seconds; 408)",
+                               click.FloatRange(0, min_open=True))
+    max_body_size: int = _opt(1024 * 1024, "HTTP: the largest request body (bytes; 413)", click.IntRange(1))
+    access_log: bool = _opt(False, "HTTP: log one line per request", bool)
     log_level: str = _opt("info", "the log level",
                           click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False))
 

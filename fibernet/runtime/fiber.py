@@ -194,6 +194,9 @@ class Fiber:
             st.index = -1
             st.value = None
             st.done = True
+            # The performer may still be in its block phase; ``woken`` tells it that a wake-up
+            # is on its way, so it suspends to consume it instead of being resumed again later.
+            st.woken = True
         st.owner._wake()
 
     # -- called by the scheduler ---------------------------------------------------------

@@ -110,7 +110,12 @@ class Poller:
         except ValueError:
             return
         # The kernel registration stays armed (EPOLLONESHOT): it fires at most once more and
-        # is then disarmed; re-arming it now would cost a system call for nothing.
+        # is then disarmed; re-arming it now would cost a system call for nothing.  But forget
+        # a one-shot watch nobody waits on: the descriptor may now be closed without
+        # notify_closing and its number reused, and a stale ``armed`` mask would make the next
+        # watch() skip registering the new file (its waiter would never wake).
+        if not w.edge and not w.readers and not w.writers:
+            del self._watches[fd]
 
     def notify_closing(self, fd: int, err: int = errno.EBADF, owner: object = None) -> None:
         """``fd`` is about to be closed: wake its waiters with ``err`` and drop it.

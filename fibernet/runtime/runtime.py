@@ -51,6 +51,7 @@ class Runtime:
 
     def run(self, main: Callable[..., Any], *args: Any) -> Any:
         if current_scheduler() is not None:
+            self._discard()
             raise RuntimeError("fibernet.run() called inside a running fibernet scheduler")
         if self._stopped:
             raise RuntimeError("a Runtime runs once")
@@ -77,6 +78,13 @@ class Runtime:
         if self._fatal_exc is not None:
             raise self._fatal_exc
         return main_fiber.result()
+
+    def _discard(self) -> None:
+        """Close the descriptors of schedulers that never ran (each holds an epoll and an eventfd)."""
+        self._stopped = True
+        for sched in self.schedulers:
+            sched._poller.close()
+            sched._wakeup.close()
 
     def _main(self, main: Callable[..., Any], args: tuple) -> Any:
         try:

@@ -174,7 +174,11 @@ class Scheduler:
                 self._poller.poll(0)
         else:
             self._sleeping = True
-            if runq or self._stopping:  # a wake-up raced with going to sleep
+            # A wake-up, a spawn or a sibling's stealable fiber raced with going to sleep (a
+            # spawner appends, then reads ``_sleeping``; we set it, then look again).
+            if runq or self._stealable or self._stopping or (
+                self.runtime is not None and self.runtime._steal_into(self)
+            ):
                 self._sleeping = False
                 if self._poller.watching:
                     self._poller.poll(0)
