@@ -48,16 +48,34 @@ def serve_settings(handler: object, settings: Settings) -> None:
                                  max_body_size=settings.max_body_size)
         handler = http_handler(handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency))
     server = Server(handler, settings.host, settings.port, threads=settings.threads, limits=limits,  # type: ignore[arg-type]
-                    name=settings.app)
+                    name=settings.app, sockets=listeners(settings))
     try:
         server.bind()
     except OSError as exc:
+        where = settings.uds or f"{settings.host}:{settings.port}"
         if exc.errno == errno.EADDRINUSE:
-            raise click.UsageError(f"{settings.host}:{settings.port} is already in use") from None
-        if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
-            raise click.UsageError(f"cannot bind {settings.host}:{settings.port}: {exc.strerror}") from None
-        raise
+            raise click.UsageError(f"{where} is already in use") from None
+        raise click.UsageError(f"cannot listen on {where}: {exc.strerror}") from None
     run_server(server)
+
+
+def listeners(settings: Settings) -> list | None:
+    """The sockets to serve on when not binding host:port: --uds, --fd, or systemd's."""
+    from fibernet.server.binding import inherited_socket, systemd_sockets, unix_listener
+
+    if settings.uds is not None and settings.fd is not None:
+        raise click.UsageError("--uds and --fd exclude each other")
+    if settings.fd is not None:
+        try:
+            return [inherited_socket(settings.fd)]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--fd") from None
+    if settings.uds is not None:
+        try:
+            return [unix_listener(settings.uds, settings.backlog)]
+        except OSError as exc:
+            raise click.UsageError(f"cannot listen on {settings.uds}: {exc.strerror}") from None
+    return systemd_sockets() or None
 
 
 serve = click.Command(

@@ -28,6 +28,8 @@ class Settings:
     app_dir: str = _opt(".", "look for the APP module in this directory first", str)
     host: str = _opt("127.0.0.1", "the address to bind", str)
     port: int = _opt(8000, "the TCP port to bind (0: any free port)", click.IntRange(0, 65535))
+    uds: str | None = _opt(None, "listen on this Unix socket path instead of host and port", str)
+    fd: int | None = _opt(None, "listen on this inherited descriptor (a bound, listening socket)", click.IntRange(0))
     backlog: int = _opt(1024, "the listen backlog", click.IntRange(1))
     threads: int = _opt(1, "scheduler threads in the process", click.IntRange(1, 256))
     max_connections: int = _opt(10_000, "connections open at once; accepting pauses beyond", click.IntRange(1))
