@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import os
 import sys
 
 import click
 
+from fibernet.server import HttpConfig, HttpLimits, Limits, Server, http_handler, run_server
+from fibernet.server.workers import Arbiter
 from fibernet_cli.loader import load_app
 from fibernet_cli.settings import Settings
 
@@ -25,18 +28,61 @@ def _serve(app: str | None, **values: object) -> None:
     source = click.get_current_context().get_parameter_source("protocol")
     settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    if settings.workers == 1:
+        handler, settings = _load(settings, source)
+        server = build_server(handler, settings, listeners(settings))
+        _bind(server, settings)
+        run_server(server)
+        return
+    # Several workers: the supervisor never imports the app (so SIGHUP loads new code);
+    # a probe process imports it once so that a broken module fails here, with its message.
+    _probe(settings, source)
+    sockets = listeners(settings) or [_bind_shared(settings)]
+    arbiter = Arbiter(sockets, settings.workers, lambda socks, ready: _worker(settings, source, socks, ready),
+                      settings.graceful_timeout)
+    sys.exit(arbiter.run())
+
+
+def _load(settings: Settings, source: object) -> tuple[object, Settings]:
     handler, declared = load_app(settings.app, settings.app_dir, settings.factory)
     if declared is not None and source is click.core.ParameterSource.DEFAULT:
         if declared not in ("tcp", "http"):
             raise click.BadParameter(f"{settings.app}'s module declares PROTOCOL = {declared!r}", param_hint="APP")
         settings = dataclasses.replace(settings, protocol=declared)
-    serve_settings(handler, settings)
+    return handler, settings
 
 
-def serve_settings(handler: object, settings: Settings) -> None:
-    """The one library call: serve ``handler`` as ``settings`` say."""
-    from fibernet.server import HttpConfig, HttpLimits, Limits, Server, http_handler, run_server
+def _probe(settings: Settings, source: object) -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            _load(settings, source)
+        except click.ClickException as exc:
+            os.write(w, exc.format_message().encode())
+            code = 2
+        except BaseException as exc:  # noqa: BLE001
+            os.write(w, f"{type(exc).__name__}: {exc}".encode())
+            code = 2
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        message = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise click.BadParameter(message or "the app failed to load", param_hint="APP")
 
+
+def _worker(settings: Settings, source: object, sockets: list, ready: object) -> None:
+    handler, settings = _load(settings, source)
+    server = build_server(handler, settings, sockets)
+    run_server(server, on_ready=ready, parent=int(os.environ["FIBERNET_SUPERVISOR_PID"]))  # type: ignore[arg-type]
+
+
+def build_server(handler: object, settings: Settings, sockets: list | None) -> Server:
+    """The one library object: a server for ``handler`` as ``settings`` say."""
     limits = Limits(
         max_connections=settings.max_connections,
         idle_timeout=settings.idle_timeout if settings.protocol == "tcp" else None,
@@ -46,17 +92,32 @@ def serve_settings(handler: object, settings: Settings) -> None:
     if settings.protocol == "http":
         http_limits = HttpLimits(keepalive_timeout=settings.keepalive_timeout, head_timeout=settings.head_timeout,
                                  max_body_size=settings.max_body_size)
-        handler = http_handler(handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency))
-    server = Server(handler, settings.host, settings.port, threads=settings.threads, limits=limits,  # type: ignore[arg-type]
-                    name=settings.app, sockets=listeners(settings))
+        handler = http_handler(handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency))  # type: ignore[arg-type]
+    return Server(handler, settings.host, settings.port, threads=settings.threads, limits=limits,  # type: ignore[arg-type]
+                  name=settings.app, sockets=sockets)
+
+
+def _bind(server: Server, settings: Settings) -> None:
     try:
         server.bind()
     except OSError as exc:
-        where = settings.uds or f"{settings.host}:{settings.port}"
-        if exc.errno == errno.EADDRINUSE:
-            raise click.UsageError(f"{where} is already in use") from None
-        raise click.UsageError(f"cannot listen on {where}: {exc.strerror}") from None
-    run_server(server)
+        raise _bind_error(exc, settings) from None
+
+
+def _bind_shared(settings: Settings) -> object:
+    from fibernet.net.sockets import listen
+
+    try:
+        return listen(settings.host, settings.port, settings.backlog).sock
+    except OSError as exc:
+        raise _bind_error(exc, settings) from None
+
+
+def _bind_error(exc: OSError, settings: Settings) -> click.UsageError:
+    where = settings.uds or f"{settings.host}:{settings.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return click.UsageError(f"{where} is already in use")
+    return click.UsageError(f"cannot listen on {where}: {exc.strerror}")
 
 
 def listeners(settings: Settings) -> list | None:

@@ -31,7 +31,8 @@ class Settings:
     uds: str | None = _opt(None, "listen on this Unix socket path instead of host and port", str)
     fd: int | None = _opt(None, "listen on this inherited descriptor (a bound, listening socket)", click.IntRange(0))
     backlog: int = _opt(1024, "the listen backlog", click.IntRange(1))
-    threads: int = _opt(1, "scheduler threads in the process", click.IntRange(1, 256))
+    threads: int = _opt(1, "scheduler threads in each process", click.IntRange(1, 256))
+    workers: int = _opt(1, "worker processes (pre-forked, sharing the listening sockets)", click.IntRange(1, 256))
     max_connections: int = _opt(10_000, "connections open at once; accepting pauses beyond", click.IntRange(1))
     idle_timeout: float = _opt(300.0, "close a connection that moved no byte for this long (seconds)",
                                click.FloatRange(0, min_open=True))

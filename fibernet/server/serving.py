@@ -10,13 +10,15 @@ either stops at once.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from fibernet.errors import Cancelled
 from fibernet.net.sockets import Socket
 from fibernet.runtime.runtime import Runtime
+from fibernet.ops.timers import sleep
 from fibernet.runtime.scheduler import spawn
 from fibernet.server.tcp import Handler, Server
 
@@ -37,19 +39,42 @@ def serve_http(app: Any, host: str = "127.0.0.1", port: int = 8000, *, threads: 
     run_server(http_server(app, host, port, threads=threads, **options))
 
 
-def run_server(server: Server) -> None:
+def run_server(server: Server, on_ready: Callable[[], None] | None = None, parent: int | None = None) -> None:
     """Bind ``server``, run it on a runtime of ``server.threads`` schedulers in this (the
-    main) thread, and stop it on SIGTERM (graceful) or SIGINT (fast)."""
+    main) thread, and stop it on SIGTERM (graceful) or SIGINT (fast).
+
+    ``on_ready()`` is called once it accepts; with ``parent``, it stops itself when that
+    process (its supervisor) is gone.
+    """
     server.bind()
-    Runtime(server.threads).run(_main, server)
+    Runtime(server.threads).run(_main, server, on_ready, parent)
 
 
-def _main(server: Server) -> None:
+def _main(server: Server, on_ready: Callable[[], None] | None, parent: int | None) -> None:
     watcher = _SignalWatcher(server)
+    helpers = []
+    if on_ready is not None:
+        helpers.append(spawn(_when_ready, server, on_ready, name="ready"))
+    if parent is not None:
+        helpers.append(spawn(_watch_parent, server, parent, name="parent-watch"))
     try:
         server.run()
     finally:
+        for fiber in helpers:
+            fiber.cancel()
         watcher.close()
+
+
+def _when_ready(server: Server, on_ready: Callable[[], None]) -> None:
+    server.ready.wait()
+    on_ready()
+
+
+def _watch_parent(server: Server, parent: int) -> None:
+    while os.getppid() == parent:
+        sleep(1.0)
+    log.warning("supervisor %d is gone; stopping", parent)
+    server.stop()
 
 
 class _SignalWatcher:

@@ -114,6 +114,7 @@ class Server:
         self._draining = False
         self._grace: float | None = None
         self._started = threading.Event()
+        self.ready = Condition()  # signalled once every scheduler accepts (for fibers to wait on)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.address: tuple | None = None
@@ -166,6 +167,7 @@ class Server:
                         spawn(self._sweep_idle, place, name=f"{self.name}:idle@{sched.name}", scheduler=sched)
                     )
             self._started.set()
+            self.ready.signal()
             log.info("serving %s on %s with %d scheduler(s)", self.name, _fmt(self.address), len(scheds))
             self._stop.wait()
         finally:
