@@ -32,15 +32,26 @@ def _serve(app: str | None, **values: object) -> None:
         handler, settings = _load(settings, source)
         server = build_server(handler, settings, listeners(settings))
         _bind(server, settings)
-        run_server(server)
+        run_server(server, admin=_admin_address(settings))
         return
     # Several workers: the supervisor never imports the app (so SIGHUP loads new code);
     # a probe process imports it once so that a broken module fails here, with its message.
     _probe(settings, source)
     sockets = listeners(settings) or [_bind_shared(settings)]
-    arbiter = Arbiter(sockets, settings.workers, lambda socks, ready: _worker(settings, source, socks, ready),
-                      settings.graceful_timeout)
+    admin = None
+    if settings.admin_port is not None:
+        admin = _bind_shared(dataclasses.replace(settings, host=ADMIN_HOST, port=settings.admin_port, uds=None))
+    arbiter = Arbiter(sockets, settings.workers,
+                      lambda socks, ready, report: _worker(settings, source, socks, ready, report),
+                      settings.graceful_timeout, admin)
     sys.exit(arbiter.run())
+
+
+ADMIN_HOST = "127.0.0.1"
+
+
+def _admin_address(settings: Settings) -> tuple[str, int] | None:
+    return None if settings.admin_port is None else (ADMIN_HOST, settings.admin_port)
 
 
 def _load(settings: Settings, source: object) -> tuple[object, Settings]:
@@ -75,10 +86,11 @@ def _probe(settings: Settings, source: object) -> None:
         raise click.BadParameter(message or "the app failed to load", param_hint="APP")
 
 
-def _worker(settings: Settings, source: object, sockets: list, ready: object) -> None:
+def _worker(settings: Settings, source: object, sockets: list, ready: object, report: object) -> None:
     handler, settings = _load(settings, source)
     server = build_server(handler, settings, sockets)
-    run_server(server, on_ready=ready, parent=int(os.environ["FIBERNET_SUPERVISOR_PID"]))  # type: ignore[arg-type]
+    run_server(server, on_ready=ready, parent=int(os.environ["FIBERNET_SUPERVISOR_PID"]),  # type: ignore[arg-type]
+               report=report)  # type: ignore[arg-type]
 
 
 def build_server(handler: object, settings: Settings, sockets: list | None) -> Server:
@@ -147,6 +159,58 @@ serve = click.Command(
     "built-in echo handler.  Every option can also be set as FIBERNET_<OPTION>.",
 )
 cli.add_command(serve)
+
+
+@cli.command()
+@click.option("--admin", default="127.0.0.1:9100", show_default=True, envvar="FIBERNET_ADMIN",
+              help="host:port of the server's admin endpoint (fibernet serve --admin-port)")
+@click.option("--json", "as_json", is_flag=True, help="print the raw snapshots as JSON")
+def inspect(admin: str, as_json: bool) -> None:
+    """Show a running server's schedulers and fibers: state, what each waits on, how long."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from fibernet.server.admin import render_fibers
+
+    url = f"http://{admin}/fibers"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            snapshots = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {url}: {getattr(exc, 'reason', exc)}") from None
+    click.echo(json.dumps(snapshots, indent=2) if as_json else render_fibers(snapshots), nl=False)
+
+
+def _loadtest_dir() -> str:
+    import pathlib
+
+    import fibernet
+
+    env = os.environ.get("FIBERNET_LOADTEST_DIR")
+    if env:
+        return env
+    return str(pathlib.Path(fibernet.__file__).resolve().parents[1] / "loadtest")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("script", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def loadtest(script: str | None, args: tuple[str, ...]) -> None:
+    """Run a script of loadtest/ (with no SCRIPT, list them), passing ARGS through."""
+    import subprocess
+
+    folder = _loadtest_dir()
+    try:
+        scripts = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
+    except OSError:
+        raise click.ClickException(f"no loadtest folder at {folder} (set FIBERNET_LOADTEST_DIR)") from None
+    if script is None:
+        click.echo("\n".join(scripts))
+        return
+    if script not in scripts:
+        raise click.BadParameter(f"{script!r} is not one of {', '.join(scripts)}", param_hint="SCRIPT")
+    sys.exit(subprocess.call([sys.executable, os.path.join(folder, script + ".py"), *args]))
 
 
 if __name__ == "__main__":  # pragma: no cover

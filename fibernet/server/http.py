@@ -52,9 +52,10 @@ class _Close(Exception):
 
 
 class _Connection:
-    __slots__ = ("app", "config", "limits", "sock", "proto", "client", "_deadline")
+    __slots__ = ("app", "config", "limits", "sock", "proto", "client", "_deadline", "answered")
 
     def __init__(self, app: App, config: HttpConfig, sock: Socket) -> None:
+        self.answered = 0
         self.app = app
         self.config = config
         self.limits = config.limits
@@ -228,6 +229,7 @@ class _Connection:
                 # sees a truncated response, not a complete one.
                 log.exception("response body of %s %s failed", head.method, head.target)
                 raise _Close() from None
+        self.answered += 1
         if self.config.access_log:
             access_log.info('%s - "%s %s HTTP/%s" %d %d %.1fms', _fmt(self.client), head.method, head.target,
                             head.version, response.status, sent, (time.monotonic() - started) * 1000)
@@ -276,14 +278,22 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                 except OSError:
                     pass
                 return
+        conn = _Connection(app, config, sock)
         try:
-            _Connection(app, config, sock).run()
+            conn.run()
         finally:
-            if limit is not None:
-                with lock:
+            with lock:
+                requests[0] += conn.answered
+                if limit is not None:
                     active[0] -= 1
 
+    requests = [0]
+
+    def stats() -> dict[str, int]:
+        return {"requests": requests[0]}
+
     handle.app = app  # type: ignore[attr-defined]
+    handle.stats = stats  # type: ignore[attr-defined]
     return handle
 
 

@@ -9,6 +9,7 @@ either stops at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from fibernet.server.tcp import Handler, Server
 log = logging.getLogger("fibernet.server")
 
 FAST_GRACE = 1.0
+REPORT_INTERVAL = 1.0
 
 
 def serve(handler: Handler, host: str = "127.0.0.1", port: int = 8000, *, threads: int = 1, **options: Any) -> None:
@@ -39,30 +41,70 @@ def serve_http(app: Any, host: str = "127.0.0.1", port: int = 8000, *, threads: 
     run_server(http_server(app, host, port, threads=threads, **options))
 
 
-def run_server(server: Server, on_ready: Callable[[], None] | None = None, parent: int | None = None) -> None:
+def run_server(server: Server, on_ready: Callable[[], None] | None = None, parent: int | None = None,
+               admin: tuple[str, int] | None = None, report: Callable[[bytes], None] | None = None) -> None:
     """Bind ``server``, run it on a runtime of ``server.threads`` schedulers in this (the
     main) thread, and stop it on SIGTERM (graceful) or SIGINT (fast).
 
     ``on_ready()`` is called once it accepts; with ``parent``, it stops itself when that
-    process (its supervisor) is gone.
+    process (its supervisor) is gone.  ``admin`` serves the admin endpoint (healthz, readyz,
+    metrics, fibers) at that address; ``report(line)`` is given a snapshot a second (how a
+    worker keeps its supervisor informed).
     """
+    from fibernet.server.admin import WaitClock, admin_app, snapshot
+    from fibernet.server.http import http_server
+
     server.bind()
-    Runtime(server.threads).run(_main, server, on_ready, parent)
+    admin_server = None
+    if admin is not None:
+        # The snapshot a second that feeds "how long" also answers /metrics and /fibers.
+        latest: list[bytes] = []
+        clock = WaitClock()
+
+        def current() -> list[dict]:
+            return [json.loads(latest[-1])] if latest else [snapshot(server, clock)]
+
+        def keep(line: bytes, forward: Callable[[bytes], None] | None = report) -> None:
+            latest[:] = [line]
+            if forward is not None:
+                forward(line)
+
+        report = keep
+        app = admin_app(current, lambda: server.ready.signalled and not server.draining)
+        admin_server = http_server(app, admin[0], admin[1], threads=server.threads, name="admin")
+        admin_server.bind()
+    Runtime(server.threads).run(_main, server, on_ready, parent, admin_server, report)
 
 
-def _main(server: Server, on_ready: Callable[[], None] | None, parent: int | None) -> None:
+def _main(server: Server, on_ready: Callable[[], None] | None, parent: int | None, admin_server: Server | None,
+          report: Callable[[bytes], None] | None) -> None:
     watcher = _SignalWatcher(server)
     helpers = []
     if on_ready is not None:
         helpers.append(spawn(_when_ready, server, on_ready, name="ready"))
     if parent is not None:
         helpers.append(spawn(_watch_parent, server, parent, name="parent-watch"))
+    if admin_server is not None:
+        helpers.append(spawn(admin_server.run, name="admin"))
+    if report is not None:
+        helpers.append(spawn(_report, server, report, name="report"))
     try:
         server.run()
     finally:
+        if admin_server is not None:
+            admin_server.stop(0)
         for fiber in helpers:
             fiber.cancel()
         watcher.close()
+
+
+def _report(server: Server, report: Callable[[bytes], None]) -> None:
+    from fibernet.server.admin import WaitClock, encode, snapshot
+
+    clock = WaitClock()
+    while True:
+        report(encode(snapshot(server, clock)))
+        sleep(REPORT_INTERVAL)
 
 
 def _when_ready(server: Server, on_ready: Callable[[], None]) -> None:

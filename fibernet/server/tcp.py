@@ -214,15 +214,24 @@ class Server:
 
     # -- counters -----------------------------------------------------------------------
 
+    @property
+    def draining(self) -> bool:
+        """True once a stop was asked for (readiness probes should fail from then on)."""
+        return self._stop.signalled
+
     def stats(self) -> dict[str, int]:
         places = list(self._places.values())
         live = [sock for p in places for sock in list(p.conns.values())]
-        return {
+        stats = {
             "connections_open": self._open,
             "connections_accepted": sum(p.accepted for p in places),
             "bytes_in": sum(p.bytes_in for p in places) + sum(s.bytes_in for s in live),
             "bytes_out": sum(p.bytes_out for p in places) + sum(s.bytes_out for s in live),
         }
+        counted = getattr(self.handler, "stats", None)  # the HTTP layer counts requests
+        if counted is not None:
+            stats.update(counted())
+        return stats
 
     # -- accepting ------------------------------------------------------------------------
 

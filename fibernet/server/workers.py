@@ -23,6 +23,7 @@ A worker whose supervisor disappears stops itself.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import select
@@ -45,20 +46,23 @@ STABLE_AFTER = 60.0
 class _Worker:
     pid: int
     generation: int
-    ready_fd: int
+    ready_fd: int  # the worker writes b"R" once accepting, then a JSON snapshot line a second
     started: float = field(default_factory=time.monotonic)
     ready: bool = False
     stopping: bool = False
+    buffer: bytes = b""
+    snapshot: dict | None = None
 
 
-# ``serve_worker(sockets, notify_ready)`` runs in the child: it builds the handler (importing
-# the app) and serves on ``sockets`` until a signal; ``notify_ready()`` once accepting.
-WorkerMain = Callable[[list[socket.socket], Callable[[], None]], None]
+# ``worker_main(sockets, notify_ready, report)`` runs in the child: it builds the handler
+# (importing the app) and serves on ``sockets`` until a signal; ``notify_ready()`` once
+# accepting; ``report(line)`` sends the supervisor a snapshot line (dropped if it lags).
+WorkerMain = Callable[[list[socket.socket], Callable[[], None], Callable[[bytes], None]], None]
 
 
 class Arbiter:
     def __init__(self, sockets: list[socket.socket], workers: int, worker_main: WorkerMain,
-                 graceful_timeout: float = 30.0) -> None:
+                 graceful_timeout: float = 30.0, admin: socket.socket | None = None) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.sockets = sockets
@@ -72,6 +76,9 @@ class Arbiter:
         self._stopping: int | None = None  # the signal that is stopping us
         self._deadline = float("inf")  # when stopping: kill workers still alive after this
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.admin = admin
+        if admin is not None:
+            admin.setblocking(False)
 
     # -- the supervisor's loop ------------------------------------------------------------
 
@@ -97,7 +104,9 @@ class Arbiter:
             os.close(self._sig_w)
 
     def _wait_and_dispatch(self) -> None:
-        fds = [self._sig_r] + [w.ready_fd for w in self.workers.values() if not w.ready]
+        fds = [self._sig_r] + [w.ready_fd for w in self.workers.values()]
+        if self.admin is not None:
+            fds.append(self.admin.fileno())
         timeout = 1.0
         if self._respawn_at:
             timeout = max(0.0, min(timeout, self._respawn_at - time.monotonic()))
@@ -108,8 +117,10 @@ class Arbiter:
         for fd in readable:
             if fd == self._sig_r:
                 self._signals()
+            elif self.admin is not None and fd == self.admin.fileno():
+                self._admin_request()
             else:
-                self._worker_ready(fd)
+                self._worker_says(fd)
         self._reap()
         if self._stopping is not None:
             self._kill_laggards()
@@ -164,17 +175,71 @@ class Arbiter:
         worker.stopping = True
         _kill(worker.pid, signal.SIGTERM)
 
-    def _worker_ready(self, fd: int) -> None:
-        for worker in self.workers.values():
-            if worker.ready_fd == fd:
-                try:
-                    data = os.read(fd, 1)
-                except OSError:
-                    data = b""
-                worker.ready = bool(data)
-                if worker.ready:
-                    log.info("worker %d ready (generation %d)", worker.pid, worker.generation)
+    def _worker_says(self, fd: int) -> None:
+        worker = next((w for w in self.workers.values() if w.ready_fd == fd), None)
+        if worker is None:
+            return
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            return  # the worker is ending; _reap will see it
+        data = worker.buffer + data
+        if not worker.ready and data.startswith(b"R"):
+            worker.ready = True
+            data = data[1:]
+            log.info("worker %d ready (generation %d)", worker.pid, worker.generation)
+        *lines, worker.buffer = data.split(b"\n")
+        if len(worker.buffer) > 1 << 22:  # a runaway line: drop it
+            worker.buffer = b""
+        for line in lines[-1:]:
+            try:
+                worker.snapshot = json.loads(line)
+            except ValueError:
+                pass
+
+    def snapshots(self) -> list[dict]:
+        return [w.snapshot for w in self.workers.values() if w.snapshot is not None and not w.stopping]
+
+    def _admin_request(self) -> None:
+        """Answer one admin request, synchronously (loopback, small, bounded by a timeout)."""
+        from fibernet.server.admin import admin_app
+        from fibernet.server.http_protocol import END, ServerProtocol
+
+        try:
+            conn, _ = self.admin.accept()  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(1.0)
+            proto = ServerProtocol()
+            head = None
+            try:
+                while head is None:
+                    data = conn.recv(16384)
+                    proto.feed(data)
+                    event = proto.next_event()
+                    if event is not None and event is not END:
+                        head = event
+                    if not data:
+                        return
+            except OSError:
                 return
+            if not hasattr(head, "target"):
+                return
+            from fibernet.http import Request
+
+            app = admin_app(self.snapshots, lambda: self._stopping is None and any(w.ready for w in self.workers.values()))
+            response = app(Request(head.method, head.target, head.headers, head.version))
+            body = bytes(response.body)  # type: ignore[arg-type]
+            status_line = f"HTTP/1.1 {response.status} OK\r\n"
+            headers = "".join(f"{k}: {v}\r\n" for k, v in response.headers)
+            try:
+                conn.sendall(f"{status_line}{headers}content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                             + body)
+            except OSError:
+                pass
 
     def _reap(self) -> None:
         while True:
@@ -245,16 +310,22 @@ class Arbiter:
         os.close(self._sig_w)
         for worker in self.workers.values():
             os.close(worker.ready_fd)
+        if self.admin is not None:
+            self.admin.close()
         supervisor = os.getppid()
 
         def notify_ready() -> None:
+            os.write(ready_w, b"R")
+            os.set_blocking(ready_w, False)
+
+        def report(line: bytes) -> None:
             try:
-                os.write(ready_w, b"R")
-            finally:
-                os.close(ready_w)
+                os.write(ready_w, line)
+            except (BlockingIOError, BrokenPipeError):
+                pass  # the supervisor lags or is gone: a later snapshot will do
 
         os.environ["FIBERNET_SUPERVISOR_PID"] = str(supervisor)
-        self.worker_main(self.sockets, notify_ready)
+        self.worker_main(self.sockets, notify_ready, report)
 
 
 def _noop(signum: int, frame: object) -> None:
