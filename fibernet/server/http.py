@@ -157,7 +157,11 @@ class _Connection:
     def _prepare(self, head: RequestHead, response: Response, keep_alive: bool) -> tuple[bytes, Any, bool, bool]:
         """The response head (validated: no header can split the response) and how to send the body."""
         body = response.body
-        with_body = head.method != "HEAD" and response.status not in (204, 304) and response.status >= 200
+        if response.status in (204, 304) or response.status < 200:
+            # No content, so no Content-Length or Transfer-Encoding (RFC 9110 8.6, 9112 6.1).
+            return response_head(response.status, response.headers, head.version, keep_alive, None, False), \
+                None, keep_alive, False
+        with_body = head.method != "HEAD"
         if isinstance(body, (bytes, bytearray, memoryview)):
             data = response_head(response.status, response.headers, head.version, keep_alive, len(body), False)
             return (data + body if with_body and body else data), None, keep_alive, False
@@ -206,7 +210,9 @@ class _Connection:
             response = self.app(request)
             if not isinstance(response, Response):
                 raise TypeError(f"the app returned {type(response).__name__}, not a Response")
-            keep_alive = head.keep_alive and not _asks_close(response.headers)
+            # A client still waiting for 100 Continue may send the body or not: close after this.
+            keep_alive = (head.keep_alive and not _asks_close(response.headers)
+                          and not source.state["continue"])
             data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
         except (Cancelled, HttpError, _Close):
             raise
@@ -215,7 +221,7 @@ class _Connection:
         except Exception:
             log.exception("app failed on %s %s from %s", head.method, head.target, _fmt(self.client))
             response = _INTERNAL_ERROR
-            keep_alive = head.keep_alive
+            keep_alive = head.keep_alive and not source.state["continue"]
             data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
         self._send(data)
         sent = len(response.body) if stream is None and isinstance(response.body, (bytes, bytearray)) else 0
@@ -233,7 +239,11 @@ class _Connection:
         if self.config.access_log:
             access_log.info('%s - "%s %s HTTP/%s" %d %d %.1fms', _fmt(self.client), head.method, head.target,
                             head.version, response.status, sent, (time.monotonic() - started) * 1000)
-        return keep_alive and self._drain(source)
+        try:
+            return keep_alive and self._drain(source)
+        except HttpError as error:  # the response is out: no second one for the same request
+            log.debug("bad request body from %s after the response: %s", self.client, error)
+            raise _Close() from None
 
 
 def _asks_close(headers: Headers) -> bool:

@@ -12,9 +12,11 @@ httptools (llhttp) rejects most malformed input by itself but enforces no limit:
 header, 10,000 headers and a 70 KB URL all parse.  So the limits are enforced here, while the
 bytes arrive: the request line (414), the number of header fields and the whole head (431),
 the body (413), chunk extensions and trailers (400).  On top of llhttp: a missing or
-repeated Host on HTTP/1.1 (400), a Transfer-Encoding whose last coding is not chunked (501),
-chunked on HTTP/1.0 (400); trailers are never merged into the header fields; an upgrade
-(or CONNECT) that fibernet does not handle is reported and nothing after it is parsed.
+repeated Host on HTTP/1.1 (400), a Transfer-Encoding other than chunked alone (501; no
+other coding is decoded), chunked on HTTP/1.0 (400), Content-Length with Transfer-Encoding
+(400), a version other than 1.0 and 1.1 (505); trailers are never merged into the header
+fields; an upgrade (or CONNECT) that fibernet does not handle is reported and nothing after
+it is parsed.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class ServerProtocol:
         self._body_overhead = 0
         self._chunks = 0
         self._chunked = False
+        self._trailer_bytes = 0
 
     # -- the public face ---------------------------------------------------------------
 
@@ -168,8 +171,10 @@ class ServerProtocol:
             self._fail(self._error or HttpError(400, "bad request"))
         except httptools.HttpParserError as exc:
             text = str(exc)
-            if "Transfer-Encoding" in text:
+            if "Transfer-Encoding" in text and "Content-Length" not in text:
                 self._fail(HttpError(501, f"unsupported transfer coding ({text})"))
+            elif "Invalid HTTP version" in text:
+                self._fail(HttpError(505, text))
             else:
                 self._fail(HttpError(400, text or "malformed request"))
         else:
@@ -198,6 +203,7 @@ class ServerProtocol:
         self._body_overhead = 0
         self._chunks = 0
         self._chunked = False
+        self._trailer_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -207,6 +213,9 @@ class ServerProtocol:
     def on_header(self, name: bytes, value: bytes) -> None:
         self._in_request_line = False
         if self._state == _BODY:  # a trailer field: counted, never merged into the headers
+            self._trailer_bytes += len(name) + len(value) + 4
+            if self._trailer_bytes > self.limits.max_chunk_overhead:
+                self._reject(400, f"trailers over {self.limits.max_chunk_overhead} bytes")
             return
         if len(self._fields) >= self.limits.max_header_count:
             self._reject(431, f"more than {self.limits.max_header_count} header fields")
@@ -219,6 +228,8 @@ class ServerProtocol:
         headers = Headers(self._fields)
         head = RequestHead(parser.get_method().decode("ascii"), self._url.decode("latin-1"), version, headers)
         head.keep_alive = parser.should_keep_alive()
+        if version not in ("1.0", "1.1"):
+            self._reject(505, f"HTTP/{version} is not supported")
         hosts = headers.get_all("host")
         if version == "1.1" and len(hosts) != 1:
             self._reject(400, "HTTP/1.1 needs exactly one Host header" if hosts else "missing Host header")
@@ -226,7 +237,7 @@ class ServerProtocol:
             self._reject(400, "more than one Host header")
         codings = [c.strip().lower() for v in headers.get_all("transfer-encoding") for c in v.split(",")]
         if codings:
-            if codings[-1] != "chunked" or "chunked" in codings[:-1]:
+            if codings != ["chunked"]:  # no other coding is decoded (RFC 9112 6.1: 501)
                 self._reject(501, f"unsupported transfer coding {', '.join(codings)!r}")
             if version == "1.0":
                 self._reject(400, "chunked transfer coding on HTTP/1.0")
