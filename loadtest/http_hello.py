@@ -1,0 +1,960 @@
+"""HTTP hello-world benchmark: fibernet side by side with uvicorn, gevent.pywsgi, aiohttp
+and a bare uvloop protocol over httptools, under ``wrk -t1 -c100``.
+
+Run from the repository root::
+
+    python loadtest/http_hello.py            # full run: 3 interleaved rounds of 5 s (~2.5 min)
+    python loadtest/http_hello.py --quick    # smoke run: 1 round of 2 s
+    python loadtest/http_hello.py --json out/http_hello.json
+    python loadtest/http_hello.py --profile /tmp/fibernet.prof   # cProfile fibernet under wrk
+
+(The module is not called ``http.py``: that name would shadow the standard library's
+``http`` package for every script in this directory.)
+
+Every server answers ``GET /hello`` with ``200 Hello, World!`` (``text/plain``, keep-alive):
+
+fibernet
+    ``fibernet serve fibernet.examples.hello:app --threads 1`` (the CLI, one scheduler thread).
+uvicorn
+    ``uvicorn --http httptools --loop uvloop --no-access-log`` serving a raw ASGI app
+    (``asgi_app`` below, no framework).
+gevent
+    ``gevent.pywsgi.WSGIServer`` (``log=None``) with a WSGI app.
+aiohttp
+    an ``aiohttp.web`` application on the default asyncio loop, access log off.
+uvloop-proto
+    an ``asyncio.Protocol`` on uvloop that feeds ``httptools.HttpRequestParser`` and writes a
+    canned keep-alive response: close to the least Python can do per request (a reference,
+    not a peer).
+fibernet-raw
+    the same canned-response httptools loop as a fibernet *TCP* handler (``fibernet serve
+    http_hello:fibernet_raw --protocol tcp``): fibernet's runtime floor -- fibers, epoll and
+    socket calls without the HTTP layer.  Informational: the gap between it and ``fibernet``
+    is the cost of fibernet's HTTP layer, the gap between it and ``uvloop-proto`` the cost of
+    the fiber runtime.
+
+One measurement (each in a fresh driver subprocess, pinned to the wrk CPU; rounds are
+interleaved: for round: for server: measure):
+
+1. start the server pinned with ``taskset -c SERVER_CPU`` (default 0) on a free port and
+   wait until ``GET /hello`` answers; check status, body, content type and that two requests
+   go over one connection (keep-alive);
+2. warm up: ``taskset -c WRK_CPU wrk -t1 -c100 -d1s URL`` (default CPU 1);
+3. read utime+stime of the server (``/proc/PID/stat``, the process and any descendants),
+   run ``taskset -c WRK_CPU wrk -t1 -c100 -dDs URL``, read them again;
+4. CPU time per request = that delta / requests completed (wrk's count), and its user and
+   system parts; also requests/s, the server's CPU use over the run (100% = one CPU busy),
+   how much of the server CPU other processes used meanwhile (``/proc/stat``: a noise
+   indicator for shared machines), its RSS, and errors (wrk's non-2xx/3xx responses plus
+   socket errors connect/read/write/timeout);
+5. stop the server (SIGTERM; SIGKILL after 15 s).
+
+How to read the table: ``CPU/req`` is the median over rounds of the server's CPU time per
+request (less = better), ``spread`` is (max - min) / median over rounds (noise).
+``fibernet ratio`` is fibernet's median CPU/req divided by that row's (below 1: fibernet
+spends less).  ``issue ref`` is the CPU/req the issue measured on its machine, for scale.
+The bars (from the issue): fibernet CPU/req <= 0.33x uvicorn's and <= 0.15x gevent.pywsgi's,
+and no error at all in fibernet's runs.  The exit status is 1 if a bar fails or a
+measurement errors.
+
+``--profile OUT.prof`` runs no benchmark: it serves fibernet's hello app (or, with
+``--profile-target fibernet-raw``, the raw handler) under cProfile, pinned the same way, while
+wrk runs for ``--duration`` s, then prints the top functions by own time per request (CPU-time
+clock by default) and saves the stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # the repository root, for `import fibernet`
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import _bench  # noqa: E402
+from _bench import fmt_num  # noqa: E402
+
+SERVE_FLAG = "--serve"
+HOST = "127.0.0.1"
+PATH = "/hello"
+BODY = b"Hello, World!"
+WORKLOAD = "hello"
+
+# --------------------------------------------------------------------------
+# the peer servers (run as `python loadtest/http_hello.py --serve IMPL PORT`, or by uvicorn)
+
+
+async def asgi_app(scope, receive, send):
+    """A raw ASGI app for uvicorn: no framework."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["path"] == PATH:
+        status, body = 200, BODY
+    else:
+        status, body = 404, b"not found\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def wsgi_app(environ, start_response):
+    if environ["PATH_INFO"] == PATH:
+        status, body = "200 OK", BODY
+    else:
+        status, body = "404 Not Found", b"not found\n"
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def serve_gevent(port: int) -> None:
+    from gevent.pywsgi import WSGIServer
+
+    WSGIServer((HOST, port), wsgi_app, log=None).serve_forever()
+
+
+def serve_aiohttp(port: int) -> None:
+    from aiohttp import web
+
+    async def hello(request):
+        return web.Response(text=BODY.decode())  # text/plain; charset=utf-8
+
+    app = web.Application()
+    app.router.add_get(PATH, hello)
+    web.run_app(app, host=HOST, port=port, access_log=None, print=None)
+
+
+_CANNED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+_NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nnot found\n"
+
+
+def serve_uvloop_proto(port: int) -> None:
+    """The ~minimal reference: uvloop + httptools, a canned keep-alive response."""
+    import asyncio
+
+    import httptools
+    import uvloop
+
+    class HelloProtocol(asyncio.Protocol):
+        __slots__ = ("transport", "parser", "url")
+
+        def connection_made(self, transport):
+            self.transport = transport
+            self.parser = httptools.HttpRequestParser(self)
+            self.url = b""
+
+        def data_received(self, data):
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.transport.close()
+
+        def on_url(self, url):
+            self.url = url
+
+        def on_message_complete(self):
+            self.transport.write(_CANNED if self.url == b"/hello" else _NOT_FOUND)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
+        loop.add_signal_handler(signal.SIGINT, stop.set_result, None)
+        server = await loop.create_server(HelloProtocol, HOST, port, backlog=1024)
+        await stop
+        server.close()
+
+    uvloop.run(main())
+
+
+def fibernet_raw(sock) -> None:
+    """A fibernet *TCP* handler doing what the uvloop protocol does (httptools, canned
+    keep-alive response), for ``fibernet serve http_hello:fibernet_raw --protocol tcp``:
+    fibernet's runtime floor (fibers, epoll, socket calls) without its HTTP layer."""
+    import httptools
+
+    out: list[bytes] = []
+
+    class Callbacks:
+        __slots__ = ("url",)
+
+        def on_url(self, url: bytes) -> None:
+            self.url = url
+
+        def on_message_complete(self) -> None:
+            out.append(_CANNED if self.url == b"/hello" else _NOT_FOUND)
+
+    parser = httptools.HttpRequestParser(Callbacks())
+    while data := sock.recv(65536):
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError:
+            return
+        if out:
+            sock.sendall(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+
+def serve_fibernet_cprofile(port: int, out: str, clock: str = "cpu", target: str = "fibernet") -> None:
+    """fibernet's hello app (``target`` "fibernet"; "fibernet-raw": the ``fibernet_raw`` TCP
+    handler) served as ``fibernet serve`` does (``run_server``, one scheduler thread) under
+    cProfile; the stats go to ``out`` when the server stops (SIGINT/SIGTERM).
+
+    The profiler is enabled before the runtime starts on purpose: with greenlet on CPython
+    3.11 a greenlet that was switched out before ``Profile.enable()`` (the scheduler's hub)
+    stays unprofiled, and its epoll/timer work would silently go missing.
+
+    ``clock`` "cpu" times with ``time.thread_time`` (CPU time of the one scheduler thread:
+    neither time blocked in epoll nor time preempted by other processes counts; slower),
+    "wall" with cProfile's default wall clock.
+    """
+    import cProfile
+
+    from fibernet.examples.hello import app
+    from fibernet.server.http import http_server
+    from fibernet.server.serving import run_server
+    from fibernet.server.tcp import Server
+
+    if target == "fibernet":
+        server = http_server(app, HOST, port, threads=1)
+    else:
+        server = Server(fibernet_raw, HOST, port, threads=1)
+    prof = cProfile.Profile(time.thread_time) if clock == "cpu" else cProfile.Profile()
+    prof.enable()
+    try:
+        run_server(server)
+    finally:
+        prof.disable()
+        prof.dump_stats(out)
+
+
+SERVE = {
+    "gevent": serve_gevent,
+    "aiohttp": serve_aiohttp,
+    "uvloop-proto": serve_uvloop_proto,
+    "fibernet-cprofile": serve_fibernet_cprofile,
+}
+
+
+def serve_main(argv: list[str]) -> int:
+    """``--serve IMPL PORT [ARG...]``: run one of the peer servers in the foreground."""
+    impl, port = argv[2], int(argv[3])
+    SERVE[impl](port, *argv[4:])
+    return 0
+
+
+# --------------------------------------------------------------------------
+# server command lines
+
+
+@dataclass(frozen=True)
+class Impl:
+    name: str
+    label: str  # what the table calls it
+    issue_us: float | None  # CPU us/request the issue measured, for scale
+
+
+IMPLS = {
+    i.name: i
+    for i in (
+        Impl("fibernet", "fibernet", None),
+        Impl("uvicorn", "uvicorn (httptools, uvloop, raw ASGI)", 69),
+        Impl("gevent", "gevent.pywsgi", 209),
+        Impl("aiohttp", "aiohttp", 105),
+        Impl("uvloop-proto", "uvloop protocol + httptools (reference)", 12.9),
+        Impl("fibernet-raw", "fibernet TCP handler + httptools (floor)", None),
+    )
+}
+DEFAULT_IMPLS = tuple(IMPLS)
+
+
+def _exe(name: str, fallback: list[str]) -> list[str]:
+    """The console script ``name`` next to this interpreter (or on PATH), else ``fallback``."""
+    local = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(local, os.X_OK):
+        return [local]
+    found = shutil.which(name)
+    return [found] if found else fallback
+
+
+_FIBERNET_CLI = [sys.executable, "-c", "import sys; from fibernet_cli.main import cli; sys.exit(cli())"]
+
+
+def server_command(impl: str, port: int) -> list[str]:
+    if impl == "fibernet":
+        return [
+            *_exe("fibernet", _FIBERNET_CLI),
+            "serve",
+            "fibernet.examples.hello:app",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+            "--log-level",
+            "warning",
+        ]
+    if impl == "fibernet-raw":
+        return [
+            *_exe("fibernet", _FIBERNET_CLI),
+            "serve",
+            "http_hello:fibernet_raw",
+            "--app-dir",
+            HERE,
+            "--protocol",
+            "tcp",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+            "--log-level",
+            "warning",
+        ]
+    if impl == "uvicorn":
+        return [
+            *_exe("uvicorn", [sys.executable, "-m", "uvicorn"]),
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--app-dir",
+            HERE,
+            "http_hello:asgi_app",
+        ]
+    return [sys.executable, os.path.abspath(__file__), SERVE_FLAG, impl, str(port)]
+
+
+def wrk_command(params: dict, port: int, duration: float) -> list[str]:
+    return [
+        "taskset",
+        "-c",
+        str(params["wrk_cpu"]),
+        params["wrk"],
+        f"-t{params['wrk_threads']}",
+        f"-c{params['connections']}",
+        f"-d{duration:g}s",
+        f"http://{HOST}:{port}{PATH}",
+    ]
+
+
+# --------------------------------------------------------------------------
+# driver side: one measurement (runs in its own subprocess, pinned to the wrk CPU)
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` (all its threads) and of its live descendants, seconds."""
+    user = system = 0
+    for p in [pid, *_descendants(pid)]:
+        fields = _stat_fields(p)
+        if fields:
+            user += int(fields[11])  # utime: field 14 of /proc/PID/stat
+            system += int(fields[12])  # stime: field 15
+    return user / _CLK_TCK, system / _CLK_TCK
+
+
+def cpu_busy_seconds(cpu: int) -> tuple[float, float]:
+    """(user+nice+system, steal) seconds of one CPU so far, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        for line in fh:
+            if line.startswith(f"cpu{cpu} "):
+                f = [int(x) for x in line.split()[1:9]]
+                return (f[0] + f[1] + f[2]) / _CLK_TCK, f[7] / _CLK_TCK
+    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
+
+
+def rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def check_hello(port: int) -> dict:
+    """Two GETs over one connection: both must be 200 'Hello, World!' text/plain, keep-alive."""
+    import http.client
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        seen = []
+        for _ in range(2):
+            conn.request("GET", PATH)
+            resp = conn.getresponse()
+            body = resp.read()
+            seen.append((resp.status, body, resp.getheader("content-type", ""), resp.will_close))
+            if resp.will_close:
+                break
+        headers = dict(resp.getheaders())
+    finally:
+        conn.close()
+    problems = []
+    for status, body, ctype, will_close in seen:
+        if status != 200 or body != BODY or not ctype.startswith("text/plain"):
+            problems.append(f"got {status} {body!r} content-type {ctype!r}")
+        if will_close:
+            problems.append("the server closes the connection after a response (no keep-alive)")
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return headers
+
+
+def wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before answering")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                pass
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not listen on port {port} within {timeout:g}s") from None
+            time.sleep(0.05)
+            continue
+        return check_hello(port)
+
+
+_WRK_PATTERNS = {
+    "requests": re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)\b", re.M),
+    "rps": re.compile(r"^Requests/sec:\s*([\d.]+)", re.M),
+    "socket": re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"),
+    "non2xx": re.compile(r"Non-2xx or 3xx responses: (\d+)"),
+}
+_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def parse_wrk(text: str) -> dict:
+    m = _WRK_PATTERNS["requests"].search(text)
+    rps = _WRK_PATTERNS["rps"].search(text)
+    if not m or not rps:
+        raise RuntimeError("cannot parse wrk's output:\n" + text)
+    sock = _WRK_PATTERNS["socket"].search(text)
+    non2xx = _WRK_PATTERNS["non2xx"].search(text)
+    counts = [int(g) for g in sock.groups()] if sock else [0] * 4
+    errors = dict(zip(("connect", "read", "write", "timeout"), counts, strict=True))
+    errors["non2xx"] = int(non2xx.group(1)) if non2xx else 0
+    return {
+        "requests": int(m.group(1)),
+        "wrk_seconds": float(m.group(2)) * _UNIT[m.group(3)],
+        "rps": float(rps.group(1)),
+        "errors": errors,
+    }
+
+
+def run_wrk(params: dict, port: int, duration: float) -> tuple[dict, str]:
+    cmd = wrk_command(params, port, duration)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {shlex.join(cmd)}\n{proc.stderr}{proc.stdout}")
+    return parse_wrk(proc.stdout), proc.stdout
+
+
+def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> tuple[float, bool]:
+    """SIGTERM, then SIGKILL after ``grace`` s; returns (seconds to exit, killed?)."""
+    started = time.monotonic()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return time.monotonic() - started, True
+    return time.monotonic() - started, False
+
+
+def measure(workload: str, impl: str, params: dict) -> dict:
+    port = free_port()
+    cmd = ["taskset", "-c", str(params["server_cpu"]), *server_command(impl, port)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+        try:
+            headers = wait_ready(proc, port, params["start_timeout"])
+            run_wrk(params, port, params["warmup"])
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server died during the warm-up (exit {proc.returncode})")
+            box0 = cpu_busy_seconds(params["server_cpu"])
+            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            result, wrk_text = run_wrk(params, port, params["duration"])
+            cpu1, wall = cpu_seconds(proc.pid), time.perf_counter() - t0
+            box1 = cpu_busy_seconds(params["server_cpu"])
+            rss = rss_bytes(proc.pid)
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server died during the run (exit {proc.returncode})")
+        except Exception as exc:
+            stop_server(proc, 5.0)
+            log.seek(0)
+            raise RuntimeError(
+                f"{exc}\nserver: {shlex.join(cmd)}\nserver output:\n{log.read()[-3000:]}"
+            ) from None
+        stop_seconds, killed = stop_server(proc)
+        log.seek(0)
+        server_log = log.read()[-3000:]
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu = user + system
+    n = result["requests"]
+    errors = sum(result["errors"].values())
+    result.update(
+        cpu_seconds=cpu,
+        wall_seconds=wall,
+        cpu_us_per_req=1e6 * cpu / n if n else None,
+        user_us_per_req=1e6 * user / n if n else None,
+        sys_us_per_req=1e6 * system / n if n else None,
+        cpu_util=cpu / wall,
+        # what else ran on the server's CPU meanwhile (other processes; noise), and steal
+        others_util=max(0.0, (box1[0] - box0[0]) - cpu) / wall,
+        steal_util=(box1[1] - box0[1]) / wall,
+        rss=rss,
+        error_total=errors,
+        response_headers=headers,
+        stop_seconds=stop_seconds,
+        killed=killed,
+        server_command=shlex.join(cmd),
+        server_log=server_log,
+        wrk_output=wrk_text,
+    )
+    result["summary"] = (
+        f"{result['cpu_us_per_req']:.1f} us CPU/req, {fmt_num(result['rps'])} req/s, "
+        f"CPU {100 * result['cpu_util']:.0f}% (others on CPU {params['server_cpu']}: "
+        f"{100 * result['others_util']:.0f}%), errors {errors}, stop {stop_seconds:.1f}s"
+        + (" (SIGKILLed)" if killed else "")
+    )
+    return result
+
+
+def dispatch(workload: str, impl: str, params: dict) -> dict:
+    return measure(workload, impl, params)
+
+
+# --------------------------------------------------------------------------
+# --profile: fibernet under cProfile and wrk
+
+
+def profile_fibernet(args, params: dict) -> int:
+    """Serve fibernet's hello app under cProfile (pinned like the benchmark) while wrk runs
+    for ``--duration`` s, stop it, and print the top functions by own time, per request."""
+    import pstats
+
+    port = free_port()
+    out = args.profile
+    cmd = [
+        "taskset",
+        "-c",
+        str(params["server_cpu"]),
+        sys.executable,
+        os.path.abspath(__file__),
+        SERVE_FLAG,
+        "fibernet-cprofile",
+        str(port),
+        out,
+        args.profile_clock,
+        args.profile_target,
+    ]
+    wrk = wrk_command(params, port, args.duration)
+    print(
+        f"command: {_bench.command_line()}\nserver:  {shlex.join(cmd)}\nload:    {shlex.join(wrk)}",
+        flush=True,
+    )
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
+    try:
+        wait_ready(proc, port, params["start_timeout"])  # 2 requests
+        result, text = run_wrk(params, port, args.duration)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    print(text)
+    requests = result["requests"] + 2
+    stats = pstats.Stats(out)
+    total = stats.total_tt
+    print(
+        f"profiled ({args.profile_clock} clock): {requests} requests, {total:.3f} s of profiled time = "
+        f"{1e6 * total / requests:.1f} us/request\n(cProfile inflates Python-heavy code several-fold: "
+        "compare shares and calls/req, not absolute times)\n"
+    )
+    rows = []
+    entries = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[: args.profile_top]
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in entries:
+        if filename == "~":
+            where = func
+        else:
+            short = (
+                os.path.relpath(filename, ROOT) if filename.startswith(ROOT) else os.path.basename(filename)
+            )
+            where = f"{short}:{line}({func})"
+        rows.append(
+            [
+                f"{nc / requests:.2f}",
+                f"{1e6 * tt / requests:.2f}",
+                f"{100 * tt / total:.1f}%",
+                f"{1e6 * tt / nc:.2f}" if nc else "-",
+                f"{1e6 * ct / requests:.2f}",
+                where,
+            ]
+        )
+    print(
+        _bench.format_table(
+            ["calls/req", "tottime us/req", "share", "us/call", "cumtime us/req", "function"], rows
+        )
+    )
+    print(f"\nstats written to {out} (python -m pstats {out})")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# parent side: plan, run, summarise
+
+
+@dataclass(frozen=True)
+class Bar:
+    peer: str
+    max_ratio: float  # fibernet CPU/req <= max_ratio x peer's
+
+    def describe(self) -> str:
+        return f"fibernet CPU/req <= {self.max_ratio:g}x {IMPLS[self.peer].label}"
+
+
+BARS = (Bar("uvicorn", 0.33), Bar("gevent", 0.15))
+
+
+def summarise(samples: _bench.Samples, impls: list[str]) -> list[dict]:
+    ours = _bench.median(samples.values(WORKLOAD, "fibernet", "cpu_us_per_req"))
+    ours_rps = _bench.median(samples.values(WORKLOAD, "fibernet", "rps"))
+    rows = []
+    for impl in impls:
+        cpu = samples.values(WORKLOAD, impl, "cpu_us_per_req")
+        rps = samples.values(WORKLOAD, impl, "rps")
+        results = samples.results.get((WORKLOAD, impl), [])
+        error_kinds: dict[str, int] = {}
+        for r in results:
+            for kind, count in r["errors"].items():
+                error_kinds[kind] = error_kinds.get(kind, 0) + count
+        median = _bench.median(cpu)
+        rows.append(
+            {
+                "impl": impl,
+                "label": IMPLS[impl].label,
+                "cpu_us_per_req": median,
+                "user_us_per_req": _bench.median(samples.values(WORKLOAD, impl, "user_us_per_req")),
+                "sys_us_per_req": _bench.median(samples.values(WORKLOAD, impl, "sys_us_per_req")),
+                "spread": _bench.spread(cpu),
+                "rps": _bench.median(rps),
+                "cpu_util": _bench.median(samples.values(WORKLOAD, impl, "cpu_util")),
+                "others_util": max(samples.values(WORKLOAD, impl, "others_util"), default=None),
+                "rss": _bench.median(samples.values(WORKLOAD, impl, "rss")),
+                "errors": sum(error_kinds.values()),
+                "error_kinds": {k: v for k, v in error_kinds.items() if v},
+                "rounds": len(results),
+                "failed_rounds": len(samples.errors.get((WORKLOAD, impl), [])),
+                "ratio": None if impl == "fibernet" else _bench.ratio(ours, median),
+                "rps_ratio": None if impl == "fibernet" else _bench.ratio(ours_rps, _bench.median(rps)),
+                "issue_us": IMPLS[impl].issue_us,
+                "stop_seconds": max((r["stop_seconds"] for r in results), default=None),
+                "killed": sum(r["killed"] for r in results),
+            }
+        )
+    return rows
+
+
+def check_bars(rows: list[dict], samples: _bench.Samples) -> list[dict]:
+    by_impl = {r["impl"]: r for r in rows}
+    ours = by_impl["fibernet"]
+    checks = []
+    for bar in BARS:
+        peer = by_impl.get(bar.peer)
+        ratio = peer["ratio"] if peer else None
+        checks.append(
+            {
+                "bar": bar.describe(),
+                "measured": None
+                if ratio is None
+                else f"{ratio:.3f}x ({ours['cpu_us_per_req']:.1f} vs {peer['cpu_us_per_req']:.1f} us)",
+                "pass": None if ratio is None else ratio <= bar.max_ratio,
+            }
+        )
+    failed_rounds = ours["failed_rounds"]
+    checks.append(
+        {
+            "bar": "fibernet: no errors (non-2xx, socket errors, failed runs)",
+            "measured": f"{ours['errors']} errors"
+            + (f" {ours['error_kinds']}" if ours["error_kinds"] else "")
+            + f" in {ours['rounds']} runs, {failed_rounds} failed runs",
+            "pass": ours["errors"] == 0 and failed_rounds == 0 and ours["rounds"] > 0,
+        }
+    )
+    return checks
+
+
+def render_rows(rows: list[dict]) -> str:
+    def errors(r: dict) -> str:
+        text = str(r["errors"])
+        if r["error_kinds"]:
+            text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(r["error_kinds"].items())) + ")"
+        if r["failed_rounds"]:
+            text += f"; {r['failed_rounds']} runs FAILED"
+        return text
+
+    table = [
+        [
+            r["label"],
+            "-" if r["cpu_us_per_req"] is None else f"{r['cpu_us_per_req']:.1f}",
+            _bench.fmt_pct(r["spread"]),
+            "-"
+            if r["user_us_per_req"] is None
+            else f"{r['user_us_per_req']:.1f} / {r['sys_us_per_req']:.1f}",
+            fmt_num(r["rps"]),
+            _bench.fmt_pct(r["cpu_util"]),
+            _bench.fmt_pct(r["others_util"]),
+            "-" if r["rss"] is None else f"{r['rss'] / 2**20:.0f}",
+            errors(r),
+            _bench.fmt_ratio(r["ratio"]),
+            _bench.fmt_ratio(r["rps_ratio"]),
+            "-" if r["issue_us"] is None else f"{r['issue_us']:g}",
+        ]
+        for r in rows
+    ]
+    headers = [
+        "server",
+        "CPU us/req",
+        "spread",
+        "user / sys us",
+        "req/s",
+        "server CPU",
+        "others on CPU*",
+        "RSS MiB",
+        "errors",
+        "fibernet ratio (CPU)",
+        "fibernet ratio (req/s)",
+        "issue ref us/req",
+    ]
+    return _bench.format_table(headers, table)
+
+
+def render_checks(checks: list[dict]) -> str:
+    verdict = {True: "PASS", False: "FAIL", None: "n/a"}
+    return _bench.format_table(
+        ["bar", "measured", "result"], [[c["bar"], c["measured"] or "-", verdict[c["pass"]]] for c in checks]
+    )
+
+
+# --------------------------------------------------------------------------
+# command line
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s (smoke run)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
+    parser.add_argument("--duration", type=float, help="measured wrk run, seconds (default 5, --quick 2)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="wrk warm-up run, seconds (default 1)")
+    parser.add_argument("--connections", type=int, default=100, help="wrk -c (default 100)")
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (default 1)")
+    parser.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to (default 0)")
+    parser.add_argument(
+        "--wrk-cpu", type=int, default=1, help="CPU wrk (and the driver) is pinned to (default 1)"
+    )
+    parser.add_argument(
+        "--impls", default=",".join(DEFAULT_IMPLS), help=f"comma list out of {','.join(IMPLS)} (default: all)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
+    parser.add_argument("--start-timeout", type=float, default=30, help="seconds a server may take to answer")
+    parser.add_argument("--timeout", type=float, default=120, help="per-measurement timeout, seconds")
+    parser.add_argument(
+        "--profile",
+        metavar="OUT.prof",
+        help="instead of the benchmark: run fibernet under "
+        "cProfile while wrk runs for --duration s, print the top functions, save the stats",
+    )
+    parser.add_argument("--profile-top", type=int, default=30, help="functions --profile prints (default 30)")
+    parser.add_argument(
+        "--profile-target",
+        choices=("fibernet", "fibernet-raw"),
+        default="fibernet",
+        help="what --profile serves: the hello app (default) or the fibernet_raw TCP handler",
+    )
+    parser.add_argument(
+        "--profile-clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="cProfile's timer: the thread's CPU time (default) or wall time",
+    )
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.duration is None:
+        args.duration = 2.0 if args.quick else 5.0
+    items = [x.strip() for x in args.impls.split(",") if x.strip()]
+    unknown = [x for x in items if x not in IMPLS]
+    if unknown:
+        parser.error(f"--impls: unknown {', '.join(unknown)}")
+    if "fibernet" not in items:
+        parser.error("--impls must include fibernet")
+    args.impls = items
+    if args.server_cpu == args.wrk_cpu:
+        parser.error("--server-cpu and --wrk-cpu must differ")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for cpu in (args.server_cpu, args.wrk_cpu):
+        _bench.check_cpu(cpu)
+    if not shutil.which("taskset"):
+        raise SystemExit("taskset not found (util-linux)")
+    wrk = shutil.which("wrk")
+    if not wrk:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    params = {
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "connections": args.connections,
+        "wrk_threads": args.wrk_threads,
+        "server_cpu": args.server_cpu,
+        "wrk_cpu": args.wrk_cpu,
+        "wrk": wrk,
+        "start_timeout": args.start_timeout,
+    }
+    if args.profile:
+        return profile_fibernet(args, params)
+    plan = [(WORKLOAD, impl, params) for impl in args.impls]
+    command = _bench.command_line()
+    print(f"command: {command}", flush=True)
+    print(
+        f"{len(plan)} servers x {args.rounds} rounds, each measured by a fresh driver pinned to CPU "
+        f"{args.wrk_cpu}, e.g.:\n  " + shlex.join(_bench.child_command(__file__, *plan[0], args.wrk_cpu))
+    )
+    print(f"servers (pinned to CPU {args.server_cpu}, PORT = a free port):")
+    for impl in args.impls:
+        print(
+            f"  {impl:<13} taskset -c {args.server_cpu} "
+            + shlex.join(server_command(impl, 0))
+            .replace("--port 0", "--port PORT")
+            .replace(f"{SERVE_FLAG} {impl} 0", f"{SERVE_FLAG} {impl} PORT")
+        )
+    print(
+        "load: " + shlex.join(wrk_command(params, 0, args.warmup)).replace(":0/", ":PORT/") + "   (warm-up)"
+    )
+    print(
+        "      "
+        + shlex.join(wrk_command(params, 0, args.duration)).replace(":0/", ":PORT/")
+        + "   (measured)",
+        flush=True,
+    )
+
+    samples = _bench.run_interleaved(__file__, plan, args.rounds, args.wrk_cpu, args.timeout)
+    rows = summarise(samples, args.impls)
+    checks = check_bars(rows, samples)
+
+    print()
+    print(render_rows(rows))
+    print()
+    print(render_checks(checks))
+    print(
+        "\nCPU us/req = server utime+stime during the measured wrk run / requests completed (median of "
+        f"{args.rounds}; user / sys: the two parts, medians);\nserver CPU = that CPU time / wall time; "
+        "fibernet ratio (CPU) = fibernet's CPU us/req / the row's (below 1: fibernet spends less);\n"
+        "fibernet ratio (req/s) = fibernet's req/s / the row's.\n"
+        "* others on CPU: the largest share, over rounds, of the server CPU's time used by other processes\n"
+        "  during the run (noise; ideally ~0%)."
+    )
+    stops = [
+        f"{r['impl']} {r['stop_seconds']:.1f}s" + (f" ({r['killed']} SIGKILLed)" if r["killed"] else "")
+        for r in rows
+        if r["stop_seconds"] is not None
+    ]
+    print("slowest stop after SIGTERM: " + ", ".join(stops))
+    print(f"command: {command}")
+    if args.json:
+        _bench.write_json(
+            args.json,
+            {
+                "command": command,
+                "args": vars(args),
+                "rows": rows,
+                "checks": checks,
+                "samples": samples.to_json(),
+            },
+        )
+        print(f"wrote {args.json}")
+    failed = any(c["pass"] is False for c in checks) or bool(samples.errors)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    if _bench.is_child():
+        sys.exit(_bench.serve_child(dispatch))
+    if len(sys.argv) > 1 and sys.argv[1] == SERVE_FLAG:
+        sys.exit(serve_main(sys.argv))
+    sys.exit(main())
