@@ -19,12 +19,20 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket as _socket
+import time
 from typing import Any
 
-from fibernet.net.readiness import wait_fd
-from fibernet.net.threadpool import run_in_thread
+from functools import partial
+
+from fibernet.errors import Cancelled
+from fibernet.net.readiness import _on_ready, wait_fd
+from fibernet.net.threadpool import run_in_thread, run_in_thread_op
+from fibernet.ops.operation import choice, perform, wrap
+from fibernet.ops.timers import wait_op
+from fibernet.ops.operation import NOTHING, OpState, Raise
+from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
 from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
-from fibernet.runtime.scheduler import _tls, spawn
+from fibernet.runtime.scheduler import _tls, current_fiber, spawn
 
 _CLOSED_FD = -1
 
@@ -32,17 +40,28 @@ _CLOSED_FD = -1
 class Socket:
     """A socket for fibers.  Make one with :func:`connect`, :func:`listen` or ``Socket(sock)``."""
 
-    __slots__ = ("_sock", "_fd", "_pollers", "timeout", "bytes_in", "bytes_out", "active", "__weakref__")
+    __slots__ = ("_sock", "_fd", "_pollers", "_home", "timeout", "bytes_in", "bytes_out", "active", "_drained",
+                 "_waiting", "_expires", "_timer", "__weakref__")
 
     def __init__(self, sock: _socket.socket, timeout: float | None = None) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
         self._pollers: list = []  # schedulers whose poller has this descriptor registered
+        self._home = None  # the scheduler of the last wait
         self.timeout = timeout
         self.bytes_in = 0
         self.bytes_out = 0
         self.active = False
+        # A read that came back short has emptied the kernel's buffer: the next read waits
+        # for the edge first instead of paying for an EAGAIN (safe with edge-triggered
+        # registration: data that arrives after the read raises a new edge).
+        self._drained = False
+        # The timeout of a wait is one lazy timer per socket: a wait only moves ``_expires``;
+        # the timer, when it fires, either times the wait out or re-arms for the new expiry.
+        self._waiting: OpState | None = None
+        self._expires = 0.0
+        self._timer: list | None = None
 
     def __repr__(self) -> str:
         return f"<fibernet Socket fd={self._fd} {self._sock!r}>"
@@ -68,27 +87,85 @@ class Socket:
         return self._fd == _CLOSED_FD
 
     def _wait(self, events: int) -> None:
+        """Suspend until the descriptor is ready for ``events``, at most ``timeout`` seconds."""
         fd = self._fd
         if fd == _CLOSED_FD:
             raise OSError(errno.EBADF, "socket is closed")
         sched = getattr(_tls, "scheduler", None)
-        if sched is not None and sched not in self._pollers:
-            sched._poller.register_edge(fd, self)
-            self._pollers.append(sched)
-        wait_fd(fd, events, self.timeout)
+        fiber = sched.current if sched is not None else None
+        if fiber is None:
+            wait_fd(fd, events, self.timeout)  # a plain thread blocks in poll()
+            return
+        if sched is not self._home:
+            if sched not in self._pollers:
+                sched._poller.register_edge(fd, self)
+                self._pollers.append(sched)
+            self._home = sched
+        poller = sched._poller
+        if poller.take_pending(fd, events):
+            return  # an edge came while nobody waited: try the descriptor again first
+        state = OpState(fiber, sched, (fd, events))
+        with LOCK:
+            if fiber._cancel_pending:
+                fiber._cancel_pending = False
+                raise Cancelled()
+            fiber._op_state = state
+            fiber.state = SUSPENDED
+        callback = partial(_on_ready, state, 0)
+        poller.watch(fd, events, callback)
+        timeout = self.timeout
+        if timeout is not None:
+            self._waiting = state
+            self._expires = expires = sched.clock.now() + timeout
+            timer = self._timer
+            if timer is None or timer[2] is None or timer[0] > expires:
+                if timer is not None:
+                    sched._timers.cancel(timer)
+                self._timer = sched._timers.add(expires, self._on_deadline)
+        sched._hub.switch()
+        fiber._op_state = None
+        fiber.state = RUNNING
+        self._waiting = None
+        index = state.index
+        if index != 0:
+            poller.unwatch(fd, events, callback)
+            if index == -1:
+                with LOCK:
+                    fiber._cancel_pending = False
+                raise Cancelled()
+            raise TimeoutError(f"socket fd {fd}: no progress within {timeout}s")
+        value = state.value
+        if type(value) is Raise:
+            raise value.exc
+
+    def _on_deadline(self) -> None:
+        """The socket's timer fired (on its scheduler): time the wait out, or re-arm."""
+        self._timer = None
+        state = self._waiting
+        home = self._home
+        if state is None or home is None or self._fd == _CLOSED_FD:
+            return  # not waiting: the next wait arms a timer again
+        if home.clock.now() >= self._expires:
+            state.complete(1, NOTHING)
+        else:
+            self._timer = home._timers.add(self._expires, self._on_deadline)
 
     # -- data ---------------------------------------------------------------------------
 
     def recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` bytes; b"" at end of stream."""
         sock = self._sock
+        if self._drained:
+            self._wait(EPOLLIN)
         while True:
             try:
                 data = sock.recv(bufsize)
             except BlockingIOError:
                 self._wait(EPOLLIN)
                 continue
-            self.bytes_in += len(data)
+            n = len(data)
+            self._drained = 0 < n < bufsize
+            self.bytes_in += n
             self.active = True
             return data
 
@@ -124,10 +201,14 @@ class Socket:
         sent = 0
         while sent < total:
             try:
-                sent += sock.send(view[sent:])
+                n = sock.send(view[sent:])
             except BlockingIOError:
                 self._wait(EPOLLOUT)
-        self.bytes_out += total
+                continue
+            sent += n
+            # Counted as the bytes go: a long send to a slow reader is not idle.
+            self.bytes_out += n
+            self.active = True
         self.active = True
 
     # -- connections --------------------------------------------------------------------
@@ -158,6 +239,10 @@ class Socket:
             return
         self._fd = _CLOSED_FD
         here = getattr(_tls, "scheduler", None)
+        timer = self._timer
+        if timer is not None and self._home is here:
+            here._timers.cancel(timer)  # (on another thread it fires once and finds nothing)
+        self._timer = None
         for sched in self._pollers:
             if sched is here:
                 sched._poller.notify_closing(fd, owner=self)
@@ -212,21 +297,32 @@ def connect(host: str, port: int, timeout: float | None = None) -> Socket:
 
     Names are resolved on the thread pool, never on a scheduler thread.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     if _is_ip_literal(host):
         infos = _socket.getaddrinfo(host, port, type=_socket.SOCK_STREAM, flags=_socket.AI_NUMERICHOST)
-    else:
+    elif timeout is None or current_fiber() is None:
         infos = run_in_thread(_socket.getaddrinfo, host, port, 0, _socket.SOCK_STREAM)
+    else:
+        infos = perform(choice(run_in_thread_op(_socket.getaddrinfo, host, port, 0, _socket.SOCK_STREAM),
+                               wrap(wait_op(timeout), partial(_resolve_timeout, host, timeout))))
     error: OSError | None = None
     for family, type_, proto, _name, address in infos:
-        sock = Socket(configure(_socket.socket(family, type_, proto)), timeout)
+        # The connect gets what is left of the timeout; the socket keeps the whole one.
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        sock = Socket(configure(_socket.socket(family, type_, proto)), left)
         try:
             _connect(sock, address)
         except OSError as exc:
             sock.close()
             error = exc
             continue
+        sock.timeout = timeout
         return sock
     raise error or OSError(f"could not resolve {host!r}")
+
+
+def _resolve_timeout(host: str, timeout: float) -> None:
+    raise TimeoutError(f"resolving {host!r} took longer than {timeout}s")
 
 
 def _connect(sock: Socket, address: Any) -> None:

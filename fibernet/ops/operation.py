@@ -267,6 +267,8 @@ def describe(op: Any) -> str:
         return "guarded operation"
     if callable(op):  # fused fast paths record a describing function
         return op()
+    if isinstance(op, tuple) and len(op) == 2:  # a socket wait records (fd, events)
+        return f"{'readable' if op[1] & 1 else 'writable'} fd {op[0]}"
     return str(op)
 
 

@@ -32,12 +32,13 @@ _READ_EVENTS = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLL
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 _ONESHOT = select.EPOLLONESHOT
 _EDGE_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_END_EVENTS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
 Callback = Callable[[int], object]  # called with 0 when ready, or an errno when closed
 
 
 class _Watch:
-    __slots__ = ("readers", "writers", "armed", "edge", "owner")
+    __slots__ = ("readers", "writers", "armed", "edge", "owner", "pending")
 
     def __init__(self, edge: bool = False, owner: object = None) -> None:
         self.readers: list[Callback] = []
@@ -45,6 +46,7 @@ class _Watch:
         self.armed = 0  # the event mask the kernel holds for us now (0: disarmed)
         self.edge = edge  # registered once, edge-triggered, until notify_closing
         self.owner = owner  # the object that registered it edge-triggered (a socket)
+        self.pending = 0  # edge-triggered: events that came while nobody waited for them
 
     def wanted(self) -> int:
         return (EPOLLIN if self.readers else 0) | (EPOLLOUT if self.writers else 0)
@@ -98,6 +100,15 @@ class Poller:
         (w.readers if events == EPOLLIN else w.writers).append(callback)
         if not w.edge:
             self._arm(fd, w)
+
+    def take_pending(self, fd: int, events: int) -> bool:
+        """Did an edge for ``events`` come while nobody waited?  (Then the descriptor may be
+        ready now and a waiter must try it before it waits: the edge will not come again.)"""
+        w = self._watches.get(fd)
+        if w is None or not w.pending & events:
+            return False
+        w.pending &= ~events
+        return True
 
     def unwatch(self, fd: int, events: int, callback: Callback) -> None:
         """Forget a callback that lost a choice or whose fiber was cancelled."""
@@ -178,14 +189,24 @@ class Poller:
                 if internal is not None:
                     internal()
                 continue
-            if ev & _READ_EVENTS and w.readers:
-                ready, w.readers = w.readers, []
-                for callback in ready:
-                    callback(0)
-            if ev & _WRITE_EVENTS and w.writers:
-                ready, w.writers = w.writers, []
-                for callback in ready:
-                    callback(0)
+            if ev & _READ_EVENTS:
+                if w.readers:
+                    ready, w.readers = w.readers, []
+                    for callback in ready:
+                        callback(0)
+                elif w.edge:
+                    w.pending |= EPOLLIN
+                if w.edge and ev & _END_EVENTS:
+                    # End of stream (or an error) is readable for ever but signalled once: a
+                    # reader that takes the last data in a short read must still find it.
+                    w.pending |= EPOLLIN
+            if ev & _WRITE_EVENTS:
+                if w.writers:
+                    ready, w.writers = w.writers, []
+                    for callback in ready:
+                        callback(0)
+                elif w.edge:
+                    w.pending |= EPOLLOUT
             if w.edge:
                 continue
             w.armed = 0  # EPOLLONESHOT: the kernel disarmed it

@@ -141,6 +141,8 @@ class _SignalWatcher:
             pass
 
     def _on_signal(self, signum: int) -> None:
+        if signum not in self.SIGNALS:
+            return  # another handler's signal (the wake-up descriptor carries them all)
         self._count += 1
         name = signal.Signals(signum).name
         if self._count > 1:
