@@ -6,6 +6,7 @@ An HTTP handler is ``app(request) -> Response``.  The connection loop that feeds
 
 from __future__ import annotations
 
+import collections.abc as _abc
 import json as _json
 from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl
@@ -42,10 +43,17 @@ class Headers:
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] | None = None) -> None:
         if items is None:
             self._items: list[tuple[str, str]] = []
-        elif isinstance(items, Mapping):
+        elif isinstance(items, _abc.Mapping):
             self._items = [(k.lower(), str(v)) for k, v in items.items()]
         else:
             self._items = [(k.lower(), str(v)) for k, v in items]
+
+    @classmethod
+    def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
+        """Wrap fields that are lower-cased strings already (the parser's), without a copy."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
@@ -156,7 +164,7 @@ class Response:
     """An HTTP response.  ``body`` is bytes, str (UTF-8), or an iterable of bytes/str chunks
     (sent with chunked encoding to HTTP/1.1 clients)."""
 
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "_wire")
 
     def __init__(
         self,
@@ -168,6 +176,7 @@ class Response:
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise ValueError(f"status must be an integer from 100 to 999, not {status!r}")
         self.status = status
+        self._wire: tuple | None = None  # the serialised head, kept by the server
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         if content_type is not None:
             self.headers.add("content-type", content_type)

@@ -29,7 +29,7 @@ from fibernet.server.http_protocol import (
     RequestHead,
     ServerProtocol,
     error_response,
-    response_head,
+    head_of,
 )
 
 log = logging.getLogger("fibernet.http")
@@ -87,11 +87,14 @@ class _Connection:
     def _event(self, waiting_for_head: bool) -> Any:
         proto = self.proto
         limits = self.limits
+        events = proto._events
         while True:
-            event = proto.next_event()
-            if event is not None:
-                if isinstance(event, HttpError):
+            if events:
+                event = events.popleft()
+                if event.__class__ is HttpError:
                     raise event
+                if event is END and waiting_for_head:
+                    continue  # the end of a request that had no body to read
                 return event
             if proto.dead:
                 raise _Close()
@@ -110,6 +113,8 @@ class _Connection:
                               HttpError(408, f"no request body bytes for {limits.body_timeout}s"))
 
     def _body_source(self, head: RequestHead) -> Callable[[], bytes]:
+        if not head.chunked and not head.content_length:
+            return _NO_BODY
         state = {"continue": head.expect_continue, "done": False}
 
         def next_chunk() -> bytes:
@@ -159,16 +164,15 @@ class _Connection:
         body = response.body
         if response.status in (204, 304) or response.status < 200:
             # No content, so no Content-Length or Transfer-Encoding (RFC 9110 8.6, 9112 6.1).
-            return response_head(response.status, response.headers, head.version, keep_alive, None, False), \
-                None, keep_alive, False
+            return head_of(response, head.version, keep_alive, None, False), None, keep_alive, False
         with_body = head.method != "HEAD"
         if isinstance(body, (bytes, bytearray, memoryview)):
-            data = response_head(response.status, response.headers, head.version, keep_alive, len(body), False)
+            data = head_of(response, head.version, keep_alive, len(body), False)
             return (data + body if with_body and body else data), None, keep_alive, False
         chunked = head.version == "1.1"
         if not chunked:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
-        data = response_head(response.status, response.headers, head.version, keep_alive, None, chunked)
+        data = head_of(response, head.version, keep_alive, None, chunked)
         return data, (body if with_body else None), keep_alive, chunked
 
     def _send_stream(self, body: Iterable[Any], chunked: bool) -> int:
@@ -262,6 +266,12 @@ def _fmt(addr: Any) -> str:
     return str(addr)
 
 
+def _no_body() -> bytes:
+    return b""
+
+
+_no_body.state = {"continue": False, "done": True}  # type: ignore[attr-defined]
+_NO_BODY = _no_body
 _INTERNAL_ERROR = Response(500, b"internal server error\n", content_type="text/plain")
 _OVERLOADED = error_response(HttpError(503, "server overloaded, try again"))
 

@@ -22,6 +22,7 @@ it is parsed.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any
 
 import httptools
 
-from fibernet.http import Headers, reason_phrase
+from fibernet.http import Headers, Response, reason_phrase
 
 
 @dataclass(frozen=True)
@@ -225,29 +226,39 @@ class ServerProtocol:
         self._in_request_line = False
         parser = self._parser
         version = parser.get_http_version()
-        headers = Headers(self._fields)
-        head = RequestHead(parser.get_method().decode("ascii"), self._url.decode("latin-1"), version, headers)
-        head.keep_alive = parser.should_keep_alive()
-        if version not in ("1.0", "1.1"):
+        if version != "1.1" and version != "1.0":
             self._reject(505, f"HTTP/{version} is not supported")
-        hosts = headers.get_all("host")
-        if version == "1.1" and len(hosts) != 1:
-            self._reject(400, "HTTP/1.1 needs exactly one Host header" if hosts else "missing Host header")
-        if len(hosts) > 1:
-            self._reject(400, "more than one Host header")
-        codings = [c.strip().lower() for v in headers.get_all("transfer-encoding") for c in v.split(",")]
+        fields = self._fields
+        head = RequestHead(parser.get_method().decode("ascii"), self._url.decode("latin-1"), version,
+                           Headers._trusted(fields))
+        head.keep_alive = parser.should_keep_alive()
+        # One pass over the fields for the few that frame or route the request.
+        hosts = 0
+        codings: list[str] = []
+        length = expect = None
+        for name, value in fields:
+            if name == "host":
+                hosts += 1
+            elif name == "transfer-encoding":
+                codings += [c.strip().lower() for c in value.split(",")]
+            elif name == "content-length":
+                length = value
+            elif name == "expect":
+                expect = value
+        if hosts != 1 and (hosts or version == "1.1"):
+            if hosts:
+                self._reject(400, "more than one Host header")
+            self._reject(400, "HTTP/1.1 needs exactly one Host header: missing Host header")
         if codings:
             if codings != ["chunked"]:  # no other coding is decoded (RFC 9112 6.1: 501)
                 self._reject(501, f"unsupported transfer coding {', '.join(codings)!r}")
             if version == "1.0":
                 self._reject(400, "chunked transfer coding on HTTP/1.0")
             head.chunked = True
-        length = headers.get("content-length")
         if length is not None:
             head.content_length = int(length)  # llhttp validated it (digits only, not repeated)
             if head.content_length > self.limits.max_body_size:
                 self._reject(413, f"body of {head.content_length} bytes over the limit of {self.limits.max_body_size}")
-        expect = headers.get("expect")
         if expect is not None:
             if expect.lower() != "100-continue":
                 self._reject(417, f"unsupported expectation {expect!r}")
@@ -286,20 +297,23 @@ def http_date() -> bytes:
     return _date_cache[1]
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "date"))
+
+
 def check_field(name: str, value: str) -> None:
-    """Refuse a response header that would split the response (CR, LF or NUL)."""
-    if not name or any(c in name for c in _BAD_FIELD_CHARS + (":", " ", "\t")):
+    """Refuse a response header that would split the response (CR, LF or NUL) or is no token."""
+    if not _TOKEN.fullmatch(name):
         raise ValueError(f"invalid response header name {name!r}")
-    if any(c in value for c in _BAD_FIELD_CHARS):
+    if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"invalid response header value for {name!r}: CR, LF and NUL are not allowed")
 
 
-def response_head(status: int, headers: Headers, version: str, keep_alive: bool,
-                  length: int | None, chunked: bool) -> bytes:
-    """The status line and header fields of a response, with framing and connection fields."""
+def _head_prefix(status: int, headers: Headers, version: str, keep_alive: bool, length: int | None,
+                 chunked: bool) -> bytes:
     lines = [f"HTTP/{'1.1' if version == '1.1' else '1.0'} {status} {reason_phrase(status)}"]
     for name, value in headers:
-        if name in ("content-length", "transfer-encoding", "connection", "date"):
+        if name in _FRAMING:
             continue
         check_field(name, value)
         lines.append(f"{name}: {value}")
@@ -311,7 +325,27 @@ def response_head(status: int, headers: Headers, version: str, keep_alive: bool,
         lines.append("connection: close")
     elif version != "1.1":
         lines.append("connection: keep-alive")
-    return ("\r\n".join(lines) + "\r\ndate: ").encode("latin-1") + http_date() + b"\r\n\r\n"
+    return ("\r\n".join(lines) + "\r\ndate: ").encode("latin-1")
+
+
+def response_head(status: int, headers: Headers, version: str, keep_alive: bool,
+                  length: int | None, chunked: bool) -> bytes:
+    """The status line and header fields of a response, with framing and connection fields."""
+    return _head_prefix(status, headers, version, keep_alive, length, chunked) + http_date() + b"\r\n\r\n"
+
+
+def head_of(response: Response, version: str, keep_alive: bool, length: int | None, chunked: bool) -> bytes:
+    """``response_head`` for a Response, remembered on it: an app that returns the same
+    Response object again (a constant) pays for its head once, not per request."""
+    headers = response.headers
+    key = (response.status, id(headers), len(headers), version, keep_alive, length, chunked)
+    cached = response._wire
+    if cached is not None and cached[0] == key:
+        prefix = cached[1]
+    else:
+        prefix = _head_prefix(response.status, headers, version, keep_alive, length, chunked)
+        response._wire = (key, prefix)
+    return prefix + http_date() + b"\r\n\r\n"
 
 
 def error_response(error: HttpError, version: str = "1.1") -> bytes:
