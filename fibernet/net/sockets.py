@@ -27,9 +27,8 @@ from functools import partial
 from fibernet.errors import Cancelled
 from fibernet.net.readiness import _on_ready, wait_fd
 from fibernet.net.threadpool import run_in_thread, run_in_thread_op
-from fibernet.ops.operation import choice, perform, wrap
+from fibernet.ops.operation import NOTHING, OpState, Raise, choice, perform, wrap
 from fibernet.ops.timers import wait_op
-from fibernet.ops.operation import NOTHING, OpState, Raise
 from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
 from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls, current_fiber, spawn
@@ -137,6 +136,12 @@ class Socket:
         value = state.value
         if type(value) is Raise:
             raise value.exc
+
+    def interrupt_wait(self) -> bool:
+        """End a wait in progress as if its timeout had passed (thread-safe); False if no
+        wait with a timeout is in progress, or it has just completed anyway."""
+        state = self._waiting
+        return state is not None and state.complete(1, NOTHING)
 
     def _on_deadline(self) -> None:
         """The socket's timer fired (on its scheduler): time the wait out, or re-arm."""

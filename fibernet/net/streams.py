@@ -135,7 +135,7 @@ class Stream:
                 if not self._fill():
                     return NOT_READY
 
-        def on_readable(state: OpState, index: int, err: int) -> None:
+        def on_readable(state: OpState, index: int, watch: list, err: int) -> None:
             if err or state.done:
                 _on_ready(state, index, err)
                 return
@@ -145,24 +145,28 @@ class Stream:
                 state.complete(index, Raise(exc))
                 return
             if result is NOT_READY:
-                block_fn(state, index)  # partial data: wait for more
+                arm(state, index, watch)  # partial data: wait for more
             else:
                 state.complete(index, result)
 
-        cancels: list = []
-
-        def block_fn(state: OpState, index: int):
+        def arm(state: OpState, index: int, watch: list) -> None:
             sched = state.ctx
             sock = self.sock
             if sched not in sock._pollers:
                 sched._poller.register_edge(sock.fileno(), sock)
                 sock._pollers.append(sched)
-            cancels.append(sched.watch_fd(sock.fileno(), EPOLLIN, partial(on_readable, state, index)))
-            return cancel
+            # One live watch per perform (the previous one has fired): the operation object
+            # may be performed again and again, so nothing of a perform may outlive it here.
+            watch[:] = [sched.watch_fd(sock.fileno(), EPOLLIN, partial(on_readable, state, index, watch))]
 
-        def cancel() -> None:
-            while cancels:
-                cancels.pop()()
+        def block_fn(state: OpState, index: int):
+            watch: list = []
+            arm(state, index, watch)
+            return partial(cancel, watch)
+
+        def cancel(watch: list) -> None:
+            while watch:
+                watch.pop()()
 
         return BaseOp(try_fn, block_fn, None, lambda: f"{what} on fd {self.sock.fileno()}")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Callable, TypeVar
 
 from fibernet.ops.operation import NOT_READY, BaseOp, OpState, Raise, perform
@@ -36,9 +37,11 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def _outcome(future: Future) -> Any:
+def _deliver(state: OpState, index: int, future: Future) -> None:
+    if future.cancelled():  # dropped before it started: its branch lost, nobody waits
+        return
     exc = future.exception()
-    return Raise(exc) if exc is not None else future.result()
+    state.complete(index, Raise(exc) if exc is not None else future.result())
 
 
 def run_in_thread_op(fn: Callable[..., R], *args: Any) -> BaseOp:
@@ -49,7 +52,7 @@ def run_in_thread_op(fn: Callable[..., R], *args: Any) -> BaseOp:
 
     def block_fn(state: OpState, index: int):
         future = _executor().submit(fn, *args)
-        future.add_done_callback(lambda f: state.complete(index, _outcome(f)))
+        future.add_done_callback(partial(_deliver, state, index))
         return future.cancel  # a call not yet started is dropped if this branch loses
 
     name = getattr(fn, "__qualname__", repr(fn))

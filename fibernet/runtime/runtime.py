@@ -115,8 +115,10 @@ class Runtime:
     # -- work stealing -----------------------------------------------------------------
 
     def _offer_work(self, origin: Scheduler) -> None:
+        # Wake one sleeper that is not being woken already: a burst of parallel spawns wakes
+        # one sibling per fiber (up to all of them), not the same sibling again and again.
         for sched in self.schedulers:
-            if sched is not origin and sched._sleeping:
+            if sched is not origin and sched._sleeping and not sched._wakeup._armed:
                 sched.wake()
                 return
 
@@ -130,6 +132,8 @@ class Runtime:
                 continue
             fiber.scheduler = thief
             thief._runq.append(fiber)
+            if victim._stealable:  # more left: pass the word on to another sleeper
+                self._offer_work(victim)
             return True
         return False
 

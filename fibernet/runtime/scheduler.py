@@ -30,7 +30,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from fibernet.errors import Cancelled, NoScheduler
 from fibernet.runtime.clock import REAL_CLOCK, Clock
-from fibernet.runtime.fiber import NEW, RUNNING, Fiber
+from fibernet.runtime.fiber import DONE, NEW, RUNNING, Fiber
 from fibernet.runtime.poller import Poller
 from fibernet.runtime.timers import TimerQueue
 from fibernet.runtime.wakeup import WakeupFd
@@ -217,29 +217,37 @@ class Scheduler:
             runners = self._free_runners
             runner = runners.pop() if runners else greenlet(self._runner_main, self._hub)
             fiber._greenlet = runner
-            freed = runner.switch(fiber)
+            runner.switch()  # the runner takes its fiber from self.current
         else:
             fiber.state = RUNNING
-            freed = fiber._greenlet.switch()
+            runner = fiber._greenlet
+            runner.switch()
         self.current = None
-        # A runner whose fiber finished hands itself back; a suspending fiber passes nothing.
-        if freed.__class__ is greenlet and len(self._free_runners) < _MAX_FREE_RUNNERS:
-            self._free_runners.append(freed)
+        # A runner whose fiber finished is parked in its loop, free for the next new fiber.
+        if fiber.state is DONE and len(self._free_runners) < _MAX_FREE_RUNNERS:
+            self._free_runners.append(runner)
 
-    def _runner_main(self, fiber: Fiber) -> None:
-        """The body of a runner greenlet: run fibers until the scheduler drops it."""
-        me = getcurrent()
+    def _runner_main(self) -> None:
+        """The body of a runner greenlet: run fibers until the scheduler drops it.
+
+        Nothing passes through ``switch`` and no local outlives a fiber: arguments of a
+        switch stay on the suspended greenlet's stack, so a runner handed itself (or its
+        fiber) that way would keep it alive -- a greenlet referring to itself is never
+        collected, and a finished fiber kept alive never logs the exception nobody joined.
+        """
         hub = self._hub
         while True:
+            fiber = self.current
             fiber._execute()
             fiber._greenlet = None
-            # Hand this greenlet back to the loop, which may give it the next new fiber.
-            fiber = hub.switch(me)
+            fiber = None
+            hub.switch()
 
     def _fiber_ended(self, fiber: Fiber, exc: BaseException | None) -> None:
         self._fibers.discard(fiber)
         if exc is not None and self.runtime is not None:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                fiber.exception()  # run() raises it: retrieved, not "never joined"
                 self.runtime._fatal(exc)
 
     # -- shutdown ----------------------------------------------------------------------------

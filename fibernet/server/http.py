@@ -52,10 +52,13 @@ class _Close(Exception):
 
 
 class _Connection:
-    __slots__ = ("app", "config", "limits", "sock", "proto", "client", "_deadline", "answered")
+    __slots__ = ("app", "config", "limits", "sock", "proto", "client", "_deadline", "answered", "idle",
+                 "_draining")
 
-    def __init__(self, app: App, config: HttpConfig, sock: Socket) -> None:
+    def __init__(self, app: App, config: HttpConfig, sock: Socket, draining: list[bool] | None = None) -> None:
         self.answered = 0
+        self.idle = False  # waiting for the first byte of a next request
+        self._draining = draining or [False]
         self.app = app
         self.config = config
         self.limits = config.limits
@@ -105,7 +108,14 @@ class _Connection:
                     self._receive(self._deadline - time.monotonic(),
                                   HttpError(408, f"request head not complete within {limits.head_timeout}s"))
                 else:
-                    self._receive(limits.keepalive_timeout, None)
+                    # Between requests: a server that drains ends the connection here.
+                    self.idle = True
+                    try:
+                        if self._draining[0]:
+                            raise _Close()
+                        self._receive(limits.keepalive_timeout, None)
+                    finally:
+                        self.idle = False
                     if proto.in_head and self._deadline is None:
                         self._deadline = time.monotonic() + limits.head_timeout
             else:
@@ -285,6 +295,18 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
     lock = threading.Lock()
     active = [0]
 
+    draining = [False]
+    conns: set[_Connection] = set()
+
+    def drain() -> None:
+        """The server drains: end idle keep-alive connections now, the others after the
+        response in flight (with ``Connection: close``), as Go's Shutdown does."""
+        draining[0] = True
+        with lock:
+            idle = [c for c in conns if c.idle]
+        for conn in idle:
+            conn.sock.interrupt_wait()  # its keep-alive wait ends now, as if timed out
+
     def handle(sock: Socket) -> None:
         if limit is not None:
             with lock:
@@ -298,11 +320,14 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                 except OSError:
                     pass
                 return
-        conn = _Connection(app, config, sock)
+        conn = _Connection(app, config, sock, draining)
+        with lock:
+            conns.add(conn)
         try:
             conn.run()
         finally:
             with lock:
+                conns.discard(conn)
                 requests[0] += conn.answered
                 if limit is not None:
                     active[0] -= 1
@@ -314,6 +339,7 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
 
     handle.app = app  # type: ignore[attr-defined]
     handle.stats = stats  # type: ignore[attr-defined]
+    handle.drain = drain  # type: ignore[attr-defined]
     return handle
 
 

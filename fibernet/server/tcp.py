@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -113,6 +114,8 @@ class Server:
         self._drained = Condition()
         self._draining = False
         self._grace: float | None = None
+        self._deadline: float | None = None  # time.monotonic() when the drain cancels the rest
+        self._hurry = Condition()  # signalled when a later stop() shortens the drain
         self._started = threading.Event()
         self.ready = Condition()  # signalled once every scheduler accepts (for fibers to wait on)
         self._thread: threading.Thread | None = None
@@ -131,6 +134,8 @@ class Server:
         if self._given:
             self._listeners = [s if isinstance(s, Socket) else Socket(s) for s in self._given]
         else:
+            if self.port:
+                _check_port_free(self.host, self.port)
             first = listen(self.host, self.port, self.limits.backlog, reuse_port=True)
             self._listeners = [first]
             port = first.getsockname()[1]
@@ -194,9 +199,22 @@ class Server:
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, give connections ``grace`` seconds (default: the limit), then
-        cancel the rest.  Thread-safe; returns at once (see :meth:`wait`)."""
-        self._grace = self.limits.graceful_timeout if grace is None else grace
+        cancel the rest.  Thread-safe; returns at once (see :meth:`wait`).
+
+        A later call with a shorter grace (a second signal) shortens a drain under way.
+        """
+        grace = self.limits.graceful_timeout if grace is None else grace
+        deadline = time.monotonic() + grace
+        hurry = None
+        with self._lock:
+            if self._deadline is None or deadline < self._deadline:
+                if self._deadline is not None:
+                    hurry, self._hurry = self._hurry, Condition()
+                self._deadline = deadline
+                self._grace = grace
         self._stop.signal()
+        if hurry is not None:
+            hurry.signal()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until a server made with :meth:`start` has stopped; True if it has."""
@@ -241,16 +259,25 @@ class Server:
         per_wake = self.limits.accepts_per_wake
         in_a_row = 0
         while True:
-            if self._open >= self.limits.max_connections:
+            # Take the slot before accepting: the acceptors of the other scheduler threads
+            # race for the last one.  Nothing suspends until the accept has succeeded or the
+            # slot is given back.
+            with self._lock:
+                full = self._open >= self.limits.max_connections
+                if not full:
+                    self._open += 1
+            if full:
                 self._wait_for_slot()
                 continue
             try:
                 raw, addr = lsock.accept()
             except BlockingIOError:
+                self._release_slot()
                 in_a_row = 0
                 listener._wait(0x001)  # EPOLLIN
                 continue
             except OSError as exc:
+                self._release_slot()
                 if exc.errno in _NO_DESCRIPTORS:
                     backoff = min(_BACKOFF_MAX, backoff * 2) if backoff else _BACKOFF_FIRST
                     log.warning("accept: %s; retrying in %.0f ms", exc.strerror, backoff * 1000)
@@ -263,8 +290,6 @@ class Server:
             conn = Socket(raw)
             raw.setblocking(False)
             _nodelay(raw)
-            with self._lock:
-                self._open += 1
             place.accepted += 1
             fiber = spawn(self._serve, conn, addr, name=f"{self.name}:conn {_fmt(addr)}")
             place.conns[fiber] = conn
@@ -273,6 +298,13 @@ class Server:
             if in_a_row >= per_wake:
                 in_a_row = 0
                 yield_now()
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._open -= 1
+            waiters, self._slot_waiters = self._slot_waiters, []
+        for cond in waiters:
+            cond.signal()
 
     def _wait_for_slot(self) -> None:
         cond = Condition()
@@ -344,13 +376,24 @@ class Server:
                 except BaseException:  # noqa: BLE001, S110 - cancelled on purpose
                     pass
         self._close_listeners()
-        grace = self.limits.graceful_timeout if self._grace is None else self._grace
+        drain = getattr(self.handler, "drain", None)  # a protocol ends its idle connections
+        if drain is not None:
+            drain()
         with self._lock:
             self._draining = True
             busy = self._open > 0
+            if self._deadline is None:  # not stopped by stop(): the runtime is ending
+                self._deadline = time.monotonic() + self.limits.graceful_timeout
         if busy:
-            log.info("draining %d connection(s) for up to %.1fs", self._open, grace)
-            perform(choice(self._drained.wait_op(), wrap(wait_op(grace), lambda: None)))
+            log.info("draining %d connection(s) for up to %.1fs", self._open,
+                     max(0.0, self._deadline - time.monotonic()))
+            while True:
+                with self._lock:
+                    hurry, left = self._hurry, self._deadline - time.monotonic()
+                outcome = perform(choice(self._drained.wait_op(), wrap(wait_op(max(0.0, left)), lambda: None),
+                                         wrap(hurry.wait_op(), lambda: "hurry")))
+                if outcome != "hurry":
+                    break
         left = [f for place in places for f in list(place.conns)]
         if left:
             log.warning("cancelling %d connection(s) still open after the grace period", len(left))
@@ -362,6 +405,22 @@ class Server:
                 except BaseException:  # noqa: BLE001, S110 - cancelled on purpose
                     pass
         log.info("server %s stopped", self.name)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise EADDRINUSE if something listens on host:port.
+
+    The listeners bind with SO_REUSEPORT, which would let them share a port that another
+    server (another process of this user) listens on; a probe bound without it fails instead.
+    """
+    import socket as _socket
+
+    family, type_, proto, _name, address = _socket.getaddrinfo(
+        host or None, port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE
+    )[0]
+    with _socket.socket(family, type_, proto) as probe:
+        probe.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        probe.bind(address)
 
 
 def _nodelay(raw: Any) -> None:

@@ -1,0 +1,126 @@
+"""Fixtures shared by fibernet's tests.
+
+- ``open_fds``: a snapshot of this process's descriptors (``/proc/self/fd``), to check that a
+  runtime closes its epoll and eventfds and a test closes its sockets.
+- ``switchinterval``: makes the interpreter switch threads as often as it can (1 µs) for the
+  length of a test, so cross-thread races show up; restored afterwards.
+- ``spin_until``: waits for a condition that another thread makes true, yielding (in a fiber)
+  or releasing the GIL (in a plain thread) between looks, and fails after a real-time bound.
+  For observing state (a fiber is now blocked); never a substitute for a channel or an event.
+- ``start_thread``: starts a plain thread and returns a :class:`fibernet.Condition` signalled
+  when it ends, so a fiber (or anyone) can wait for it without blocking its scheduler; the
+  threads are joined at teardown.
+- ``no_runtime_leaks``: after the test, no runtime is alive and no thread was left behind.
+  It also collects garbage at this safe point.  A failed fiber nobody joined logs its
+  exception, traceback formatted, when it is collected; on CPython 3.11 formatting a
+  traceback parses source with ``ast``, and a collection that happens to run inside another
+  ``ast.parse`` (pytest rewriting a module it imports late) leaves that one's recursion
+  counter off: "SystemError: AST constructor recursion depth mismatch" (the AST state is
+  per interpreter, not per call; compare CPython gh-106905, pytest #10763).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+import fibernet as fn
+from fibernet.runtime.runtime import runtimes
+
+
+class FdSnapshot:
+    """The descriptors open at one moment, with what they point to."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, str] = {}
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                self.fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+            except OSError:  # the listing's own descriptor, closed by now
+                pass
+
+    def __len__(self) -> int:
+        return len(self.fds)
+
+    def leaked_since(self, earlier: FdSnapshot) -> list[str]:
+        """Descriptors open now that were not open (or pointed elsewhere) at ``earlier``."""
+        return [
+            f"{fd} -> {target}" for fd, target in sorted(self.fds.items()) if earlier.fds.get(fd) != target
+        ]
+
+
+@pytest.fixture
+def open_fds():
+    """Call it for a snapshot: ``before = open_fds(); ...; assert open_fds().leaked_since(before) == []``."""
+    return FdSnapshot
+
+
+@pytest.fixture
+def switchinterval():
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+@pytest.fixture
+def spin_until():
+    def spin(predicate, what: str = "condition", limit: float = 10.0) -> None:
+        deadline = time.monotonic() + limit
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            fn.yield_now()  # a fiber lets the others run; a plain thread releases the GIL
+
+    return spin
+
+
+@pytest.fixture
+def start_thread():
+    threads = []
+
+    def start(target, *args) -> fn.Condition:
+        ended = fn.Condition()
+
+        def body():
+            try:
+                target(*args)
+            finally:
+                ended.signal()
+
+        t = threading.Thread(target=body, name=f"test-{getattr(target, '__name__', 'thread')}")
+        threads.append(t)
+        t.start()
+        return ended
+
+    yield start
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), f"{t.name} did not end"
+
+
+@pytest.fixture(scope="session")
+def _frozen_heap():
+    """Move what exists before the first test (pytest, hypothesis, the modules) out of the
+    collector's sight, so the collection after each test costs little."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.fixture
+def no_runtime_leaks(_frozen_heap):
+    threads_before = threading.active_count()
+    yield
+    gc.collect()
+    assert runtimes() == [], "a runtime is still alive after the test"
+    assert fn.schedulers() == []
+    assert threading.active_count() == threads_before, threading.enumerate()
