@@ -42,5 +42,5 @@ def load_app(spec: str, app_dir: str = ".", factory: bool = False) -> tuple[Call
         except Exception as exc:  # noqa: BLE001
             raise click.BadParameter(f"the factory {spec} failed: {type(exc).__name__}: {exc}", param_hint="APP") from None
     if not callable(obj):
-        raise click.BadParameter(f"{spec} is a {type(obj).__name__}, not a callable handler", param_hint="APP")
+        raise click.BadParameter(f"{spec} is not a callable handler (it is {type(obj).__name__} {obj!r:.40})", param_hint="APP")
     return obj, getattr(module, "PROTOCOL", None)

@@ -40,18 +40,15 @@ def _serve(app: str | None, **values: object) -> None:
     sockets = listeners(settings) or [_bind_shared(settings)]
     admin = None
     if settings.admin_port is not None:
-        admin = _bind_shared(dataclasses.replace(settings, host=ADMIN_HOST, port=settings.admin_port, uds=None))
+        admin = _bind_shared(dataclasses.replace(settings, host=settings.admin_host, port=settings.admin_port, uds=None))
     arbiter = Arbiter(sockets, settings.workers,
                       lambda socks, ready, report: _worker(settings, source, socks, ready, report),
                       settings.graceful_timeout, admin)
     sys.exit(arbiter.run())
 
 
-ADMIN_HOST = "127.0.0.1"
-
-
 def _admin_address(settings: Settings) -> tuple[str, int] | None:
-    return None if settings.admin_port is None else (ADMIN_HOST, settings.admin_port)
+    return None if settings.admin_port is None else (settings.admin_host, settings.admin_port)
 
 
 def _load(settings: Settings, source: object) -> tuple[object, Settings]:
@@ -154,7 +151,7 @@ def listeners(settings: Settings) -> list | None:
 serve = click.Command(
     "serve",
     callback=_serve,
-    params=[click.Argument(["app"], required=False), *Settings.click_options()],
+    params=[click.Argument(["app"], required=False, envvar=Settings.env_name("app")), *Settings.click_options()],
     help="Serve APP (module:attribute, a handler run for each connection); with no APP, the "
     "built-in echo handler.  Every option can also be set as FIBERNET_<OPTION>.",
 )

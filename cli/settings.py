@@ -46,8 +46,9 @@ class Settings:
                                click.FloatRange(0, min_open=True))
     max_body_size: int = _opt(1024 * 1024, "HTTP: the largest request body (bytes; 413)", click.IntRange(1))
     access_log: bool = _opt(False, "HTTP: log one line per request", bool)
-    admin_port: int | None = _opt(None, "serve /healthz, /readyz, /metrics and /fibers on this loopback port",
+    admin_port: int | None = _opt(None, "serve /healthz, /readyz, /metrics and /fibers on this port",
                                   click.IntRange(1, 65535))
+    admin_host: str = _opt("127.0.0.1", "the address of the admin endpoint (0.0.0.0 for a kubelet's probes)", str)
     log_level: str = _opt("info", "the log level",
                           click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False))
 

@@ -74,12 +74,15 @@ def _writer(conn, outbox: fn.Channel) -> None:
     except OSError:
         pass
     finally:
-        conn.shutdown()  # the reader sees the end; the client sees its last line
+        conn.shutdown()  # the client reads its last line, then the end of the stream
 
 
 def handle(conn) -> None:
     inbox = ROOM.inbox()
-    host, port = conn.getpeername()[:2]
+    try:
+        host, port = conn.getpeername()[:2]
+    except OSError:  # the client is gone already
+        return
     name = f"{host}:{port}"
     key = object()
     outbox: fn.Channel = fn.Channel(capacity=OUTBOX)

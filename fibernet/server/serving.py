@@ -121,13 +121,14 @@ def _watch_parent(server: Server, parent: int) -> None:
 
 class _SignalWatcher:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    IGNORED = (signal.SIGHUP,)  # without workers there is nothing to reload: say so, go on
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self._rsock, self._wsock = socket.socketpair()
         self._wsock.setblocking(False)
         self._old_fd = signal.set_wakeup_fd(self._wsock.fileno(), warn_on_full_buffer=False)
-        self._old = {sig: signal.signal(sig, _ignore) for sig in self.SIGNALS}
+        self._old = {sig: signal.signal(sig, _ignore) for sig in self.SIGNALS + self.IGNORED}
         self._reader = Socket(self._rsock)
         self._fiber = spawn(self._watch, name="signals")
         self._count = 0
@@ -141,6 +142,9 @@ class _SignalWatcher:
             pass
 
     def _on_signal(self, signum: int) -> None:
+        if signum in self.IGNORED:
+            log.info("%s ignored: reloading needs --workers", signal.Signals(signum).name)
+            return
         if signum not in self.SIGNALS:
             return  # another handler's signal (the wake-up descriptor carries them all)
         self._count += 1
