@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -14,7 +15,9 @@ def load_app(spec: str, app_dir: str = ".", factory: bool = False) -> tuple[Call
     """The handler named by ``spec``, and the PROTOCOL its module declares (or None)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise click.BadParameter(f"{spec!r} is not module:attribute (e.g. mypkg.mymod:handle)", param_hint="APP")
+        raise click.BadParameter(
+            f"{spec!r} is not module:attribute (e.g. mypkg.mymod:handle)", param_hint="APP"
+        )
     path = os.path.abspath(app_dir)
     if path not in sys.path:
         sys.path.insert(0, path)
@@ -33,14 +36,20 @@ def load_app(spec: str, app_dir: str = ".", factory: bool = False) -> tuple[Call
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise click.BadParameter(f"module {module_name!r} has no attribute {attr!r}", param_hint="APP") from None
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attr!r}", param_hint="APP"
+            ) from None
     if factory:
         if not callable(obj):
             raise click.BadParameter(f"{spec} is not callable, so it cannot be a factory", param_hint="APP")
         try:
             obj = obj()
         except Exception as exc:  # noqa: BLE001
-            raise click.BadParameter(f"the factory {spec} failed: {type(exc).__name__}: {exc}", param_hint="APP") from None
+            raise click.BadParameter(
+                f"the factory {spec} failed: {type(exc).__name__}: {exc}", param_hint="APP"
+            ) from None
     if not callable(obj):
-        raise click.BadParameter(f"{spec} is not a callable handler (it is {type(obj).__name__} {obj!r:.40})", param_hint="APP")
+        raise click.BadParameter(
+            f"{spec} is not a callable handler (it is {type(obj).__name__} {obj!r:.40})", param_hint="APP"
+        )
     return obj, getattr(module, "PROTOCOL", None)

@@ -9,11 +9,11 @@ import os
 import sys
 
 import click
+from fibernet_cli.loader import load_app
+from fibernet_cli.settings import Settings
 
 from fibernet.server import HttpConfig, HttpLimits, Limits, Server, http_handler, run_server
 from fibernet.server.workers import Arbiter
-from fibernet_cli.loader import load_app
-from fibernet_cli.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
@@ -40,10 +40,16 @@ def _serve(app: str | None, **values: object) -> None:
     sockets = listeners(settings) or [_bind_shared(settings)]
     admin = None
     if settings.admin_port is not None:
-        admin = _bind_shared(dataclasses.replace(settings, host=settings.admin_host, port=settings.admin_port, uds=None))
-    arbiter = Arbiter(sockets, settings.workers,
-                      lambda socks, ready, report: _worker(settings, source, socks, ready, report),
-                      settings.graceful_timeout, admin)
+        admin = _bind_shared(
+            dataclasses.replace(settings, host=settings.admin_host, port=settings.admin_port, uds=None)
+        )
+    arbiter = Arbiter(
+        sockets,
+        settings.workers,
+        lambda socks, ready, report: _worker(settings, source, socks, ready, report),
+        settings.graceful_timeout,
+        admin,
+    )
     sys.exit(arbiter.run())
 
 
@@ -55,7 +61,9 @@ def _load(settings: Settings, source: object) -> tuple[object, Settings]:
     handler, declared = load_app(settings.app, settings.app_dir, settings.factory)
     if declared is not None and source is click.core.ParameterSource.DEFAULT:
         if declared not in ("tcp", "http"):
-            raise click.BadParameter(f"{settings.app}'s module declares PROTOCOL = {declared!r}", param_hint="APP")
+            raise click.BadParameter(
+                f"{settings.app}'s module declares PROTOCOL = {declared!r}", param_hint="APP"
+            )
         settings = dataclasses.replace(settings, protocol=declared)
     return handler, settings
 
@@ -86,8 +94,12 @@ def _probe(settings: Settings, source: object) -> None:
 def _worker(settings: Settings, source: object, sockets: list, ready: object, report: object) -> None:
     handler, settings = _load(settings, source)
     server = build_server(handler, settings, sockets)
-    run_server(server, on_ready=ready, parent=int(os.environ["FIBERNET_SUPERVISOR_PID"]),  # type: ignore[arg-type]
-               report=report)  # type: ignore[arg-type]
+    run_server(
+        server,
+        on_ready=ready,
+        parent=int(os.environ["FIBERNET_SUPERVISOR_PID"]),  # type: ignore[arg-type]
+        report=report,
+    )  # type: ignore[arg-type]
 
 
 def build_server(handler: object, settings: Settings, sockets: list | None) -> Server:
@@ -99,11 +111,23 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
         graceful_timeout=settings.graceful_timeout,
     )
     if settings.protocol == "http":
-        http_limits = HttpLimits(keepalive_timeout=settings.keepalive_timeout, head_timeout=settings.head_timeout,
-                                 max_body_size=settings.max_body_size)
-        handler = http_handler(handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency))  # type: ignore[arg-type]
-    return Server(handler, settings.host, settings.port, threads=settings.threads, limits=limits,  # type: ignore[arg-type]
-                  name=settings.app, sockets=sockets)
+        http_limits = HttpLimits(
+            keepalive_timeout=settings.keepalive_timeout,
+            head_timeout=settings.head_timeout,
+            max_body_size=settings.max_body_size,
+        )
+        handler = http_handler(
+            handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency)
+        )  # type: ignore[arg-type]
+    return Server(
+        handler,
+        settings.host,
+        settings.port,
+        threads=settings.threads,
+        limits=limits,  # type: ignore[arg-type]
+        name=settings.app,
+        sockets=sockets,
+    )
 
 
 def _bind(server: Server, settings: Settings) -> None:
@@ -151,7 +175,10 @@ def listeners(settings: Settings) -> list | None:
 serve = click.Command(
     "serve",
     callback=_serve,
-    params=[click.Argument(["app"], required=False, envvar=Settings.env_name("app")), *Settings.click_options()],
+    params=[
+        click.Argument(["app"], required=False, envvar=Settings.env_name("app")),
+        *Settings.click_options(),
+    ],
     help="Serve APP (module:attribute, a handler run for each connection); with no APP, the "
     "built-in echo handler.  Every option can also be set as FIBERNET_<OPTION>.",
 )
@@ -159,8 +186,13 @@ cli.add_command(serve)
 
 
 @cli.command()
-@click.option("--admin", default="127.0.0.1:9100", show_default=True, envvar="FIBERNET_ADMIN",
-              help="host:port of the server's admin endpoint (fibernet serve --admin-port)")
+@click.option(
+    "--admin",
+    default="127.0.0.1:9100",
+    show_default=True,
+    envvar="FIBERNET_ADMIN",
+    help="host:port of the server's admin endpoint (fibernet serve --admin-port)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the raw snapshots as JSON")
 def inspect(admin: str, as_json: bool) -> None:
     """Show a running server's schedulers and fibers: state, what each waits on, how long."""

@@ -8,22 +8,45 @@ from __future__ import annotations
 
 import collections.abc as _abc
 import json as _json
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fibernet.errors import FibernetError
 
 _REASONS = {
-    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
-    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
-    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 409: "Conflict", 411: "Length Required", 413: "Content Too Large",
-    414: "URI Too Long", 415: "Unsupported Media Type", 417: "Expectation Failed",
-    422: "Unprocessable Content", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+    100: "Continue",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    304: "Not Modified",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    417: "Expectation Failed",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
 }
 
 
@@ -96,8 +119,18 @@ class Request:
     """An HTTP request.  The body is read on demand: :meth:`body` whole, :meth:`stream` in
     chunks; a body the handler does not read is drained by the server afterwards."""
 
-    __slots__ = ("method", "target", "path", "query", "http_version", "headers", "client", "_body_source",
-                 "_body", "_consumed")
+    __slots__ = (
+        "method",
+        "target",
+        "path",
+        "query",
+        "http_version",
+        "headers",
+        "client",
+        "_body_source",
+        "_body",
+        "_consumed",
+    )
 
     def __init__(
         self,
@@ -208,14 +241,18 @@ class Router:
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Callable[[Request], Response]]] = {}
 
-    def add(self, path: str, handler: Callable[[Request], Response], methods: Iterable[str] = ("GET",)) -> None:
+    def add(
+        self, path: str, handler: Callable[[Request], Response], methods: Iterable[str] = ("GET",)
+    ) -> None:
         by_method = self._routes.setdefault(path, {})
         for method in methods:
             by_method[method.upper()] = handler
         if "GET" in by_method and "HEAD" not in by_method:
             by_method["HEAD"] = by_method["GET"]
 
-    def route(self, path: str, *methods: str) -> Callable[[Callable[[Request], Response]], Callable[[Request], Response]]:
+    def route(
+        self, path: str, *methods: str
+    ) -> Callable[[Callable[[Request], Response]], Callable[[Request], Response]]:
         def decorate(fn: Callable[[Request], Response]) -> Callable[[Request], Response]:
             self.add(path, fn, methods or ("GET",))
             return fn
@@ -228,6 +265,10 @@ class Router:
             return Response(404, b"not found\n", content_type="text/plain")
         handler = by_method.get(request.method)
         if handler is None:
-            return Response(405, b"method not allowed\n", {"allow": ", ".join(sorted(by_method))},
-                            content_type="text/plain")
+            return Response(
+                405,
+                b"method not allowed\n",
+                {"allow": ", ".join(sorted(by_method))},
+                content_type="text/plain",
+            )
         return handler(request)

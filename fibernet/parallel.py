@@ -14,7 +14,8 @@ runs in a fiber there and the caller waits for its value (or exception).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from fibernet.errors import Cancelled, NoScheduler
 from fibernet.ops.channel import Channel
@@ -43,7 +44,9 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
             done.put((i, None))
 
     name = getattr(fn, "__qualname__", "fn")
-    fibers = [spawn(work, i, item, name=f"parallel_map:{name}[{i}]", parallel=True) for i, item in enumerate(items)]
+    fibers = [
+        spawn(work, i, item, name=f"parallel_map:{name}[{i}]", parallel=True) for i, item in enumerate(items)
+    ]
     failure: BaseException | None = None
     try:
         for _ in range(n):
@@ -82,7 +85,9 @@ def shared(fn: Callable[..., R]) -> Callable[..., R]:
             return fn(*args, **kwargs)
         if home._stopping:
             raise NoScheduler(f"the scheduler {home.name} that made {fn.__qualname__} has stopped")
-        fiber = Fiber(functools.partial(fn, *args, **kwargs), (), f"shared:{getattr(fn, '__qualname__', 'fn')}")
+        fiber = Fiber(
+            functools.partial(fn, *args, **kwargs), (), f"shared:{getattr(fn, '__qualname__', 'fn')}"
+        )
         home.spawn(fiber)
         return fiber.join()
 

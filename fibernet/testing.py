@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import json as _json
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from fibernet.http import Headers, Request, Response
 from fibernet.runtime.clock import MockClock
@@ -77,7 +78,9 @@ def call(
 
 
 @contextlib.contextmanager
-def serve(handler: Callable[..., Any], protocol: str = "tcp", *, threads: int = 1, **options: Any) -> Iterator[Server]:
+def serve(
+    handler: Callable[..., Any], protocol: str = "tcp", *, threads: int = 1, **options: Any
+) -> Iterator[Server]:
     """Serve ``handler`` on 127.0.0.1 at a free port for the ``with`` block; stop it after."""
     if protocol == "tcp":
         server = Server(handler, "127.0.0.1", 0, threads=threads, **options)

@@ -72,7 +72,6 @@ def notify_closing(f: Any) -> None:
         sched.notify_closing(fileno_of(f))
 
 
-
 def wait_fd(fd: int, events: int, timeout: float | None = None) -> None:
     """Suspend the calling fiber until ``fd`` is ready for ``events`` (EPOLLIN / EPOLLOUT).
 

@@ -20,9 +20,8 @@ import errno
 import ipaddress
 import socket as _socket
 import time
-from typing import Any
-
 from functools import partial
+from typing import Any
 
 from fibernet.errors import Cancelled
 from fibernet.net.readiness import _on_ready, wait_fd
@@ -39,8 +38,21 @@ _CLOSED_FD = -1
 class Socket:
     """A socket for fibers.  Make one with :func:`connect`, :func:`listen` or ``Socket(sock)``."""
 
-    __slots__ = ("_sock", "_fd", "_pollers", "_home", "timeout", "bytes_in", "bytes_out", "active", "_drained",
-                 "_waiting", "_expires", "_timer", "__weakref__")
+    __slots__ = (
+        "_sock",
+        "_fd",
+        "_pollers",
+        "_home",
+        "timeout",
+        "bytes_in",
+        "bytes_out",
+        "active",
+        "_drained",
+        "_waiting",
+        "_expires",
+        "_timer",
+        "__weakref__",
+    )
 
     def __init__(self, sock: _socket.socket, timeout: float | None = None) -> None:
         sock.setblocking(False)
@@ -308,8 +320,12 @@ def connect(host: str, port: int, timeout: float | None = None) -> Socket:
     elif timeout is None or current_fiber() is None:
         infos = run_in_thread(_socket.getaddrinfo, host, port, 0, _socket.SOCK_STREAM)
     else:
-        infos = perform(choice(run_in_thread_op(_socket.getaddrinfo, host, port, 0, _socket.SOCK_STREAM),
-                               wrap(wait_op(timeout), partial(_resolve_timeout, host, timeout))))
+        infos = perform(
+            choice(
+                run_in_thread_op(_socket.getaddrinfo, host, port, 0, _socket.SOCK_STREAM),
+                wrap(wait_op(timeout), partial(_resolve_timeout, host, timeout)),
+            )
+        )
     error: OSError | None = None
     for family, type_, proto, _name, address in infos:
         # The connect gets what is left of the timeout; the socket keeps the whole one.

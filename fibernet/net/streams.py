@@ -13,8 +13,9 @@ the next read, so nothing is lost.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from fibernet.errors import FibernetError
 from fibernet.net.readiness import _on_ready
@@ -219,5 +220,3 @@ class Stream:
 
     def close(self) -> None:
         self.sock.close()
-
-

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from fibernet.ops.operation import NOT_READY, BaseOp, OpState, Raise, perform
 from fibernet.runtime.scheduler import current_fiber

@@ -19,8 +19,9 @@ block phases fused under one lock acquisition, since they are the hot path of ev
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from functools import partial
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fibernet.errors import Cancelled, ChannelClosed
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, Raise, perform
@@ -49,7 +50,8 @@ class Channel(Generic[T]):
     def __repr__(self) -> str:
         g, p = self.waiting()
         state = "closed" if self._closed else "open"
-        return f"<Channel {id(self):#x} {state} capacity={self.capacity} buffered={len(self._buf)} getters={g} putters={p}>"
+        return (f"<Channel {id(self):#x} {state} capacity={self.capacity} buffered={len(self._buf)} "
+                f"getters={g} putters={p}>")
 
     # -- the public interface ---------------------------------------------------------------
 
@@ -97,7 +99,9 @@ class Channel(Generic[T]):
 
     def put_op(self, message: T) -> BaseOp:
         """An operation that sends ``message`` (completes with no value)."""
-        return BaseOp(partial(self._try_put, message), partial(self._block_put, message), None, self._what_put)
+        return BaseOp(
+            partial(self._try_put, message), partial(self._block_put, message), None, self._what_put
+        )
 
     def get_op(self) -> BaseOp:
         """An operation that receives a message."""

@@ -33,7 +33,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fibernet.errors import Cancelled
 from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED

@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import partial
 
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, perform
-from fibernet.runtime.scheduler import _tls
 from fibernet.runtime.clock import REAL_CLOCK
+from fibernet.runtime.scheduler import _tls
 
 
 def _now() -> float:

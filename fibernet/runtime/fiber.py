@@ -15,7 +15,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fibernet.errors import Cancelled
 
@@ -50,9 +51,7 @@ class _Unretrieved:
 
     def __del__(self) -> None:
         if self.exc is not None:
-            log.error(
-                "fiber %s raised and was never joined", self.name, exc_info=self.exc
-            )
+            log.error("fiber %s raised and was never joined", self.name, exc_info=self.exc)
 
 
 class Fiber:

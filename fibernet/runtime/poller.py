@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import errno
 import select
-from typing import Callable
+from collections.abc import Callable
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT

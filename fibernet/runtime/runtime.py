@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fibernet.runtime.clock import REAL_CLOCK, Clock
 from fibernet.runtime.fiber import Fiber
@@ -37,9 +38,7 @@ class Runtime:
             raise ValueError(f"threads must be a positive integer, not {threads!r}")
         self.name = name or f"rt{next(_runtime_ids)}"
         self.clock = clock
-        self.schedulers = [
-            Scheduler(f"{self.name}/sched-{i}", self, clock) for i in range(threads)
-        ]
+        self.schedulers = [Scheduler(f"{self.name}/sched-{i}", self, clock) for i in range(threads)]
         self._threads: list[threading.Thread] = []
         self._fatal_exc: BaseException | None = None
         self._stopped = False

@@ -23,8 +23,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
@@ -58,9 +59,7 @@ def current_fiber() -> Fiber | None:
 class Scheduler:
     """One OS thread's run queue, epoll set, timer heap and wake-up descriptor."""
 
-    def __init__(
-        self, name: str, runtime: Runtime | None = None, clock: Clock = REAL_CLOCK
-    ) -> None:
+    def __init__(self, name: str, runtime: Runtime | None = None, clock: Clock = REAL_CLOCK) -> None:
         self.name = name
         self.runtime = runtime
         self.clock = clock
@@ -128,9 +127,7 @@ class Scheduler:
 
     def fibers(self) -> list[Fiber]:
         """The live fibers of this scheduler: started ones, then those not yet started."""
-        return list(self._fibers) + [f for f in list(self._runq) if f.state is NEW] + list(
-            self._stealable
-        )
+        return list(self._fibers) + [f for f in list(self._runq) if f.state is NEW] + list(self._stealable)
 
     def pending_timers(self) -> int:
         return len(self._timers)
@@ -176,8 +173,11 @@ class Scheduler:
             self._sleeping = True
             # A wake-up, a spawn or a sibling's stealable fiber raced with going to sleep (a
             # spawner appends, then reads ``_sleeping``; we set it, then look again).
-            if runq or self._stealable or self._stopping or (
-                self.runtime is not None and self.runtime._steal_into(self)
+            if (
+                runq
+                or self._stealable
+                or self._stopping
+                or (self.runtime is not None and self.runtime._steal_into(self))
             ):
                 self._sleeping = False
                 if self._poller.watching:

@@ -6,5 +6,14 @@ from fibernet.server.http_protocol import HttpLimits
 from fibernet.server.serving import run_server, serve, serve_http
 from fibernet.server.tcp import Limits, Server
 
-__all__ = ["HttpConfig", "HttpLimits", "Limits", "Server", "http_handler", "http_server", "run_server", "serve",
-           "serve_http"]
+__all__ = [
+    "HttpConfig",
+    "HttpLimits",
+    "Limits",
+    "Server",
+    "http_handler",
+    "http_server",
+    "run_server",
+    "serve",
+    "serve_http",
+]

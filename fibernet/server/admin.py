@@ -14,7 +14,8 @@ import json
 import os
 import time
 import weakref
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from fibernet.http import Request, Response
 from fibernet.runtime import runtime as _runtime
@@ -49,13 +50,15 @@ def snapshot(server: Any, clock: WaitClock, max_fibers: int = MAX_FIBERS) -> dic
             if len(fibers) >= max_fibers:
                 continue
             waiting = fiber.waiting_on()
-            fibers.append({
-                "name": fiber.name,
-                "state": fiber.state,
-                "scheduler": sched.name,
-                "waiting_on": waiting,
-                "waiting_s": round(now - clock.since(fiber, now), 3) if waiting else 0.0,
-            })
+            fibers.append(
+                {
+                    "name": fiber.name,
+                    "state": fiber.state,
+                    "scheduler": sched.name,
+                    "waiting_on": waiting,
+                    "waiting_s": round(now - clock.since(fiber, now), 3) if waiting else 0.0,
+                }
+            )
     stats = server.stats() if server is not None else {}
     return {
         "pid": os.getpid(),
@@ -63,8 +66,14 @@ def snapshot(server: Any, clock: WaitClock, max_fibers: int = MAX_FIBERS) -> dic
         "draining": bool(getattr(server, "draining", False)),
         "stats": stats,
         "schedulers": [
-            {"name": s.name, "fibers": len(s.fibers()), "runnable": len(s._runq), "timers": s.pending_timers(),
-             "fds": s.watched_fds(), "turns": s.turns}
+            {
+                "name": s.name,
+                "fibers": len(s.fibers()),
+                "runnable": len(s._runq),
+                "timers": s.pending_timers(),
+                "fds": s.watched_fds(),
+                "turns": s.turns,
+            }
             for s in scheds
         ],
         "fibers_total": total,
@@ -101,7 +110,9 @@ def metrics_text(snapshots: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def admin_app(snapshots: Callable[[], list[dict[str, Any]]], ready: Callable[[], bool]) -> Callable[[Request], Response]:
+def admin_app(
+    snapshots: Callable[[], list[dict[str, Any]]], ready: Callable[[], bool]
+) -> Callable[[Request], Response]:
     """The admin HTTP app over a source of worker snapshots."""
 
     def app(request: Request) -> Response:
@@ -122,18 +133,29 @@ def render_fibers(snapshots: list[dict[str, Any]]) -> str:
     """The table ``fibernet inspect`` prints."""
     out = []
     for snap in snapshots:
-        out.append(f"worker {snap['pid']}: {snap.get('fibers_total', 0)} fibers"
-                   f"{' (draining)' if snap.get('draining') else ''}")
+        out.append(
+            f"worker {snap['pid']}: {snap.get('fibers_total', 0)} fibers"
+            f"{' (draining)' if snap.get('draining') else ''}"
+        )
         for s in snap.get("schedulers", []):
-            out.append(f"  scheduler {s['name']}: {s['fibers']} fibers, {s['runnable']} runnable, "
-                       f"{s['timers']} timers, {s['fds']} descriptors")
+            out.append(
+                f"  scheduler {s['name']}: {s['fibers']} fibers, {s['runnable']} runnable, "
+                f"{s['timers']} timers, {s['fds']} descriptors"
+            )
         rows = [("FIBER", "STATE", "SCHEDULER", "WAITING ON", "FOR")]
         for f in snap.get("fibers", []):
-            rows.append((f["name"], f["state"], f["scheduler"], f["waiting_on"] or "-",
-                         f"{f['waiting_s']:.1f}s" if f["waiting_on"] else "-"))
+            rows.append(
+                (
+                    f["name"],
+                    f["state"],
+                    f["scheduler"],
+                    f["waiting_on"] or "-",
+                    f"{f['waiting_s']:.1f}s" if f["waiting_on"] else "-",
+                )
+            )
         widths = [min(48, max(len(r[i]) for r in rows)) for i in range(5)]
         for r in rows:
-            out.append("  " + "  ".join(c[:48].ljust(w) for c, w in zip(r, widths)).rstrip())
+            out.append("  " + "  ".join(c[:48].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         if snap.get("fibers_total", 0) > len(snap.get("fibers", [])):
             out.append(f"  ... {snap['fibers_total'] - len(snap['fibers'])} more")
     return "\n".join(out) + "\n"

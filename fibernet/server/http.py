@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from fibernet.errors import Cancelled
 from fibernet.http import BodyTooLarge, Headers, Request, Response
@@ -52,10 +53,22 @@ class _Close(Exception):
 
 
 class _Connection:
-    __slots__ = ("app", "config", "limits", "sock", "proto", "client", "_deadline", "answered", "idle",
-                 "_draining")
+    __slots__ = (
+        "app",
+        "config",
+        "limits",
+        "sock",
+        "proto",
+        "client",
+        "_deadline",
+        "answered",
+        "idle",
+        "_draining",
+    )
 
-    def __init__(self, app: App, config: HttpConfig, sock: Socket, draining: list[bool] | None = None) -> None:
+    def __init__(
+        self, app: App, config: HttpConfig, sock: Socket, draining: list[bool] | None = None
+    ) -> None:
         self.answered = 0
         self.idle = False  # waiting for the first byte of a next request
         self._draining = draining or [False]
@@ -105,8 +118,10 @@ class _Connection:
                 if proto.in_head:
                     if self._deadline is None:
                         self._deadline = time.monotonic() + limits.head_timeout
-                    self._receive(self._deadline - time.monotonic(),
-                                  HttpError(408, f"request head not complete within {limits.head_timeout}s"))
+                    self._receive(
+                        self._deadline - time.monotonic(),
+                        HttpError(408, f"request head not complete within {limits.head_timeout}s"),
+                    )
                 else:
                     # Between requests: a server that drains ends the connection here.
                     self.idle = True
@@ -119,8 +134,9 @@ class _Connection:
                     if proto.in_head and self._deadline is None:
                         self._deadline = time.monotonic() + limits.head_timeout
             else:
-                self._receive(limits.body_timeout,
-                              HttpError(408, f"no request body bytes for {limits.body_timeout}s"))
+                self._receive(
+                    limits.body_timeout, HttpError(408, f"no request body bytes for {limits.body_timeout}s")
+                )
 
     def _body_source(self, head: RequestHead) -> Callable[[], bytes]:
         if not head.chunked and not head.content_length:
@@ -169,7 +185,9 @@ class _Connection:
         except (ConnectionError, OSError):
             raise _Close() from None
 
-    def _prepare(self, head: RequestHead, response: Response, keep_alive: bool) -> tuple[bytes, Any, bool, bool]:
+    def _prepare(
+        self, head: RequestHead, response: Response, keep_alive: bool
+    ) -> tuple[bytes, Any, bool, bool]:
         """The response head (validated: no header can split the response) and how to send the body."""
         body = response.body
         if response.status in (204, 304) or response.status < 200:
@@ -216,7 +234,9 @@ class _Connection:
         head = self._event(True)
         self._deadline = None
         if head.upgrade:
-            raise HttpError(501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported")
+            raise HttpError(
+                501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported"
+            )
         source = self._body_source(head)
         request = Request(head.method, head.target, head.headers, head.version, self.client, source)
         started = time.monotonic() if self.config.access_log else 0.0
@@ -225,8 +245,9 @@ class _Connection:
             if not isinstance(response, Response):
                 raise TypeError(f"the app returned {type(response).__name__}, not a Response")
             # A client still waiting for 100 Continue may send the body or not: close after this.
-            keep_alive = (head.keep_alive and not _asks_close(response.headers)
-                          and not source.state["continue"])
+            keep_alive = (
+                head.keep_alive and not _asks_close(response.headers) and not source.state["continue"]
+            )
             data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
         except (Cancelled, HttpError, _Close):
             raise
@@ -251,8 +272,16 @@ class _Connection:
                 raise _Close() from None
         self.answered += 1
         if self.config.access_log:
-            access_log.info('%s - "%s %s HTTP/%s" %d %d %.1fms', _fmt(self.client), head.method, head.target,
-                            head.version, response.status, sent, (time.monotonic() - started) * 1000)
+            access_log.info(
+                '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                _fmt(self.client),
+                head.method,
+                head.target,
+                head.version,
+                response.status,
+                sent,
+                (time.monotonic() - started) * 1000,
+            )
         try:
             return keep_alive and self._drain(source)
         except HttpError as error:  # the response is out: no second one for the same request
@@ -343,8 +372,16 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
     return handle
 
 
-def http_server(app: App, host: str = "127.0.0.1", port: int = 0, *, threads: int = 1, access_log: bool = False,
-                limit_concurrency: int | None = None, **options: Any) -> Any:
+def http_server(
+    app: App,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    threads: int = 1,
+    access_log: bool = False,
+    limit_concurrency: int | None = None,
+    **options: Any,
+) -> Any:
     """A :class:`~fibernet.server.tcp.Server` that serves the HTTP app ``app``.
 
     ``options`` may name any field of :class:`HttpLimits` (``max_body_size=...``,

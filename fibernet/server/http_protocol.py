@@ -69,8 +69,17 @@ END: Any = _End()
 
 
 class RequestHead:
-    __slots__ = ("method", "target", "version", "headers", "keep_alive", "chunked", "content_length",
-                 "expect_continue", "upgrade")
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "keep_alive",
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "upgrade",
+    )
 
     def __init__(self, method: str, target: str, version: str, headers: Headers) -> None:
         self.method = method
@@ -229,8 +238,12 @@ class ServerProtocol:
         if version != "1.1" and version != "1.0":
             self._reject(505, f"HTTP/{version} is not supported")
         fields = self._fields
-        head = RequestHead(parser.get_method().decode("ascii"), self._url.decode("latin-1"), version,
-                           Headers._trusted(fields))
+        head = RequestHead(
+            parser.get_method().decode("ascii"),
+            self._url.decode("latin-1"),
+            version,
+            Headers._trusted(fields),
+        )
         head.keep_alive = parser.should_keep_alive()
         # One pass over the fields for the few that frame or route the request.
         hosts = 0
@@ -258,7 +271,9 @@ class ServerProtocol:
         if length is not None:
             head.content_length = int(length)  # llhttp validated it (digits only, not repeated)
             if head.content_length > self.limits.max_body_size:
-                self._reject(413, f"body of {head.content_length} bytes over the limit of {self.limits.max_body_size}")
+                self._reject(
+                    413, f"body of {head.content_length} bytes over the limit of {self.limits.max_body_size}"
+                )
         if expect is not None:
             if expect.lower() != "100-continue":
                 self._reject(417, f"unsupported expectation {expect!r}")
@@ -309,8 +324,9 @@ def check_field(name: str, value: str) -> None:
         raise ValueError(f"invalid response header value for {name!r}: CR, LF and NUL are not allowed")
 
 
-def _head_prefix(status: int, headers: Headers, version: str, keep_alive: bool, length: int | None,
-                 chunked: bool) -> bytes:
+def _head_prefix(
+    status: int, headers: Headers, version: str, keep_alive: bool, length: int | None, chunked: bool
+) -> bytes:
     lines = [f"HTTP/{'1.1' if version == '1.1' else '1.0'} {status} {reason_phrase(status)}"]
     for name, value in headers:
         if name in _FRAMING:
@@ -328,8 +344,9 @@ def _head_prefix(status: int, headers: Headers, version: str, keep_alive: bool, 
     return ("\r\n".join(lines) + "\r\ndate: ").encode("latin-1")
 
 
-def response_head(status: int, headers: Headers, version: str, keep_alive: bool,
-                  length: int | None, chunked: bool) -> bytes:
+def response_head(
+    status: int, headers: Headers, version: str, keep_alive: bool, length: int | None, chunked: bool
+) -> bytes:
     """The status line and header fields of a response, with framing and connection fields."""
     return _head_prefix(status, headers, version, keep_alive, length, chunked) + http_date() + b"\r\n\r\n"
 
@@ -350,6 +367,7 @@ def head_of(response: Response, version: str, keep_alive: bool, length: int | No
 
 def error_response(error: HttpError, version: str = "1.1") -> bytes:
     body = f"{error.status} {reason_phrase(error.status)}: {error.detail}\n".encode("latin-1", "replace")
-    head = response_head(error.status, Headers({"content-type": "text/plain; charset=utf-8"}), version, False,
-                         len(body), False)
+    head = response_head(
+        error.status, Headers({"content-type": "text/plain; charset=utf-8"}), version, False, len(body), False
+    )
     return head + body

@@ -14,12 +14,13 @@ import logging
 import os
 import signal
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fibernet.errors import Cancelled
 from fibernet.net.sockets import Socket
-from fibernet.runtime.runtime import Runtime
 from fibernet.ops.timers import sleep
+from fibernet.runtime.runtime import Runtime
 from fibernet.runtime.scheduler import spawn
 from fibernet.server.tcp import Handler, Server
 
@@ -29,20 +30,29 @@ FAST_GRACE = 1.0
 REPORT_INTERVAL = 1.0
 
 
-def serve(handler: Handler, host: str = "127.0.0.1", port: int = 8000, *, threads: int = 1, **options: Any) -> None:
+def serve(
+    handler: Handler, host: str = "127.0.0.1", port: int = 8000, *, threads: int = 1, **options: Any
+) -> None:
     """Serve ``handler`` (one fiber per TCP connection) until SIGTERM or SIGINT."""
     run_server(Server(handler, host, port, threads=threads, **options))
 
 
-def serve_http(app: Any, host: str = "127.0.0.1", port: int = 8000, *, threads: int = 1, **options: Any) -> None:
+def serve_http(
+    app: Any, host: str = "127.0.0.1", port: int = 8000, *, threads: int = 1, **options: Any
+) -> None:
     """Serve the HTTP app ``app(request) -> Response`` until SIGTERM or SIGINT."""
     from fibernet.server.http import http_server
 
     run_server(http_server(app, host, port, threads=threads, **options))
 
 
-def run_server(server: Server, on_ready: Callable[[], None] | None = None, parent: int | None = None,
-               admin: tuple[str, int] | None = None, report: Callable[[bytes], None] | None = None) -> None:
+def run_server(
+    server: Server,
+    on_ready: Callable[[], None] | None = None,
+    parent: int | None = None,
+    admin: tuple[str, int] | None = None,
+    report: Callable[[bytes], None] | None = None,
+) -> None:
     """Bind ``server``, run it on a runtime of ``server.threads`` schedulers in this (the
     main) thread, and stop it on SIGTERM (graceful) or SIGINT (fast).
 
@@ -76,8 +86,13 @@ def run_server(server: Server, on_ready: Callable[[], None] | None = None, paren
     Runtime(server.threads).run(_main, server, on_ready, parent, admin_server, report)
 
 
-def _main(server: Server, on_ready: Callable[[], None] | None, parent: int | None, admin_server: Server | None,
-          report: Callable[[bytes], None] | None) -> None:
+def _main(
+    server: Server,
+    on_ready: Callable[[], None] | None,
+    parent: int | None,
+    admin_server: Server | None,
+    report: Callable[[bytes], None] | None,
+) -> None:
     watcher = _SignalWatcher(server)
     helpers = []
     if on_ready is not None:

@@ -24,9 +24,10 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from fibernet.errors import Cancelled
 from fibernet.net.sockets import Socket, listen
@@ -165,7 +166,13 @@ class Server:
                 place = self._places[sched] = _Place(sched)
                 listener = self._listeners[i % len(self._listeners)]
                 place.acceptors.append(
-                    spawn(self._accept_loop, place, listener, name=f"{self.name}:accept@{sched.name}", scheduler=sched)
+                    spawn(
+                        self._accept_loop,
+                        place,
+                        listener,
+                        name=f"{self.name}:accept@{sched.name}",
+                        scheduler=sched,
+                    )
                 )
                 if self.limits.idle_timeout is not None:
                     place.acceptors.append(
@@ -385,13 +392,21 @@ class Server:
             if self._deadline is None:  # not stopped by stop(): the runtime is ending
                 self._deadline = time.monotonic() + self.limits.graceful_timeout
         if busy:
-            log.info("draining %d connection(s) for up to %.1fs", self._open,
-                     max(0.0, self._deadline - time.monotonic()))
+            log.info(
+                "draining %d connection(s) for up to %.1fs",
+                self._open,
+                max(0.0, self._deadline - time.monotonic()),
+            )
             while True:
                 with self._lock:
                     hurry, left = self._hurry, self._deadline - time.monotonic()
-                outcome = perform(choice(self._drained.wait_op(), wrap(wait_op(max(0.0, left)), lambda: None),
-                                         wrap(hurry.wait_op(), lambda: "hurry")))
+                outcome = perform(
+                    choice(
+                        self._drained.wait_op(),
+                        wrap(wait_op(max(0.0, left)), lambda: None),
+                        wrap(hurry.wait_op(), lambda: "hurry"),
+                    )
+                )
                 if outcome != "hurry":
                     break
         left = [f for place in places for f in list(place.conns)]

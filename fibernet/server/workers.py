@@ -31,8 +31,8 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 log = logging.getLogger("fibernet.workers")
 
@@ -61,8 +61,14 @@ WorkerMain = Callable[[list[socket.socket], Callable[[], None], Callable[[bytes]
 
 
 class Arbiter:
-    def __init__(self, sockets: list[socket.socket], workers: int, worker_main: WorkerMain,
-                 graceful_timeout: float = 30.0, admin: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        workers: int,
+        worker_main: WorkerMain,
+        graceful_timeout: float = 30.0,
+        admin: socket.socket | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.sockets = sockets
@@ -138,7 +144,9 @@ class Arbiter:
                 if self._stopping is None:
                     log.info("supervisor: %s, stopping %d worker(s)", name, len(self.workers))
                     self._stopping = signum
-                    self._deadline = time.monotonic() + (self.graceful_timeout if signum == signal.SIGTERM else 2.0) + 5
+                    self._deadline = (
+                        time.monotonic() + (self.graceful_timeout if signum == signal.SIGTERM else 2.0) + 5
+                    )
                     self._signal_all(signum)
                 else:
                     log.warning("supervisor: %s again, stopping workers now", name)
@@ -155,7 +163,9 @@ class Arbiter:
                 if self.target > 1:
                     self.target -= 1
                     log.info("supervisor: SIGTTOU, %d worker(s)", self.target)
-                    current = sorted((w for w in self.workers.values() if not w.stopping), key=lambda w: w.started)
+                    current = sorted(
+                        (w for w in self.workers.values() if not w.stopping), key=lambda w: w.started
+                    )
                     if len(current) > self.target:
                         self._stop_worker(current[-1])
 
@@ -230,14 +240,18 @@ class Arbiter:
                 return
             from fibernet.http import Request
 
-            app = admin_app(self.snapshots, lambda: self._stopping is None and any(w.ready for w in self.workers.values()))
+            app = admin_app(
+                self.snapshots, lambda: self._stopping is None and any(w.ready for w in self.workers.values())
+            )
             response = app(Request(head.method, head.target, head.headers, head.version))
             body = bytes(response.body)  # type: ignore[arg-type]
             status_line = f"HTTP/1.1 {response.status} OK\r\n"
             headers = "".join(f"{k}: {v}\r\n" for k, v in response.headers)
             try:
-                conn.sendall(f"{status_line}{headers}content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-                             + body)
+                conn.sendall(
+                    f"{status_line}{headers}content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                    + body
+                )
             except OSError:
                 pass
 
@@ -262,7 +276,9 @@ class Arbiter:
                 self._backoff = 0.0
             self._backoff = min(BACKOFF_MAX, self._backoff * 2) if self._backoff else BACKOFF_FIRST
             self._respawn_at = time.monotonic() + self._backoff
-            log.error("worker %d died (%s) after %.1fs; replacing it in %.1fs", pid, how, lived, self._backoff)
+            log.error(
+                "worker %d died (%s) after %.1fs; replacing it in %.1fs", pid, how, lived, self._backoff
+            )
 
     def _spawn_missing(self) -> None:
         current = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
