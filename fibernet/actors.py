@@ -28,14 +28,15 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from fibernet.errors import Cancelled, ChannelClosed, FibernetError, Timeout
 from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
 from fibernet.ops.operation import Operation, choice, guard, perform, wrap
-from fibernet.ops.timers import wait_op
+from fibernet.ops.timers import now as _now
+from fibernet.ops.timers import timer_op, wait_op
 from fibernet.runtime.fiber import Fiber
 from fibernet.runtime.scheduler import spawn
 
@@ -137,15 +138,18 @@ class ActorRef:
             return None
         return fiber.exception()
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: Message, expired: Operation | None = None) -> None:
         if not self.alive:
             raise ActorDead(f"actor {self.name} has ended")
         try:
+            if self._mailbox.try_put(message):  # room now, the common case: nothing to perform
+                return
             if self._full == "fail":
-                if not self._mailbox.try_put(message):
-                    raise MailboxFull(f"mailbox of {self.name} is full")
-            else:
-                perform(choice(self._mailbox.put_op(message), wrap(self._exit.wait_op(), self._dead)))
+                raise MailboxFull(f"mailbox of {self.name} is full")
+            ops = [self._mailbox.put_op(message), wrap(self._exit.wait_op(), self._dead)]
+            if expired is not None:  # a call's deadline also bounds its wait for room
+                ops.append(expired)
+            perform(choice(*ops))
         except ChannelClosed:
             raise ActorDead(f"actor {self.name} has ended") from None
 
@@ -158,21 +162,35 @@ class ActorRef:
 
     def call_op(self, body: Any) -> Operation:
         """The call as an operation: completes with the reply, or raises ActorDead."""
+        return self._call_op(body, None)
 
+    def _call_op(self, body: Any, expired: Operation | None) -> Operation:
         def make() -> Operation:
             reply: Channel = Channel(1)
-            self._send(Message(body, reply))
-            return choice(wrap(reply.get_op(), _unwrap), wrap(self._exit.wait_op(), self._dead))
+            self._send(Message(body, reply), expired)
+
+            def ended() -> Any:
+                # The actor replies before it ends, so a reply that made it is in the channel
+                # now: when both branches are ready the choice may pick either, and a reply
+                # must not turn into ActorDead.
+                value = reply.try_get(_NO_REPLY)
+                return self._dead() if value is _NO_REPLY else _unwrap(value)
+
+            return choice(wrap(reply.get_op(), _unwrap), wrap(self._exit.wait_op(), ended))
 
         return guard(make)
 
     def call(self, body: Any, timeout: float | None = 5.0) -> Any:
         """Send ``body`` and wait for the reply (raises :class:`fibernet.Timeout` after
         ``timeout`` seconds, :class:`ActorDead` if the actor ends first)."""
-        op = self.call_op(body)
-        if timeout is not None:
-            op = choice(op, wrap(wait_op(timeout), lambda: _raise(Timeout(f"call to {self.name} timed out after {timeout}s"))))
-        return perform(op)
+        if timeout is None:
+            return perform(self.call_op(body))
+        # One deadline for the whole call: waiting for room in a full mailbox counts too.
+        expired = wrap(
+            timer_op(_now() + timeout),
+            lambda: _raise(Timeout(f"call to {self.name} timed out after {timeout}s")),
+        )
+        return perform(choice(self._call_op(body, expired), expired))
 
     def exit_op(self) -> Operation:
         """Completes when the actor ends, with its exit reason (None: a normal end)."""
@@ -189,6 +207,9 @@ class ActorRef:
         if timeout is not None:
             op = choice(op, wrap(wait_op(timeout), lambda: _raise(Timeout(f"{self.name} still running"))))
         return perform(op)
+
+
+_NO_REPLY = object()
 
 
 def _unwrap(value: Any) -> Any:
@@ -289,7 +310,14 @@ def start(
             if current is not None and current.alive:
                 raise ValueError(f"an actor named {label!r} is already registered")
             _registry[label] = ref
-    ref._fiber = spawn(body, Mailbox(ref._mailbox), *args, name=f"actor {label}", parallel=parallel)
+    try:
+        ref._fiber = spawn(body, Mailbox(ref._mailbox), *args, name=f"actor {label}", parallel=parallel)
+    except BaseException:
+        if register:  # do not leave a name taken by an actor that never existed
+            with _registry_lock:
+                if _registry.get(label) is ref:
+                    del _registry[label]
+        raise
     ref._fiber.add_done_callback(lambda fiber: _ended(ref, fiber))
     return ref
 
@@ -326,8 +354,15 @@ class ChildSpec:
     arguments); children are registered under their name, so ``whereis(name)`` finds the
     current incarnation after a restart."""
 
-    def __init__(self, name: str, make: Callable[[], Actor | Callable[..., Any]], *,
-                 register: bool = True, parallel: bool = False, mailbox: int = DEFAULT_MAILBOX) -> None:
+    def __init__(
+        self,
+        name: str,
+        make: Callable[[], Actor | Callable[..., Any]],
+        *,
+        register: bool = True,
+        parallel: bool = False,
+        mailbox: int = DEFAULT_MAILBOX,
+    ) -> None:
         self.name = name
         self.make = make
         self.register = register
@@ -338,8 +373,9 @@ class ChildSpec:
         behaviour = self.make()
         if isinstance(behaviour, type) or not (isinstance(behaviour, Actor) or callable(behaviour)):
             raise TypeError(f"ChildSpec {self.name}: make() must return an Actor or a function")
-        return start(behaviour, name=self.name, register=self.register,
-                     parallel=self.parallel, mailbox=self.mailbox)
+        return start(
+            behaviour, name=self.name, register=self.register, parallel=self.parallel, mailbox=self.mailbox
+        )
 
 
 class Supervisor(Actor):
@@ -348,8 +384,13 @@ class Supervisor(Actor):
     within ``period`` seconds and the supervisor stops its children and fails with
     :class:`SupervisorGaveUp`.  A child that ends normally is not restarted."""
 
-    def __init__(self, children: Iterable[ChildSpec], strategy: str = "one_for_one",
-                 intensity: int = 3, period: float = 5.0) -> None:
+    def __init__(
+        self,
+        children: Iterable[ChildSpec],
+        strategy: str = "one_for_one",
+        intensity: int = 3,
+        period: float = 5.0,
+    ) -> None:
         if strategy not in ("one_for_one", "one_for_all"):
             raise ValueError(f"strategy must be one_for_one or one_for_all, not {strategy!r}")
         self.specs = list(children)
@@ -364,7 +405,10 @@ class Supervisor(Actor):
             self.children[spec.name] = spec.start()
         try:
             while True:
-                ops = [wrap(ref.exit_op(), lambda reason, n=n: ("exit", n, reason)) for n, ref in self.children.items()]
+                ops = [
+                    wrap(ref.exit_op(), lambda reason, n=n: ("exit", n, reason))
+                    for n, ref in self.children.items()
+                ]
                 event = perform(choice(wrap(mailbox.receive_op(), lambda m: ("msg", None, m)), *ops))
                 kind, child, payload = event
                 if kind == "msg":
@@ -401,7 +445,7 @@ class Supervisor(Actor):
             message.reply(dict(self.children))
 
     def _restart(self, child: str, reason: BaseException) -> None:
-        now = time.monotonic()
+        now = _now()  # the scheduler's clock (a MockClock in tests), as timers use
         self.restarts = [t for t in self.restarts if now - t < self.period] + [now]
         if len(self.restarts) > self.intensity:
             raise SupervisorGaveUp(

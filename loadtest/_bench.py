@@ -116,17 +116,24 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 # CPU pinning
 
 
-def pin_self(cpu: int) -> None:
-    """Pin the calling process (and its future children) to one CPU."""
-    os.sched_setaffinity(0, {cpu})
+def cpu_set(cpu: int | str) -> set[int]:
+    """The CPUs of a pinning spec: one CPU (an int) or a taskset-style list such as "0,1"."""
+    if isinstance(cpu, int):
+        return {cpu}
+    return {int(x) for x in str(cpu).split(",") if x.strip()}
 
 
-def check_cpu(cpu: int | None) -> None:
-    """Exit with a clear message if ``cpu`` is not usable by this process."""
+def pin_self(cpu: int | str) -> None:
+    """Pin the calling process (and its future children) to one CPU (or a list, "0,1")."""
+    os.sched_setaffinity(0, cpu_set(cpu))
+
+
+def check_cpu(cpu: int | str | None) -> None:
+    """Exit with a clear message if ``cpu`` (one CPU or a list, "0,1") is not usable by this process."""
     if cpu is None:
         return
     allowed = os.sched_getaffinity(0)
-    if cpu not in allowed:
+    if not cpu_set(cpu) <= allowed:
         raise SystemExit(f"--cpu {cpu}: not in this process's CPUs {sorted(allowed)}")
 
 
@@ -142,7 +149,7 @@ class ChildError(RuntimeError):
     """A child process failed, timed out, or printed no JSON result."""
 
 
-def child_command(module: str, workload: str, impl: str, params: dict, cpu: int | None) -> list[str]:
+def child_command(module: str, workload: str, impl: str, params: dict, cpu: int | str | None) -> list[str]:
     """Command line running one measurement; ``module`` is a script path or a
     dotted module name.  Pinned with ``taskset -c CPU`` when possible."""
     if module.endswith(".py") or os.path.exists(module):
@@ -156,7 +163,7 @@ def child_command(module: str, workload: str, impl: str, params: dict, cpu: int 
 
 
 def run_child(
-    module: str, workload: str, impl: str, params: dict, cpu: int | None = None, timeout: float = 600.0
+    module: str, workload: str, impl: str, params: dict, cpu: int | str | None = None, timeout: float = 600.0
 ) -> dict:
     """Run one measurement in a fresh subprocess and return its JSON result.
 
@@ -214,9 +221,9 @@ class Samples:
 
 def run_interleaved(
     module: str,
-    plan: Sequence[tuple[str, str, dict]],
+    plan: Sequence[tuple[str, str, dict] | tuple[str, str, dict, int | str | None]],
     rounds: int,
-    cpu: int | None,
+    cpu: int | str | None,
     timeout: float = 600.0,
     log: Callable[[str], None] | None = None,
 ) -> Samples:
@@ -224,15 +231,19 @@ def run_interleaved(
 
     Interleaving spreads slow drifts of a shared, noisy machine over every
     implementation instead of penalising whichever happened to run last.
+    A plan entry may carry a fourth element, its own CPU spec (e.g. "0,1" for a
+    measurement that needs two CPUs), used instead of ``cpu``.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     samples = Samples()
     for rnd in range(1, rounds + 1):
-        for workload, impl, params in plan:
+        for entry in plan:
+            workload, impl, params = entry[:3]
+            where = entry[3] if len(entry) > 3 else cpu
             key = (workload, impl)
             started = time.perf_counter()
             try:
-                result = run_child(module, workload, impl, params, cpu, timeout)
+                result = run_child(module, workload, impl, params, where, timeout)
             except ChildError as exc:
                 samples.errors.setdefault(key, []).append(str(exc))
                 log(f"[round {rnd}/{rounds}] {workload:<9} {impl:<15} ERROR\n{exc}")
