@@ -61,11 +61,12 @@ class SupervisorGaveUp(FibernetError):
 class Message:
     """What a receive loop gets: ``body``, and ``reply(value)`` for a call (None for a cast)."""
 
-    __slots__ = ("body", "_reply")
+    __slots__ = ("body", "_reply", "_inflight")
 
     def __init__(self, body: Any, reply: Channel | None) -> None:
         self.body = body
         self._reply = reply
+        self._inflight: set | None = None
 
     @property
     def is_call(self) -> bool:
@@ -75,6 +76,10 @@ class Message:
         if self._reply is not None:
             self._reply.try_put(value)  # capacity 1: never blocks, even if the caller left
             self._reply = None
+            inflight = self._inflight
+            if inflight is not None:
+                self._inflight = None
+                inflight.discard(self)
 
     def fail(self, exc: BaseException) -> None:
         """Answer a call with an exception, raised again in the caller."""
@@ -94,25 +99,33 @@ class _Failure:
 class Mailbox:
     """The receiving end, given to a receive loop."""
 
-    __slots__ = ("_channel",)
+    __slots__ = ("_channel", "_inflight")
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, inflight: set) -> None:
         self._channel = channel
+        self._inflight = inflight  # calls taken and not answered yet: failed if the actor ends
+
+    def _track(self, message: Message) -> Message:
+        if message._reply is not None:
+            message._inflight = self._inflight
+            self._inflight.add(message)
+        return message
 
     def receive(self) -> Message:
-        return self._channel.get()
+        return self._track(self._channel.get())
 
     def receive_op(self) -> Operation:
-        return self._channel.get_op()
+        return wrap(self._channel.get_op(), self._track)
 
     def __iter__(self):
-        return iter(self._channel)
+        for message in self._channel:
+            yield self._track(message)
 
 
 class ActorRef:
     """The only way to reach an actor.  Safe to share between fibers and threads."""
 
-    __slots__ = ("name", "_mailbox", "_fiber", "_exit", "_full", "__weakref__")
+    __slots__ = ("name", "_mailbox", "_fiber", "_exit", "_full", "_inflight", "__weakref__")
 
     def __init__(self, name: str, capacity: int, full: str) -> None:
         if full not in ("block", "fail"):
@@ -122,6 +135,7 @@ class ActorRef:
         self._fiber: Fiber | None = None
         self._exit = Condition()
         self._full = full
+        self._inflight: set = set()
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name} {'alive' if self.alive else 'dead'}>"
@@ -168,29 +182,24 @@ class ActorRef:
         def make() -> Operation:
             reply: Channel = Channel(1)
             self._send(Message(body, reply), expired)
-
-            def ended() -> Any:
-                # The actor replies before it ends, so a reply that made it is in the channel
-                # now: when both branches are ready the choice may pick either, and a reply
-                # must not turn into ActorDead.
-                value = reply.try_get(_NO_REPLY)
-                return self._dead() if value is _NO_REPLY else _unwrap(value)
-
-            return choice(wrap(reply.get_op(), _unwrap), wrap(self._exit.wait_op(), ended))
+            return wrap(reply.get_op(), _unwrap)
 
         return guard(make)
 
     def call(self, body: Any, timeout: float | None = 5.0) -> Any:
         """Send ``body`` and wait for the reply (raises :class:`fibernet.Timeout` after
         ``timeout`` seconds, :class:`ActorDead` if the actor ends first)."""
+        reply: Channel = Channel(1)
         if timeout is None:
-            return perform(self.call_op(body))
+            self._send(Message(body, reply))
+            return _unwrap(reply.get())
         # One deadline for the whole call: waiting for room in a full mailbox counts too.
         expired = wrap(
             timer_op(_now() + timeout),
             lambda: _raise(Timeout(f"call to {self.name} timed out after {timeout}s")),
         )
-        return perform(choice(self._call_op(body, expired), expired))
+        self._send(Message(body, reply), expired)
+        return _unwrap(perform(choice(reply.get_op(), expired)))
 
     def exit_op(self) -> Operation:
         """Completes when the actor ends, with its exit reason (None: a normal end)."""
@@ -207,9 +216,6 @@ class ActorRef:
         if timeout is not None:
             op = choice(op, wrap(wait_op(timeout), lambda: _raise(Timeout(f"{self.name} still running"))))
         return perform(op)
-
-
-_NO_REPLY = object()
 
 
 def _unwrap(value: Any) -> Any:
@@ -311,7 +317,9 @@ def start(
                 raise ValueError(f"an actor named {label!r} is already registered")
             _registry[label] = ref
     try:
-        ref._fiber = spawn(body, Mailbox(ref._mailbox), *args, name=f"actor {label}", parallel=parallel)
+        ref._fiber = spawn(
+            body, Mailbox(ref._mailbox, ref._inflight), *args, name=f"actor {label}", parallel=parallel
+        )
     except BaseException:
         if register:  # do not leave a name taken by an actor that never existed
             with _registry_lock:
@@ -331,6 +339,20 @@ def _ended(ref: ActorRef, fiber: Fiber) -> None:
     with _registry_lock:
         if _registry.get(ref.name) is ref:
             del _registry[ref.name]
+    # A call is answered by the actor or failed here (after the end is visible: a caller that
+    # gets ActorDead sees ref.alive False): those it took and did not answer, and those still
+    # in its mailbox.  So a caller waits on its reply channel alone.
+    pending = list(ref._inflight)
+    while True:
+        try:
+            message = ref._mailbox.try_get()
+        except ChannelClosed:
+            break
+        if message is None:
+            break
+        pending.append(message)
+    for message in pending:
+        message.fail(ActorDead(f"actor {ref.name} ended during the call"))
 
 
 def link(a: ActorRef, b: ActorRef) -> None:
