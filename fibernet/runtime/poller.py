@@ -175,12 +175,15 @@ class Poller:
         """How many descriptors have waiters (the wake-up descriptor not counted)."""
         return len(self._watches)
 
-    def poll(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds (-1: forever) and run the callbacks of ready fds."""
+    def poll(self, timeout: float, awake: Callable[[], object] | None = None) -> None:
+        """Wait up to ``timeout`` seconds (-1: forever) and run the callbacks of ready fds
+        (after ``awake()``, which tells the scheduler it is no longer asleep)."""
         try:
             events = self._epoll.poll(timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
             return
+        if awake is not None:
+            awake()
         watches = self._watches
         for fd, ev in events:
             w = watches.get(fd)

@@ -137,6 +137,10 @@ class Scheduler:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def _awake(self) -> None:
+        """epoll returned: resumes made from here on need no wake-up write."""
+        self._sleeping = False
+
     def _enter(self) -> None:
         if getattr(_tls, "scheduler", None) is not None:
             raise RuntimeError("a fibernet scheduler is already running on this thread")
@@ -185,7 +189,7 @@ class Scheduler:
             else:
                 deadline = timers.next_deadline()
                 timeout = -1.0 if deadline is None else self.clock.sleep_time(deadline)
-                self._poller.poll(timeout)
+                self._poller.poll(timeout, self._awake)
                 self._sleeping = False
 
         # -- 2. timers ------------------------------------------------------------------
