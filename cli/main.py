@@ -32,17 +32,18 @@ def _serve(app: str | None, **values: object) -> None:
         handler, settings = _load(settings, source)
         server = build_server(handler, settings, listeners(settings))
         _bind(server, settings)
-        run_server(server, admin=_admin_address(settings))
+        try:
+            admin = _admin_socket(settings)
+        except click.ClickException:
+            server._close_listeners()
+            raise
+        run_server(server, admin=admin)
         return
     # Several workers: the supervisor never imports the app (so SIGHUP loads new code);
     # a probe process imports it once so that a broken module fails here, with its message.
     _probe(settings, source)
     sockets = listeners(settings) or [_bind_shared(settings)]
-    admin = None
-    if settings.admin_port is not None:
-        admin = _bind_shared(
-            dataclasses.replace(settings, host=settings.admin_host, port=settings.admin_port, uds=None)
-        )
+    admin = _admin_socket(settings)
     arbiter = Arbiter(
         sockets,
         settings.workers,
@@ -53,8 +54,17 @@ def _serve(app: str | None, **values: object) -> None:
     sys.exit(arbiter.run())
 
 
-def _admin_address(settings: Settings) -> tuple[str, int] | None:
-    return None if settings.admin_port is None else (settings.admin_host, settings.admin_port)
+def _admin_socket(settings: Settings) -> object:
+    """The admin endpoint's listening socket, bound here so that an address in use is a
+    usage error (exit 2) like the server's own, or None without --admin-port."""
+    if settings.admin_port is None:
+        return None
+    try:
+        return _bind_shared(
+            dataclasses.replace(settings, host=settings.admin_host, port=settings.admin_port, uds=None)
+        )
+    except click.UsageError as exc:
+        raise click.UsageError(f"the admin endpoint (--admin-port): {exc.message}") from None
 
 
 def _load(settings: Settings, source: object) -> tuple[object, Settings]:
@@ -77,7 +87,9 @@ def _probe(settings: Settings, source: object) -> None:
         try:
             _load(settings, source)
         except click.ClickException as exc:
-            os.write(w, exc.format_message().encode())
+            # The bare message: it is raised again below as a BadParameter of APP, which
+            # adds "Invalid value for APP: " itself.
+            os.write(w, exc.message.encode())
             code = 2
         except BaseException as exc:  # noqa: BLE001
             os.write(w, f"{type(exc).__name__}: {exc}".encode())
@@ -92,7 +104,13 @@ def _probe(settings: Settings, source: object) -> None:
 
 
 def _worker(settings: Settings, source: object, sockets: list, ready: object, report: object) -> None:
-    handler, settings = _load(settings, source)
+    try:
+        handler, settings = _load(settings, source)
+    except click.ClickException as exc:  # new code after SIGHUP that does not load: one line, no traceback
+        logging.getLogger("fibernet.workers").error(
+            "worker %d cannot load %s: %s", os.getpid(), settings.app, exc.message
+        )
+        sys.exit(1)
     server = build_server(handler, settings, sockets)
     run_server(
         server,
@@ -191,11 +209,13 @@ cli.add_command(serve)
     default="127.0.0.1:9100",
     show_default=True,
     envvar="FIBERNET_ADMIN",
+    callback=lambda ctx, param, value: _host_port(value),
     help="host:port of the server's admin endpoint (fibernet serve --admin-port)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the raw snapshots as JSON")
 def inspect(admin: str, as_json: bool) -> None:
     """Show a running server's schedulers and fibers: state, what each waits on, how long."""
+    import http.client
     import json
     import urllib.error
     import urllib.request
@@ -206,9 +226,18 @@ def inspect(admin: str, as_json: bool) -> None:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             snapshots = json.load(response)
+    except http.client.HTTPException as exc:
+        raise click.ClickException(f"cannot read {url}: not an HTTP answer ({exc!r:.80})") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read {url}: {getattr(exc, 'reason', exc)}") from None
     click.echo(json.dumps(snapshots, indent=2) if as_json else render_fibers(snapshots), nl=False)
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not host:port (e.g. 127.0.0.1:9100)")
+    return value
 
 
 def _loadtest_dir() -> str:

@@ -50,7 +50,7 @@ def run_server(
     server: Server,
     on_ready: Callable[[], None] | None = None,
     parent: int | None = None,
-    admin: tuple[str, int] | None = None,
+    admin: tuple[str, int] | socket.socket | None = None,
     report: Callable[[bytes], None] | None = None,
 ) -> None:
     """Bind ``server``, run it on a runtime of ``server.threads`` schedulers in this (the
@@ -58,8 +58,8 @@ def run_server(
 
     ``on_ready()`` is called once it accepts; with ``parent``, it stops itself when that
     process (its supervisor) is gone.  ``admin`` serves the admin endpoint (healthz, readyz,
-    metrics, fibers) at that address; ``report(line)`` is given a snapshot a second (how a
-    worker keeps its supervisor informed).
+    metrics, fibers) at that address, or on that listening socket (which it then owns);
+    ``report(line)`` is given a snapshot a second (how a worker keeps its supervisor informed).
     """
     from fibernet.server.admin import WaitClock, admin_app, snapshot
     from fibernet.server.http import http_server
@@ -81,7 +81,10 @@ def run_server(
 
         report = keep
         app = admin_app(current, lambda: server.ready.signalled and not server.draining)
-        admin_server = http_server(app, admin[0], admin[1], threads=server.threads, name="admin")
+        if isinstance(admin, socket.socket):
+            admin_server = http_server(app, threads=server.threads, name="admin", sockets=[admin])
+        else:
+            admin_server = http_server(app, admin[0], admin[1], threads=server.threads, name="admin")
         admin_server.bind()
     Runtime(server.threads).run(_main, server, on_ready, parent, admin_server, report)
 
@@ -93,7 +96,7 @@ def _main(
     admin_server: Server | None,
     report: Callable[[bytes], None] | None,
 ) -> None:
-    watcher = _SignalWatcher(server)
+    watcher = _SignalWatcher(server, in_worker=parent is not None)
     helpers = []
     if on_ready is not None:
         helpers.append(spawn(_when_ready, server, on_ready, name="ready"))
@@ -138,8 +141,9 @@ class _SignalWatcher:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
     IGNORED = (signal.SIGHUP,)  # without workers there is nothing to reload: say so, go on
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, in_worker: bool = False) -> None:
         self.server = server
+        self.in_worker = in_worker  # a supervisor's worker: SIGHUP is the supervisor's to act on
         self._rsock, self._wsock = socket.socketpair()
         self._wsock.setblocking(False)
         self._old_fd = signal.set_wakeup_fd(self._wsock.fileno(), warn_on_full_buffer=False)
@@ -158,7 +162,8 @@ class _SignalWatcher:
 
     def _on_signal(self, signum: int) -> None:
         if signum in self.IGNORED:
-            log.info("%s ignored: reloading needs --workers", signal.Signals(signum).name)
+            if not self.in_worker:
+                log.info("%s ignored: reloading needs --workers", signal.Signals(signum).name)
             return
         if signum not in self.SIGNALS:
             return  # another handler's signal (the wake-up descriptor carries them all)

@@ -23,6 +23,7 @@ A worker whose supervisor disappears stops itself.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -40,6 +41,8 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
 STABLE_AFTER = 60.0
+ADMIN_TIMEOUT = 1.0  # the supervisor answers an admin request within this, or drops it
+PIPE_SIZE = 1 << 20  # a worker's reporting pipe (Linux's default limit for a user)
 
 
 @dataclass
@@ -215,18 +218,24 @@ class Arbiter:
     def _admin_request(self) -> None:
         """Answer one admin request, synchronously (loopback, small, bounded by a timeout)."""
         from fibernet.server.admin import admin_app
-        from fibernet.server.http_protocol import END, ServerProtocol
+        from fibernet.server.http_protocol import END, ServerProtocol, response_head
 
         try:
             conn, _ = self.admin.accept()  # type: ignore[union-attr]
         except BlockingIOError:
             return
         with conn:
-            conn.settimeout(1.0)
+            # One second for the whole request, not per read: a client that sends a byte
+            # now and then must not hold the supervisor (its signals, its workers) up.
+            deadline = time.monotonic() + ADMIN_TIMEOUT
             proto = ServerProtocol()
             head = None
             try:
                 while head is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    conn.settimeout(left)
                     data = conn.recv(16384)
                     proto.feed(data)
                     event = proto.next_event()
@@ -245,13 +254,10 @@ class Arbiter:
             )
             response = app(Request(head.method, head.target, head.headers, head.version))
             body = bytes(response.body)  # type: ignore[arg-type]
-            status_line = f"HTTP/1.1 {response.status} OK\r\n"
-            headers = "".join(f"{k}: {v}\r\n" for k, v in response.headers)
             try:
-                conn.sendall(
-                    f"{status_line}{headers}content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-                    + body
-                )
+                conn.settimeout(ADMIN_TIMEOUT)
+                wire = response_head(response.status, response.headers, "1.1", False, len(body), False)
+                conn.sendall(wire + body)
             except OSError:
                 pass
 
@@ -300,6 +306,11 @@ class Arbiter:
 
     def _spawn(self) -> None:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux: room for a whole snapshot in one write
+            try:
+                fcntl.fcntl(ready_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # above the limit for this user: the default size, snapshots sent in parts
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(ready_r)
@@ -322,6 +333,11 @@ class Arbiter:
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        # These are the supervisor's to act on.  A worker gets them too when they are sent to
+        # the process group or by name (pkill -f matches the workers' command line), and by
+        # default SIGTTIN/SIGTTOU would stop (suspend) it and SIGHUP end it.
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
         os.close(self._sig_r)
         os.close(self._sig_w)
         for worker in self.workers.values():
@@ -334,11 +350,21 @@ class Arbiter:
             os.write(ready_w, b"R")
             os.set_blocking(ready_w, False)
 
+        # Whole lines only: a snapshot larger than the pipe's free space is written in part,
+        # and the rest must follow before another line starts (or the supervisor would never
+        # see a line end).  Until it has, newer snapshots are dropped.
+        unsent = bytearray()
+
         def report(line: bytes) -> None:
+            if not unsent:
+                unsent[:] = line
             try:
-                os.write(ready_w, line)
-            except (BlockingIOError, BrokenPipeError):
-                pass  # the supervisor lags or is gone: a later snapshot will do
+                while unsent:
+                    del unsent[: os.write(ready_w, unsent)]
+            except BlockingIOError:
+                pass  # the supervisor lags: the rest goes with the next report
+            except BrokenPipeError:
+                unsent.clear()  # the supervisor is gone
 
         os.environ["FIBERNET_SUPERVISOR_PID"] = str(supervisor)
         self.worker_main(self.sockets, notify_ready, report)

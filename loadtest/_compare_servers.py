@@ -1,0 +1,316 @@
+"""The measuring half of ``loadtest/compare.py``: the servers (fibernet on this interpreter,
+the peers on the peers' interpreter), one measurement (``measure``, run in a driver process
+pinned to the load CPUs), wrk for ``--wrk-check``, and the peers' environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from _bench import fmt_num
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+HOST = "127.0.0.1"
+PEER_PACKAGES = ["gevent", "trio", "uvloop", "uvicorn", "aiohttp", "httptools"]
+# fibernet's own dependencies, so that the other benchmark scripts can run on the peers'
+# interpreter too (they import fibernet from this checkout)
+FIBERNET_DEPS = ["greenlet", "httptools", "click"]
+TCP_IMPLS = ("fibernet", "asyncio-streams", "uvloop-streams", "uvloop-proto", "gevent", "trio")
+TCP_EXTRA = ("raw-epoll", "fibernet-t2")
+HTTP_IMPLS = ("fibernet", "uvicorn", "gevent", "aiohttp")
+HTTP_EXTRA = ("uvloop-proto",)
+NEEDS = {  # modules a peer server imports
+    "gevent": ["gevent"],
+    "trio": ["trio"],
+    "uvloop-streams": ["uvloop"],
+    "uvloop-proto": ["uvloop", "httptools"],
+    "uvicorn": ["uvicorn", "uvloop", "httptools"],
+    "aiohttp": ["aiohttp"],
+}
+WORKLOADS = {"echo": "tcp", "churn": "tcp", "http": "http", "http-open": "http"}
+BENCHES = ("echo", "http_hello", "primitives", "actors")
+
+
+# --------------------------------------------------------------------------
+# servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def server_command(kind: str, impl: str, port: int, peers_python: str) -> list[str]:
+    own = impl.startswith("fibernet")
+    py = sys.executable if own else peers_python
+    if kind == "tcp":
+        return [py, os.path.join(HERE, "echo.py"), "--serve", impl, "--host", HOST, "--port", str(port)]
+    if impl == "fibernet":
+        cli = "import sys; from fibernet_cli.main import cli; sys.exit(cli())"
+        return [
+            sys.executable,
+            "-c",
+            cli,
+            "serve",
+            "fibernet.examples.hello:app",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+            "--log-level",
+            "warning",
+        ]
+    if impl == "uvicorn":
+        return [
+            py,
+            "-m",
+            "uvicorn",
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--app-dir",
+            HERE,
+            "http_hello:asgi_app",
+        ]
+    return [py, os.path.join(HERE, "http_hello.py"), "--serve", impl, str(port)]
+
+
+class Server:
+    """A server process pinned to ``cpu``, listening on ``port`` once started."""
+
+    def __init__(self, cmd: list[str], port: int, cpu: str, timeout: float) -> None:
+        self.port = port
+        self.cmd = ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") else cmd
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}\n{self.tail()}")
+            try:
+                with socket.create_connection((HOST, port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"the server did not listen within {timeout:g}s\n{self.tail()}"
+                    ) from None
+                time.sleep(0.05)  # polling a child process we cannot get an event from
+
+    def tail(self) -> str:
+        self.log.seek(0)
+        return f"server: {shlex.join(self.cmd)}\n" + self.log.read()[-2000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def load_cpu_seconds() -> float:
+    """CPU seconds of the load side: this driver and its finished children (wrk, load
+    processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def server_cpu_seconds(pid: int) -> float:
+    from http_hello import cpu_seconds
+
+    user, system = cpu_seconds(pid)
+    return user + system
+
+
+# --------------------------------------------------------------------------
+# one measurement (in a driver child pinned to the load CPUs)
+
+
+def load_config(workload: str, port: int, params: dict, **over):
+    import load
+
+    base = {"host": HOST, "port": port, "timeout": 10.0}
+    if workload == "echo":
+        base.update(workload="echo", size=params["size"], connections=params["connections"])
+    elif workload == "churn":
+        base.update(workload="churn", size=64, connections=params["churn_connections"])
+    else:
+        base.update(workload="http", path="/hello", connections=params["connections"])
+        if workload == "http-open":
+            base["rate"] = params["rate"]
+    base.update(over)
+    return load.Config(**base)
+
+
+def run_wrk(port: int, params: dict, duration: float) -> dict:
+    cmd = [
+        params["wrk"],
+        "-t1",
+        f"-c{params['connections']}",
+        f"-d{duration:g}s",
+        "--latency",
+        f"http://{HOST}:{port}/hello",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed: {proc.stderr}{proc.stdout}")
+    from http_hello import parse_wrk
+
+    parsed = parse_wrk(proc.stdout)
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    lat = {}
+    for p in ("50", "90", "99"):
+        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", proc.stdout, re.M)
+        lat[p] = float(m.group(1)) * units[m.group(2)] if m else None
+    return {
+        "rate": parsed["rps"],
+        "requests": parsed["requests"],
+        "p50": lat["50"],
+        "p90": lat["90"],
+        "p99": lat["99"],
+        "errors": sum(parsed["errors"].values()),
+        "error_kinds": parsed["errors"],
+        "output": proc.stdout,
+    }
+
+
+def measure(workload: str, impl: str, params: dict) -> dict:
+    import load
+
+    kind = "http" if workload == "wrk-check" else WORKLOADS[workload]
+    impl_server = "fibernet" if workload == "wrk-check" else impl
+    port = free_port()
+    cmd = server_command(kind, impl_server, port, params["peers_python"])
+    server = Server(cmd, port, params["server_cpu"], params["start_timeout"])
+    try:
+        probe_workload = "echo" if kind == "tcp" else "http"
+        check = load.run_load(load_config(probe_workload, port, params, connections=2, count=20, rate=None))
+        if check.errors or check.requests != 20:
+            raise RuntimeError(f"the server answers wrongly: {check.errors} {check.error_samples}")
+        tool = impl if workload == "wrk-check" else "load"
+        if tool == "wrk":
+            run_wrk(port, params, params["warmup"])
+        else:
+            load.run_load(
+                load_config(workload if kind == "tcp" else "http", port, params, duration=params["warmup"])
+            )
+        cpu0, t0 = server_cpu_seconds(server.proc.pid), time.perf_counter()
+        load0 = load_cpu_seconds()
+        if tool == "wrk":
+            out = run_wrk(port, params, params["duration"])
+        else:
+            wl = "http" if workload == "wrk-check" else workload
+            res = load.run_load(
+                load_config(wl, port, params, duration=params["duration"], processes=params["processes"])
+            )
+            lat = res.latency()
+            out = {
+                "rate": res.rate,
+                "requests": res.requests,
+                "p50": lat["p50"],
+                "p90": lat["p90"],
+                "p99": lat["p99"],
+                "max": lat["max"],
+                "errors": res.error_total,
+                "error_kinds": res.errors,
+            }
+        cpu = server_cpu_seconds(server.proc.pid) - cpu0
+        load_cpu = load_cpu_seconds() - load0
+        wall = time.perf_counter() - t0
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"the server died during the run\n{server.tail()}")
+    except Exception as exc:
+        raise RuntimeError(f"{exc}\n{server.tail()}") from None
+    finally:
+        server.stop()
+    n = out["requests"]
+    out.update(
+        server_cpu_s=cpu,
+        server_us_per_msg=1e6 * cpu / n if n else None,
+        server_cpu_util=cpu / wall,
+        load_cpu_util=load_cpu / wall,
+        server_command=shlex.join(server.cmd),
+    )
+    out["summary"] = (
+        f"{fmt_num(out['rate'])}/s p50 {fmt_num(out['p50'])} ms p99 {fmt_num(out['p99'])} ms, "
+        f"server {fmt_num(out['server_us_per_msg'])} us/msg CPU {100 * out['server_cpu_util']:.0f}%, "
+        f"load CPU {100 * out['load_cpu_util']:.0f}%, "
+        f"errors {out['errors']}"
+    )
+    return out
+
+
+# --------------------------------------------------------------------------
+# the peers' environment
+
+
+def make_env(directory: str) -> str:
+    """``python -m venv DIR`` and pip install the peers (and fibernet's own dependencies, for
+    the other benchmark scripts) into it; returns its python."""
+    python = os.path.join(directory, "bin", "python")
+    if not os.path.exists(python):
+        print(f"making the peers' environment {directory}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", directory], check=True)
+    packages = PEER_PACKAGES + [p for p in FIBERNET_DEPS if p not in PEER_PACKAGES]
+    print(f"installing into {directory}: {' '.join(packages)}", file=sys.stderr)
+    subprocess.run([python, "-m", "pip", "install", "-q", *packages], check=True)
+    return python
+
+
+def importable(python: str, modules: list[str]) -> bool:
+    code = "; ".join(f"import {m}" for m in modules) or "pass"
+    try:
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def peers_python(args) -> tuple[str, str]:
+    """(the peers' python, a sentence saying where the peers come from)."""
+    if args.make_env:
+        py = make_env(args.make_env)
+        return py, f"peers from the environment {args.make_env} (made or updated by --make-env)"
+    if args.peers_python:
+        return args.peers_python, f"peers from {args.peers_python}"
+    return sys.executable, (
+        f"peers from THIS environment ({sys.executable}), as no --peers-python or --make-env was "
+        "given; use --make-env DIR to keep them out of fibernet's environment"
+    )

@@ -1,0 +1,331 @@
+"""What ``loadtest/load.py`` records and reports: latency in an HdrHistogram, errors by kind,
+throughput over time; merging the records of several load processes; the human table, the
+JSON document and the plot.
+
+Latency is recorded in microseconds (1 us to one hour, 3 significant digits).  The timeline
+counts completed requests and errors per ``TIMELINE_INTERVAL`` seconds from the start of
+the measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from _bench import fmt_num
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT = 3
+TIMELINE_INTERVAL = 0.1
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT)
+
+
+class Recorder:
+    """The counters of one load process (one scheduler thread: no locking)."""
+
+    def __init__(self) -> None:
+        self.hist = new_histogram()
+        self.ok = 0
+        self.errors: dict[str, int] = {}
+        self.error_samples: dict[str, str] = {}
+        self.statuses: dict[int, int] = {}
+        self.connects = 0
+        self.t0: float | None = None
+        self.last = 0.0  # seconds from t0 of the last completion (ok or error)
+        self.timeline_ok: list[int] = []
+        self.timeline_err: list[int] = []
+
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+
+    def _slot(self, now: float, line: list[int]) -> None:
+        offset = now - self.t0
+        if offset > self.last:
+            self.last = offset
+        i = int(offset / TIMELINE_INTERVAL) if offset > 0 else 0
+        if i >= len(line):
+            self.timeline_ok.extend([0] * (i + 1 - len(self.timeline_ok)))
+            self.timeline_err.extend([0] * (i + 1 - len(self.timeline_err)))
+        line[i] += 1
+
+    def success(self, now: float, latency: float) -> None:
+        self.ok += 1
+        us = int(latency * 1e6)
+        self.hist.record_value(us if us >= LOWEST_US else LOWEST_US)
+        self._slot(now, self.timeline_ok)
+
+    def error(self, now: float, exc: BaseException | str, kind: str, count: int = 1) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + count
+        if kind not in self.error_samples:
+            self.error_samples[kind] = str(exc)[:200] or type(exc).__name__
+        for _ in range(count):
+            self._slot(now, self.timeline_err)
+
+    def error_total(self) -> int:
+        return sum(self.errors.values())
+
+    def to_part(self, statuses: dict[int, int] | None = None) -> dict:
+        """This process's record as JSON-able data, for a parent to merge."""
+        return {
+            "ok": self.ok,
+            "errors": dict(self.errors),
+            "error_samples": dict(self.error_samples),
+            "statuses": {str(k): v for k, v in (statuses or self.statuses).items()},
+            "connects": self.connects,
+            "elapsed": self.last,
+            "timeline_ok": self.timeline_ok,
+            "timeline_err": self.timeline_err,
+            "histogram": self.hist.encode().decode("ascii"),
+        }
+
+
+def _add_lines(a: list[int], b: list[int]) -> list[int]:
+    if len(a) < len(b):
+        a, b = b, a
+    out = list(a)
+    for i, v in enumerate(b):
+        out[i] += v
+    return out
+
+
+def _ms(us: float) -> float:
+    return round(us / 1000.0, 3)
+
+
+@dataclass
+class Result:
+    """The merged outcome of a run.  Latencies in milliseconds."""
+
+    config: dict
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    error_samples: dict[str, str] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    connects: int = 0
+    elapsed: float = 0.0
+    processes: int = 1
+    timeline_ok: list[int] = field(default_factory=list)
+    timeline_err: list[int] = field(default_factory=list)
+    hist: Any = None
+
+    @classmethod
+    def merge(cls, config: dict, parts: list[dict]) -> Result:
+        result = cls(config=config, processes=len(parts), hist=new_histogram())
+        for part in parts:
+            result.requests += part["ok"]
+            for kind, n in part["errors"].items():
+                result.errors[kind] = result.errors.get(kind, 0) + n
+            for kind, text in part.get("error_samples", {}).items():
+                result.error_samples.setdefault(kind, text)
+            for status, n in part.get("statuses", {}).items():
+                result.statuses[status] = result.statuses.get(status, 0) + n
+            result.connects += part["connects"]
+            result.elapsed = max(result.elapsed, part["elapsed"])
+            result.timeline_ok = _add_lines(result.timeline_ok, part["timeline_ok"])
+            result.timeline_err = _add_lines(result.timeline_err, part["timeline_err"])
+            result.hist.decode_and_add(part["histogram"].encode("ascii"))
+        return result
+
+    # -- derived numbers ------------------------------------------------------------------
+
+    @property
+    def error_total(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def rate(self) -> float:
+        """Completed requests per second over the measurement (start to last completion)."""
+        return self.requests / self.elapsed if self.elapsed > 0 else 0.0
+
+    def percentile(self, p: float) -> float | None:
+        """Latency at percentile ``p`` in ms, None if nothing completed."""
+        if not self.requests:
+            return None
+        return _ms(self.hist.get_value_at_percentile(p))
+
+    def latency(self) -> dict[str, float | None]:
+        hist = self.hist
+        if not self.requests:
+            return {k: None for k in ("min", "mean", "stdev", "p50", "p90", "p99", "p99.9", "max")}
+        out: dict[str, float | None] = {
+            "min": _ms(hist.get_min_value()),
+            "mean": _ms(hist.get_mean_value()),
+            "stdev": _ms(hist.get_stddev()),
+        }
+        for p in PERCENTILES:
+            out[f"p{p:g}"] = _ms(hist.get_value_at_percentile(p))
+        out["max"] = _ms(hist.get_max_value())
+        return out
+
+    def timeline_rates(self) -> tuple[list[float], list[float]]:
+        """(completed/s, errors/s) per timeline interval."""
+        return (
+            [n / TIMELINE_INTERVAL for n in self.timeline_ok],
+            [n / TIMELINE_INTERVAL for n in self.timeline_err],
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "workload": self.config.get("workload"),
+            "mode": "open" if self.config.get("rate") else "closed",
+            "config": self.config,
+            "requests": self.requests,
+            "errors": {"total": self.error_total, "by_kind": dict(sorted(self.errors.items()))},
+            "error_samples": self.error_samples,
+            "statuses": self.statuses,
+            "connects": self.connects,
+            "processes": self.processes,
+            "elapsed_s": round(self.elapsed, 6),
+            "rate": round(self.rate, 3),
+            "target_rate": self.config.get("rate"),
+            "latency_ms": self.latency(),
+            "latency_unit": "ms",
+            "timeline": {
+                "interval_s": TIMELINE_INTERVAL,
+                "requests": self.timeline_ok,
+                "errors": self.timeline_err,
+            },
+            "histogram": {
+                "encoding": "HdrHistogram V2 compressed, base64 (hdrh.histogram.HdrHistogram.decode)",
+                "unit": "us",
+                "data": self.hist.encode().decode("ascii"),
+            },
+        }
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+class Progress:
+    """Prints "elapsed, requests, rate, errors" to ``out``, rewriting one line on a terminal."""
+
+    def __init__(self, out: Any = None) -> None:
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.last = (0.0, 0)
+        self.printed = False
+
+    def show(self, elapsed: float, ok: int, errors: int) -> None:
+        t, n = self.last
+        rate = (ok - n) / (elapsed - t) if elapsed > t else 0.0
+        self.last = (elapsed, ok)
+        text = f"[load] {elapsed:6.1f} s  {ok:>10,} requests  {fmt_num(rate):>7}/s  errors {errors:,}"
+        self.out.write(("\r" + text) if self.tty else text + "\n")
+        self.out.flush()
+        self.printed = True
+
+    def close(self) -> None:
+        if self.printed and self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    if value >= 100:
+        return f"{value:.0f} ms"
+    if value >= 1:
+        return f"{value:.2f} ms"
+    return f"{value * 1000:.0f} us"
+
+
+def render(result: Result, fmt_num: Any, format_table: Any) -> str:
+    cfg = result.config
+    mode = f"open loop at {fmt_num(cfg['rate'])} req/s" if cfg.get("rate") else "closed loop"
+    bound = f"{cfg['duration']:g} s" if cfg.get("duration") else f"{cfg['count']} requests"
+    lines = [
+        f"{cfg.get('description', cfg['workload'])} against {cfg['host']}:{cfg['port']}: {mode}, "
+        f"{cfg['connections']} connections, {result.processes} process(es), {bound}",
+        "",
+    ]
+    lat = result.latency()
+    rows = [
+        [
+            f"{result.requests:,}",
+            f"{fmt_num(result.rate)}/s",
+            f"{result.error_total:,}",
+            *(fmt_ms(lat[k]) for k in ("p50", "p90", "p99", "p99.9", "max")),
+        ]
+    ]
+    lines.append(format_table(["requests", "rate", "errors", "p50", "p90", "p99", "p99.9", "max"], rows))
+    if result.errors:
+        lines += ["", "errors by kind:"]
+        lines.append(
+            format_table(
+                ["kind", "count", "first seen"],
+                [[k, f"{n:,}", result.error_samples.get(k, "")] for k, n in sorted(result.errors.items())],
+            )
+        )
+    if result.statuses:
+        lines += [
+            "",
+            "HTTP statuses: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(result.statuses.items())),
+        ]
+    if cfg.get("rate"):
+        achieved = result.rate / cfg["rate"] if cfg["rate"] else 0
+        lines.append(
+            f"\nopen loop: latency counted from each request's intended send time; "
+            f"achieved {100 * achieved:.1f}% of the target rate"
+        )
+    return "\n".join(lines)
+
+
+def dumps(result: Result, extra: dict | None = None) -> str:
+    return json.dumps({**result.to_json(), **(extra or {})}, indent=2, sort_keys=True, default=str)
+
+
+def decode_histogram(data: str) -> HdrHistogram:
+    return HdrHistogram.decode(data.encode("ascii"))
+
+
+def plot(result: Result, path: str) -> None:
+    """A PNG: latency by percentile (left) and throughput over time (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    try:
+        title = result.config.get("description", result.config["workload"])
+        fig.suptitle(f"{title}: {result.requests:,} requests, {result.error_total:,} errors")
+        if result.requests:
+            ps = [0.0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999]
+            ps = [p for p in ps if p == 0 or 1 / (1 - p / 100) <= 10 * max(result.requests, 1)]
+            xs = [1 / (1 - p / 100) for p in ps] + [10 * max(result.requests, 10)]
+            ys = [result.percentile(p) for p in ps] + [result.latency()["max"]]
+            left.plot(xs, ys, marker=".")
+            left.set_xscale("log")
+            ticks = [p for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999) if 1 / (1 - p / 100) <= xs[-1]]
+            left.set_xticks([1 / (1 - p / 100) for p in ticks])
+            left.set_xticklabels([f"{p:g}%" for p in ticks])
+            left.minorticks_off()
+        left.set_xlabel("percentile")
+        left.set_ylabel("latency (ms)")
+        left.set_title("latency by percentile")
+        left.grid(True, alpha=0.3)
+        ok, err = result.timeline_rates()
+        times = [(i + 1) * TIMELINE_INTERVAL for i in range(len(ok))]
+        right.plot(times, ok, label="requests/s")
+        if any(err):
+            right.plot(times, err, label="errors/s", color="tab:red")
+        right.set_xlabel(f"seconds (per {TIMELINE_INTERVAL:g} s)")
+        right.set_ylabel("per second")
+        right.set_title("throughput over time")
+        right.grid(True, alpha=0.3)
+        right.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,334 @@
+"""``fibernet serve --admin-port`` and ``fibernet inspect`` against real processes, in one
+process and with ``--workers 2`` (where the supervisor serves the workers' snapshots).
+
+The snapshots behind /metrics and /fibers are taken once a second, so a test that waits for a
+change there (a connection now open, a fiber now blocked) asks again until it shows, with a
+deadline (``until``); everything else waits on log lines and answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from .conftest import WORKER_APP, connect, http_get, read_line, until
+
+pytestmark = pytest.mark.timeout(20)
+
+SAMPLE = re.compile(r'^(fibernet_[a-z_]+)\{worker="(\d+)"\} (\d+(?:\.\d+)?)$')
+READY = r"worker (\d+) ready \(generation 0\)"
+
+
+@pytest.fixture
+def app(app_dir):
+    return app_dir.module(WORKER_APP.format(version="one"))
+
+
+@pytest.fixture
+def admin_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(serve_process, app, app_dir, free_port, admin_port):
+    """``start(workers)``: the server and the pids of the processes that serve (the server
+    itself, or its workers), once the admin endpoint and the app are ready."""
+
+    def start(workers: int = 1, *extra: str):
+        proc = serve_process(f"{app}:handle", "--app-dir", str(app_dir.path), "--port", str(free_port),
+                             "--admin-port", str(admin_port), "--workers", str(workers), *extra,
+                             own_group=True)
+        if workers == 1:
+            proc.wait_for(f"serving admin on 127.0.0.1:{admin_port}")
+            proc.wait_for(f"serving {app}:handle on 127.0.0.1:{free_port}")
+            pids = {proc.proc.pid}
+        else:
+            pids = {int(m.group(1)) for m in proc.wait_lines(READY, count=workers)}
+        return proc, pids
+
+    start.port = free_port
+    start.admin = admin_port
+    return start
+
+
+def parse_metrics(text: str) -> dict[str, dict[int, float]]:
+    """Prometheus text: every line a HELP, a TYPE or a sample ``name{worker="pid"} value``,
+    each metric's HELP and TYPE before its samples.  {name: {pid: value}}."""
+    assert text.endswith("\n")
+    metrics: dict[str, dict[int, float]] = {}
+    described: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("# "):
+            kind, name, rest = line[2:].split(" ", 2)
+            assert kind in ("HELP", "TYPE") and rest, line
+            if kind == "TYPE":
+                assert rest in ("gauge", "counter"), line
+            described.setdefault(name, set()).add(kind)
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        name, pid, value = match.group(1), int(match.group(2)), float(match.group(3))
+        assert described.get(name) == {"HELP", "TYPE"}, f"{name} sampled before its HELP and TYPE"
+        assert pid not in metrics.setdefault(name, {}), f"two samples of {name} for worker {pid}"
+        metrics[name][pid] = value
+    return metrics
+
+
+def metrics(port: int) -> dict[str, dict[int, float]]:
+    status, content_type, body = http_get(port, "/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain; version=0.0.4")
+    return parse_metrics(body.decode())
+
+
+def fibers(port: int) -> list[dict]:
+    status, content_type, body = http_get(port, "/fibers")
+    assert status == 200 and content_type.startswith("application/json")
+    return json.loads(body)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_healthz_readyz_metrics_and_fibers(server, workers):
+    proc, pids = server(workers)
+    assert http_get(server.admin, "/healthz")[::2] == (200, b"ok\n")
+    assert http_get(server.admin, "/readyz")[::2] == (200, b"ready\n")
+    assert http_get(server.admin, "/nothing")[0] == 404
+
+    # One series per worker (each worker's first snapshot reaches the supervisor within a second).
+    found = until(lambda: (m := metrics(server.admin)) and set(m["fibernet_connections_open"]) == pids and m,
+                  "a series for every worker")
+    for name, series in found.items():
+        assert set(series) == pids, (name, series)
+    for name in ("connections_open", "connections_accepted", "bytes_in", "bytes_out", "fibers",
+                 "schedulers", "draining"):
+        assert f"fibernet_{name}" in found
+    assert all(v == 0 for v in found["fibernet_draining"].values())
+    assert all(v == 1 for v in found["fibernet_schedulers"].values())
+
+    # A connection held open shows in fibernet_connections_open of the worker that took it.
+    with connect(server.port) as held:
+        pid = int(read_line(held).split()[0])
+        assert pid in pids
+        until(lambda: metrics(server.admin)["fibernet_connections_open"] == {p: int(p == pid) for p in pids},
+              "the open connection in the metrics")
+    until(lambda: all(v == 0 for v in metrics(server.admin)["fibernet_connections_open"].values()),
+          "the closed connection gone from the metrics")
+    accepted = metrics(server.admin)["fibernet_connections_accepted"]
+    assert accepted[pid] >= 1
+
+    snaps = fibers(server.admin)
+    assert {s["pid"] for s in snaps} == pids
+    for snap in snaps:
+        assert snap["schedulers"] and snap["schedulers"][0]["name"]
+        assert snap["fibers_total"] == len(snap["fibers"]) > 0
+        names = {f["name"] for f in snap["fibers"]}
+        assert any(name.endswith(f":accept@{snap['schedulers'][0]['name']}") for name in names), names
+        assert not snap["draining"]
+
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+    assert "Traceback" not in proc.log
+
+
+def test_metrics_stay_current_with_a_thousand_connections(server):
+    """With a thousand connection fibers a worker's snapshot is larger than a pipe holds by
+    default (64 KiB); it must still reach the supervisor whole, so /metrics counts them all."""
+    proc, pids = server(2)
+    conns: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            conns.append(connect(server.port))
+        by_pid = {p: 0 for p in pids}
+        for c in conns:
+            by_pid[int(read_line(c).split()[0])] += 1
+        until(lambda: metrics(server.admin)["fibernet_connections_open"] == by_pid,
+              f"{by_pid} open connections in the metrics")
+        assert sum(s["fibers_total"] for s in fibers(server.admin)) > 1000
+    finally:
+        for c in conns:
+            c.close()
+    until(lambda: set(metrics(server.admin)["fibernet_connections_open"].values()) == {0},
+          "the connections closed in the metrics")
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_readyz_is_503_while_draining(server, workers):
+    proc, pids = server(workers, "--graceful-timeout", "15")
+    with connect(server.port) as slow:
+        pid = int(read_line(slow).split()[0])
+        slow.sendall(b"slow\n")
+        assert read_line(slow) == b"started\n"
+        status, _, body = http_get(server.admin, "/readyz")
+        assert (status, body) == (200, b"ready\n")
+        proc.proc.send_signal(signal.SIGTERM)
+        proc.wait_for(f"[{pid}] fibernet.server: draining 1 connection(s)")
+        conn_status = http_get(server.admin, "/readyz")
+        assert conn_status[::2] == (503, b"draining\n")
+        assert http_get(server.admin, "/healthz")[0] == 200  # alive, only not ready
+        if workers == 1:
+            until(lambda: metrics(server.admin)["fibernet_draining"] == {pid: 1}, "draining in the metrics")
+            assert fibers(server.admin)[0]["draining"] is True
+        slow.sendall(b"go\n")
+        assert read_line(slow) == b"finished\n"
+    assert proc.proc.wait(15) == 0, proc.log
+    assert "Traceback" not in proc.log
+
+
+def test_admin_status_lines_carry_the_reason(server):
+    """The supervisor answers admin requests itself: a 503 says "Service Unavailable"."""
+    proc, _ = server(2)
+    for path, status, reason in (("/readyz", 200, "OK"), ("/nothing", 404, "Not Found")):
+        with socket.create_connection(("127.0.0.1", server.admin), timeout=10) as c:
+            c.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+            assert read_line(c) == f"HTTP/1.1 {status} {reason}\r\n".encode()
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+
+
+def test_a_slow_admin_client_does_not_stall_the_supervisor(server):
+    """The supervisor reads an admin request itself, in its loop: a client that sends a byte
+    now and then must not keep it from its signals for longer than the admin timeout (1 s)."""
+    proc, _ = server(2, "--graceful-timeout", "5")
+    stop, reading = threading.Event(), threading.Event()
+
+    def trickle():
+        with socket.create_connection(("127.0.0.1", server.admin), timeout=10) as c:
+            for i, byte in enumerate(b"GET /healthz HTTP/1.1\r\nhost: x\r\n"):
+                try:
+                    c.send(bytes([byte]))
+                except OSError:
+                    return
+                if i == 2:
+                    reading.set()
+                if stop.wait(0.2):  # a slow client, on purpose: a byte every 0.2 s
+                    return
+
+    t = threading.Thread(target=trickle, name="trickle")
+    t.start()
+    try:
+        assert reading.wait(10)
+        t0 = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(10) == 0, proc.log
+        assert time.monotonic() - t0 < 4, "the slow admin client held the supervisor up"
+        proc.wait_for("supervisor: SIGTERM, stopping 2 worker(s)")
+    finally:
+        stop.set()
+        t.join(10)
+
+
+# -- fibernet inspect -------------------------------------------------------------------------------
+
+
+def inspect(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fibernet_cli.main", "inspect", *args],
+                          capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL)
+
+
+def rows(output: str) -> list[list[str]]:
+    return [re.split(r"\s{2,}", line.strip()) for line in output.splitlines()]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_inspect_shows_schedulers_and_fibers_with_what_they_wait_on(server, app, workers):
+    proc, pids = server(workers)
+    with connect(server.port) as blocked:
+        pid = int(read_line(blocked).split()[0])  # the handler now waits in recv for a line
+        conn_fiber = f"{app}:handle:conn 127.0.0.1:{blocked.getsockname()[1]}"
+
+        def blocked_in_recv():
+            snap = next((s for s in fibers(server.admin) if s["pid"] == pid), None)
+            row = snap and next((f for f in snap["fibers"] if f["name"] == conn_fiber), None)
+            return row if row and (row["waiting_on"] or "").startswith("readable fd") else None
+
+        until(blocked_in_recv, "the connection's fiber blocked in recv")
+        result = inspect("--admin", f"127.0.0.1:{server.admin}")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        for p in pids:
+            assert re.search(rf"^worker {p}: \d+ fibers$", out, re.M), out
+        assert re.search(r"^  scheduler \S+: \d+ fibers, \d+ runnable, \d+ timers, \d+ descriptors$", out,
+                         re.M), out
+        assert ["FIBER", "STATE", "SCHEDULER", "WAITING ON", "FOR"] in rows(out), out
+        row = next(r for r in rows(out) if r[0] == conn_fiber)
+        assert row[1] == "suspended", row
+        fd = re.fullmatch(r"readable fd (\d+)", row[3])
+        assert fd, row
+        assert re.fullmatch(r"\d+\.\ds", row[4]), row
+        # The descriptor it names is a socket of the worker that holds the connection.
+        assert os.readlink(f"/proc/{pid}/fd/{fd.group(1)}").startswith("socket:")
+
+        as_json = inspect("--admin", f"127.0.0.1:{server.admin}", "--json")
+        assert as_json.returncode == 0, as_json.stderr
+        assert {s["pid"] for s in json.loads(as_json.stdout)} == pids
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+
+
+def test_inspect_with_nothing_listening_exits_1_with_a_clear_error(free_port):
+    result = inspect("--admin", f"127.0.0.1:{free_port}")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"Error: cannot read http://127.0.0.1:{free_port}/fibers: " in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:notaport", "127.0.0.1", ":9100", "127.0.0.1:70000"])
+def test_inspect_with_an_address_that_is_not_host_port_exits_2(address):
+    result = inspect("--admin", address)
+    assert result.returncode == 2
+    assert f"Invalid value for '--admin': '{address}' is not host:port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inspect_pointed_at_a_port_that_does_not_speak_http_exits_1(server, app):
+    """The app's own port (a TCP greeting, then an echo) instead of the admin port."""
+    proc, _ = server(1)
+    result = inspect("--admin", f"127.0.0.1:{server.port}")
+    assert result.returncode == 1
+    assert f"Error: cannot read http://127.0.0.1:{server.port}/fibers: not an HTTP answer" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_admin_port_in_use_exits_2_with_a_message(serve_process, app, app_dir, free_port, workers):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = serve_process(f"{app}:handle", "--app-dir", str(app_dir.path), "--port", str(free_port),
+                             "--admin-port", str(port), "--workers", str(workers), own_group=True)
+        assert proc.proc.wait(10) == 2, proc.log
+        proc.wait_eof()
+    assert f"127.0.0.1:{port} is already in use" in proc.log
+    assert "--admin-port" in proc.log
+    assert "Traceback" not in proc.log and "started worker" not in proc.log, proc.log
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_admin_host_that_is_not_local_exits_2_with_a_message(serve_process, app, app_dir, free_port,
+                                                                 admin_port, workers):
+    proc = serve_process(f"{app}:handle", "--app-dir", str(app_dir.path), "--port", str(free_port),
+                         "--admin-port", str(admin_port), "--admin-host", "192.0.2.1",  # TEST-NET-1
+                         "--workers", str(workers), own_group=True)
+    assert proc.proc.wait(10) == 2, proc.log
+    proc.wait_eof()
+    assert f"cannot listen on 192.0.2.1:{admin_port}" in proc.log
+    assert "Traceback" not in proc.log, proc.log

@@ -1,0 +1,60 @@
+"""loadtest/compare.py end to end, fibernet only and tiny: servers started pinned, measured
+by load.py, summarised; the peers' interpreter is named in the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import LOADTEST, ROOT
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs (server and load apart)")
+def test_compare_runs_fibernet_side_by_side(tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    out = tmp_path / "compare.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(LOADTEST, "compare.py"),
+            "--quick",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--workloads",
+            "echo,http",
+            "--impls",
+            "fibernet",
+            "--server-cpu",
+            str(cpus[0]),
+            "--load-cpu",
+            str(cpus[1]),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "peers from THIS environment" in proc.stdout
+    assert "== echo ==" in proc.stdout and "== http ==" in proc.stdout
+    doc = json.loads(out.read_text())
+    for key in ("echo/fibernet", "http/fibernet"):
+        sample = doc["samples"][key]
+        assert sample["errors"] == []
+        (result,) = sample["results"]
+        assert result["errors"] == 0
+        assert result["requests"] > 0 and result["rate"] > 0
+        assert result["server_us_per_msg"] > 0
+        assert result["cpus"] == [cpus[1]]  # the driver (and its load) ran on the load CPU
+        assert result["server_command"].startswith(f"taskset -c {cpus[0]} ")
