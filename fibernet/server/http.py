@@ -126,7 +126,8 @@ class _Connection:
                     # Between requests: a server that drains ends the connection here.
                     self.idle = True
                     try:
-                        if self._draining[0]:
+                        # (a connection that has had no request yet is given its first one)
+                        if self._draining[0] and self.answered:
                             raise _Close()
                         self._receive(limits.keepalive_timeout, None)
                     finally:
@@ -332,7 +333,7 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
         response in flight (with ``Connection: close``), as Go's Shutdown does."""
         draining[0] = True
         with lock:
-            idle = [c for c in conns if c.idle]
+            idle = [c for c in conns if c.idle and c.answered]
         for conn in idle:
             conn.sock.interrupt_wait()  # its keep-alive wait ends now, as if timed out
 

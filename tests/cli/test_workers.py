@@ -408,10 +408,6 @@ def test_sighup_under_load_loads_new_code_and_fails_no_request(supervisor, app):
     assert_clean(server)
 
 
-@pytest.mark.xfail(strict=True, reason="fibernet/server/http.py: the drain closes a connection it accepted "
-                   "before the drain began but whose first request had not arrived yet (Go's Shutdown gives "
-                   "such a connection its first request); the reason the SIGHUP test above can see a new "
-                   "connection fail")
 def test_a_connection_accepted_before_the_drain_gets_its_first_request_answered(
     serve_process, app, free_port
 ):
