@@ -133,6 +133,9 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
             keepalive_timeout=settings.keepalive_timeout,
             head_timeout=settings.head_timeout,
             max_body_size=settings.max_body_size,
+            max_head_size=settings.max_head_size,
+            max_header_count=settings.max_header_count,
+            max_request_line=settings.max_request_line,
         )
         handler = http_handler(
             handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency)

@@ -63,6 +63,9 @@ class Settings:
         click.FloatRange(0, min_open=True),
     )
     max_body_size: int = _opt(1024 * 1024, "HTTP: the largest request body (bytes; 413)", click.IntRange(1))
+    max_head_size: int = _opt(16 * 1024, "HTTP: the largest request head (bytes; 431)", click.IntRange(256))
+    max_header_count: int = _opt(100, "HTTP: the most header fields in a request (431)", click.IntRange(1))
+    max_request_line: int = _opt(8190, "HTTP: the longest request target (bytes; 414)", click.IntRange(16))
     access_log: bool = _opt(False, "HTTP: log one line per request", bool)
     admin_port: int | None = _opt(
         None, "serve /healthz, /readyz, /metrics and /fibers on this port", click.IntRange(1, 65535)
