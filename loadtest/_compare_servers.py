@@ -153,6 +153,25 @@ def load_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of ``pid``: how often it went to sleep
+    (in epoll_wait, mostly).  Per request, it says how much work each wake-up found."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                for line in fh:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def server_cpu_seconds(pid: int) -> float:
     from http_hello import cpu_seconds
 
@@ -234,6 +253,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
             )
         cpu0, t0 = server_cpu_seconds(server.proc.pid), time.perf_counter()
         load0 = load_cpu_seconds()
+        wake0 = wakeups(server.proc.pid)
         if tool == "wrk":
             out = run_wrk(port, params, params["duration"])
         else:
@@ -254,6 +274,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
             }
         cpu = server_cpu_seconds(server.proc.pid) - cpu0
         load_cpu = load_cpu_seconds() - load0
+        woke = wakeups(server.proc.pid) - wake0
         wall = time.perf_counter() - t0
         if server.proc.poll() is not None:
             raise RuntimeError(f"the server died during the run\n{server.tail()}")
@@ -267,6 +288,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
         server_us_per_msg=1e6 * cpu / n if n else None,
         server_cpu_util=cpu / wall,
         load_cpu_util=load_cpu / wall,
+        server_wakeups_per_msg=woke / n if n else None,
         server_command=shlex.join(server.cmd),
     )
     out["summary"] = (

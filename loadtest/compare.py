@@ -131,9 +131,11 @@ def wrk_table(samples: _bench.Samples) -> str:
                 fmt_num(med(samples, w, tool, "server_us_per_msg")),
                 _bench.fmt_pct(med(samples, w, tool, "server_cpu_util")),
                 _bench.fmt_pct(med(samples, w, tool, "load_cpu_util")),
+                fmt_num(med(samples, w, tool, "server_wakeups_per_msg")),
             ]
         )
     head = ["tool", "req/s", "spread", "p50 ms", "p99 ms", "srv us/req", "srv CPU", "load CPU"]
+    head.append("srv wake/req")
     lines = [_bench.format_table(head, rows)]
     for key, what in (("rate", "request rate"), ("p50", "median latency")):
         # per round (wrk and load.py ran back to back), then the median over rounds

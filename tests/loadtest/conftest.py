@@ -34,8 +34,6 @@ CLI_TIMEOUT = 30.0
 if LOADTEST not in sys.path:
     sys.path.insert(0, LOADTEST)
 
-pytest.importorskip("hdrh", reason="the load generator needs hdrhistogram (pip install hdrhistogram)")
-
 
 def _threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if not t.name.startswith("fibernet-pool")}

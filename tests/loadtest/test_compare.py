@@ -12,6 +12,8 @@ import pytest
 
 from .conftest import LOADTEST, ROOT
 
+pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")
+
 pytestmark = pytest.mark.timeout(60)
 
 

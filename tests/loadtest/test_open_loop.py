@@ -11,6 +11,8 @@ import pytest
 
 from fibernet.http import Response
 
+pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")
+
 pytestmark = pytest.mark.timeout(30)
 
 STALL = 1.0

@@ -13,6 +13,8 @@ import pytest
 from fibernet.examples.echo import handle as echo_handle
 from fibernet.http import Response
 
+pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")
+
 pytestmark = pytest.mark.timeout(40)
 
 HELLO = Response(200, b"Hello, World!", headers={"content-type": "text/plain"})
@@ -137,7 +139,7 @@ def test_processes_count_refused_connections(load, refused_port):
 
 def test_plot_writes_a_png(run_cli, tcp_server, tmp_path):
     # in a process of its own: matplotlib keeps its font files open for the process's life
-    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    pytest.importorskip("matplotlib", exc_type=ImportError, reason="--plot needs matplotlib")
     host, port = tcp_server(echo_handle)
     path = tmp_path / "latency.png"
     proc = run_cli("-w", "echo", "-p", port, "-c", 2, "-n", 300, "-r", 1000, "--plot", path)

@@ -12,6 +12,8 @@ from fibernet.examples.echo import handle as echo_handle
 from fibernet.http import Response
 from fibernet.net.streams import Stream
 
+pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")
+
 pytestmark = pytest.mark.timeout(30)
 
 
