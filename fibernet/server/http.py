@@ -64,11 +64,18 @@ class _Connection:
         "answered",
         "idle",
         "_draining",
+        "_counted",
     )
 
     def __init__(
-        self, app: App, config: HttpConfig, sock: Socket, draining: list[bool] | None = None
+        self,
+        app: App,
+        config: HttpConfig,
+        sock: Socket,
+        draining: list[bool] | None = None,
+        counted: Callable[[], None] | None = None,
     ) -> None:
+        self._counted = counted or _nothing
         self.answered = 0
         self.idle = False  # waiting for the first byte of a next request
         self._draining = draining or [False]
@@ -247,7 +254,10 @@ class _Connection:
                 raise TypeError(f"the app returned {type(response).__name__}, not a Response")
             # A client still waiting for 100 Continue may send the body or not: close after this.
             keep_alive = (
-                head.keep_alive and not _asks_close(response.headers) and not source.state["continue"]
+                head.keep_alive
+                and not _asks_close(response.headers)
+                and not source.state["continue"]
+                and not self._draining[0]  # while draining: answer with Connection: close
             )
             data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
         except (Cancelled, HttpError, _Close):
@@ -272,6 +282,7 @@ class _Connection:
                 log.exception("response body of %s %s failed", head.method, head.target)
                 raise _Close() from None
         self.answered += 1
+        self._counted()
         if self.config.access_log:
             access_log.info(
                 '%s - "%s %s HTTP/%s" %d %d %.1fms',
@@ -304,6 +315,10 @@ def _fmt(addr: Any) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f"{addr[0]}:{addr[1]}"
     return str(addr)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _no_body() -> bytes:
@@ -350,7 +365,7 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                 except OSError:
                     pass
                 return
-        conn = _Connection(app, config, sock, draining)
+        conn = _Connection(app, config, sock, draining, count)
         with lock:
             conns.add(conn)
         try:
@@ -358,11 +373,14 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
         finally:
             with lock:
                 conns.discard(conn)
-                requests[0] += conn.answered
                 if limit is not None:
                     active[0] -= 1
 
     requests = [0]
+
+    def count() -> None:
+        with lock:
+            requests[0] += 1
 
     def stats() -> dict[str, int]:
         return {"requests": requests[0]}
