@@ -124,3 +124,22 @@ def no_runtime_leaks(_frozen_heap):
     assert runtimes() == [], "a runtime is still alive after the test"
     assert fn.schedulers() == []
     assert threading.active_count() == threads_before, threading.enumerate()
+
+
+def _threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if not t.name.startswith("fibernet-pool")}
+
+
+@pytest.fixture
+def no_server_leaks(open_fds):
+    """After the test no runtime is alive, no thread is left and no descriptor is open
+    (the thread pool's threads excepted: they outlive tests on purpose)."""
+    from fibernet.runtime.runtime import runtimes
+
+    before = _threads()
+    fds_before = open_fds()
+    yield
+    assert runtimes() == [], "a runtime is still alive after the test"
+    assert _threads() <= before, _threads() - before
+    leaked = open_fds().leaked_since(fds_before)
+    assert not leaked, f"descriptors left open: {leaked}"

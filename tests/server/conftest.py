@@ -12,29 +12,18 @@
 from __future__ import annotations
 
 import resource
-import threading
 
 import pytest
 
 import fibernet as fn
-from fibernet.runtime.runtime import runtimes
 
 NEEDED_FDS = 4096
 
 
-def _threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if not t.name.startswith("fibernet-pool")}
-
-
 @pytest.fixture(autouse=True)
-def _no_leaks(open_fds):
-    before = _threads()
-    fds_before = open_fds()
+def _no_leaks(no_server_leaks):
+    """After the test no runtime is alive, no thread is left and no descriptor is open."""
     yield
-    assert runtimes() == [], "a runtime is still alive after the test"
-    assert _threads() <= before, _threads() - before
-    leaked = open_fds().leaked_since(fds_before)
-    assert not leaked, f"descriptors left open: {leaked}"
 
 
 @pytest.fixture
