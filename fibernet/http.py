@@ -78,6 +78,14 @@ class Headers:
         headers._items = items
         return headers
 
+    @classmethod
+    def _wire(cls, fields: list[tuple[bytes, bytes]]) -> Headers:
+        """Header fields as the parser saw them: lower-cased names and values as bytes,
+        decoded (latin-1) only when first looked at -- most handlers never do."""
+        headers = _new(_WireHeaders)
+        headers._raw = fields
+        return headers
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         name = name.lower()
@@ -113,6 +121,22 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+
+_new = object.__new__
+
+
+class _WireHeaders(Headers):
+    """:class:`Headers` over the parser's raw fields, decoded on first use."""
+
+    __slots__ = ("_raw",)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached while ``_items`` is unset (slots raise AttributeError then).
+        if name != "_items":
+            raise AttributeError(name)
+        items = self._items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw]
+        return items
 
 
 class Request:
@@ -197,7 +221,7 @@ class Response:
     """An HTTP response.  ``body`` is bytes, str (UTF-8), or an iterable of bytes/str chunks
     (sent with chunked encoding to HTTP/1.1 clients)."""
 
-    __slots__ = ("status", "headers", "body", "_wire")
+    __slots__ = ("status", "headers", "body", "_wire", "_fast")
 
     def __init__(
         self,
@@ -210,6 +234,7 @@ class Response:
             raise ValueError(f"status must be an integer from 100 to 999, not {status!r}")
         self.status = status
         self._wire: tuple | None = None  # the serialised head, kept by the server
+        self._fast: tuple | None = None  # the whole keep-alive HTTP/1.1 response, kept by the server
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         if content_type is not None:
             self.headers.add("content-type", content_type)

@@ -24,13 +24,20 @@ from fibernet.errors import Cancelled
 from fibernet.http import BodyTooLarge, Headers, Request, Response
 from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
+    _BODY,
+    _DATE,
+    _DEAD,
+    _IDLE,
     END,
     HttpError,
     HttpLimits,
     RequestHead,
     ServerProtocol,
+    _next_date,
     error_response,
     head_of,
+    head_prefix_of,
+    http_date,
 )
 
 log = logging.getLogger("fibernet.http")
@@ -52,6 +59,30 @@ class _Close(Exception):
     """End the connection quietly (the client went away or idled out)."""
 
 
+class _Body:
+    """The body source of one request: ``source()`` gives the next piece, b"" at the end
+    (``Expect: 100-continue`` answered on the first call)."""
+
+    __slots__ = ("conn", "expect", "done")
+
+    def __init__(self, conn: _Connection, expect: bool) -> None:
+        self.conn = conn
+        self.expect = expect  # the client waits for 100 Continue, not answered yet
+        self.done = False
+
+    def __call__(self) -> bytes:
+        if self.done:
+            return b""
+        if self.expect:
+            self.expect = False
+            self.conn._send(_CONTINUE)
+        event = self.conn._body_event()
+        if event is END:
+            self.done = True
+            return b""
+        return event
+
+
 class _Connection:
     __slots__ = (
         "app",
@@ -64,7 +95,6 @@ class _Connection:
         "answered",
         "idle",
         "_draining",
-        "_counted",
     )
 
     def __init__(
@@ -73,10 +103,8 @@ class _Connection:
         config: HttpConfig,
         sock: Socket,
         draining: list[bool] | None = None,
-        counted: Callable[[], None] | None = None,
     ) -> None:
-        self._counted = counted or _nothing
-        self.answered = 0
+        self.answered = 0  # requests answered (the server's request counter sums these)
         self.idle = False  # waiting for the first byte of a next request
         self._draining = draining or [False]
         self.app = app
@@ -101,13 +129,15 @@ class _Connection:
             if on_timeout is None:
                 raise _Close() from None
             raise on_timeout from None
-        except (ConnectionError, OSError):
+        except OSError:
             raise _Close() from None
         self.proto.feed(data)
         if not data and not self.proto._events:
             raise _Close()
 
-    def _event(self, waiting_for_head: bool) -> Any:
+    def _next_head(self) -> RequestHead:
+        """The next request head: what the loop's fast path does not handle (a head that
+        comes in pieces, under its deadline; a dead parser; the wait before a head)."""
         proto = self.proto
         limits = self.limits
         events = proto._events
@@ -116,62 +146,52 @@ class _Connection:
                 event = events.popleft()
                 if event.__class__ is HttpError:
                     raise event
-                if event is END and waiting_for_head:
+                if event is END:
                     continue  # the end of a request that had no body to read
                 return event
-            if proto.dead:
+            if proto._state == _DEAD:
                 raise _Close()
-            if waiting_for_head:
-                if proto.in_head:
-                    if self._deadline is None:
-                        self._deadline = time.monotonic() + limits.head_timeout
-                    self._receive(
-                        self._deadline - time.monotonic(),
-                        HttpError(408, f"request head not complete within {limits.head_timeout}s"),
-                    )
-                else:
-                    # Between requests: a server that drains ends the connection here.
-                    self.idle = True
-                    try:
-                        # (a connection that has had no request yet is given its first one)
-                        if self._draining[0] and self.answered:
-                            raise _Close()
-                        self._receive(limits.keepalive_timeout, None)
-                    finally:
-                        self.idle = False
-                    if proto.in_head and self._deadline is None:
-                        self._deadline = time.monotonic() + limits.head_timeout
-            else:
+            if proto.in_head:
+                if self._deadline is None:
+                    self._deadline = time.monotonic() + limits.head_timeout
                 self._receive(
-                    limits.body_timeout, HttpError(408, f"no request body bytes for {limits.body_timeout}s")
+                    self._deadline - time.monotonic(),
+                    HttpError(408, f"request head not complete within {limits.head_timeout}s"),
                 )
+            else:
+                # Between requests: a server that drains ends the connection here.
+                self.idle = True
+                try:
+                    # (a connection that has had no request yet is given its first one)
+                    if self._draining[0] and self.answered:
+                        raise _Close()
+                    self._receive(limits.keepalive_timeout, None)
+                finally:
+                    self.idle = False
+                if proto.in_head and self._deadline is None:
+                    self._deadline = time.monotonic() + limits.head_timeout
 
-    def _body_source(self, head: RequestHead) -> Callable[[], bytes]:
-        if not head.chunked and not head.content_length:
-            return _NO_BODY
-        state = {"continue": head.expect_continue, "done": False}
+    def _body_event(self) -> Any:
+        """The next piece of a request body (bytes) or END."""
+        events = self.proto._events
+        while True:
+            if events:
+                event = events.popleft()
+                if event.__class__ is HttpError:
+                    raise event
+                return event
+            if self.proto._state == _DEAD:
+                raise _Close()
+            self._receive(
+                self.limits.body_timeout,
+                HttpError(408, f"no request body bytes for {self.limits.body_timeout}s"),
+            )
 
-        def next_chunk() -> bytes:
-            if state["done"]:
-                return b""
-            if state["continue"]:
-                state["continue"] = False
-                self._send(_CONTINUE)
-            event = self._event(False)
-            if event is END:
-                state["done"] = True
-                return b""
-            return event
-
-        next_chunk.state = state  # type: ignore[attr-defined]
-        return next_chunk
-
-    def _drain(self, source: Callable[[], bytes]) -> bool:
+    def _drain(self, source: _Body) -> bool:
         """Read and drop what the app left of the body; False if the connection must close."""
-        state = source.state  # type: ignore[attr-defined]
-        if state["done"]:
+        if source.done:
             return True
-        if state["continue"]:
+        if source.expect:
             return False  # the client waits for our go-ahead: it has sent no body; close
         left = self.limits.max_drain
         while left > 0:
@@ -190,7 +210,7 @@ class _Connection:
         except TimeoutError:
             log.debug("client %s did not read for %ss; closing", self.client, self.limits.send_timeout)
             raise _Close() from None
-        except (ConnectionError, OSError):
+        except OSError:
             raise _Close() from None
 
     def _prepare(
@@ -198,17 +218,32 @@ class _Connection:
     ) -> tuple[bytes, Any, bool, bool]:
         """The response head (validated: no header can split the response) and how to send the body."""
         body = response.body
+        version = head.http_version
         if response.status in (204, 304) or response.status < 200:
             # No content, so no Content-Length or Transfer-Encoding (RFC 9110 8.6, 9112 6.1).
-            return head_of(response, head.version, keep_alive, None, False), None, keep_alive, False
+            return head_of(response, version, keep_alive, None, False), None, keep_alive, False
         with_body = head.method != "HEAD"
         if isinstance(body, (bytes, bytearray, memoryview)):
-            data = head_of(response, head.version, keep_alive, len(body), False)
+            prefix = head_prefix_of(response, version, keep_alive, len(body), False)
+            date = http_date()
+            data = prefix + date + b"\r\n\r\n"
+            if with_body and keep_alive and version == "1.1" and body.__class__ is bytes:
+                # Remember the whole response for the next time this Response is returned.
+                data += body
+                response._fast = (
+                    response.status,
+                    response.headers,
+                    len(response.headers._items),
+                    body,
+                    date,
+                    data,
+                )
+                return data, None, keep_alive, False
             return (data + body if with_body and body else data), None, keep_alive, False
-        chunked = head.version == "1.1"
+        chunked = version == "1.1"
         if not chunked:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
-        data = head_of(response, head.version, keep_alive, None, chunked)
+        data = head_of(response, version, keep_alive, None, chunked)
         return data, (body if with_body else None), keep_alive, chunked
 
     def _send_stream(self, body: Iterable[Any], chunked: bool) -> int:
@@ -225,8 +260,7 @@ class _Connection:
 
     def run(self) -> None:
         try:
-            while self._serve_one():
-                pass
+            self._serve()
         except _Close:
             pass
         except HttpError as error:
@@ -237,68 +271,157 @@ class _Connection:
             except OSError:
                 pass
 
-    def _serve_one(self) -> bool:
-        self._deadline = None
-        head = self._event(True)
-        self._deadline = None
-        if head.upgrade:
-            raise HttpError(
-                501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported"
-            )
-        source = self._body_source(head)
-        request = Request(head.method, head.target, head.headers, head.version, self.client, source)
-        started = time.monotonic() if self.config.access_log else 0.0
-        try:
-            response = self.app(request)
-            if not isinstance(response, Response):
-                raise TypeError(f"the app returned {type(response).__name__}, not a Response")
-            # A client still waiting for 100 Continue may send the body or not: close after this.
-            keep_alive = (
-                head.keep_alive
-                and not _asks_close(response.headers)
-                and not source.state["continue"]
-                and not self._draining[0]  # while draining: answer with Connection: close
-            )
-            data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
-        except (Cancelled, HttpError, _Close):
-            raise
-        except BodyTooLarge:
-            raise HttpError(413, "request body too large") from None
-        except Exception:
-            log.exception("app failed on %s %s from %s", head.method, head.target, _fmt(self.client))
-            response = _INTERNAL_ERROR
-            keep_alive = head.keep_alive and not source.state["continue"]
-            data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
-        self._send(data)
-        sent = len(response.body) if stream is None and isinstance(response.body, (bytes, bytearray)) else 0
-        if stream is not None:
+    def _serve(self) -> None:
+        """Answer requests one at a time until the connection ends (raises _Close or
+        HttpError).  The common case -- a whole bodiless request in one read, a bytes
+        response the app returned before -- runs inline, in this one frame."""
+        proto = self.proto
+        events = proto._events
+        feed = proto.feed
+        sock = self.sock
+        recv = sock.recv
+        sendall = sock.sendall
+        limits = self.limits
+        keepalive_timeout = limits.keepalive_timeout
+        send_timeout = limits.send_timeout
+        app = self.app
+        client = self.client
+        draining = self._draining
+        access = self.config.access_log
+        date = _DATE
+        clock = time.time
+        started = 0.0
+        while True:
+            # -- the next request head
+            if events:
+                head = events.popleft()
+                if head is END:
+                    continue  # the end of a request that had no body to read
+                if head.__class__ is HttpError:
+                    raise head
+            elif proto._state == _IDLE:
+                # Between requests: wait for the next one (a server that drains ends the
+                # connection here; one that has had no request yet is given its first one).
+                if draining[0] and self.answered:
+                    raise _Close()
+                self.idle = True
+                sock.timeout = keepalive_timeout
+                try:
+                    data = recv(_RECV)
+                except OSError:  # (a timeout too: an idle keep-alive connection ends quietly)
+                    raise _Close() from None
+                finally:
+                    self.idle = False
+                if not data:
+                    raise _Close()
+                feed(data)
+                if not events and _IDLE < proto._state < _BODY:
+                    self._deadline = time.monotonic() + limits.head_timeout  # from the first byte
+                continue
+            else:
+                head = self._next_head()
+            self._deadline = None
+            if head.upgrade:
+                raise HttpError(
+                    501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported"
+                )
+            head.client = client
+            if head._body is None:  # a body to read on demand
+                source = head._body_source = _Body(self, head.expect_continue)
+            else:
+                source = None
+            if access:
+                started = time.monotonic()
+            # -- the app
             try:
-                sent = self._send_stream(stream, chunked)
-            except _Close:
+                response = app(head)
+                if response.__class__ is not Response and not isinstance(response, Response):
+                    raise TypeError(f"the app returned {type(response).__name__}, not a Response")
+                # A client still waiting for 100 Continue may send the body or not: close after it.
+                keep_alive = (
+                    head.keep_alive
+                    and not draining[0]  # while draining: answer with Connection: close
+                    and (source is None or not source.expect)
+                )
+                fast = response._fast
+                if (
+                    fast is not None
+                    and keep_alive
+                    and fast[3] is response.body
+                    and fast[1] is response.headers
+                    and fast[0] == response.status
+                    and fast[2] == len(fast[1]._items)
+                    and head.http_version == "1.1"
+                    and head.method != "HEAD"
+                ):
+                    # The same keep-alive response as last time: only the date can differ.
+                    if not date[0] <= clock() < date[2]:
+                        _next_date()
+                    if fast[4] is date[1]:
+                        data = fast[5]
+                    else:  # a new second
+                        body = fast[3]
+                        now = date[1]
+                        prefix = head_prefix_of(response, "1.1", True, len(body), False)
+                        data = prefix + now + b"\r\n\r\n" + body
+                        response._fast = (*fast[:4], now, data)
+                    stream = None
+                else:
+                    if _asks_close(response.headers):
+                        keep_alive = False
+                    data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
+            except (Cancelled, HttpError, _Close):
                 raise
+            except BodyTooLarge:
+                raise HttpError(413, "request body too large") from None
             except Exception:
-                # Too late for a 500: the head is out.  Cut the connection so the client
-                # sees a truncated response, not a complete one.
-                log.exception("response body of %s %s failed", head.method, head.target)
+                log.exception("app failed on %s %s from %s", head.method, head.target, _fmt(client))
+                response = _INTERNAL_ERROR
+                keep_alive = head.keep_alive and (source is None or not source.expect)
+                data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
+            # -- the response
+            sock.timeout = send_timeout
+            try:
+                sendall(data)
+            except TimeoutError:
+                log.debug("client %s did not read for %ss; closing", client, send_timeout)
                 raise _Close() from None
-        self.answered += 1
-        self._counted()
-        if self.config.access_log:
-            access_log.info(
-                '%s - "%s %s HTTP/%s" %d %d %.1fms',
-                _fmt(self.client),
-                head.method,
-                head.target,
-                head.version,
-                response.status,
-                sent,
-                (time.monotonic() - started) * 1000,
-            )
-        try:
-            return keep_alive and self._drain(source)
-        except HttpError as error:  # the response is out: no second one for the same request
-            log.debug("bad request body from %s after the response: %s", self.client, error)
-            raise _Close() from None
+            except OSError:
+                raise _Close() from None
+            if stream is not None:
+                try:
+                    sent = self._send_stream(stream, chunked)
+                except _Close:
+                    raise
+                except Exception:
+                    # Too late for a 500: the head is out.  Cut the connection so the client
+                    # sees a truncated response, not a complete one.
+                    log.exception("response body of %s %s failed", head.method, head.target)
+                    raise _Close() from None
+            self.answered += 1
+            if access:
+                if stream is None:
+                    body = response.body
+                    sent = len(body) if isinstance(body, (bytes, bytearray)) else 0
+                access_log.info(
+                    '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                    _fmt(client),
+                    head.method,
+                    head.target,
+                    head.http_version,
+                    response.status,
+                    sent,
+                    (time.monotonic() - started) * 1000,
+                )
+            if not keep_alive:
+                return
+            if source is not None:
+                try:
+                    if not self._drain(source):
+                        return
+                except HttpError as error:  # the response is out: no second one for the same request
+                    log.debug("bad request body from %s after the response: %s", client, error)
+                    raise _Close() from None
 
 
 def _asks_close(headers: Headers) -> bool:
@@ -317,16 +440,6 @@ def _fmt(addr: Any) -> str:
     return str(addr)
 
 
-def _nothing() -> None:
-    pass
-
-
-def _no_body() -> bytes:
-    return b""
-
-
-_no_body.state = {"continue": False, "done": True}  # type: ignore[attr-defined]
-_NO_BODY = _no_body
 _INTERNAL_ERROR = Response(500, b"internal server error\n", content_type="text/plain")
 _OVERLOADED = error_response(HttpError(503, "server overloaded, try again"))
 
@@ -365,7 +478,7 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                 except OSError:
                     pass
                 return
-        conn = _Connection(app, config, sock, draining, count)
+        conn = _Connection(app, config, sock, draining)
         with lock:
             conns.add(conn)
         try:
@@ -373,17 +486,17 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
         finally:
             with lock:
                 conns.discard(conn)
+                closed[0] += conn.answered
                 if limit is not None:
                     active[0] -= 1
 
-    requests = [0]
-
-    def count() -> None:
-        with lock:
-            requests[0] += 1
+    # Requests answered: those of the connections that ended, and those of the open ones
+    # so far (each connection counts its own, with no lock on the way).
+    closed = [0]
 
     def stats() -> dict[str, int]:
-        return {"requests": requests[0]}
+        with lock:
+            return {"requests": closed[0] + sum(c.answered for c in conns)}
 
     handle.app = app  # type: ignore[attr-defined]
     handle.stats = stats  # type: ignore[attr-defined]

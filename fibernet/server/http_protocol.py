@@ -30,7 +30,7 @@ from typing import Any
 
 import httptools
 
-from fibernet.http import Headers, Response, reason_phrase
+from fibernet.http import Headers, Request, Response, reason_phrase
 
 
 @dataclass(frozen=True)
@@ -68,54 +68,57 @@ class _End:
 END: Any = _End()
 
 
-class RequestHead:
-    __slots__ = (
-        "method",
-        "target",
-        "version",
-        "headers",
-        "keep_alive",
-        "chunked",
-        "content_length",
-        "expect_continue",
-        "upgrade",
-    )
+class RequestHead(Request):
+    """A parsed request head: the :class:`~fibernet.http.Request` the app is given (the
+    connection adds the client and the body source), plus how the request is framed."""
+
+    __slots__ = ("keep_alive", "chunked", "content_length", "expect_continue", "upgrade")
 
     def __init__(self, method: str, target: str, version: str, headers: Headers) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
+        super().__init__(method, target, headers, version)
         self.keep_alive = True
         self.chunked = False
         self.content_length: int | None = None
         self.expect_continue = False
         self.upgrade = False
 
-    def __repr__(self) -> str:
-        return f"<RequestHead {self.method} {self.target} HTTP/{self.version}>"
+    @property
+    def version(self) -> str:
+        return self.http_version
 
 
 class _Reject(Exception):
     """Raised inside a parser callback to stop llhttp; the real error is kept aside."""
 
 
-_IDLE, _HEAD, _BODY, _DEAD = range(4)
+# Parser states.  _LINE and _HEAD: a request's first byte has come and its head is not
+# complete (in the request line, in the header fields).
+_IDLE, _LINE, _HEAD, _BODY, _DEAD = range(5)
+# The header fields that frame or route a request: looked at while the head is parsed.
+_SPECIAL = frozenset((b"host", b"transfer-encoding", b"content-length", b"expect"))
+_new = object.__new__
 
 
 class ServerProtocol:
     """One connection's parser state.  Not thread-safe; one fiber owns it."""
 
     def __init__(self, limits: HttpLimits | None = None) -> None:
-        self.limits = limits or HttpLimits()
+        self.limits = limits = limits or HttpLimits()
+        self._max_head = limits.max_head_size
+        self._max_line = limits.max_request_line
+        self._max_fields = limits.max_header_count
+        self._max_body = limits.max_body_size
         self._parser = httptools.HttpRequestParser(self)
         self._events: deque[Any] = deque()
         self._state = _IDLE
         self._error: HttpError | None = None
-        self._url = bytearray()
-        self._fields: list[tuple[str, str]] = []
+        self._url = b""
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._hosts = 0
+        self._codings: list[str] | None = None
+        self._length: bytes | None = None
+        self._expect: bytes | None = None
         self._head_bytes = 0
-        self._in_request_line = False
         self._body_bytes = 0
         self._body_overhead = 0
         self._chunks = 0
@@ -127,7 +130,7 @@ class ServerProtocol:
     @property
     def in_head(self) -> bool:
         """True once a request's first byte has come and until its head is complete."""
-        return self._state == _HEAD
+        return _IDLE < self._state < _BODY
 
     @property
     def dead(self) -> bool:
@@ -139,29 +142,43 @@ class ServerProtocol:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; b"" means the client closed its side."""
-        if self._state == _DEAD:
+        state = self._state
+        if state < _BODY:  # between requests or in a head
+            n = len(data)
+            if 0 < n <= self._max_head - self._head_bytes:  # the common case
+                self._head_bytes += n  # an upper bound: corrected at headers complete
+                try:
+                    self._parser.feed_data(data)
+                except Exception as exc:
+                    self._parse_error(exc)
+                else:
+                    if self._chunked and self._state == _BODY:
+                        self._check_overhead()
+                return
+            if not n:
+                if state == _IDLE:
+                    self._state = _DEAD
+                else:
+                    self._fail(HttpError(400, "connection closed in the middle of a request"))
+                return
+            # Feed only what the head may still take: if it is not complete then, it is
+            # too large, whatever follows.  (A further head that starts in the same read
+            # is counted from there on.)
+            room = self._max_head - self._head_bytes
+            self._parse(data[:room])
+            if _IDLE < self._state < _BODY:
+                if self._state == _LINE:
+                    self._fail(HttpError(414, f"request line over {self._max_line} bytes"))
+                else:
+                    self._fail(HttpError(431, f"request head over {self._max_head} bytes"))
+                return
+            self.feed(data[room:])
+            return
+        if state == _DEAD:
             return
         if not data:
-            if self._state in (_HEAD, _BODY):
-                self._fail(HttpError(400, "connection closed in the middle of a request"))
-            else:
-                self._state = _DEAD
+            self._fail(HttpError(400, "connection closed in the middle of a request"))
             return
-        if self._state in (_IDLE, _HEAD):
-            room = self.limits.max_head_size - self._head_bytes
-            if len(data) > room:
-                # Feed only what the head may still take: if it is not complete then, it is
-                # too large, whatever follows.  (A further head that starts in the same read
-                # is counted from there on.)
-                self._parse(data[:room])
-                if self._state == _HEAD:
-                    if self._in_request_line:
-                        self._fail(HttpError(414, f"request line over {self.limits.max_request_line} bytes"))
-                    else:
-                        self._fail(HttpError(431, f"request head over {self.limits.max_head_size} bytes"))
-                    return
-                self.feed(data[room:])
-                return
         self._parse(data)
 
     # -- parsing ------------------------------------------------------------------------
@@ -169,17 +186,24 @@ class ServerProtocol:
     def _parse(self, data: bytes) -> None:
         if not data or self._state == _DEAD:
             return
-        if self._state in (_IDLE, _HEAD):
+        if self._state < _BODY:
             self._head_bytes += len(data)  # an upper bound: corrected at headers complete
-        elif self._state == _BODY and self._chunked:
+        elif self._chunked:
             self._body_overhead += len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except Exception as exc:
+            self._parse_error(exc)
+        else:
+            if self._chunked and self._state == _BODY:
+                self._check_overhead()
+
+    def _parse_error(self, exc: Exception) -> None:
+        if isinstance(exc, httptools.HttpParserUpgrade):
             self._state = _DEAD  # the head (marked upgrade) is queued; nothing more is parsed
-        except httptools.HttpParserCallbackError:
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             self._fail(self._error or HttpError(400, "bad request"))
-        except httptools.HttpParserError as exc:
+        elif isinstance(exc, httptools.HttpParserError):
             text = str(exc)
             if "Transfer-Encoding" in text and "Content-Length" not in text:
                 self._fail(HttpError(501, f"unsupported transfer coding ({text})"))
@@ -188,10 +212,12 @@ class ServerProtocol:
             else:
                 self._fail(HttpError(400, text or "malformed request"))
         else:
-            if self._state == _BODY and self._chunked:
-                allowed = self.limits.max_chunk_overhead * (self._chunks + 1)
-                if self._body_overhead - self._body_bytes > allowed:
-                    self._fail(HttpError(400, "chunk extensions or trailers too long"))
+            raise exc
+
+    def _check_overhead(self) -> None:
+        allowed = self.limits.max_chunk_overhead * (self._chunks + 1)
+        if self._body_overhead - self._body_bytes > allowed:
+            self._fail(HttpError(400, "chunk extensions or trailers too long"))
 
     def _fail(self, error: HttpError) -> None:
         if self._state != _DEAD:
@@ -205,89 +231,102 @@ class ServerProtocol:
     # -- llhttp callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._state = _HEAD
-        self._in_request_line = True
-        self._url.clear()
-        self._fields = []
-        self._body_bytes = 0
-        self._body_overhead = 0
-        self._chunks = 0
-        self._chunked = False
-        self._trailer_bytes = 0
+        self._state = _LINE  # (the rest is reset when the previous head completed)
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.limits.max_request_line:
-            self._reject(414, f"request target over {self.limits.max_request_line} bytes")
+        if self._url:
+            url = self._url + url  # the target came in pieces
+        self._url = url
+        if len(url) > self._max_line:
+            self._reject(414, f"request target over {self._max_line} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._in_request_line = False
         if self._state == _BODY:  # a trailer field: counted, never merged into the headers
             self._trailer_bytes += len(name) + len(value) + 4
             if self._trailer_bytes > self.limits.max_chunk_overhead:
                 self._reject(400, f"trailers over {self.limits.max_chunk_overhead} bytes")
             return
-        if len(self._fields) >= self.limits.max_header_count:
-            self._reject(431, f"more than {self.limits.max_header_count} header fields")
-        self._fields.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self._state = _HEAD
+        fields = self._fields
+        if len(fields) >= self._max_fields:
+            self._reject(431, f"more than {self._max_fields} header fields")
+        name = name.lower()
+        fields.append((name, value))
+        if name in _SPECIAL:
+            if name == b"host":
+                self._hosts += 1
+            elif name == b"content-length":
+                self._length = value
+            elif name == b"expect":
+                self._expect = value
+            else:
+                codings = [c.strip().lower() for c in value.decode("latin-1").split(",")]
+                if self._codings is None:
+                    self._codings = codings
+                else:
+                    self._codings += codings
 
     def on_headers_complete(self) -> None:
-        self._in_request_line = False
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             self._reject(505, f"HTTP/{version} is not supported")
-        fields = self._fields
-        head = RequestHead(
-            parser.get_method().decode("ascii"),
-            self._url.decode("latin-1"),
-            version,
-            Headers._trusted(fields),
-        )
+        # The head is the app's Request: built here, field by field (no __init__ call).
+        head = _new(RequestHead)
+        head.method = method = parser.get_method().decode("ascii")
+        head.target = target = self._url.decode("latin-1")
+        head.path, _, head.query = target.partition("?")
+        head.http_version = version
+        head.headers = Headers._wire(self._fields)
+        head.client = None
+        head._body_source = None
+        head._body = b""
+        head._consumed = False
         head.keep_alive = parser.should_keep_alive()
-        # One pass over the fields for the few that frame or route the request.
-        hosts = 0
-        codings: list[str] = []
-        length = expect = None
-        for name, value in fields:
-            if name == "host":
-                hosts += 1
-            elif name == "transfer-encoding":
-                codings += [c.strip().lower() for c in value.split(",")]
-            elif name == "content-length":
-                length = value
-            elif name == "expect":
-                expect = value
+        head.chunked = False
+        head.content_length = None
+        head.expect_continue = False
+        # The fields that frame or route the request (seen by on_header).
+        hosts = self._hosts
         if hosts != 1 and (hosts or version == "1.1"):
             if hosts:
                 self._reject(400, "more than one Host header")
             self._reject(400, "HTTP/1.1 needs exactly one Host header: missing Host header")
-        if codings:
+        codings = self._codings
+        if codings is not None:
             if codings != ["chunked"]:  # no other coding is decoded (RFC 9112 6.1: 501)
                 self._reject(501, f"unsupported transfer coding {', '.join(codings)!r}")
             if version == "1.0":
                 self._reject(400, "chunked transfer coding on HTTP/1.0")
             head.chunked = True
-        if length is not None:
-            head.content_length = int(length)  # llhttp validated it (digits only, not repeated)
-            if head.content_length > self.limits.max_body_size:
-                self._reject(
-                    413, f"body of {head.content_length} bytes over the limit of {self.limits.max_body_size}"
-                )
-        if expect is not None:
+            head._body = None
+        if self._length is not None:
+            # llhttp validated it (digits only, not repeated)
+            head.content_length = length = int(self._length)
+            if length > self._max_body:
+                self._reject(413, f"body of {length} bytes over the limit of {self._max_body}")
+            if length:
+                head._body = None
+        if self._expect is not None:
+            expect = self._expect.decode("latin-1")
             if expect.lower() != "100-continue":
                 self._reject(417, f"unsupported expectation {expect!r}")
             head.expect_continue = version == "1.1"
-        head.upgrade = parser.should_upgrade() or head.method == "CONNECT"
+        head.upgrade = parser.should_upgrade() or method == "CONNECT"
         self._chunked = head.chunked
         self._state = _BODY
-        self._head_bytes = 0
+        # Ready for the next head (the trailer and body counters start at zero again).
+        self._url = b""
+        self._fields = []
+        self._hosts = 0
+        self._codings = self._length = self._expect = None
+        self._head_bytes = self._body_bytes = self._body_overhead = self._chunks = self._trailer_bytes = 0
         self._events.append(head)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
-        if self._body_bytes > self.limits.max_body_size:
-            self._reject(413, f"body over the limit of {self.limits.max_body_size} bytes")
+        if self._body_bytes > self._max_body:
+            self._reject(413, f"body over the limit of {self._max_body} bytes")
         self._events.append(bytes(body))
 
     def on_chunk_header(self) -> None:
@@ -301,15 +340,22 @@ class ServerProtocol:
 # -- responses -----------------------------------------------------------------------------
 
 _BAD_FIELD_CHARS = ("\r", "\n", "\0")
-_date_cache: list = [0, b""]
+# [from when, the Date header value, until when] (time.time()); shared by every thread (a
+# race only makes two threads format the same second)
+_DATE: list = [0.0, b"", 0.0]
+
+
+def _next_date() -> None:
+    second = int(time.time())
+    _DATE[1] = email.utils.formatdate(second, usegmt=True).encode()
+    _DATE[0] = second  # (after the value: a reader that sees the new times sees it too)
+    _DATE[2] = second + 1
 
 
 def http_date() -> bytes:
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = email.utils.formatdate(now, usegmt=True).encode()
-    return _date_cache[1]
+    if not _DATE[0] <= time.time() < _DATE[2]:  # (the clock may be set back, too)
+        _next_date()
+    return _DATE[1]
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -351,18 +397,25 @@ def response_head(
     return _head_prefix(status, headers, version, keep_alive, length, chunked) + http_date() + b"\r\n\r\n"
 
 
-def head_of(response: Response, version: str, keep_alive: bool, length: int | None, chunked: bool) -> bytes:
-    """``response_head`` for a Response, remembered on it: an app that returns the same
-    Response object again (a constant) pays for its head once, not per request."""
+def head_prefix_of(
+    response: Response, version: str, keep_alive: bool, length: int | None, chunked: bool
+) -> bytes:
+    """The response head up to the Date value, remembered on the Response: an app that
+    returns the same Response object again (a constant) pays for its head once, not per
+    request."""
     headers = response.headers
     key = (response.status, id(headers), len(headers), version, keep_alive, length, chunked)
     cached = response._wire
     if cached is not None and cached[0] == key:
-        prefix = cached[1]
-    else:
-        prefix = _head_prefix(response.status, headers, version, keep_alive, length, chunked)
-        response._wire = (key, prefix)
-    return prefix + http_date() + b"\r\n\r\n"
+        return cached[1]
+    prefix = _head_prefix(response.status, headers, version, keep_alive, length, chunked)
+    response._wire = (key, prefix)
+    return prefix
+
+
+def head_of(response: Response, version: str, keep_alive: bool, length: int | None, chunked: bool) -> bytes:
+    """``response_head`` for a Response (see :func:`head_prefix_of`)."""
+    return head_prefix_of(response, version, keep_alive, length, chunked) + http_date() + b"\r\n\r\n"
 
 
 def error_response(error: HttpError, version: str = "1.1") -> bytes:

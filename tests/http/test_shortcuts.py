@@ -1,0 +1,164 @@
+"""The shortcuts of the common path behave exactly like the general path.
+
+The connection loop keeps the whole wire form of a keep-alive HTTP/1.1 response on a
+Response the app returns again (a constant), the parser hands out the app's Request
+itself with header fields decoded only when looked at, and each connection counts its own
+answered requests.  These tests change what such shortcuts could wrongly keep: a
+constant Response mutated between requests, the clock (the Date header), the request's
+version, method and Connection header, bytes that come one at a time.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+
+from fibernet.http import Headers, Request, Response
+from fibernet.server.http_protocol import END, RequestHead, ServerProtocol
+
+from .conftest import RawClient, drive, parse_responses, request
+
+
+def test_constant_response_mutated_between_requests_is_sent_as_it_is_now():
+    constant = Response(200, b"first", {"content-type": "text/plain"})
+    changes = [
+        lambda: None,  # the same again (served from what was kept)
+        lambda: constant.headers.add("x-added", "yes"),
+        lambda: setattr(constant, "status", 201),
+        lambda: setattr(constant, "body", b"second body"),
+        lambda: setattr(constant, "status", 204),
+        lambda: setattr(constant, "status", 200),
+        lambda: constant.headers.add("connection", "close"),
+    ]
+    calls = []
+
+    def app(req):
+        if calls:
+            changes[len(calls) - 1]()
+        calls.append(req.target)
+        return constant
+
+    pipelined = b"".join(request("GET", f"/{i}") for i in range(len(changes) + 1))
+    sock = drive(app, [pipelined])
+    replies = parse_responses(sock.sent)
+    assert [(r.status, r.body) for r in replies] == [
+        (200, b"first"),
+        (200, b"first"),
+        (200, b"first"),
+        (201, b"first"),
+        (201, b"second body"),
+        (204, b""),
+        (200, b"second body"),
+        (200, b"second body"),
+    ]
+    assert [r.header("x-added") for r in replies] == [None, None] + ["yes"] * 6
+    assert [r.header("content-length") for r in replies] == ["5"] * 4 + ["11", None, "11", "11"]
+    assert [r.closes for r in replies] == [False] * 7 + [True]
+    assert calls == [f"/{i}" for i in range(8)]  # all answered: nothing closed early
+
+
+def test_constant_response_follows_the_clock_in_its_date(monkeypatch):
+    clock = [1_700_000_000.25]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    constant = Response(200, b"hello")
+    seen = []
+
+    def app(req):
+        if req.target == "/back":
+            clock[0] -= 3 * 86400.0  # the clock was set back
+        elif req.target != "/same":
+            clock[0] += 86400.0  # a day later: another Date
+        seen.append(email.utils.formatdate(int(clock[0]), usegmt=True))
+        return constant
+
+    targets = ["/1", "/2", "/3", "/same", "/back"]
+    sock = drive(app, [b"".join(request("GET", t) for t in targets)])
+    replies = parse_responses(sock.sent)
+    dates = [r.header("date") for r in replies]
+    assert dates == seen
+    assert len(set(dates)) == 4 and dates[2] == dates[3]
+    assert all(r.body == b"hello" for r in replies)
+
+
+def test_constant_response_to_other_versions_methods_and_close():
+    constant = Response(200, b"0123456789", {"x-kind": "constant"})
+    sock = drive(lambda req: constant, [
+        request("GET", "/warm")  # (this one leaves the keep-alive HTTP/1.1 form on it)
+        + request("HEAD", "/head")
+        + request("GET", "/old", version="1.0", host=None, headers=[("Connection", "keep-alive")])
+        + request("GET", "/again")
+        + request("GET", "/last", headers=[("Connection", "close")])
+    ])
+    warm, head, old, again, last = parse_responses(sock.sent, head_requests=[False, True])
+    assert warm.version == "HTTP/1.1" and warm.body == b"0123456789" and not warm.closes
+    assert head.header("content-length") == "10" and head.body == b""
+    assert old.version == "HTTP/1.0" and old.header("connection") == "keep-alive"
+    assert old.body == b"0123456789"
+    assert again.raw_head == warm.raw_head or again.header("date") != warm.header("date")
+    assert again.body == b"0123456789" and not again.closes
+    assert last.body == b"0123456789" and last.closes
+    assert all(r.header("x-kind") == "constant" for r in (warm, head, old, again, last))
+
+
+def test_requests_coming_one_byte_at_a_time_are_answered_in_order():
+    def app(req):
+        return Response(200, b"%s %s %s %s" % (req.method.encode(), req.path.encode(),
+                                                req.query.encode(), req.headers["x-tag"].encode()))
+
+    data = (request("GET", "/first/path?a=1&b=2", headers=[("X-Tag", "one")])
+            + request("GET", "/second", headers=[("X-Tag", "two")]))
+    sock = drive(app, [data[i:i + 1] for i in range(len(data))])
+    assert [r.body for r in parse_responses(sock.sent)] == [
+        b"GET /first/path a=1&b=2 one",
+        b"GET /second  two",
+    ]
+
+
+def test_the_parsed_head_is_the_request_with_headers_decoded_on_use():
+    proto = ServerProtocol()
+    proto.feed(b"GET /p/q?x=%C3%A9 HTTP/1.1\r\nHost: h\r\nX-Latin: caf\xe9\r\nx-latin: two\r\n"
+               b"Content-Length: 0\r\n\r\n")
+    head = proto.next_event()
+    assert proto.next_event() is END
+    assert isinstance(head, RequestHead) and isinstance(head, Request)
+    assert (head.method, head.target, head.path, head.query) == ("GET", "/p/q?x=%C3%A9", "/p/q", "x=%C3%A9")
+    assert head.version == head.http_version == "1.1"
+    assert head.body() == b"" and list(head.stream()) == []
+    assert isinstance(head.headers, Headers)
+    assert head.headers.get_all("X-LATIN") == ["café", "two"]
+    assert head.headers["host"] == "h" and "content-length" in head.headers
+    assert head.headers.items() == [("host", "h"), ("x-latin", "café"), ("x-latin", "two"),
+                                    ("content-length", "0")]
+    head.headers.add("X-Added", "1")
+    assert len(head.headers) == 5 and head.headers["x-added"] == "1"
+    assert repr(head) == "<Request GET /p/q?x=%C3%A9 HTTP/1.1>"
+
+
+def test_heads_of_pipelined_requests_are_separate_objects():
+    proto = ServerProtocol()
+    proto.feed(request("GET", "/a", headers=[("X-N", "1")]) + request("POST", "/b", b"xy"))
+    first, end, second = proto.next_event(), proto.next_event(), proto.next_event()
+    assert end is END
+    assert (first.target, second.target) == ("/a", "/b")
+    assert first.headers.items() == [("host", "test"), ("x-n", "1")]
+    assert second.headers.items() == [("host", "test"), ("content-length", "2")]
+    assert (first.content_length, second.content_length) == (None, 2)
+    assert proto.next_event() == b"xy" and proto.next_event() is END
+
+
+@pytest.mark.timeout(30)
+def test_request_counter_counts_requests_of_open_and_closed_connections(http_server, spin_until):
+    server = http_server(lambda req: Response(200, b"ok"))
+    with RawClient(server.address) as c:
+        for i in range(3):
+            c.send(request("GET", f"/{i}"))
+            assert c.response().status == 200
+        spin_until(lambda: server.stats()["requests"] == 3, "3 requests counted on an open connection")
+    with RawClient(server.address) as c:
+        c.send(request("GET", "/x") + request("GET", "/y", headers=[("Connection", "close")]))
+        assert [c.response().status for _ in range(2)] == [200, 200]
+        assert c.at_eof()
+    spin_until(lambda: server.stats()["connections_open"] == 0, "the connections to end")
+    assert server.stats()["requests"] == 5
