@@ -99,7 +99,7 @@ def wait_fd(fd: int, events: int, timeout: float | None = None) -> None:
     cancel_timer = None
     if timeout is not None:
         cancel_timer = sched.add_timer(sched.clock.now() + timeout, partial(state.complete, 1, NOTHING))
-    sched._hub.switch()
+    sched._park()
     fiber._op_state = None
     fiber.state = RUNNING
     index = state.index

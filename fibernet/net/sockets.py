@@ -133,7 +133,7 @@ class Socket:
                 if timer is not None:
                     sched._timers.cancel(timer)
                 self._timer = sched._timers.add(expires, self._on_deadline)
-        sched._hub.switch()
+        sched._park()
         fiber._op_state = None
         fiber.state = RUNNING
         self._waiting = None

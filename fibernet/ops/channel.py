@@ -122,10 +122,26 @@ class Channel(Generic[T]):
         (A choice with ``always`` is no substitute: a choice may pick any ready branch.)
         Raises :class:`ChannelClosed` on a closed channel.
         """
-        v = self._try_put(message)
-        if type(v) is Raise:
-            raise v.exc
-        return v is not NOT_READY
+        with LOCK:  # _give_locked, inlined: the hot path of casts, calls and replies
+            if self._closed:
+                raise ChannelClosed("channel is closed")
+            getters = self._getters
+            while getters:
+                state, index = getters.popleft()
+                if not state.done:
+                    state.index = index
+                    state.value = message
+                    state.woken = True
+                    state.done = True
+                    owner = state.owner
+                    break
+            else:
+                if len(self._buf) < self.capacity:
+                    self._buf.append(message)
+                    return True
+                return False
+        owner._wake()
+        return True
 
     def close(self) -> None:
         """Close the channel (thread-safe, idempotent); see the module doc."""
@@ -251,7 +267,7 @@ class Channel(Generic[T]):
 
     def _suspend(self, sched, fiber, state: OpState, queue: deque, entry: tuple) -> Any:
         """Suspend in a fused put/get until completed; handle cancellation."""
-        sched._hub.switch()
+        sched._park()
         fiber._op_state = None
         fiber.state = RUNNING
         if state.index == -1:

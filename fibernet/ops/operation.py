@@ -106,6 +106,17 @@ class OpState:
         self.owner._wake()
         return True
 
+    def complete_quiet(self, index: int, value: Any) -> Any:
+        """``complete_locked`` that leaves the wake-up to the caller (after it lets go of
+        ``LOCK``): returns the owner to ``_wake()``, or None if it was completed already."""
+        if self.done:
+            return None
+        self.index = index
+        self.value = value
+        self.woken = True
+        self.done = True
+        return self.owner
+
     def finish_self(self, index: int, value: Any) -> None:
         """Complete from the performer's own block phase, holding ``LOCK``: no wake-up."""
         self.index = index
@@ -350,7 +361,7 @@ def perform(op: Operation) -> Any:
         if fiber is None:
             owner.wait(state)
         else:
-            sched._hub.switch()
+            sched._park()
     if fiber is not None:
         fiber._op_state = None
         fiber.state = RUNNING
@@ -381,7 +392,7 @@ def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any)
         if fiber is None:
             state.owner.wait(state)
         else:
-            sched._hub.switch()
+            sched._park()
     if fiber is not None:
         fiber._op_state = None
         fiber.state = RUNNING

@@ -104,6 +104,7 @@ class Runtime:
         self._stopped = True
         for sched in self.schedulers:
             sched._stopping = True
+            sched._budget = 0  # no more direct hand-offs: the loop sees the stop at once
             sched.wake()
 
     def _fatal(self, exc: BaseException) -> None:

@@ -31,7 +31,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from fibernet.errors import Cancelled, NoScheduler
 from fibernet.runtime.clock import REAL_CLOCK, Clock
-from fibernet.runtime.fiber import DONE, NEW, RUNNING, Fiber
+from fibernet.runtime.fiber import NEW, RUNNING, Fiber
 from fibernet.runtime.poller import Poller
 from fibernet.runtime.timers import TimerQueue
 from fibernet.runtime.wakeup import WakeupFd
@@ -43,6 +43,9 @@ log = logging.getLogger("fibernet.scheduler")
 
 _tls = threading.local()
 _MAX_FREE_RUNNERS = 16
+# Fibers a turn may run beyond those runnable when it began (woken during the turn and
+# handed the thread directly): bounds how long I/O and timers wait behind a ping-pong.
+_EXTRA_PER_TURN = 64
 
 
 def current_scheduler() -> Scheduler | None:
@@ -75,6 +78,7 @@ class Scheduler:
         self._stopping = False
         self._hub: greenlet | None = None
         self._free_runners: list[greenlet] = []
+        self._budget = 0  # fiber runs left in this turn (0 outside step 3 of a turn)
         self._fibers: set[Fiber] = set()  # started and not finished
         self.turns = 0
 
@@ -119,9 +123,58 @@ class Scheduler:
     def notify_closing(self, fd: int, owner: object = None) -> None:
         self._poller.notify_closing(fd, owner=owner)
 
-    def suspend(self) -> Any:
-        """Switch from the current fiber back to the loop; returns when it is resumed."""
-        return self._hub.switch()
+    def suspend(self) -> None:
+        """Suspend the current fiber (registered with whatever will wake it); returns when
+        it is resumed."""
+        self._park()
+
+    def _park(self) -> None:
+        """Give the thread away from the current fiber, which has arranged its wake-up.
+
+        Within a turn's budget the next runnable fiber gets it directly (one greenlet switch,
+        not two through the loop); otherwise the loop does.
+        """
+        runq = self._runq
+        if self._budget > 0 and runq:
+            self._budget -= 1
+            fiber = runq.popleft()
+            if fiber is self.current:  # it was woken meanwhile (or yielded)
+                if not self._stealable:
+                    fiber.state = RUNNING  # nobody else to run: go on
+                    return
+                runq.appendleft(fiber)  # let the loop start the stealable ones first
+                self._budget = 0
+                fiber = None
+                self._hub.switch()
+                return
+            if fiber.state is NEW and not self._free_runners:
+                # A greenlet starts at the recursion depth of whoever first switches to
+                # it: new runners are made by the loop, or chains of them would add up.
+                runq.appendleft(fiber)
+                self._budget += 1
+                fiber = None
+                self._hub.switch()
+                return
+            target = self._greenlet_for(fiber)
+            fiber = None  # a suspended frame must not keep another fiber alive
+            target.switch()
+        else:
+            self._hub.switch()
+
+    def _greenlet_for(self, fiber: Fiber) -> greenlet:
+        """Make ``fiber`` the running one; the greenlet to switch to for it (a free or new
+        runner if it has not started)."""
+        self.current = fiber
+        if fiber.state is NEW:
+            fiber.scheduler = self
+            fiber.state = RUNNING
+            self._fibers.add(fiber)
+            runners = self._free_runners
+            runner = runners.pop() if runners else greenlet(self._runner_main, self._hub)
+            fiber._greenlet = runner
+            return runner  # the runner takes its fiber from self.current
+        fiber.state = RUNNING
+        return fiber._greenlet
 
     # -- introspection --------------------------------------------------------------------
 
@@ -196,43 +249,39 @@ class Scheduler:
         if len(timers._heap):
             timers.fire_due(self.clock.now())
 
-        # -- 3. run each fiber that is runnable now, once ---------------------------------
-        n = len(runq)
+        # -- 3. start the stealable fibers still here, then run each fiber that is runnable
+        # now, once, and a bounded number of those woken meanwhile (fibers giving the thread
+        # away spend the same budget) ------------------------------------------------------
         stealable = self._stealable
         m = len(stealable)
-        run_one = self._run_fiber
-        while n:
-            n -= 1
-            run_one(runq.popleft())
         while m:
             m -= 1
             try:
                 fiber = stealable.popleft()
             except IndexError:  # another scheduler stole the rest
                 break
-            run_one(fiber)
+            self._run_fiber(fiber)
+            fiber = None
+        if runq:
+            self._budget = len(runq) + _EXTRA_PER_TURN
+            greenlet_for = self._greenlet_for
+            while self._budget > 0 and runq:
+                self._budget -= 1
+                greenlet_for(runq.popleft()).switch()
+            self._budget = 0
+            self.current = None
 
     def _run_fiber(self, fiber: Fiber) -> None:
-        self.current = fiber
-        if fiber.state is NEW:
-            fiber.scheduler = self
-            fiber.state = RUNNING
-            self._fibers.add(fiber)
-            runners = self._free_runners
-            runner = runners.pop() if runners else greenlet(self._runner_main, self._hub)
-            fiber._greenlet = runner
-            runner.switch()  # the runner takes its fiber from self.current
-        else:
-            fiber.state = RUNNING
-            runner = fiber._greenlet
-            runner.switch()
+        self._greenlet_for(fiber).switch()
         self.current = None
-        # A runner whose fiber finished is parked in its loop, free for the next new fiber.
-        if fiber.state is DONE and len(self._free_runners) < _MAX_FREE_RUNNERS:
-            self._free_runners.append(runner)
 
     def _runner_main(self) -> None:
         """The body of a runner greenlet: run fibers until the scheduler drops it.
+
+        When its fiber finishes, a runner runs the next runnable fiber itself if that one
+        is new (no switch at all), else parks in the free list and hands the thread to it
+        (or to the loop).  A runner the full free list has no room for ends (its parent,
+        the loop, goes on).
 
         Nothing passes through ``switch`` and no local outlives a fiber: arguments of a
         switch stay on the suspended greenlet's stack, so a runner handed itself (or its
@@ -240,11 +289,39 @@ class Scheduler:
         collected, and a finished fiber kept alive never logs the exception nobody joined.
         """
         hub = self._hub
+        runq = self._runq
+        runners = self._free_runners
         while True:
             fiber = self.current
             fiber._execute()
             fiber._greenlet = None
             fiber = None
+            if self._budget > 0 and runq:
+                self._budget -= 1
+                fiber = runq.popleft()
+                if fiber.state is NEW:
+                    me = getcurrent()
+                    self.current = fiber
+                    fiber.scheduler = self
+                    fiber.state = RUNNING
+                    self._fibers.add(fiber)
+                    fiber._greenlet = me
+                    me = fiber = None
+                    continue
+                if len(runners) >= _MAX_FREE_RUNNERS:
+                    runq.appendleft(fiber)  # give it back: the loop runs it after this ends
+                    self._budget += 1
+                    return
+                runners.append(getcurrent())
+                target = self._greenlet_for(fiber)
+                fiber = None
+                target.switch()  # back here when the runner is reused: self.current is set
+                target = None
+                continue
+            self.current = None
+            if len(runners) >= _MAX_FREE_RUNNERS:
+                return
+            runners.append(getcurrent())
             hub.switch()
 
     def _fiber_ended(self, fiber: Fiber, exc: BaseException | None) -> None:
@@ -328,5 +405,5 @@ def yield_now() -> None:
         fiber._cancel_pending = False
         raise Cancelled()
     fiber._wake()
-    sched._hub.switch()
+    sched._park()
     fiber.state = RUNNING
