@@ -28,17 +28,18 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from functools import partial
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from fibernet.errors import Cancelled, ChannelClosed, FibernetError, Timeout
 from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
-from fibernet.ops.operation import Operation, choice, guard, perform, wrap
+from fibernet.ops.operation import Operation, OpState, choice, guard, perform, wrap
 from fibernet.ops.timers import now as _now
 from fibernet.ops.timers import timer_op, wait_op
-from fibernet.runtime.fiber import Fiber
-from fibernet.runtime.scheduler import spawn
+from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED, Fiber
+from fibernet.runtime.scheduler import _tls, spawn
 
 log = logging.getLogger("fibernet.actors")
 
@@ -63,8 +64,10 @@ class Message:
 
     __slots__ = ("body", "_reply", "_inflight")
 
-    def __init__(self, body: Any, reply: Channel | None) -> None:
+    def __init__(self, body: Any, reply: OpState | Channel | None) -> None:
         self.body = body
+        # Where the answer goes: the waiting caller's OpState (``call`` from a fiber: the
+        # reply completes it directly), or a one-slot channel (``call_op``, plain threads).
         self._reply = reply
         self._inflight: set | None = None
 
@@ -73,13 +76,21 @@ class Message:
         return self._reply is not None
 
     def reply(self, value: Any) -> None:
-        if self._reply is not None:
-            self._reply.try_put(value)  # capacity 1: never blocks, even if the caller left
-            self._reply = None
-            inflight = self._inflight
-            if inflight is not None:
-                self._inflight = None
-                inflight.discard(self)
+        reply = self._reply
+        if reply is None:
+            return
+        self._reply = None
+        if type(reply) is OpState:
+            with LOCK:  # a caller that timed out or was cancelled completed it already
+                woken = reply.complete_quiet(0, value)
+            if woken is not None:
+                woken._wake()
+        else:
+            reply.try_put(value)  # capacity 1: never blocks, even if the caller left
+        inflight = self._inflight
+        if inflight is not None:
+            self._inflight = None
+            inflight.discard(self)
 
     def fail(self, exc: BaseException) -> None:
         """Answer a call with an exception, raised again in the caller."""
@@ -189,17 +200,71 @@ class ActorRef:
     def call(self, body: Any, timeout: float | None = 5.0) -> Any:
         """Send ``body`` and wait for the reply (raises :class:`fibernet.Timeout` after
         ``timeout`` seconds, :class:`ActorDead` if the actor ends first)."""
+        sched = getattr(_tls, "scheduler", None)
+        fiber = sched.current if sched is not None else None
+        if fiber is None:
+            return self._call_generic(body, timeout)
+        # From a fiber: the reply completes the caller's own wait state directly (no reply
+        # channel, no choice); a timeout is one timer on the scheduler's heap.
+        state = OpState(fiber, sched, self._what_call)
+        message = Message(body, state)
+        deadline = None if timeout is None else sched.clock.now() + timeout
+        try:
+            sent = not self._exit._signalled and self._mailbox.try_put(message)
+        except ChannelClosed:
+            sent = False
+        if not sent:  # a full mailbox, or a dead actor: _send waits or raises
+            self._send(message, None if deadline is None else self._expired_op(deadline, timeout))
+        with LOCK:
+            if not state.done:
+                if fiber._cancel_pending:
+                    fiber._cancel_pending = False
+                    state.done = True  # the answer, if any, is dropped
+                    raise Cancelled()
+                fiber._op_state = state
+                fiber.state = SUSPENDED
+        if not state.done or state.woken:  # (woken: the answer came already; take its wake-up)
+            if deadline is None:
+                sched._park()
+            else:
+                timers = sched._timers
+                timer = timers.add(deadline, partial(state.complete, 1, None))
+                sched._park()
+                if state.index != 1:
+                    timers.cancel(timer)
+            fiber._op_state = None
+            fiber.state = RUNNING
+            index = state.index
+            if index:
+                if index == 1:
+                    raise Timeout(f"call to {self.name} timed out after {timeout}s")
+                with LOCK:
+                    fiber._cancel_pending = False
+                raise Cancelled()
+        value = state.value
+        if type(value) is _Failure:
+            raise value.exc
+        return value
+
+    def _call_generic(self, body: Any, timeout: float | None) -> Any:
+        """``call`` through operations (from a plain thread: the thread blocks)."""
         reply: Channel = Channel(1)
         if timeout is None:
             self._send(Message(body, reply))
             return _unwrap(reply.get())
         # One deadline for the whole call: waiting for room in a full mailbox counts too.
-        expired = wrap(
-            timer_op(_now() + timeout),
-            lambda: _raise(Timeout(f"call to {self.name} timed out after {timeout}s")),
-        )
+        expired = self._expired_op(_now() + timeout, timeout)
         self._send(Message(body, reply), expired)
         return _unwrap(perform(choice(reply.get_op(), expired)))
+
+    def _expired_op(self, deadline: float, timeout: float) -> Operation:
+        return wrap(
+            timer_op(deadline),
+            lambda: _raise(Timeout(f"call to {self.name} timed out after {timeout}s")),
+        )
+
+    def _what_call(self) -> str:
+        return f"call to actor {self.name}"
 
     def exit_op(self) -> Operation:
         """Completes when the actor ends, with its exit reason (None: a normal end)."""
@@ -254,19 +319,25 @@ class Actor:
         self._stopping = False
         self.started()
         reason: BaseException | None = None
+        get = mailbox._channel.get  # the loop answers what it takes: no in-flight tracking
+        message = None
         try:
             while not self._stopping:
-                message = mailbox.receive()
-                if message.is_call:
+                message = get()
+                if message._reply is not None:
                     try:
-                        message.reply(self.handle_call(message.body))
+                        value = self.handle_call(message.body)
                     except Exception as exc:
                         message.fail(exc)  # the caller gets it; the actor fails too
                         raise
+                    message.reply(value)
                 else:
                     self.handle_cast(message.body)
+                message = None
         except BaseException as exc:
             reason = exc
+            if message is not None and message._reply is not None:
+                mailbox._inflight.add(message)  # failed with ActorDead once the end is visible
             raise
         finally:
             self.stopped(reason)

@@ -593,3 +593,40 @@ def test_an_actor_knows_its_ref_and_its_name(run_mock, uniq):
         assert repr(ref) == f"<ActorRef {name} alive>"
 
     run_mock(main)
+
+
+def test_a_caller_cancelled_while_waiting_drops_the_late_reply_and_the_actor_goes_on(run_mock):
+    def main():
+        gate = fn.Channel()
+        ref = start(_hold, gate)
+        caller = fn.spawn(ref.call, "first", None)
+        fn.yield_now()  # the call is in the actor's hands, waiting for the gate
+        caller.cancel()
+        with pytest.raises(fn.Cancelled):
+            caller.join()
+        gate.put("late answer")  # the reply to a caller that left: dropped, nobody blocks
+        waiter = fn.spawn(ref.call, "second", None)
+        gate.put("second answer")
+        assert waiter.join() == "second answer"
+        assert ref.alive
+        assert fn.current_scheduler().pending_timers() == 0
+
+    run_mock(main)
+
+
+def test_a_cancel_that_arrives_before_the_call_suspends_abandons_the_call(run_mock):
+    def main():
+        log: list = []
+        ref = start(_recorder, log)
+
+        def caller():
+            fn.current_fiber().cancel()  # pending: raised at the first suspension
+            return ref.call("x", timeout=None)
+
+        f = fn.spawn(caller)
+        with pytest.raises(fn.Cancelled):
+            f.join()
+        assert ref.call("y") == "y"  # the actor took "x", answered nobody, and goes on
+        assert log == ["x", "y"]
+
+    run_mock(main)
