@@ -552,5 +552,6 @@ class Supervisor(Actor):
             ref.stop()
         for ref in self.children.values():
             ref.join(timeout=5.0)
-        for s in self.specs:
-            self.children[s.name] = s.start()
+        for s in self.specs:  # a child that had ended normally left self.children: it stays ended
+            if s.name in self.children:
+                self.children[s.name] = s.start()

@@ -263,6 +263,24 @@ def test_one_for_all_restarts_every_child(run_mock, uniq):
     run_mock(main)
 
 
+def test_one_for_all_does_not_restart_a_child_that_had_ended_normally(run_mock, uniq):
+    def main():
+        names = [uniq(c) for c in "abc"]
+        sup = start(Supervisor([ChildSpec(n, Echo) for n in names], strategy="one_for_all"))
+        _settle()
+        quitter = whereis(names[0])
+        quitter.cast("stop")  # a normal end: the supervisor lets it go
+        _settle()
+        assert not quitter.alive and quitter.exit_reason is None
+        whereis(names[1]).cast(("fail", Boom()))
+        _settle()
+        assert whereis(names[0]) is None  # still ended: not brought back by the sibling's failure
+        assert set(_children(sup)) == {names[1], names[2]}
+        assert all(whereis(n).call(n) == n for n in names[1:])
+
+    run_mock(main)
+
+
 def test_one_for_one_leaves_the_siblings_alone(run_mock, uniq):
     def main():
         names = [uniq(c) for c in "abc"]
