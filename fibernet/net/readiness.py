@@ -35,6 +35,24 @@ def _on_ready(state: OpState, index: int, err: int) -> None:
         state.complete(index, NOTHING)
 
 
+class FdWait(OpState):
+    """One fiber's plain wait on one descriptor (branch 0): its OpState, and also the
+    poller's callback, called with an errno (0: ready) -- no partial, no second call."""
+
+    __slots__ = ()
+
+    def __call__(self, err: int) -> None:
+        value = Raise(OSError(err, f"descriptor closed while waiting: {os.strerror(err)}")) if err else NOTHING
+        with LOCK:
+            if self.done:
+                return
+            self.index = 0
+            self.value = value
+            self.woken = True
+            self.done = True
+        self.owner._wake()
+
+
 def _not_ready() -> Any:
     return NOT_READY
 
@@ -86,14 +104,14 @@ def wait_fd(fd: int, events: int, timeout: float | None = None) -> None:
     if fiber is None:
         _wait_fd_blocking(fd, events, timeout)
         return
-    state = OpState(fiber, sched, f"{'readable' if events == EPOLLIN else 'writable'} fd {fd}")
+    state = FdWait(fiber, sched, (fd, events))
     with LOCK:
         if fiber._cancel_pending:
             fiber._cancel_pending = False
             raise Cancelled()
         fiber._op_state = state
         fiber.state = SUSPENDED
-    callback = partial(_on_ready, state, 0)
+    callback = state
     poller = sched._poller
     poller.watch(fd, events, callback)
     cancel_timer = None

@@ -287,3 +287,33 @@ def test_socket_wraps_a_plain_socket_and_reports_counters():
             sb.close()
 
     assert fn.run(main) == (1000, 1000, 1000, True)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"bytes" * 1000, bytearray(b"ba" * 3000), memoryview(b"0123456789" * 700)[5:], "array"],
+    ids=["bytes", "bytearray", "memoryview", "array-of-ints"],
+)
+def test_sendall_sends_every_byte_of_any_buffer_and_counts_bytes(payload):
+    import array
+
+    if payload == "array":
+        payload = array.array("i", range(2000))  # 4-byte items: bytes, not items, are counted
+    expected = bytes(payload)
+
+    def main():
+        client, server = socket_pair()
+        try:
+            client.sendall(payload)
+            client.shutdown()
+            got = bytearray()
+            while chunk := server.recv(65536):
+                got += chunk
+            return bytes(got), client.bytes_out
+        finally:
+            client.close()
+            server.close()
+
+    got, counted = fn.run(main)
+    assert got == expected
+    assert counted == len(expected)
