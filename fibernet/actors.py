@@ -7,8 +7,9 @@ either waits (``full="block"``, the default) or fails at once (``full="fail"``).
 - ``ref.cast(msg)``: send and go on; fails fast with :class:`ActorDead` on a dead actor.
 - ``ref.call(msg, timeout=5.0)``: request and reply; the timeout is a timer in a choice.
 - ``ref.call_op(msg)``: the call as an operation, to sit in a choice with other operations.
-  It is a CML guard: the request is sent when the choice is performed; the reply channel
-  holds one message, so an actor answering a call whose caller chose another branch never
+  The request is sent when the choice is performed (on a full mailbox a fiber of its own
+  waits for room, withdrawn if the choice takes another branch); the reply channel holds
+  one message, so an actor answering a call whose caller chose another branch never
   blocks.  A call to an actor that ends before it replies fails with :class:`ActorDead`;
   it never hangs.
 
@@ -35,7 +36,7 @@ from typing import Any
 from fibernet.errors import Cancelled, ChannelClosed, FibernetError, Timeout
 from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
-from fibernet.ops.operation import Operation, OpState, choice, guard, perform, wrap
+from fibernet.ops.operation import Operation, OpState, choice, perform, with_nack, wrap
 from fibernet.ops.timers import now as _now
 from fibernet.ops.timers import timer_op, wait_op
 from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED, Fiber
@@ -186,16 +187,44 @@ class ActorRef:
         self._send(Message(body, None))
 
     def call_op(self, body: Any) -> Operation:
-        """The call as an operation: completes with the reply, or raises ActorDead."""
-        return self._call_op(body, None)
+        """The call as an operation: completes with the reply, or raises ActorDead.
 
-    def _call_op(self, body: Any, expired: Operation | None) -> Operation:
-        def make() -> Operation:
+        The request is sent when the choice is performed.  If the mailbox is full (and
+        blocks), a fiber of its own waits for room, so the choice is not held up: if the
+        choice takes another branch first, the request is withdrawn (CML's withNack)."""
+
+        def make(nack: Operation) -> Operation:
+            if not self.alive:
+                raise ActorDead(f"actor {self.name} has ended")
             reply: Channel = Channel(1)
-            self._send(Message(body, reply), expired)
+            message = Message(body, reply)
+            try:
+                sent = self._mailbox.try_put(message)
+            except ChannelClosed:
+                raise ActorDead(f"actor {self.name} has ended") from None
+            if not sent:
+                if self._full == "fail":
+                    raise MailboxFull(f"mailbox of {self.name} is full")
+                spawn(self._send_later, message, nack, name=f"call_op to {self.name}")
             return wrap(reply.get_op(), _unwrap)
 
-        return guard(make)
+        return with_nack(make)
+
+    def _send_later(self, message: Message, nack: Operation) -> None:
+        """Wait for room for ``message`` until the call is given up (``nack``) or the actor
+        ends (then the caller gets ActorDead)."""
+        try:
+            outcome = perform(
+                choice(
+                    wrap(self._mailbox.put_op(message), lambda: "sent"),
+                    wrap(nack, lambda: "withdrawn"),
+                    wrap(self._exit.wait_op(), lambda: "ended"),
+                )
+            )
+        except ChannelClosed:  # the mailbox closes as the actor ends
+            outcome = "ended"
+        if outcome == "ended":
+            message.fail(ActorDead(f"actor {self.name} has ended"))
 
     def call(self, body: Any, timeout: float | None = 5.0) -> Any:
         """Send ``body`` and wait for the reply (raises :class:`fibernet.Timeout` after

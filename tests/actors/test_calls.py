@@ -630,3 +630,40 @@ def test_a_cancel_that_arrives_before_the_call_suspends_abandons_the_call(run_mo
         assert log == ["x", "y"]
 
     run_mock(main)
+
+
+def test_call_op_on_a_full_mailbox_does_not_hold_up_its_choice(run_mock):
+    def main():
+        gate = fn.Channel()
+        ref = start(_hold, gate, mailbox=1)
+        ref.cast("busy")  # taken: the actor now waits on the gate
+        ref.cast("queued")  # fills the one-slot mailbox
+        # The call cannot even be sent: the timer branch must still win at 1 s.
+        t0 = now()
+        got = fn.perform(fn.choice(ref.call_op("late"), fn.wrap(fn.wait_op(1), lambda: "timer")))
+        assert (got, now() - t0) == ("timer", 1)
+        gate.put(None)  # answers "busy"; the actor takes "queued"
+        gate.put(None)  # answers "queued"
+        # The withdrawn request never reached the mailbox: the next call is answered first.
+        waiter = fn.spawn(ref.call, "next", None)
+        fn.yield_now()
+        gate.put("answer")
+        assert waiter.join() == "answer"
+        assert len(ref._mailbox) == 0
+
+    run_mock(main)
+
+
+def test_call_op_waiting_for_room_fails_with_ActorDead_when_the_actor_ends(run_mock):
+    def main():
+        gate = fn.Channel()
+        ref = start(_hold, gate, mailbox=1)
+        ref.cast("busy")
+        ref.cast("queued")
+        caller = fn.spawn(fn.perform, ref.call_op("never sent"))
+        fn.yield_now()
+        ref.stop()
+        with pytest.raises(ActorDead):
+            caller.join()
+
+    run_mock(main)
