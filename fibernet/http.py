@@ -78,14 +78,6 @@ class Headers:
         headers._items = items
         return headers
 
-    @classmethod
-    def _wire(cls, fields: list[tuple[bytes, bytes]]) -> Headers:
-        """Header fields as the parser saw them: lower-cased names and values as bytes,
-        decoded (latin-1) only when first looked at -- most handlers never do."""
-        headers = _new(_WireHeaders)
-        headers._raw = fields
-        return headers
-
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         name = name.lower()

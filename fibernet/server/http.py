@@ -24,9 +24,9 @@ from fibernet.errors import Cancelled
 from fibernet.http import BodyTooLarge, Headers, Request, Response
 from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
-    _BODY,
     _DATE,
     _DEAD,
+    _HEAD,
     _IDLE,
     END,
     HttpError,
@@ -315,7 +315,7 @@ class _Connection:
                 if not data:
                     raise _Close()
                 feed(data)
-                if not events and _IDLE < proto._state < _BODY:
+                if not events and proto._state == _HEAD:
                     self._deadline = time.monotonic() + limits.head_timeout  # from the first byte
                 continue
             else:

@@ -30,7 +30,7 @@ from typing import Any
 
 import httptools
 
-from fibernet.http import Headers, Request, Response, reason_phrase
+from fibernet.http import Headers, Request, Response, _WireHeaders, reason_phrase
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,9 @@ class _Reject(Exception):
     """Raised inside a parser callback to stop llhttp; the real error is kept aside."""
 
 
-# Parser states.  _LINE and _HEAD: a request's first byte has come and its head is not
-# complete (in the request line, in the header fields).
-_IDLE, _LINE, _HEAD, _BODY, _DEAD = range(5)
+# Parser states.  _HEAD: a request's first byte has come and its head is not complete (in
+# the request line while it has no header field yet).
+_IDLE, _HEAD, _BODY, _DEAD = range(4)
 # The header fields that frame or route a request: looked at while the head is parsed.
 _SPECIAL = frozenset((b"host", b"transfer-encoding", b"content-length", b"expect"))
 _new = object.__new__
@@ -115,6 +115,7 @@ class ServerProtocol:
         self._url = b""
         self._fields: list[tuple[bytes, bytes]] = []
         self._hosts = 0
+        self._framing = False  # a field other than Host that _frame must look at
         self._codings: list[str] | None = None
         self._length: bytes | None = None
         self._expect: bytes | None = None
@@ -130,7 +131,7 @@ class ServerProtocol:
     @property
     def in_head(self) -> bool:
         """True once a request's first byte has come and until its head is complete."""
-        return _IDLE < self._state < _BODY
+        return self._state == _HEAD
 
     @property
     def dead(self) -> bool:
@@ -166,8 +167,8 @@ class ServerProtocol:
             # is counted from there on.)
             room = self._max_head - self._head_bytes
             self._parse(data[:room])
-            if _IDLE < self._state < _BODY:
-                if self._state == _LINE:
+            if self._state == _HEAD:
+                if not self._fields:  # still in the request line
                     self._fail(HttpError(414, f"request line over {self._max_line} bytes"))
                 else:
                     self._fail(HttpError(431, f"request head over {self._max_head} bytes"))
@@ -231,7 +232,7 @@ class ServerProtocol:
     # -- llhttp callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._state = _LINE  # (the rest is reset when the previous head completed)
+        self._state = _HEAD  # (the rest is reset when the previous head completed)
 
     def on_url(self, url: bytes) -> None:
         if self._url:
@@ -246,7 +247,6 @@ class ServerProtocol:
             if self._trailer_bytes > self.limits.max_chunk_overhead:
                 self._reject(400, f"trailers over {self.limits.max_chunk_overhead} bytes")
             return
-        self._state = _HEAD
         fields = self._fields
         if len(fields) >= self._max_fields:
             self._reject(431, f"more than {self._max_fields} header fields")
@@ -255,7 +255,9 @@ class ServerProtocol:
         if name in _SPECIAL:
             if name == b"host":
                 self._hosts += 1
-            elif name == b"content-length":
+                return
+            self._framing = True
+            if name == b"content-length":
                 self._length = value
             elif name == b"expect":
                 self._expect = value
@@ -277,21 +279,40 @@ class ServerProtocol:
         head.target = target = self._url.decode("latin-1")
         head.path, _, head.query = target.partition("?")
         head.http_version = version
-        head.headers = Headers._wire(self._fields)
+        head.headers = headers = _new(_WireHeaders)
+        headers._raw = self._fields
         head.client = None
         head._body_source = None
-        head._body = b""
         head._consumed = False
         head.keep_alive = parser.should_keep_alive()
-        head.chunked = False
-        head.content_length = None
-        head.expect_continue = False
-        # The fields that frame or route the request (seen by on_header).
+        head.upgrade = parser.should_upgrade() or method == "CONNECT"
+        self._state = _BODY
+        self._url = b""
+        self._fields = []
+        self._head_bytes = 0
+        if self._hosts == 1 and not self._framing:  # the common case: one Host, no body
+            self._hosts = 0
+            self._chunked = False
+            head._body = b""
+            head.chunked = False
+            head.content_length = None
+            head.expect_continue = False
+            self._events.append(head)
+            return
+        self._frame(head, version)
+        self._events.append(head)
+
+    def _frame(self, head: RequestHead, version: str) -> None:
+        """Check the fields that frame or route the request (seen by on_header)."""
         hosts = self._hosts
         if hosts != 1 and (hosts or version == "1.1"):
             if hosts:
                 self._reject(400, "more than one Host header")
             self._reject(400, "HTTP/1.1 needs exactly one Host header: missing Host header")
+        head._body = b""
+        head.chunked = False
+        head.content_length = None
+        head.expect_continue = False
         codings = self._codings
         if codings is not None:
             if codings != ["chunked"]:  # no other coding is decoded (RFC 9112 6.1: 501)
@@ -312,16 +333,12 @@ class ServerProtocol:
             if expect.lower() != "100-continue":
                 self._reject(417, f"unsupported expectation {expect!r}")
             head.expect_continue = version == "1.1"
-        head.upgrade = parser.should_upgrade() or method == "CONNECT"
         self._chunked = head.chunked
-        self._state = _BODY
-        # Ready for the next head (the trailer and body counters start at zero again).
-        self._url = b""
-        self._fields = []
+        # Ready for the next head; the body counters start at zero.
         self._hosts = 0
+        self._framing = False
         self._codings = self._length = self._expect = None
-        self._head_bytes = self._body_bytes = self._body_overhead = self._chunks = self._trailer_bytes = 0
-        self._events.append(head)
+        self._body_bytes = self._body_overhead = self._chunks = self._trailer_bytes = 0
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
