@@ -320,7 +320,7 @@ class _Connection:
                 continue
             else:
                 head = self._next_head()
-            self._deadline = None
+                self._deadline = None  # (only a head that came in pieces had one)
             if head.upgrade:
                 raise HttpError(
                     501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported"

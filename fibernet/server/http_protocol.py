@@ -95,7 +95,9 @@ class _Reject(Exception):
 # the request line while it has no header field yet).
 _IDLE, _HEAD, _BODY, _DEAD = range(4)
 # The header fields that frame or route a request: looked at while the head is parsed.
-_SPECIAL = frozenset((b"host", b"transfer-encoding", b"content-length", b"expect"))
+_SPECIAL = frozenset(
+    (b"host", b"transfer-encoding", b"content-length", b"expect", b"connection", b"proxy-connection")
+)
 _new = object.__new__
 
 
@@ -116,6 +118,7 @@ class ServerProtocol:
         self._fields: list[tuple[bytes, bytes]] = []
         self._hosts = 0
         self._framing = False  # a field other than Host that _frame must look at
+        self._connection = False  # a Connection field (keep-alive then says nothing of the version)
         self._codings: list[str] | None = None
         self._length: bytes | None = None
         self._expect: bytes | None = None
@@ -256,6 +259,9 @@ class ServerProtocol:
             if name == b"host":
                 self._hosts += 1
                 return
+            if name == b"connection" or name == b"proxy-connection":  # (llhttp reads both)
+                self._connection = True
+                return
             self._framing = True
             if name == b"content-length":
                 self._length = value
@@ -270,9 +276,16 @@ class ServerProtocol:
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            self._reject(505, f"HTTP/{version} is not supported")
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not self._connection:
+            # Of the versions llhttp accepts (0.9, 1.0, 1.1, 2.0), only 1.1 keeps a request
+            # without a Connection field alive: no need to ask (get_http_version formats a
+            # string; tests/http/test_corpus.py holds llhttp to this).
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                self._reject(505, f"HTTP/{version} is not supported")
         # The head is the app's Request: built here, field by field (no __init__ call).
         head = _new(RequestHead)
         head.method = method = parser.get_method().decode("ascii")
@@ -284,12 +297,13 @@ class ServerProtocol:
         head.client = None
         head._body_source = None
         head._consumed = False
-        head.keep_alive = parser.should_keep_alive()
+        head.keep_alive = keep_alive
         head.upgrade = parser.should_upgrade() or method == "CONNECT"
         self._state = _BODY
         self._url = b""
         self._fields = []
         self._head_bytes = 0
+        self._connection = False
         if self._hosts == 1 and not self._framing:  # the common case: one Host, no body
             self._hosts = 0
             self._chunked = False

@@ -162,3 +162,36 @@ def test_request_counter_counts_requests_of_open_and_closed_connections(http_ser
         assert c.at_eof()
     spin_until(lambda: server.stats()["connections_open"] == 0, "the connections to end")
     assert server.stats()["requests"] == 5
+
+
+# (name, value) of the field, and whether it keeps an HTTP/1.0 and an HTTP/1.1 request alive
+CONNECTION_FIELDS = [
+    (None, False, True),
+    (("Connection", "close"), False, False),
+    (("Connection", "keep-alive"), True, True),
+    (("CONNECTION", "Keep-Alive"), True, True),
+    (("Proxy-Connection", "keep-alive"), True, True),  # llhttp reads it as Connection
+    (("proxy-connection", "close"), False, False),
+    (("X-Connection", "keep-alive"), False, True),  # (not a Connection field)
+]
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+@pytest.mark.parametrize(("field", "alive_10", "alive_11"), CONNECTION_FIELDS,
+                         ids=lambda f: f if isinstance(f, bool) else repr(f))
+def test_the_version_is_the_request_lines_whatever_keeps_it_alive(version, field, alive_10, alive_11):
+    """The parser tells HTTP/1.1 from the keep-alive verdict when no Connection field could
+    have swayed it: a field that can (Proxy-Connection too) must not make 1.0 look 1.1."""
+    proto = ServerProtocol()
+    proto.feed(request("GET", "/", version=version, headers=[field] if field else []))
+    head = proto.next_event()
+    assert isinstance(head, RequestHead), head
+    assert head.http_version == version
+    assert head.keep_alive is (alive_11 if version == "1.1" else alive_10)
+    if not head.keep_alive:
+        return  # (llhttp takes nothing after a request that closes)
+    # the next request on the connection starts afresh
+    proto.feed(request("GET", "/next", version="1.0"))
+    assert proto.next_event() is END
+    after = proto.next_event()
+    assert (after.target, after.http_version, after.keep_alive) == ("/next", "1.0", False)
