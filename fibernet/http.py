@@ -66,17 +66,10 @@ class Headers:
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] | None = None) -> None:
         if items is None:
             self._items: list[tuple[str, str]] = []
-        elif isinstance(items, _abc.Mapping):
-            self._items = [(k.lower(), str(v)) for k, v in items.items()]
+        elif items.__class__ is dict or isinstance(items, _abc.Mapping):  # (dict: no ABC check)
+            self._items = [(k.lower(), v if v.__class__ is str else str(v)) for k, v in items.items()]
         else:
-            self._items = [(k.lower(), str(v)) for k, v in items]
-
-    @classmethod
-    def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
-        """Wrap fields that are lower-cased strings already (the parser's), without a copy."""
-        headers = cls.__new__(cls)
-        headers._items = items
-        return headers
+            self._items = [(k.lower(), v if v.__class__ is str else str(v)) for k, v in items]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
@@ -116,6 +109,7 @@ class Headers:
 
 
 _new = object.__new__
+_json_encode = _json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(obj, separators=...)
 
 
 class _WireHeaders(Headers):
@@ -213,7 +207,7 @@ class Response:
     """An HTTP response.  ``body`` is bytes, str (UTF-8), or an iterable of bytes/str chunks
     (sent with chunked encoding to HTTP/1.1 clients)."""
 
-    __slots__ = ("status", "headers", "body", "_wire", "_fast")
+    __slots__ = ("status", "headers", "body", "_fast")
 
     def __init__(
         self,
@@ -222,24 +216,27 @@ class Response:
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | Headers | None = None,
         content_type: str | None = None,
     ) -> None:
-        if not isinstance(status, int) or not 100 <= status <= 999:
+        if (status.__class__ is not int and not isinstance(status, int)) or not 100 <= status <= 999:
             raise ValueError(f"status must be an integer from 100 to 999, not {status!r}")
         self.status = status
-        self._wire: tuple | None = None  # the serialised head, kept by the server
         self._fast: tuple | None = None  # the whole keep-alive HTTP/1.1 response, kept by the server
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        if headers is None:
+            headers = _new(Headers)
+            headers._items = []
+        elif not isinstance(headers, Headers):
+            headers = Headers(headers)
+        self.headers = headers
         if content_type is not None:
-            self.headers.add("content-type", content_type)
-        if isinstance(body, str):
-            if "content-type" not in self.headers and body:
-                self.headers.add("content-type", "text/plain; charset=utf-8")
+            headers.add("content-type", content_type)
+        if body.__class__ is not bytes and isinstance(body, str):
+            if "content-type" not in headers and body:
+                headers.add("content-type", "text/plain; charset=utf-8")
             body = body.encode()
         self.body = body
 
     @classmethod
     def json(cls, obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-        data = _json.dumps(obj, separators=(",", ":")).encode()
-        return cls(status, data, headers, content_type="application/json")
+        return cls(status, _json_encode(obj).encode(), headers, content_type="application/json")
 
     @classmethod
     def text(cls, text: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fibernet.errors import Cancelled
-from fibernet.http import BodyTooLarge, Headers, Request, Response
+from fibernet.http import BodyTooLarge, Request, Response
 from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
     _DATE,
@@ -34,9 +34,9 @@ from fibernet.server.http_protocol import (
     RequestHead,
     ServerProtocol,
     _next_date,
+    encode_head,
     error_response,
-    head_of,
-    head_prefix_of,
+    fields_block,
     http_date,
 )
 
@@ -216,34 +216,34 @@ class _Connection:
     def _prepare(
         self, head: RequestHead, response: Response, keep_alive: bool
     ) -> tuple[bytes, Any, bool, bool]:
-        """The response head (validated: no header can split the response) and how to send the body."""
-        body = response.body
+        """The response head (validated: no header can split the response) and how to send
+        the body: (bytes to send, an iterable body to stream or None, keep-alive, chunked)."""
+        status = response.status
+        headers = response.headers
+        block, closes = fields_block(headers._items)
+        if closes:
+            keep_alive = False  # the app asks to close
         version = head.http_version
-        if response.status in (204, 304) or response.status < 200:
+        body = response.body
+        date = http_date()
+        if status in (204, 304) or status < 200:
             # No content, so no Content-Length or Transfer-Encoding (RFC 9110 8.6, 9112 6.1).
-            return head_of(response, version, keep_alive, None, False), None, keep_alive, False
+            return encode_head(status, block, version, keep_alive, None, False, date), None, keep_alive, False
         with_body = head.method != "HEAD"
         if isinstance(body, (bytes, bytearray, memoryview)):
-            prefix = head_prefix_of(response, version, keep_alive, len(body), False)
-            date = http_date()
-            data = prefix + date + b"\r\n\r\n"
-            if with_body and keep_alive and version == "1.1" and body.__class__ is bytes:
-                # Remember the whole response for the next time this Response is returned.
-                data += body
-                response._fast = (
-                    response.status,
-                    response.headers,
-                    len(response.headers._items),
-                    body,
-                    date,
-                    data,
-                )
+            data = encode_head(status, block, version, keep_alive, len(body), False, date)
+            if not with_body:
                 return data, None, keep_alive, False
-            return (data + body if with_body and body else data), None, keep_alive, False
+            data += body
+            if keep_alive and version == "1.1" and body.__class__ is bytes:
+                # Kept for the next time this Response is returned (a constant): then only
+                # the date can differ.
+                response._fast = (status, headers, len(headers._items), body, date, data)
+            return data, None, keep_alive, False
         chunked = version == "1.1"
         if not chunked:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
-        data = head_of(response, version, keep_alive, None, chunked)
+        data = encode_head(status, block, version, keep_alive, None, chunked, date)
         return data, (body if with_body else None), keep_alive, chunked
 
     def _send_stream(self, body: Iterable[Any], chunked: bool) -> int:
@@ -354,21 +354,16 @@ class _Connection:
                     and head.http_version == "1.1"
                     and head.method != "HEAD"
                 ):
-                    # The same keep-alive response as last time: only the date can differ.
+                    # The same keep-alive response as last time: the same bytes, unless
+                    # the date has moved on.
                     if not date[0] <= clock() < date[2]:
                         _next_date()
                     if fast[4] is date[1]:
                         data = fast[5]
-                    else:  # a new second
-                        body = fast[3]
-                        now = date[1]
-                        prefix = head_prefix_of(response, "1.1", True, len(body), False)
-                        data = prefix + now + b"\r\n\r\n" + body
-                        response._fast = (*fast[:4], now, data)
-                    stream = None
+                        stream = None
+                    else:
+                        data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
                 else:
-                    if _asks_close(response.headers):
-                        keep_alive = False
                     data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
             except (Cancelled, HttpError, _Close):
                 raise
@@ -422,11 +417,6 @@ class _Connection:
                 except HttpError as error:  # the response is out: no second one for the same request
                     log.debug("bad request body from %s after the response: %s", client, error)
                     raise _Close() from None
-
-
-def _asks_close(headers: Headers) -> bool:
-    value = headers.get("connection")
-    return value is not None and "close" in value.lower()
 
 
 def _chunks(body: Iterable[Any]) -> Iterable[bytes]:

@@ -25,12 +25,13 @@ import email.utils
 import re
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
 
-from fibernet.http import Headers, Request, Response, _WireHeaders, reason_phrase
+from fibernet.http import Headers, Request, _WireHeaders, reason_phrase
 
 
 @dataclass(frozen=True)
@@ -401,52 +402,74 @@ def check_field(name: str, value: str) -> None:
         raise ValueError(f"invalid response header value for {name!r}: CR, LF and NUL are not allowed")
 
 
-def _head_prefix(
-    status: int, headers: Headers, version: str, keep_alive: bool, length: int | None, chunked: bool
-) -> bytes:
-    lines = [f"HTTP/{'1.1' if version == '1.1' else '1.0'} {status} {reason_phrase(status)}"]
-    for name, value in headers:
+# The wire form of the fields of a response, by the fields: most responses of an app carry
+# the same few (bounded: forgotten all at once when full).
+_FIELDS: dict[tuple, tuple[bytes, bool]] = {}
+_FIELDS_MAX = 512
+_STATUS_LINES: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})  # HTTP/1.0, HTTP/1.1
+
+
+def fields_block(fields: Iterable[tuple[str, str]]) -> tuple[bytes, bool]:
+    """The header lines of a response's fields, each checked (:func:`check_field`; the
+    framing fields are the server's and left out), and whether the first Connection field
+    asks to close."""
+    try:
+        key: tuple | None = tuple(fields)
+        known = _FIELDS.get(key)
+    except TypeError:  # (an unhashable value: not remembered)
+        key = known = None
+    if known is not None:
+        return known
+    lines = []
+    connection = None
+    for name, value in key if key is not None else fields:
         if name in _FRAMING:
+            if name == "connection" and connection is None:
+                connection = value
             continue
         check_field(name, value)
-        lines.append(f"{name}: {value}")
+        lines.append(f"{name}: {value}\r\n")
+    known = ("".join(lines).encode("latin-1"), connection is not None and "close" in connection.lower())
+    if key is not None:
+        if len(_FIELDS) >= _FIELDS_MAX:
+            _FIELDS.clear()
+        _FIELDS[key] = known
+    return known
+
+
+def encode_head(
+    status: int, block: bytes, version: str, keep_alive: bool, length: int | None, chunked: bool, date: bytes
+) -> bytes:
+    """A response head: the status line, the lines ``block`` of :func:`fields_block`, the
+    framing and connection fields, and the date."""
+    http11 = version == "1.1"
+    line = _STATUS_LINES[http11].get(status)
+    if line is None:
+        line = f"HTTP/1.{int(http11)} {int(status)} {reason_phrase(status)}\r\n".encode("latin-1")
+        _STATUS_LINES[http11][status] = line
     if chunked:
-        lines.append("transfer-encoding: chunked")
+        framing = b"transfer-encoding: chunked\r\n"
     elif length is not None:
-        lines.append(f"content-length: {length}")
+        framing = b"content-length: %d\r\n" % length
+    else:
+        framing = b""
     if not keep_alive:
-        lines.append("connection: close")
-    elif version != "1.1":
-        lines.append("connection: keep-alive")
-    return ("\r\n".join(lines) + "\r\ndate: ").encode("latin-1")
+        framing += b"connection: close\r\n"
+    elif not http11:
+        framing += b"connection: keep-alive\r\n"
+    return b"".join((line, block, framing, b"date: ", date, b"\r\n\r\n"))
 
 
 def response_head(
-    status: int, headers: Headers, version: str, keep_alive: bool, length: int | None, chunked: bool
+    status: int,
+    headers: Iterable[tuple[str, str]],
+    version: str,
+    keep_alive: bool,
+    length: int | None,
+    chunked: bool,
 ) -> bytes:
     """The status line and header fields of a response, with framing and connection fields."""
-    return _head_prefix(status, headers, version, keep_alive, length, chunked) + http_date() + b"\r\n\r\n"
-
-
-def head_prefix_of(
-    response: Response, version: str, keep_alive: bool, length: int | None, chunked: bool
-) -> bytes:
-    """The response head up to the Date value, remembered on the Response: an app that
-    returns the same Response object again (a constant) pays for its head once, not per
-    request."""
-    headers = response.headers
-    key = (response.status, id(headers), len(headers), version, keep_alive, length, chunked)
-    cached = response._wire
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    prefix = _head_prefix(response.status, headers, version, keep_alive, length, chunked)
-    response._wire = (key, prefix)
-    return prefix
-
-
-def head_of(response: Response, version: str, keep_alive: bool, length: int | None, chunked: bool) -> bytes:
-    """``response_head`` for a Response (see :func:`head_prefix_of`)."""
-    return head_prefix_of(response, version, keep_alive, length, chunked) + http_date() + b"\r\n\r\n"
+    return encode_head(status, fields_block(headers)[0], version, keep_alive, length, chunked, http_date())
 
 
 def error_response(error: HttpError, version: str = "1.1") -> bytes:

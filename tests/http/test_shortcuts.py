@@ -195,3 +195,65 @@ def test_the_version_is_the_request_lines_whatever_keeps_it_alive(version, field
     assert proto.next_event() is END
     after = proto.next_event()
     assert (after.target, after.http_version, after.keep_alive) == ("/next", "1.0", False)
+
+
+def test_responses_with_the_same_fields_share_their_wire_form_and_nothing_else():
+    """The lines of a response's fields are remembered by the fields themselves: each response
+    still gets its own values, status, framing and body."""
+    def app(req):
+        n = req.path.strip("/")
+        if n == "close-second":
+            return Response(200, b"kept", [("Connection", "keep-alive"), ("Connection", "close")])
+        return Response(200 + int(n) % 2, b"body %s" % n.encode(), {"X-N": n, "Content-Type": "text/plain"})
+
+    targets = ["/1", "/2", "/1", "/10", "/close-second", "/3"]
+    sock = drive(app, [b"".join(request("GET", t) for t in targets)])
+    replies = parse_responses(sock.sent)
+    assert [(r.status, r.header("x-n"), r.body) for r in replies[:4]] == [
+        (201, "1", b"body 1"), (200, "2", b"body 2"), (201, "1", b"body 1"), (200, "10", b"body 10"),
+    ]
+    assert all(r.header("content-type") == "text/plain" for r in replies[:4])
+    # only the first Connection field of a response counts (as Headers.get reads it)
+    assert replies[4].body == b"kept" and not replies[4].closes
+    assert replies[5].header("x-n") == "3"
+
+
+def test_many_different_fields_are_each_sent_right(monkeypatch):
+    from fibernet.server import http_protocol
+
+    monkeypatch.setattr(http_protocol, "_FIELDS_MAX", 8)
+    sock = drive(lambda req: Response(200, b"", {"X-V": req.path}),
+                 [b"".join(request("GET", f"/{i}") for i in range(30))])
+    assert [r.header("x-v") for r in parse_responses(sock.sent)] == [f"/{i}" for i in range(30)]
+    assert len(http_protocol._FIELDS) <= 8
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\x00b"])
+def test_a_bad_field_is_refused_every_time_even_after_good_ones(value):
+    def app(req):
+        return Response(200, b"", {"X-F": value if req.path == "/bad" else "good"})
+
+    sock = drive(app, [b"".join(request("GET", t) for t in ["/good", "/bad", "/good", "/bad"])])
+    replies = parse_responses(sock.sent)
+    assert [r.status for r in replies] == [200, 500, 200, 500]
+    assert [r.header("x-f") for r in replies] == ["good", None, "good", None]
+    assert b"X-Injected" not in bytes(sock.sent)
+
+
+def test_response_constructors_keep_their_meaning():
+    from http import HTTPStatus
+
+    assert Response.json({"a": [1, "é"], "b": None}).body == b'{"a":[1,"\\u00e9"],"b":null}'
+    assert Response.json({}).headers["content-type"] == "application/json"
+    assert Headers({"X-N": 5, "X-S": "s"}).items() == [("x-n", "5"), ("x-s", "s")]
+    assert Headers([("X-N", 5)]).items() == [("x-n", "5")]
+    text = Response(200, "héllo")
+    assert text.body == "héllo".encode() and text.headers["content-type"] == "text/plain; charset=utf-8"
+    assert Response(200, "").headers.items() == []
+    with pytest.raises(ValueError):
+        Response("200")
+    with pytest.raises(ValueError):
+        Response(1000)
+    sock = drive(lambda req: Response(HTTPStatus.CREATED, b"made"), [request("GET", "/")])
+    reply = parse_responses(sock.sent)[0]
+    assert reply.raw_head.startswith(b"HTTP/1.1 201 Created\r\n") and reply.body == b"made"
