@@ -302,11 +302,11 @@ class _Connection:
             elif proto._state == _IDLE:
                 # Between requests: wait for the next one (a server that drains ends the
                 # connection here; one that has had no request yet is given its first one).
-                if draining[0] and self.answered:
-                    raise _Close()
-                self.idle = True
-                sock.timeout = keepalive_timeout
+                self.idle = True  # (before the look at draining: drain() sees one or the other)
                 try:
+                    if draining[0] and self.answered:
+                        raise _Close()
+                    sock.timeout = keepalive_timeout
                     data = recv(_RECV)
                 except OSError:  # (a timeout too: an idle keep-alive connection ends quietly)
                     raise _Close() from None
