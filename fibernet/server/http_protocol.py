@@ -116,6 +116,7 @@ class ServerProtocol:
         self._state = _IDLE
         self._error: HttpError | None = None
         self._url = b""
+        self._last_target: tuple[bytes, str, str, str] = (b"", "", "", "")  # url, target, path, query
         self._fields: list[tuple[bytes, bytes]] = []
         self._hosts = 0
         self._framing = False  # a field other than Host that _frame must look at
@@ -290,8 +291,15 @@ class ServerProtocol:
         # The head is the app's Request: built here, field by field (no __init__ call).
         head = _new(RequestHead)
         head.method = method = parser.get_method().decode("ascii")
-        head.target = target = self._url.decode("latin-1")
-        head.path, _, head.query = target.partition("?")
+        url = self._url
+        last = self._last_target
+        if url != last[0]:  # (a keep-alive client often asks for the same target again)
+            target = url.decode("latin-1")
+            path, _, query = target.partition("?")
+            last = self._last_target = (url, target, path, query)
+        head.target = last[1]
+        head.path = last[2]
+        head.query = last[3]
         head.http_version = version
         head.headers = headers = _new(_WireHeaders)
         headers._raw = self._fields
@@ -299,7 +307,8 @@ class ServerProtocol:
         head._body_source = None
         head._consumed = False
         head.keep_alive = keep_alive
-        head.upgrade = parser.should_upgrade() or method == "CONNECT"
+        # (llhttp marks an upgrade only with a Connection field that names it, or CONNECT)
+        head.upgrade = (self._connection and parser.should_upgrade()) or method == "CONNECT"
         self._state = _BODY
         self._url = b""
         self._fields = []

@@ -257,3 +257,51 @@ def test_response_constructors_keep_their_meaning():
     sock = drive(lambda req: Response(HTTPStatus.CREATED, b"made"), [request("GET", "/")])
     reply = parse_responses(sock.sent)[0]
     assert reply.raw_head.startswith(b"HTTP/1.1 201 Created\r\n") and reply.body == b"made"
+
+
+def test_repeated_and_changing_targets_on_one_connection():
+    proto = ServerProtocol()
+    targets = ["/a?x=1", "/a?x=1", "/b", "/a?x=1", "/a?x=2", "/a", "/a?"]
+    proto.feed(b"".join(request("GET", t) for t in targets))
+    heads = [e for e in iter(proto.next_event, None) if e is not END]
+    assert [(h.target, h.path, h.query) for h in heads] == [
+        ("/a?x=1", "/a", "x=1"), ("/a?x=1", "/a", "x=1"), ("/b", "/b", ""), ("/a?x=1", "/a", "x=1"),
+        ("/a?x=2", "/a", "x=2"), ("/a", "/a", ""), ("/a?", "/a", ""),
+    ]
+
+
+UPGRADE_FIELDS = [
+    [],
+    [("Upgrade", "websocket")],
+    [("Connection", "Upgrade")],
+    [("Connection", "Upgrade"), ("Upgrade", "websocket")],
+    [("Connection", "keep-alive, Upgrade"), ("Upgrade", "h2c")],
+    [("Proxy-Connection", "Upgrade"), ("Upgrade", "websocket")],
+    [("Connection", "close"), ("Upgrade", "websocket")],
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "CONNECT"])
+@pytest.mark.parametrize("fields", UPGRADE_FIELDS, ids=repr)
+def test_upgrade_is_what_llhttp_says(method, fields):
+    import httptools
+
+    data = request(method, "example.com:443" if method == "CONNECT" else "/", headers=fields)
+    verdict = []
+
+    class Oracle:
+        def on_headers_complete(self):
+            verdict.append(parser.should_upgrade())
+
+    parser = httptools.HttpRequestParser(Oracle())
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        pass
+    proto = ServerProtocol()
+    proto.feed(data)
+    head = proto.next_event()
+    assert head.upgrade is verdict[0]
+    assert head.upgrade is (method == "CONNECT" or any(
+        v.lower().endswith("upgrade") for k, v in fields if k.lower().endswith("connection")) and any(
+        k == "Upgrade" for k, _ in fields))
