@@ -2,7 +2,8 @@
 
 ``ServerProtocol.feed(data)`` parses and queues events; ``next_event()`` hands them out:
 
-- ``RequestHead``: a request line and header fields, validated;
+- ``RequestHead``: a request line and header fields, validated: the
+  :class:`~fibernet.http.Request` the app is given (header fields decoded when first read);
 - ``bytes``: a piece of the body;
 - ``END``: the request is complete;
 - ``HttpError``: the request is bad; answer ``error.status`` and close.  Nothing after it is
@@ -415,6 +416,7 @@ def check_field(name: str, value: str) -> None:
 # the same few (bounded: forgotten all at once when full).
 _FIELDS: dict[tuple, tuple[bytes, bool]] = {}
 _FIELDS_MAX = 512
+_FIELDS_MAX_BYTES = 2048  # (larger ones are not remembered)
 _STATUS_LINES: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})  # HTTP/1.0, HTTP/1.1
 
 
@@ -439,7 +441,7 @@ def fields_block(fields: Iterable[tuple[str, str]]) -> tuple[bytes, bool]:
         check_field(name, value)
         lines.append(f"{name}: {value}\r\n")
     known = ("".join(lines).encode("latin-1"), connection is not None and "close" in connection.lower())
-    if key is not None:
+    if key is not None and len(known[0]) <= _FIELDS_MAX_BYTES:
         if len(_FIELDS) >= _FIELDS_MAX:
             _FIELDS.clear()
         _FIELDS[key] = known

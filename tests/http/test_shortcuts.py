@@ -305,3 +305,15 @@ def test_upgrade_is_what_llhttp_says(method, fields):
     assert head.upgrade is (method == "CONNECT" or any(
         v.lower().endswith("upgrade") for k, v in fields if k.lower().endswith("connection")) and any(
         k == "Upgrade" for k, _ in fields))
+
+
+def test_large_fields_are_sent_and_not_remembered():
+    from fibernet.server import http_protocol
+
+    big = "v" * 5000
+    before = dict(http_protocol._FIELDS)
+    sock = drive(lambda req: Response(200, b"ok", {"X-Big": big + req.path}),
+                 [request("GET", "/1") + request("GET", "/2")])
+    assert [r.header("x-big") for r in parse_responses(sock.sent)] == [big + "/1", big + "/2"]
+    assert all(len(block) <= http_protocol._FIELDS_MAX_BYTES for block, _ in http_protocol._FIELDS.values())
+    assert not any(("x-big", big + "/1") in key for key in http_protocol._FIELDS if key not in before)
