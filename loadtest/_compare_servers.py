@@ -153,6 +153,15 @@ def load_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def load_sleeps() -> int:
+    """Voluntary context switches of the load side (this driver and its finished children):
+    how often the load generator went to sleep waiting for answers.  Each of its sleeps
+    costs the server a wake-up of the generator when the next answer is sent."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_nvcsw + kids.ru_nvcsw
+
+
 def wakeups(pid: int) -> int:
     """Voluntary context switches of every thread of ``pid``: how often it went to sleep
     (in epoll_wait, mostly).  Per request, it says how much work each wake-up found."""
@@ -253,6 +262,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
             )
         cpu0, t0 = server_cpu_seconds(server.proc.pid), time.perf_counter()
         load0 = load_cpu_seconds()
+        sleeps0 = load_sleeps()
         wake0 = wakeups(server.proc.pid)
         if tool == "wrk":
             out = run_wrk(port, params, params["duration"])
@@ -274,6 +284,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
             }
         cpu = server_cpu_seconds(server.proc.pid) - cpu0
         load_cpu = load_cpu_seconds() - load0
+        slept = load_sleeps() - sleeps0
         woke = wakeups(server.proc.pid) - wake0
         wall = time.perf_counter() - t0
         if server.proc.poll() is not None:
@@ -289,12 +300,15 @@ def measure(workload: str, impl: str, params: dict) -> dict:
         server_cpu_util=cpu / wall,
         load_cpu_util=load_cpu / wall,
         server_wakeups_per_msg=woke / n if n else None,
+        load_us_per_msg=1e6 * load_cpu / n if n else None,
+        load_sleeps_per_msg=slept / n if n else None,
         server_command=shlex.join(server.cmd),
     )
     out["summary"] = (
         f"{fmt_num(out['rate'])}/s p50 {fmt_num(out['p50'])} ms p99 {fmt_num(out['p99'])} ms, "
         f"server {fmt_num(out['server_us_per_msg'])} us/msg CPU {100 * out['server_cpu_util']:.0f}%, "
-        f"load CPU {100 * out['load_cpu_util']:.0f}%, "
+        f"load CPU {100 * out['load_cpu_util']:.0f}% {fmt_num(out['load_us_per_msg'])} us/msg "
+        f"{fmt_num(out['load_sleeps_per_msg'])} sleeps/msg, "
         f"errors {out['errors']}"
     )
     return out
@@ -306,12 +320,15 @@ def measure(workload: str, impl: str, params: dict) -> dict:
 
 def make_env(directory: str) -> str:
     """``python -m venv DIR`` and pip install the peers (and fibernet's own dependencies, for
-    the other benchmark scripts) into it; returns its python."""
+    the other benchmark scripts) into it, unless they all import there already; returns its
+    python.  Nothing is installed into this interpreter's environment."""
     python = os.path.join(directory, "bin", "python")
     if not os.path.exists(python):
         print(f"making the peers' environment {directory}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", directory], check=True)
     packages = PEER_PACKAGES + [p for p in FIBERNET_DEPS if p not in PEER_PACKAGES]
+    if importable(python, packages):
+        return python
     print(f"installing into {directory}: {' '.join(packages)}", file=sys.stderr)
     subprocess.run([python, "-m", "pip", "install", "-q", *packages], check=True)
     return python

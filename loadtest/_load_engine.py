@@ -1,5 +1,5 @@
 """The generator of one load process: ``run_local(cfg, ...)`` runs ``fibernet.run(main,
-threads=1)`` with one fiber per connection and returns the process's record as data.
+threads=1)`` and returns the process's record as data.
 
 Tokens.  Every request starts by taking a token: ``(seq, intended)``.  The run is bounded by
 the tokens: ``count`` of them, or as many as fit in ``duration``.
@@ -12,6 +12,18 @@ the tokens: ``count`` of them, or as many as fit in ``duration``.
   it resumes the late requests go out at once and carry their wait in their latency: the
   stall shows in the percentiles as wrk2 shows it (no coordinated omission).
 
+How a connection is driven.  The closed loop at depth 1 on kept connections (wrk's load, and
+the one a server's throughput is measured with) runs each connection from readiness
+callbacks on the scheduler, as wrk's event loop does: the answer's bytes are read, parsed
+and recorded and the next request sent in the callback, with no fiber switch.  A fiber per
+connection costs about 3 us of CPU per request more, and that matters beyond the load CPU:
+a generator that is busy when an answer arrives is not asleep in epoll_wait, so the server
+does not pay to wake it (on loopback the sender's send runs the receiver's wake-up, about
+10 us here), and a generator with less headroom than wrk gets a cheaper, faster server than
+wrk does (see README, "Load testing").  Connects, reconnects after an error and sends that
+do not fit the socket buffer run in fibers.  The other shapes (open loop, pipelining, a
+connection per request) run a fiber per connection.
+
 Every attempt consumes its token, a failed connect included, so a refused or dead server
 ends a ``count`` run too.  After an error the connection is closed and the next token opens
 a new one.  Each socket wait is bounded by ``timeout``.
@@ -23,6 +35,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from _load_stats import Recorder
@@ -30,15 +43,83 @@ from _load_workloads import BadResponse, ClosedEarly, classify, make_workload
 
 import fibernet as fn
 from fibernet.errors import ChannelClosed
-from fibernet.net.sockets import connect
-from fibernet.net.streams import Stream
+from fibernet.net.sockets import Socket, connect
+from fibernet.runtime.poller import EPOLLIN
 
 # Failures of one exchange (a socket timeout is an OSError, a short read an EOFError, a too
 # long line a ValueError); anything else is a bug and ends the run with its traceback.
 EXCHANGE_ERRORS = (OSError, EOFError, ValueError, BadResponse, ClosedEarly)
 CONNECT_BACKOFF = 0.01  # closed loop: pause after a failed connect, so a dead server is not spun on
+CHUNK = 64 * 1024
 
 _now = time.monotonic
+
+
+class Conn:
+    """A connection: a fibernet :class:`Socket` and the bytes received and not yet parsed."""
+
+    __slots__ = ("sock", "buf", "eof")
+
+    def __init__(self, sock: Socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.eof = False
+
+    def read_response(self, parse: Callable[[bytearray, int, bool], int | None], seq: int) -> None:
+        """Read until ``parse`` finds answer ``seq`` whole (in a fiber: waits suspend it)."""
+        buf = self.buf
+        while True:
+            if buf or self.eof:
+                n = parse(buf, seq, self.eof)
+                if n is not None:
+                    del buf[:n]
+                    return
+            data = self.sock.recv(CHUNK)
+            if data:
+                buf += data
+            else:
+                self.eof = True
+
+    def write(self, data: Any) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# the states of a connection driven by callbacks (``Link``): its answer is awaited (the
+# readiness callback and the timer act only then); a fiber is sending its request; a fiber
+# is closing it and connecting again; no tokens are left for it
+WAITING, SENDING, RECONNECTING, RETIRED = 1, 2, 3, 4
+
+
+class Link:
+    """A connection of the callback-driven closed loop."""
+
+    __slots__ = ("index", "sock", "raw", "fd", "buf", "eof", "seq", "start", "deadline", "state")
+    __slots__ += ("timer", "on_readable", "on_timer")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.sock: Socket | None = None
+        self.raw: Any = None  # the socket module's socket inside ``sock``
+        self.fd = -1
+        self.buf = bytearray()
+        self.eof = False
+        self.seq = 0
+        self.start = 0.0
+        self.deadline = 0.0  # (scheduler clock) when the wait for the answer times out
+        self.state = RECONNECTING
+        self.timer: Callable[[], None] | None = None  # cancels the armed timer
+        self.on_readable: Callable[[int], None] | None = None
+        self.on_timer: Callable[[], None] | None = None
+
+    def attach(self, sock: Socket) -> None:
+        self.sock = sock
+        self.raw = sock.sock
+        self.fd = sock.fileno()
+        self.buf = bytearray()
+        self.eof = False
 
 
 class Engine:
@@ -76,17 +157,17 @@ class Engine:
         if due is not None and due > _now():
             fn.perform(fn.timer_op(due))
 
-    def connect(self) -> Stream:
-        stream = Stream(connect(self.cfg.host, self.cfg.port, self.cfg.timeout))
+    def connect(self) -> Conn:
+        conn = Conn(connect(self.cfg.host, self.cfg.port, self.cfg.timeout))
         self.rec.connects += 1
-        return stream
+        return conn
 
     def failed_connect(self, exc: BaseException) -> None:
         self.rec.error(_now(), exc, classify(exc))
         if not self.rate:
             fn.sleep(CONNECT_BACKOFF)
 
-    def preconnect(self) -> Stream | None:
+    def preconnect(self) -> Conn | None:
         try:
             return self.connect()
         except EXCHANGE_ERRORS:
@@ -94,10 +175,11 @@ class Engine:
 
     # -- the connection loops ---------------------------------------------------------------
 
-    def keepalive_loop(self, stream: Stream | None) -> None:
-        """One request at a time on a kept connection (pipeline depth 1)."""
+    def keepalive_loop(self, stream: Conn | None) -> None:
+        """One request at a time on a kept connection (pipeline depth 1), in a fiber: the
+        open loop (the closed loop is ``run_callbacks``)."""
         wl, rec = self.workload, self.rec
-        request, read_response = wl.request, wl.read_response
+        request, parse = wl.request, wl.parse
         try:
             while (token := self.next_token()) is not None:
                 seq, due = token
@@ -111,7 +193,7 @@ class Engine:
                 start = _now() if due is None else due
                 try:
                     stream.write(request(seq))
-                    read_response(stream, seq)
+                    stream.read_response(parse, seq)
                 except EXCHANGE_ERRORS as exc:
                     rec.error(_now(), exc, classify(exc))
                     stream.close()
@@ -137,7 +219,7 @@ class Engine:
                 continue
             try:
                 stream.write(wl.request(seq))
-                wl.read_response(stream, seq)
+                stream.read_response(wl.parse, seq)
             except EXCHANGE_ERRORS as exc:
                 rec.error(_now(), exc, classify(exc))
                 continue
@@ -146,7 +228,7 @@ class Engine:
             now = _now()
             rec.success(now, now - start)
 
-    def pipelined_loop(self, stream: Stream | None) -> None:
+    def pipelined_loop(self, stream: Conn | None) -> None:
         """Up to ``pipeline`` requests in flight on a kept connection: a sender (this fiber)
         and a receiver fiber, a window channel between them."""
         while (token := self.next_token()) is not None:
@@ -165,7 +247,7 @@ class Engine:
         if stream is not None:
             stream.close()
 
-    def _pipelined_pair(self, stream: Stream, token: tuple[int, float | None] | None) -> None:
+    def _pipelined_pair(self, stream: Conn, token: tuple[int, float | None] | None) -> None:
         wl, rec = self.workload, self.rec
         window: fn.Channel = fn.Channel(self.cfg.pipeline - 1)
         inflight: deque = deque()  # [seq, start] sent (or being sent) and not yet answered
@@ -191,7 +273,7 @@ class Engine:
                 if item is None:
                     return
                 try:
-                    wl.read_response(stream, item[0])
+                    stream.read_response(wl.parse, item[0])
                 except EXCHANGE_ERRORS as exc:
                     fail(exc)
                     return
@@ -230,6 +312,245 @@ class Engine:
         finally:
             reader.join()
 
+    # -- the closed loop at depth 1: connections driven by readiness callbacks --------------
+
+    def run_callbacks(self, conns: list[Conn | None]) -> None:
+        """Drive each connection from readiness callbacks until the tokens run out (in the
+        main fiber, which waits meanwhile)."""
+        self.sched = fn.current_scheduler()
+        self.live = len(conns)
+        self.all_retired = fn.Condition()
+        self.crash: list[BaseException] = []
+        self.on_readable = on_readable = self._make_on_readable()
+        links = []
+        for i in range(len(conns)):
+            link = Link(i)
+            link.on_readable = partial(on_readable, link)
+            link.on_timer = partial(self._on_timer, link)
+            links.append(link)
+        try:
+            for link, conn in zip(links, conns, strict=True):
+                if conn is None:
+                    fn.spawn(self._reconnect, link, name=f"load-{link.index}")
+                else:
+                    link.attach(conn.sock)
+                    self._next(link)
+                    if self.crash:
+                        break
+            self.all_retired.wait()
+        finally:
+            # Sockets are closed here, not in the callbacks: a descriptor closed inside its
+            # own readiness callback is more than the poller promises to handle.
+            for link in links:
+                link.state = RETIRED
+                if link.timer is not None:
+                    link.timer()
+                    link.timer = None
+                if link.sock is not None:
+                    link.sock.close()
+                    link.sock = None
+            for conn in conns:
+                if conn is not None:
+                    conn.close()
+        if self.crash:
+            raise self.crash[0]
+
+    def _make_on_readable(self) -> Callable[[Link, int], None]:
+        """The readiness callback of every connection: read the answer, parse, check and
+        record it, take the next token, send its request and wait again; anything unusual
+        (an error, a partial send, no tokens left) goes to the methods below.  It runs once
+        per request, so its names are bound here once, and the steps are written out in it
+        rather than called (each call would cost more than the step)."""
+        sched = self.sched
+        watch = sched.watch_fd
+        add_timer = sched.add_timer
+        wl = self.workload
+        parse = wl.parse
+        request = wl.request
+        success = self.rec.success
+        timeout = self.cfg.timeout
+        count = self.count
+        end = self.end
+        lost = self._lost
+        now_ = _now
+
+        def on_readable(link: Link, err: int) -> None:
+            if link.state != WAITING:
+                return  # timed out, or closed, meanwhile
+            try:
+                if err:
+                    lost(link, OSError(err, os.strerror(err)))
+                    return
+                raw = link.raw
+                buf = link.buf
+                try:
+                    data = raw.recv(CHUNK)
+                    if not data:
+                        link.eof = True
+                    elif len(data) == CHUNK:  # more may be there: read it all (edge-triggered)
+                        buf += data
+                        data = b""
+                        while more := raw.recv(CHUNK):
+                            buf += more
+                        link.eof = True
+                except BlockingIOError:
+                    data = b""
+                except OSError as exc:
+                    lost(link, exc)
+                    return
+                eof = link.eof
+                try:
+                    if buf:  # (rare: the answer came in parts)
+                        buf += data
+                        n = parse(buf, link.seq, eof)
+                        if n is not None:
+                            del buf[:n]
+                    elif data or eof:
+                        n = parse(data, link.seq, eof)
+                        if n is None:
+                            buf += data
+                        elif n < len(data):
+                            buf += data[n:]  # more than one answer: the rest waits for a request
+                    else:
+                        n = None  # a readiness without bytes
+                    if n is None and eof:
+                        raise ClosedEarly(f"closed after {len(buf)} bytes of an answer")
+                except EXCHANGE_ERRORS as exc:
+                    lost(link, exc)
+                    return
+                now = now_()
+                if n is None:  # part of the answer: wait for the rest
+                    link.deadline = now + timeout
+                    watch(link.fd, EPOLLIN, link.on_readable)
+                    return
+                success(now, now - link.start)
+                # the next token (as next_token takes it in the closed loop)
+                seq = self.issued
+                if (count is not None and seq >= count) or (end is not None and now >= end):
+                    self._retire(link)
+                    return
+                self.issued = seq + 1
+                data = request(seq)
+                link.seq = seq
+                link.start = now = now_()
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    lost(link, exc)
+                    return
+                if sent < len(data):  # the socket buffer is full: a fiber sends the rest
+                    link.state = SENDING
+                    fn.spawn(self._send_rest, link, data, sent, name=f"load-send-{link.index}")
+                    return
+                link.deadline = now + timeout
+                watch(link.fd, EPOLLIN, link.on_readable)
+                if link.timer is None:  # one timer per connection, moved on when it fires early
+                    link.timer = add_timer(link.deadline, link.on_timer)
+            except Exception as exc:  # a bug: the run ends with it
+                self._crashed(exc)
+
+        return on_readable
+
+    def _next(self, link: Link) -> None:
+        token = self.next_token()
+        if token is None:
+            self._retire(link)
+        else:
+            self._send(link, token[0])
+
+    def _send(self, link: Link, seq: int) -> None:
+        """Send request ``seq`` (the first on a connection); its answer comes to the
+        readiness callback."""
+        data = self.workload.request(seq)
+        link.seq = seq
+        link.start = _now()
+        try:
+            sent = link.raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._lost(link, exc)
+            return
+        if sent < len(data):
+            link.state = SENDING
+            fn.spawn(self._send_rest, link, data, sent, name=f"load-send-{link.index}")
+            return
+        link.state = WAITING
+        self._arm(link)
+
+    def _arm(self, link: Link) -> None:
+        """Wait (at most ``timeout`` from now) for the answer's bytes.  Deadlines are on
+        ``time.monotonic``, the clock of the scheduler fibernet.run makes."""
+        link.deadline = _now() + self.cfg.timeout
+        self.sched.watch_fd(link.fd, EPOLLIN, link.on_readable)
+        if link.timer is None:
+            link.timer = self.sched.add_timer(link.deadline, link.on_timer)
+
+    def _on_timer(self, link: Link) -> None:
+        link.timer = None
+        if link.state != WAITING:
+            return  # the next wait arms a timer again
+        if _now() >= link.deadline:
+            self._lost(link, TimeoutError(f"no answer within {self.cfg.timeout}s"))
+        else:
+            link.timer = self.sched.add_timer(link.deadline, link.on_timer)
+
+    def _lost(self, link: Link, exc: BaseException) -> None:
+        """The exchange failed: count it; a fiber closes the connection and opens another."""
+        link.state = RECONNECTING
+        self.rec.error(_now(), exc, classify(exc))
+        fn.spawn(self._reconnect, link, name=f"load-{link.index}")
+
+    def _reconnect(self, link: Link) -> None:
+        try:
+            if link.sock is not None:
+                link.sock.close()
+                link.sock = None
+            while (token := self.next_token()) is not None:
+                try:
+                    conn = self.connect()
+                except EXCHANGE_ERRORS as exc:
+                    self.failed_connect(exc)
+                    continue
+                link.attach(conn.sock)
+                self._send(link, token[0])
+                return
+            self._retire(link)
+        except Exception as exc:
+            self._crashed(exc)
+
+    def _send_rest(self, link: Link, data: Any, sent: int) -> None:
+        try:
+            try:
+                link.sock.sendall(memoryview(data)[sent:])
+            except EXCHANGE_ERRORS as exc:
+                self._lost(link, exc)
+                return
+            link.state = WAITING
+            link.deadline = _now() + self.cfg.timeout
+            if link.timer is None:
+                link.timer = self.sched.add_timer(link.deadline, link.on_timer)
+            # the answer may have come while the request went out, its readiness seen by nobody:
+            # read first (the callback waits again if nothing, or not all, is there)
+            self.on_readable(link, 0)
+        except Exception as exc:
+            self._crashed(exc)
+
+    def _retire(self, link: Link) -> None:
+        link.state = RETIRED
+        if link.timer is not None:
+            link.timer()
+            link.timer = None
+        self.live -= 1
+        if self.live == 0:
+            self.all_retired.signal()
+
+    def _crashed(self, exc: BaseException) -> None:
+        self.crash.append(exc)
+        self.all_retired.signal()
+
     # -- the run ----------------------------------------------------------------------------
 
     def progress_loop(self) -> None:
@@ -259,7 +580,7 @@ class Engine:
         cfg = self.cfg
         wl = self.workload
         connections = cfg.connections
-        streams: list[Stream | None] = [None] * connections
+        streams: list[Conn | None] = [None] * connections
         if not wl.per_request_connection:
             fibers = [fn.spawn(self.preconnect, name=f"load-connect-{i}") for i in range(connections)]
             streams = [f.join() for f in fibers]
@@ -279,12 +600,17 @@ class Engine:
             loops = [fn.spawn(self.per_request_loop, name=f"load-{i}") for i in range(connections)]
         elif cfg.pipeline > 1:
             loops = [fn.spawn(self.pipelined_loop, s, name=f"load-{i}") for i, s in enumerate(streams)]
-        else:
+        elif self.rate:
             loops = [fn.spawn(self.keepalive_loop, s, name=f"load-{i}") for i, s in enumerate(streams)]
+        else:
+            loops = None  # the closed loop at depth 1: run_callbacks, in this fiber
         progress = fn.spawn(self.progress_loop, name="load-progress") if self.emit else None
         try:
-            for f in loops:
-                f.join()
+            if loops is None:
+                self.run_callbacks(streams)
+            else:
+                for f in loops:
+                    f.join()
         finally:
             self.done.signal()
             if progress is not None:

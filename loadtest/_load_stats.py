@@ -21,6 +21,7 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT = 3
 TIMELINE_INTERVAL = 0.1
+PENDING_MAX = 50_000  # distinct latencies held before they go into the histogram
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
@@ -29,10 +30,17 @@ def new_histogram() -> HdrHistogram:
 
 
 class Recorder:
-    """The counters of one load process (one scheduler thread: no locking)."""
+    """The counters of one load process (one scheduler thread: no locking).
+
+    ``success`` is on the hot path of every request: it counts the latency in a plain dict
+    (microseconds -> count) that goes into the HdrHistogram in bulk (``flush``), as
+    recording each value into the histogram costs more CPU than the rest of an exchange
+    together; the percentiles are the same.
+    """
 
     def __init__(self) -> None:
         self.hist = new_histogram()
+        self.pending: dict[int, int] = {}  # latencies (us) not yet in ``hist``
         self.ok = 0
         self.errors: dict[str, int] = {}
         self.error_samples: dict[str, str] = {}
@@ -59,8 +67,26 @@ class Recorder:
     def success(self, now: float, latency: float) -> None:
         self.ok += 1
         us = int(latency * 1e6)
-        self.hist.record_value(us if us >= LOWEST_US else LOWEST_US)
-        self._slot(now, self.timeline_ok)
+        pending = self.pending
+        pending[us] = pending.get(us, 0) + 1
+        if len(pending) > PENDING_MAX:
+            self.flush()
+        offset = now - self.t0
+        if offset > self.last:
+            self.last = offset
+        i = int(offset / TIMELINE_INTERVAL)
+        line = self.timeline_ok
+        if 0 <= i < len(line):
+            line[i] += 1
+        else:
+            self._slot(now, line)
+
+    def flush(self) -> None:
+        """Move the pending latencies into the histogram."""
+        record = self.hist.record_value
+        for us, n in self.pending.items():
+            record(us if us >= LOWEST_US else LOWEST_US, n)
+        self.pending.clear()
 
     def error(self, now: float, exc: BaseException | str, kind: str, count: int = 1) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + count
@@ -74,6 +100,7 @@ class Recorder:
 
     def to_part(self, statuses: dict[int, int] | None = None) -> dict:
         """This process's record as JSON-able data, for a parent to merge."""
+        self.flush()
         return {
             "ok": self.ok,
             "errors": dict(self.errors),

@@ -1,9 +1,13 @@
 """The workloads of ``loadtest/load.py``: what one request is and how its answer is checked.
 
-A workload builds the bytes of request ``seq`` (``request``) and reads and checks one answer
-from a :class:`fibernet.net.streams.Stream` (``read_response``), raising one of the
-exceptions below when the answer is wrong.  ``per_request_connection`` says whether every
-request opens its own connection (churn, HTTP without keep-alive).
+A workload builds the bytes of request ``seq`` (``request``) and parses one answer from the
+bytes received so far (``parse(buf, seq, eof)``): the length of the answer at the start of
+``buf`` once it is all there (checked: one of the exceptions below when it is wrong), or
+None while more bytes are needed (at end of stream, ``eof``, a missing part is
+:class:`ClosedEarly` instead).  Parsing from a buffer, not reading from a stream, lets the
+engine run an exchange from a readiness callback as well as from a fiber.
+``per_request_connection`` says whether every request opens its own connection (churn,
+HTTP without keep-alive).
 
 echo   ``size`` bytes that differ from one request to the next (a sliding window over a
        pattern of 251 distinct phases, a prime, so a stale or reordered echo does not match);
@@ -13,7 +17,8 @@ line   one line of ``size`` bytes (newline included); the answer is one line tha
 http   an HTTP/1.1 request (method, path, header fields, body); the answer is read by its
        framing (content-length, chunked, or up to the close; none for HEAD, 1xx, 204, 304)
        and must be 2xx.  ``keepalive=False`` sends ``connection: close`` and opens a
-       connection per request.
+       connection per request.  By default the request is wrk's: ``GET PATH HTTP/1.1`` and a
+       ``Host`` field, nothing else.
 churn  connect, one echo exchange of ``size`` bytes, close.
 """
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from fibernet.net.streams import IncompleteRead, LimitOverrun, Stream
+from fibernet.net.streams import IncompleteRead, LimitOverrun
 
 WORKLOADS = ("echo", "line", "http", "churn")
 PHASES = 251
@@ -105,13 +110,16 @@ class Echo:
     def request(self, seq: int) -> Any:
         return self.payloads[seq % PHASES]
 
-    def read_response(self, stream: Stream, seq: int) -> None:
-        try:
-            got = stream.read_exactly(self.size)
-        except IncompleteRead as exc:
-            raise ClosedEarly(f"closed after {len(exc.partial)} of {self.size} echoed bytes") from None
-        if got != self.payloads[seq % PHASES]:
+    def parse(self, buf: bytearray, seq: int, eof: bool) -> int | None:
+        size = self.size
+        n = len(buf)
+        if n < size:
+            if eof:
+                raise ClosedEarly(f"closed after {n} of {size} echoed bytes")
+            return None
+        if (buf if n == size else buf[:size]) != self.payloads[seq % PHASES]:
             raise BadResponse(f"echo of request {seq} differs from what was sent")
+        return size
 
 
 class Churn(Echo):
@@ -150,16 +158,24 @@ class Line:
     def request(self, seq: int) -> bytes:
         return self.lines[seq % len(self.lines)]
 
-    def read_response(self, stream: Stream, seq: int) -> None:
-        got = stream.readline(self.limit)
-        if not got.endswith(b"\n"):
-            raise ClosedEarly(f"closed after {len(got)} bytes of a line")
+    def parse(self, buf: bytearray, seq: int, eof: bool) -> int | None:
+        i = buf.find(b"\n")
+        if i < 0:
+            if len(buf) >= self.limit:
+                raise BadResponse(f"no newline within {self.limit} bytes")
+            if eof:
+                raise ClosedEarly(f"closed after {len(buf)} bytes of a line")
+            return None
+        end = i + 1
+        if end > self.limit:
+            raise BadResponse(f"a line of {end} bytes exceeds the limit of {self.limit}")
         expect = self.expect
         if expect == "any":
-            return
+            return end
         want = self.lines[seq % len(self.lines)] if expect == "echo" else expect
-        if got != want:
-            raise BadResponse(f"line {got[:60]!r} is not {want[:60]!r}")
+        if (buf if len(buf) == end else buf[:end]) != want:
+            raise BadResponse(f"line {bytes(buf[: min(end, 60)])!r} is not {want[:60]!r}")
+        return end
 
 
 class Http:
@@ -182,7 +198,7 @@ class Http:
         names = {k.lower() for k, _ in headers or ()}
         lines = [f"{self.method} {path} HTTP/1.1"]
         if "host" not in names:
-            lines.append(f"host: {host}:{port}")
+            lines.append(f"Host: {host}:{port}")  # as wrk writes it
         lines += [f"{k}: {v}" for k, v in headers or ()]
         if (body or self.method in ("POST", "PUT", "PATCH")) and "content-length" not in names:
             lines.append(f"content-length: {len(body)}")
@@ -192,6 +208,9 @@ class Http:
         self.bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         self.statuses: dict[int, int] = {}
         self.heads: dict[bytes, tuple[int, int | None, bool, bool]] = {}
+        self.fast: tuple[bytes, int, int] | None = None
+        self.last_head = b""  # the head parsed last and what it says: most answers repeat it
+        self.last_parsed: tuple[int, int | None, bool, bool] = (0, None, False, False)
 
     def describe(self) -> str:
         return f"http {self.method} {self.path}" + ("" if self.keepalive else " (connection: close)")
@@ -199,43 +218,71 @@ class Http:
     def request(self, seq: int) -> bytes:
         return self.bytes
 
-    def read_response(self, stream: Stream, seq: int) -> None:
-        heads = self.heads
+    def parse(self, buf: bytearray, seq: int, eof: bool) -> int | None:
+        fast = self.fast  # the last answer, if plain: (its head, its length, its status)
+        if fast is not None and len(buf) >= fast[1] and buf.startswith(fast[0]):
+            self.statuses[fast[2]] += 1
+            return fast[1]
+        self.fast = None
+        pos = 0
         while True:
-            try:
-                head = stream.read_until(b"\r\n\r\n", HEAD_LIMIT)
-            except IncompleteRead as exc:
-                raise ClosedEarly(f"closed after {len(exc.partial)} bytes of a response head") from None
-            parsed = heads.get(head)
-            if parsed is None:
-                parsed = self._parse_head(head)
-                if len(heads) < HEAD_CACHE:  # a server answers with few distinct heads
-                    heads[head] = parsed
+            last = self.last_head
+            if last and buf.startswith(last, pos):  # the head of the answer before: no search
+                end = pos + len(last)
+                parsed = self.last_parsed
+            else:
+                i = buf.find(b"\r\n\r\n", pos)
+                if i < 0 or i + 4 - pos > HEAD_LIMIT:
+                    if len(buf) - pos >= HEAD_LIMIT:
+                        raise BadResponse(f"no end of the response head within {HEAD_LIMIT} bytes")
+                    if eof:
+                        raise ClosedEarly(f"closed after {len(buf) - pos} bytes of a response head")
+                    return None
+                end = i + 4
+                parsed = self._head(bytes(buf[pos:end]))
             status, length, chunked, close = parsed
+            pos = end
             if status >= 200:
                 break  # 1xx: an interim answer, the real one follows
+        if self.head_only or status in (204, 304):
+            total = pos
+        elif chunked:
+            total = self._chunked_end(buf, pos, eof)
+            if total is None:
+                return None
+        elif length is not None:
+            total = pos + length
+            if len(buf) < total:
+                if eof:
+                    raise ClosedEarly(f"closed after {len(buf) - pos} of {length} body bytes")
+                return None
+        else:  # delimited by the close
+            if not eof:
+                return None
+            total = len(buf)
+            close = True
         statuses = self.statuses
         statuses[status] = statuses.get(status, 0) + 1
-        if not (self.head_only or status in (204, 304)):
-            if chunked:
-                self._read_chunked(stream)
-            elif length is not None:
-                self._body(stream, length)
-            else:
-                while stream.read():  # delimited by the close
-                    pass
-                close = True
         if not 200 <= status < 300:
             raise BadStatus(status)
         if close and self.keepalive:
             raise ClosedEarly("the server closes the connection after the response (no keep-alive)")
+        if length is not None and not chunked and total == end + length and end == len(self.last_head):
+            # a plain answer (2xx, one head, content-length, kept): the next one that starts
+            # with the same head is taken by its length alone
+            self.fast = (self.last_head, total, status)
+        return total
 
-    @staticmethod
-    def _body(stream: Stream, n: int) -> None:
-        try:
-            stream.read_exactly(n)
-        except IncompleteRead as exc:
-            raise ClosedEarly(f"closed after {len(exc.partial)} of {n} body bytes") from None
+    def _head(self, head: bytes) -> tuple[int, int | None, bool, bool]:
+        heads = self.heads
+        parsed = heads.get(head)
+        if parsed is None:
+            parsed = self._parse_head(head)
+            if len(heads) >= HEAD_CACHE:  # a Date field makes a new head every second
+                heads.clear()
+            heads[head] = parsed
+        self.last_head, self.last_parsed = head, parsed
+        return parsed
 
     @staticmethod
     def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
@@ -267,24 +314,38 @@ class Http:
                     close = False
         return status, length, chunked, close
 
-    def _read_chunked(self, stream: Stream) -> None:
+    @staticmethod
+    def _chunked_end(buf: bytearray, pos: int, eof: bool) -> int | None:
+        """Where a chunked body that starts at ``pos`` ends (trailer included), or None."""
         while True:
-            try:
-                size_line = stream.read_until(b"\r\n", HEAD_LIMIT)
-            except IncompleteRead:
-                raise ClosedEarly("closed inside a chunked body") from None
+            i = buf.find(b"\r\n", pos)
+            if i < 0:
+                break
+            size_line = bytes(buf[pos:i])
             try:
                 size = int(size_line.split(b";", 1)[0].strip(), 16)
             except ValueError:
                 raise BadResponse(f"bad chunk size {size_line[:40]!r}") from None
+            pos = i + 2
             if size == 0:
                 while True:  # trailer fields, up to the empty line
-                    try:
-                        if stream.read_until(b"\r\n", HEAD_LIMIT) == b"\r\n":
-                            return
-                    except IncompleteRead:
-                        raise ClosedEarly("closed inside a chunked trailer") from None
-            self._body(stream, size + 2)
+                    i = buf.find(b"\r\n", pos)
+                    if i < 0:
+                        break
+                    if i == pos:
+                        return pos + 2
+                    pos = i + 2
+                break
+            pos += size + 2
+            if len(buf) < pos:
+                break
+            if buf[pos - 2 : pos] != b"\r\n":
+                raise BadResponse("a chunk does not end with CRLF")
+        if len(buf) - pos >= HEAD_LIMIT:
+            raise BadResponse(f"no end of a chunk line within {HEAD_LIMIT} bytes")
+        if eof:
+            raise ClosedEarly("closed inside a chunked body")
+        return None
 
 
 def make_workload(cfg: Any) -> Any:

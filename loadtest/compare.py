@@ -2,11 +2,17 @@
 
 Run from the repository root::
 
-    python loadtest/compare.py --make-env /tmp/peers         # make the peers' environment once
-    python loadtest/compare.py --peers-python /tmp/peers/bin/python          # echo, churn, http
+    python loadtest/compare.py --make-env /tmp/peers         # echo, churn, http; peers in a venv
+    python loadtest/compare.py --peers-python /tmp/peers/bin/python          # the same, made once
     python loadtest/compare.py --quick --workloads http --impls fibernet,uvicorn
     python loadtest/compare.py --wrk-check                   # load.py against wrk, same server
-    python loadtest/compare.py --bench http_hello -- --quick # another benchmark, peers' python
+    python loadtest/compare.py --make-env /tmp/peers bench actors --quick  # the other benchmarks
+
+``bench NAME [ARGS...]`` runs one of the other benchmark scripts, ``loadtest/NAME.py ARGS``
+(``echo``: TCP echo; ``http_hello``: HTTP hello under wrk; ``actors``: actor calls;
+``primitives``: channels, spawn, choice), on the peers' interpreter, so that the peers they
+measure fibernet beside come from the peers' environment: this is how the benchmarks the
+other issues ask for are run.  ARGS go to the script as they are (``bench echo --help``).
 
 Servers (each in its own process, ``taskset -c SERVER_CPU``, default 0):
 
@@ -18,8 +24,10 @@ Servers (each in its own process, ``taskset -c SERVER_CPU``, default 0):
 
 fibernet runs on this interpreter; the peers run on the peers' interpreter: ``--peers-python
 PATH``, or the environment ``--make-env DIR`` makes (``python -m venv DIR`` and ``pip install``
-of the peers into it: never into this environment).  Without either, the peers are taken
-from this interpreter if they import, and the output says so.
+of the peers and of fibernet's own dependencies into it, skipped when they all import
+already: never into this environment; fibernet itself is imported from this checkout).
+Without either, the peers are taken from this interpreter if they import, and the output
+says so.
 
 One measurement (a fresh driver process pinned to the load CPUs, default 1): start the
 server, check it with a few requests, warm up (``--warmup`` s), read the server's CPU time
@@ -36,14 +44,19 @@ Workloads: ``echo`` (closed loop, ``--connections`` N, ``--size`` B messages), `
 loop), ``http-open`` (GET /hello, open loop at ``--rate`` req/s: latency at a fixed load).
 
 ``--wrk-check`` measures load.py against wrk on the fibernet hello server, interleaved:
-``wrk -t1 -cN -dDs --latency`` and load.py's http workload, closed loop, with the same N
-connections, both pinned to the load CPU: request rates, median latencies and their ratios.
+``wrk -t1 -cN -dDs --latency URL`` and load.py's http workload (the same request bytes),
+closed loop, with the same N connections and duration, both pinned to the load CPU: request
+rates, median latencies and their ratios (per round, then the median), and for each tool
+the server's CPU per request, the load side's CPU per request and how often the load side
+went to sleep per request (each sleep costs the server a wake-up of the generator: a
+generator with less headroom sleeps less and gets a cheaper server; README, "Load testing").
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -131,11 +144,12 @@ def wrk_table(samples: _bench.Samples) -> str:
                 fmt_num(med(samples, w, tool, "server_us_per_msg")),
                 _bench.fmt_pct(med(samples, w, tool, "server_cpu_util")),
                 _bench.fmt_pct(med(samples, w, tool, "load_cpu_util")),
-                fmt_num(med(samples, w, tool, "server_wakeups_per_msg")),
+                fmt_num(med(samples, w, tool, "load_us_per_msg")),
+                fmt_num(med(samples, w, tool, "load_sleeps_per_msg")),
             ]
         )
     head = ["tool", "req/s", "spread", "p50 ms", "p99 ms", "srv us/req", "srv CPU", "load CPU"]
-    head.append("srv wake/req")
+    head += ["load us/req", "load sleeps/req"]
     lines = [_bench.format_table(head, rows)]
     for key, what in (("rate", "request rate"), ("p50", "median latency")):
         # per round (wrk and load.py ran back to back), then the median over rounds
@@ -157,7 +171,9 @@ def wrk_table(samples: _bench.Samples) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n" + __doc__.split("::\n\n")[1].split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--workloads", default="echo,churn,http", help=f"comma list of {','.join(WORKLOADS)}")
     p.add_argument(
@@ -178,13 +194,20 @@ def parse_args(argv=None):
     p.add_argument("--make-env", metavar="DIR", help="make (or update) the peers' environment in DIR")
     p.add_argument("--wrk-check", action="store_true", help="load.py against wrk on fibernet's hello server")
     p.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
-    p.add_argument(
-        "--bench", choices=BENCHES, help="run loadtest/BENCH.py on the peers' python; ARGS after --"
-    )
     p.add_argument("--start-timeout", type=float, default=30.0)
     p.add_argument("--json", metavar="PATH")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    sub = p.add_subparsers(dest="command", title="the other benchmarks", metavar="bench")
+    bench = sub.add_parser(
+        "bench",
+        help=f"NAME [ARGS...]: run loadtest/NAME.py ARGS on the peers' python (NAME: {', '.join(BENCHES)})",
+        description="Run loadtest/NAME.py ARGS on the peers' interpreter (--make-env DIR or "
+        "--peers-python PATH, given before 'bench').",
+    )
+    bench.add_argument("name", choices=BENCHES, metavar="NAME", help=", ".join(BENCHES))
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
     args = p.parse_args(argv)
+    if args.command == "bench" and args.args[:1] == ["--"]:
+        args.args = args.args[1:]
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
@@ -232,15 +255,22 @@ def plan_for(args, py: str, log) -> tuple[list, dict[str, list[str]]]:
     return plan, impls
 
 
+def run_bench(name: str, script_args: list[str], py: str, where: str, log) -> int:
+    """``loadtest/NAME.py ARGS`` on the peers' interpreter ``py`` (its bin/ first on PATH, so
+    that what the script starts by name comes from there too); its exit status."""
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(py), os.environ.get("PATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    cmd = [py, os.path.join(HERE, f"{name}.py"), *script_args]
+    log(f"{where}\nrunning: {shlex.join(cmd)}")
+    return subprocess.call(cmd, env=env, cwd=ROOT)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     py, where = peers_python(args)
-    if args.bench:
-        rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-        env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(py), os.environ.get("PATH", "")]))
-        log(f"{where}\nrunning loadtest/{args.bench}.py on {py}")
-        return subprocess.call([py, os.path.join(HERE, f"{args.bench}.py"), *rest], env=env, cwd=ROOT)
+    if args.command == "bench":
+        return run_bench(args.name, args.args, py, where, log)
     print(where)
     print(
         f"server on CPU {args.server_cpu}, load (and its driver) on CPU {args.load_cpu}; "
