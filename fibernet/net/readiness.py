@@ -16,7 +16,7 @@ from typing import Any
 
 from fibernet.errors import Cancelled
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, Raise
-from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
+from fibernet.runtime.fiber import LOCK, RUNNABLE, RUNNING, SUSPENDED
 from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls
 
@@ -50,7 +50,12 @@ class FdWait(OpState):
             self.value = value
             self.woken = True
             self.done = True
-        self.owner._wake()
+        fiber = self.owner  # Fiber._wake, inlined: this is every socket wake-up
+        fiber.state = RUNNABLE
+        sched = fiber.scheduler
+        sched._runq.append(fiber)
+        if sched._sleeping:
+            sched._wakeup.wake()
 
 
 def _not_ready() -> Any:

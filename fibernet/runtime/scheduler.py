@@ -147,15 +147,20 @@ class Scheduler:
                 fiber = None
                 self._hub.switch()
                 return
-            if fiber.state is NEW and not self._free_runners:
-                # A greenlet starts at the recursion depth of whoever first switches to
-                # it: new runners are made by the loop, or chains of them would add up.
-                runq.appendleft(fiber)
-                self._budget += 1
-                fiber = None
-                self._hub.switch()
-                return
-            target = self._greenlet_for(fiber)
+            if fiber.state is NEW:
+                if not self._free_runners:
+                    # A greenlet starts at the recursion depth of whoever first switches to
+                    # it: new runners are made by the loop, or chains of them would add up.
+                    runq.appendleft(fiber)
+                    self._budget += 1
+                    fiber = None
+                    self._hub.switch()
+                    return
+                target = self._greenlet_for(fiber)
+            else:  # _greenlet_for, inlined for the common case
+                self.current = fiber
+                fiber.state = RUNNING
+                target = fiber._greenlet
             fiber = None  # a suspended frame must not keep another fiber alive
             target.switch()
         else:
