@@ -365,6 +365,8 @@ class Scheduler:
                         g.throw(GreenletExit)
                     finally:
                         self.current = None
+                if fiber.done():
+                    fiber.exception()  # the warning above said it: not "never joined" too
                 self._fibers.discard(fiber)
             self._free_runners.clear()
         finally:
