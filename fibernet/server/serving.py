@@ -4,7 +4,8 @@ Signals reach the runtime without running Python code at an awkward moment: the 
 are no-ops and ``signal.set_wakeup_fd`` makes the interpreter write the signal's number to a
 socket pair, which a fiber reads like any other socket.  SIGTERM drains (stop accepting,
 finish within the grace period); SIGINT stops fast (a one-second grace); a second one of
-either stops at once.
+either stops at once -- except in a worker of ``--workers``, which a group signal reaches twice
+(directly and from its supervisor): there only a faster signal (SIGINT after SIGTERM) counts.
 """
 
 from __future__ import annotations
@@ -167,8 +168,26 @@ class _SignalWatcher:
             return
         if signum not in self.SIGNALS:
             return  # another handler's signal (the wake-up descriptor carries them all)
-        self._count += 1
         name = signal.Signals(signum).name
+        if self.in_worker:
+            # A signal sent to the whole process group (a terminal's Ctrl-C, ``kill -TERM
+            # -PGID``) reaches a worker twice: directly, and forwarded by its supervisor.  So
+            # a worker only ever moves to a faster stop: SIGTERM drains, SIGINT stops fast,
+            # and the same signal again changes nothing (the supervisor kills a worker that
+            # outlives its deadline).
+            level = 2 if signum == signal.SIGINT else 1
+            if level <= self._count:
+                log.debug("%s again: already stopping", name)
+                return
+            self._count = level
+            if level == 1:
+                log.info("SIGTERM: draining (up to %.1fs)", self.server.limits.graceful_timeout)
+                self.server.stop()
+            else:
+                log.info("SIGINT: stopping")
+                self.server.stop(FAST_GRACE)
+            return
+        self._count += 1
         if self._count > 1:
             log.warning("%s again: stopping now", name)
             self.server.stop(0)
@@ -182,7 +201,9 @@ class _SignalWatcher:
     def close(self) -> None:
         signal.set_wakeup_fd(self._old_fd)
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            # A worker is about to exit: the copy of a group signal its supervisor forwards
+            # may still be on its way, and must not kill it now (exit 0, not "killed").
+            signal.signal(sig, signal.SIG_IGN if self.in_worker and sig in self.SIGNALS else old)
         self._fiber.cancel()
         self._reader.close()
         self._wsock.close()

@@ -203,6 +203,38 @@ def test_sigterm_lets_a_slow_request_finish_and_exits_0(supervisor):
     assert_clean(server)
 
 
+def test_a_sigterm_to_the_whole_process_group_still_drains(supervisor):
+    """A group SIGTERM (``kill -TERM -PGID``) reaches each worker twice, from the supervisor and
+    directly: that must not count as "a second SIGTERM, stop at once".  The two copies are
+    sent one after the other here, so the kernel cannot merge them."""
+    server, pids = supervisor("--graceful-timeout", "15")
+    with connect(supervisor.port) as c:
+        pid = read_line(c).decode().split()[0]
+        c.sendall(b"slow\n")
+        assert read_line(c) == b"started\n"
+        server.proc.send_signal(signal.SIGTERM)  # the supervisor's copy: it forwards it
+        server.wait_for("supervisor: SIGTERM, stopping 2 worker(s)")
+        server.wait_lines(rf"\[{pid}\] fibernet.server: draining 1 connection\(s\) for up to (\S+)s")
+        os.kill(int(pid), signal.SIGTERM)  # the copy the group signal delivers directly
+        other = (pids - {int(pid)}).pop()
+        server.wait_for(f"worker {other} stopped (exit code 0)")
+        c.sendall(b"go\n")
+        assert read_line(c) == b"finished\n"  # the slow request was let finish
+    assert server.proc.wait(15) == 0, server.log
+    server.wait_for(f"worker {pid} stopped (exit code 0)")
+    assert "again" not in server.log, server.log
+    assert_clean(server)
+
+
+def test_a_group_sigterm_stops_every_process_with_exit_code_0(supervisor):
+    server, pids = supervisor("--graceful-timeout", "15")
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(15) == 0, server.log
+    for pid in pids:  # not "killed by SIGTERM": a late forwarded copy finds it ignoring SIGTERM
+        server.wait_lines(rf"worker {pid} (stopped|died) \(exit code 0\)")
+    assert_clean(server)
+
+
 def test_sigint_stops_fast_and_exits_0(supervisor):
     server, pids = supervisor("--graceful-timeout", "60")
     with connect(supervisor.port) as c:
