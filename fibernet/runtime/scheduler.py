@@ -5,7 +5,13 @@ A turn (the seed's Design chapter):
 1. I/O: poll the descriptors, without waiting if anything is runnable, else until the next
    timer (or forever).  Fibers on other threads wake this one through its eventfd.
 2. Timers: fire every timer that is due.
-3. Run: run once each fiber that was runnable when the turn began.
+3. Run: start the stealable fibers still here, then run once each fiber that was runnable
+   when the turn began -- and, within a budget of 64 more, those woken meanwhile.
+
+A fiber that suspends gives the thread straight to the next fiber in the run queue (one
+greenlet switch, not two through the loop), spending the same budget; a runner greenlet whose
+fiber finished starts the next new fiber in place.  The queue stays FIFO, so the order is the
+same as through the loop, and the budget bounds how long I/O and timers wait.
 
 Fibers spawned with ``parallel=True`` wait in a separate "stealable" queue: they have not
 started, so no greenlet binds them to this thread yet, and an idle scheduler of the same
