@@ -5,7 +5,9 @@ order sent (the mailbox is a FIFO channel).  Mailboxes are bounded; a sender to 
 either waits (``full="block"``, the default) or fails at once (``full="fail"``).
 
 - ``ref.cast(msg)``: send and go on; fails fast with :class:`ActorDead` on a dead actor.
-- ``ref.call(msg, timeout=5.0)``: request and reply; the timeout is a timer in a choice.
+- ``ref.call(msg, timeout=5.0)``: request and reply; the timeout is a timer in a choice --
+  from a fiber, the choice fused as channels fuse theirs: one OpState whose branch 0 is the
+  reply and branch 1 the timer, whichever completes it first under ``LOCK``.
 - ``ref.call_op(msg)``: the call as an operation, to sit in a choice with other operations.
   The request is sent when the choice is performed (on a full mailbox a fiber of its own
   waits for room, withdrawn if the choice takes another branch); the reply channel holds
