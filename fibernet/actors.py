@@ -31,8 +31,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from functools import partial
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from fibernet.errors import Cancelled, ChannelClosed, FibernetError, Timeout
@@ -84,10 +84,7 @@ class Message:
             return
         self._reply = None
         if type(reply) is OpState:
-            with LOCK:  # a caller that timed out or was cancelled completed it already
-                woken = reply.complete_quiet(0, value)
-            if woken is not None:
-                woken._wake()
+            reply.complete(0, value)  # a no-op if the caller timed out or was cancelled
         else:
             reply.try_put(value)  # capacity 1: never blocks, even if the caller left
         inflight = self._inflight
@@ -166,17 +163,26 @@ class ActorRef:
             return None
         return fiber.exception()
 
-    def _send(self, message: Message, expired: Operation | None = None) -> None:
-        if not self.alive:
+    def _try_send(self, message: Message) -> bool:
+        """Put ``message`` in the mailbox if there is room now.  Raises ActorDead if the actor
+        has ended, MailboxFull if there is no room and the mailbox fails fast."""
+        if self._exit._signalled:
             raise ActorDead(f"actor {self.name} has ended")
         try:
-            if self._mailbox.try_put(message):  # room now, the common case: nothing to perform
-                return
-            if self._full == "fail":
-                raise MailboxFull(f"mailbox of {self.name} is full")
-            ops = [self._mailbox.put_op(message), wrap(self._exit.wait_op(), self._dead)]
-            if expired is not None:  # a call's deadline also bounds its wait for room
-                ops.append(expired)
+            sent = self._mailbox.try_put(message)
+        except ChannelClosed:
+            raise ActorDead(f"actor {self.name} has ended") from None
+        if not sent and self._full == "fail":
+            raise MailboxFull(f"mailbox of {self.name} is full")
+        return sent
+
+    def _send(self, message: Message, expired: Operation | None = None) -> None:
+        if self._try_send(message):  # room now, the common case: nothing to perform
+            return
+        ops = [self._mailbox.put_op(message), wrap(self._exit.wait_op(), self._dead)]
+        if expired is not None:  # a call's deadline also bounds its wait for room
+            ops.append(expired)
+        try:
             perform(choice(*ops))
         except ChannelClosed:
             raise ActorDead(f"actor {self.name} has ended") from None
@@ -196,17 +202,9 @@ class ActorRef:
         choice takes another branch first, the request is withdrawn (CML's withNack)."""
 
         def make(nack: Operation) -> Operation:
-            if not self.alive:
-                raise ActorDead(f"actor {self.name} has ended")
             reply: Channel = Channel(1)
             message = Message(body, reply)
-            try:
-                sent = self._mailbox.try_put(message)
-            except ChannelClosed:
-                raise ActorDead(f"actor {self.name} has ended") from None
-            if not sent:
-                if self._full == "fail":
-                    raise MailboxFull(f"mailbox of {self.name} is full")
+            if not self._try_send(message):
                 spawn(self._send_later, message, nack, name=f"call_op to {self.name}")
             return wrap(reply.get_op(), _unwrap)
 
@@ -240,11 +238,7 @@ class ActorRef:
         state = OpState(fiber, sched, self._what_call)
         message = Message(body, state)
         deadline = None if timeout is None else sched.clock.now() + timeout
-        try:
-            sent = not self._exit._signalled and self._mailbox.try_put(message)
-        except ChannelClosed:
-            sent = False
-        if not sent:  # a full mailbox, or a dead actor: _send waits or raises
+        if not self._try_send(message):  # a full mailbox that blocks: _send waits for room
             self._send(message, None if deadline is None else self._expired_op(deadline, timeout))
         with LOCK:
             if not state.done:
@@ -261,8 +255,7 @@ class ActorRef:
                 timers = sched._timers
                 timer = timers.add(deadline, partial(state.complete, 1, None))
                 sched._park()
-                if state.index != 1:
-                    timers.cancel(timer)
+                timers.cancel(timer)  # (a no-op if it fired)
             fiber._op_state = None
             fiber.state = RUNNING
             index = state.index

@@ -16,7 +16,7 @@ from typing import Any
 
 from fibernet.errors import Cancelled
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, Raise
-from fibernet.runtime.fiber import LOCK, RUNNABLE, RUNNING, SUSPENDED
+from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
 from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls
 
@@ -28,11 +28,15 @@ def fileno_of(f: Any) -> int:
     return fd
 
 
-def _on_ready(state: OpState, index: int, err: int) -> None:
+def _ready_value(err: int) -> Any:
+    """What a readiness wait completes with: nothing, or the error of a close under it."""
     if err:
-        state.complete(index, Raise(OSError(err, f"descriptor closed while waiting: {os.strerror(err)}")))
-    else:
-        state.complete(index, NOTHING)
+        return Raise(OSError(err, f"descriptor closed while waiting: {os.strerror(err)}"))
+    return NOTHING
+
+
+def _on_ready(state: OpState, index: int, err: int) -> None:
+    state.complete(index, _ready_value(err))
 
 
 class FdWait(OpState):
@@ -42,20 +46,7 @@ class FdWait(OpState):
     __slots__ = ()
 
     def __call__(self, err: int) -> None:
-        value = Raise(OSError(err, f"descriptor closed while waiting: {os.strerror(err)}")) if err else NOTHING
-        with LOCK:
-            if self.done:
-                return
-            self.index = 0
-            self.value = value
-            self.woken = True
-            self.done = True
-        fiber = self.owner  # Fiber._wake, inlined: this is every socket wake-up
-        fiber.state = RUNNABLE
-        sched = fiber.scheduler
-        sched._runq.append(fiber)
-        if sched._sleeping:
-            sched._wakeup.wake()
+        self.complete(0, _ready_value(err))
 
 
 def _not_ready() -> Any:

@@ -113,28 +113,16 @@ class Socket:
                 self._pollers.append(sched)
             self._home = sched
         poller = sched._poller
-        # Poller.take_pending and Poller.watch, inlined for the registration this socket
-        # made (the hot path of every server): an edge that came while nobody waited means
-        # the descriptor may be ready now, so the caller tries it again first.
-        w = poller._watches.get(fd)
-        if w is not None and w.owner is self:
-            if w.pending & events:
-                w.pending &= ~events
-                return
-            waiters = w.readers if events == EPOLLIN else w.writers
-        else:
-            waiters = None
-        state = callback = FdWait(fiber, sched, (fd, events))
+        if poller.take_pending(fd, events):
+            return  # an edge came while nobody waited: try the descriptor again first
+        state = FdWait(fiber, sched, (fd, events))
         with LOCK:
             if fiber._cancel_pending:
                 fiber._cancel_pending = False
                 raise Cancelled()
             fiber._op_state = state
             fiber.state = SUSPENDED
-        if waiters is not None:
-            waiters.append(callback)
-        else:
-            poller.watch(fd, events, callback)
+        poller.watch(fd, events, state)  # the state is the callback
         timeout = self.timeout
         if timeout is not None:
             self._waiting = state
@@ -150,7 +138,7 @@ class Socket:
         self._waiting = None
         index = state.index
         if index != 0:
-            poller.unwatch(fd, events, callback)
+            poller.unwatch(fd, events, state)
             if index == -1:
                 with LOCK:
                     fiber._cancel_pending = False

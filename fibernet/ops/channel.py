@@ -122,26 +122,11 @@ class Channel(Generic[T]):
         (A choice with ``always`` is no substitute: a choice may pick any ready branch.)
         Raises :class:`ChannelClosed` on a closed channel.
         """
-        with LOCK:  # _give_locked, inlined: the hot path of casts, calls and replies
-            if self._closed:
-                raise ChannelClosed("channel is closed")
-            getters = self._getters
-            while getters:
-                state, index = getters.popleft()
-                if not state.done:
-                    state.index = index
-                    state.value = message
-                    state.woken = True
-                    state.done = True
-                    owner = state.owner
-                    break
-            else:
-                if len(self._buf) < self.capacity:
-                    self._buf.append(message)
-                    return True
-                return False
-        owner._wake()
-        return True
+        with LOCK:
+            v = self._give_locked(message)
+        if type(v) is Raise:
+            raise v.exc
+        return v is not NOT_READY
 
     def close(self) -> None:
         """Close the channel (thread-safe, idempotent); see the module doc."""
@@ -200,8 +185,15 @@ class Channel(Generic[T]):
     def _give_locked(self, message: Any, me: OpState | None = None) -> Any:
         if self._closed:
             return _closed()
-        if self._getters and self._claim_first(self._getters, me, message) is not None:
-            return NOTHING
+        getters = self._getters
+        if getters:
+            if me is None:  # the common case (no choice of ours in the queue): first live one
+                while getters:
+                    state, index = getters.popleft()
+                    if state.complete_locked(index, message):
+                        return NOTHING
+            elif self._claim_first(getters, me, message) is not None:
+                return NOTHING
         if len(self._buf) < self.capacity:
             self._buf.append(message)
             return NOTHING

@@ -106,17 +106,6 @@ class OpState:
         self.owner._wake()
         return True
 
-    def complete_quiet(self, index: int, value: Any) -> Any:
-        """``complete_locked`` that leaves the wake-up to the caller (after it lets go of
-        ``LOCK``): returns the owner to ``_wake()``, or None if it was completed already."""
-        if self.done:
-            return None
-        self.index = index
-        self.value = value
-        self.woken = True
-        self.done = True
-        return self.owner
-
     def finish_self(self, index: int, value: Any) -> None:
         """Complete from the performer's own block phase, holding ``LOCK``: no wake-up."""
         self.index = index

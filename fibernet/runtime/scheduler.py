@@ -153,17 +153,17 @@ class Scheduler:
                 fiber = None
                 self._hub.switch()
                 return
+            if fiber.state is NEW and not self._free_runners:
+                # A greenlet starts at the recursion depth of whoever first switches to it:
+                # new runners are made by the loop, or chains of them would add up.
+                runq.appendleft(fiber)
+                self._budget += 1
+                fiber = None
+                self._hub.switch()
+                return
             if fiber.state is NEW:
-                if not self._free_runners:
-                    # A greenlet starts at the recursion depth of whoever first switches to
-                    # it: new runners are made by the loop, or chains of them would add up.
-                    runq.appendleft(fiber)
-                    self._budget += 1
-                    fiber = None
-                    self._hub.switch()
-                    return
                 target = self._greenlet_for(fiber)
-            else:  # _greenlet_for, inlined for the common case
+            else:  # what _greenlet_for does for a started fiber: this is every hand-off
                 self.current = fiber
                 fiber.state = RUNNING
                 target = fiber._greenlet
@@ -175,17 +175,22 @@ class Scheduler:
     def _greenlet_for(self, fiber: Fiber) -> greenlet:
         """Make ``fiber`` the running one; the greenlet to switch to for it (a free or new
         runner if it has not started)."""
-        self.current = fiber
         if fiber.state is NEW:
-            fiber.scheduler = self
-            fiber.state = RUNNING
-            self._fibers.add(fiber)
             runners = self._free_runners
             runner = runners.pop() if runners else greenlet(self._runner_main, self._hub)
-            fiber._greenlet = runner
+            self._start(fiber, runner)
             return runner  # the runner takes its fiber from self.current
+        self.current = fiber
         fiber.state = RUNNING
         return fiber._greenlet
+
+    def _start(self, fiber: Fiber, runner: greenlet) -> None:
+        """Make the new ``fiber`` the running one, on ``runner``."""
+        self.current = fiber
+        fiber.scheduler = self
+        fiber.state = RUNNING
+        self._fibers.add(fiber)
+        fiber._greenlet = runner
 
     # -- introspection --------------------------------------------------------------------
 
@@ -311,13 +316,8 @@ class Scheduler:
                 self._budget -= 1
                 fiber = runq.popleft()
                 if fiber.state is NEW:
-                    me = getcurrent()
-                    self.current = fiber
-                    fiber.scheduler = self
-                    fiber.state = RUNNING
-                    self._fibers.add(fiber)
-                    fiber._greenlet = me
-                    me = fiber = None
+                    self._start(fiber, getcurrent())
+                    fiber = None
                     continue
                 if len(runners) >= _MAX_FREE_RUNNERS:
                     runq.appendleft(fiber)  # give it back: the loop runs it after this ends

@@ -115,7 +115,12 @@ CORPUS = [
     ("http-1.2", req("Host: a", method_line="GET / HTTP/1.2"), 505, "head"),
     ("http-1.9", req("Host: a", method_line="GET / HTTP/1.9"), 505, "head"),
     ("http-2.1", req("Host: a", method_line="GET / HTTP/2.1"), 505, "head"),
-    ("http-2.0-keep-alive", req("Host: a", "Connection: keep-alive", method_line="GET / HTTP/2.0"), 505, "head"),
+    (
+        "http-2.0-keep-alive",
+        req("Host: a", "Connection: keep-alive", method_line="GET / HTTP/2.0"),
+        505,
+        "head",
+    ),
     ("http-0.9-no-version", b"GET /\r\n\r\n", 505, "head"),
     ("version-letters", req("Host: a", method_line="GET / HTTP/x.y"), 400, "head"),
     ("version-lower-case", req("Host: a", method_line="GET / http/1.1"), 400, "head"),

@@ -79,23 +79,26 @@ def test_a_ping_pong_does_not_starve_a_readable_socket():
 
 def test_a_suspended_fiber_does_not_keep_alive_the_fiber_it_handed_the_thread_to():
     def main():
-        gate = fn.Channel()
+        gate, go = fn.Channel(), fn.Channel()
         ended = fn.Condition()
 
         def short():
+            go.get()  # started, then suspended here
             ended.signal()
 
         def waiter():
-            gate.get()  # suspends: hands the thread to `short`, runnable right behind it
+            go.put(None)  # `short` is runnable now...
+            gate.get()  # ...and gets the thread straight from this suspension
 
-        w = fn.spawn(waiter)
         s = fn.spawn(short)
         ref = weakref.ref(s)
         del s
+        fn.yield_now()  # `short` waits in go.get()
+        w = fn.spawn(waiter)
         ended.wait()
-        fn.yield_now()  # let `short` finish and its runner park
+        fn.yield_now()  # let `short` finish
         gc.collect()
-        alive = ref() is not None
+        alive = ref() is not None  # `waiter` is still suspended in gate.get()
         gate.put(None)
         w.join()
         return alive
