@@ -26,6 +26,13 @@ uvloop-proto
     an ``asyncio.Protocol`` on uvloop that feeds ``httptools.HttpRequestParser`` and writes a
     canned keep-alive response: close to the least Python can do per request (a reference,
     not a peer).
+greenlet-floor
+    ``loadtest/http_floor.py --serve``: the same canned-response loop in a greenlet per
+    connection under a 30-line epoll hub, with none of a runtime's features (timers,
+    limits, cancellation, run queue): the floor of any greenlet-per-connection server.
+    After the rounds ``http_floor.py --layer`` (pinned to the server CPU) measures what
+    fibernet's HTTP layer costs per request without I/O over a bare httptools parse; the
+    greenlet floor plus that is printed beside the uvicorn bar.
 fibernet-raw
     the same canned-response httptools loop as a fibernet *TCP* handler (``fibernet serve
     http_hello:fibernet_raw --protocol tcp``): fibernet's runtime floor -- fibers, epoll and
@@ -66,6 +73,7 @@ clock by default) and saves the stats.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -286,6 +294,7 @@ IMPLS = {
         Impl("aiohttp", "aiohttp", 105),
         Impl("uvloop-proto", "uvloop protocol + httptools (reference)", 12.9),
         Impl("fibernet-raw", "fibernet TCP handler + httptools (floor)", None),
+        Impl("greenlet-floor", "minimal greenlet per connection + httptools (floor)", None),
     )
 }
 DEFAULT_IMPLS = tuple(IMPLS)
@@ -336,6 +345,8 @@ def server_command(impl: str, port: int) -> list[str]:
             "--log-level",
             "warning",
         ]
+    if impl == "greenlet-floor":
+        return [sys.executable, os.path.join(HERE, "http_floor.py"), "--serve", str(port)]
     if impl == "uvicorn":
         return [
             *_exe("uvicorn", [sys.executable, "-m", "uvicorn"]),
@@ -800,6 +811,49 @@ def render_rows(rows: list[dict]) -> str:
     return _bench.format_table(headers, table)
 
 
+def floor_estimate(rows: list[dict], server_cpu: int) -> dict | None:
+    """The greenlet floor plus what fibernet's HTTP layer costs over a bare parse (measured
+    without I/O by ``http_floor.py --layer``, pinned to the server CPU), beside the uvicorn
+    bar: a lower bound for a greenlet-based server that does the HTTP work."""
+    by_impl = {r["impl"]: r for r in rows}
+    floor, uvicorn = by_impl.get("greenlet-floor"), by_impl.get("uvicorn")
+    if not floor or not uvicorn or floor["cpu_us_per_req"] is None or uvicorn["cpu_us_per_req"] is None:
+        return None
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            str(server_cpu),
+            sys.executable,
+            os.path.join(HERE, "http_floor.py"),
+            "--layer",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    layer = json.loads(out.strip().splitlines()[-1])
+    bar = next(b for b in BARS if b.peer == "uvicorn")
+    return {
+        "greenlet_floor_us": floor["cpu_us_per_req"],
+        **layer,
+        "lower_bound_us": floor["cpu_us_per_req"] + layer["extra_us"],
+        "bar_us": bar.max_ratio * uvicorn["cpu_us_per_req"],
+    }
+
+
+def render_floor(est: dict) -> str:
+    return (
+        f"floor: a greenlet per connection with nothing else {est['greenlet_floor_us']:.2f} us/req"
+        f" + fibernet's HTTP layer over a bare parse {est['extra_us']:.2f} us (without I/O:"
+        f" {est['layer_us']:.2f} vs {est['bare_parse_us']:.2f})\n"
+        f"       = {est['lower_bound_us']:.2f} us/req for greenlets doing the HTTP work, no runtime at all;"
+        f" the uvicorn bar allows {est['bar_us']:.2f}"
+    )
+
+
 def render_checks(checks: list[dict]) -> str:
     verdict = {True: "PASS", False: "FAIL", None: "n/a"}
     return _bench.format_table(
@@ -921,6 +975,10 @@ def main(argv=None) -> int:
     print(render_rows(rows))
     print()
     print(render_checks(checks))
+    floor = floor_estimate(rows, args.server_cpu)
+    if floor is not None:
+        print()
+        print(render_floor(floor))
     print(
         "\nCPU us/req = server utime+stime during the measured wrk run / requests completed (median of "
         f"{args.rounds}; user / sys: the two parts, medians);\nserver CPU = that CPU time / wall time; "
@@ -944,6 +1002,7 @@ def main(argv=None) -> int:
                 "args": vars(args),
                 "rows": rows,
                 "checks": checks,
+                "floor": floor,
                 "samples": samples.to_json(),
             },
         )
