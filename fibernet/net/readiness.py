@@ -14,9 +14,8 @@ import select
 from functools import partial
 from typing import Any
 
-from fibernet.errors import Cancelled
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, Raise
-from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
+from fibernet.runtime.fiber import LOCK
 from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls
 
@@ -46,7 +45,18 @@ class FdWait(OpState):
     __slots__ = ()
 
     def __call__(self, err: int) -> None:
-        self.complete(0, _ready_value(err))
+        if err:
+            self.complete(0, _ready_value(err))
+            return
+        # Ready: what ``complete(0, NOTHING)`` does, without its two calls (every socket
+        # wait of the server ends here).  ``index`` is 0 from the start.
+        with LOCK:
+            if self.done:
+                return
+            self.value = NOTHING
+            self.woken = True
+            self.done = True
+        self.owner._wake()
 
 
 def _not_ready() -> Any:
@@ -86,54 +96,9 @@ def notify_closing(f: Any) -> None:
         sched.notify_closing(fileno_of(f))
 
 
-def wait_fd(fd: int, events: int, timeout: float | None = None) -> None:
-    """Suspend the calling fiber until ``fd`` is ready for ``events`` (EPOLLIN / EPOLLOUT).
-
-    The hot path of every socket call: the readiness operation with its try phase skipped
-    (the caller has just seen EAGAIN) and, with ``timeout``, a timer in the same wait.
-    Raises ``TimeoutError`` when the timer wins, ``OSError(EBADF)`` when the descriptor is
-    closed under the wait, ``Cancelled`` when the fiber is cancelled.  A plain thread
-    blocks in ``select.poll``.
-    """
-    sched = getattr(_tls, "scheduler", None)
-    fiber = sched.current if sched is not None else None
-    if fiber is None:
-        _wait_fd_blocking(fd, events, timeout)
-        return
-    state = FdWait(fiber, sched, (fd, events))
-    with LOCK:
-        if fiber._cancel_pending:
-            fiber._cancel_pending = False
-            raise Cancelled()
-        fiber._op_state = state
-        fiber.state = SUSPENDED
-    callback = state
-    poller = sched._poller
-    poller.watch(fd, events, callback)
-    cancel_timer = None
-    if timeout is not None:
-        cancel_timer = sched.add_timer(sched.clock.now() + timeout, partial(state.complete, 1, NOTHING))
-    sched._park()
-    fiber._op_state = None
-    fiber.state = RUNNING
-    index = state.index
-    if index != 0:
-        poller.unwatch(fd, events, callback)
-        if index == -1:
-            if cancel_timer is not None:
-                cancel_timer()
-            with LOCK:
-                fiber._cancel_pending = False
-            raise Cancelled()
-        raise TimeoutError(f"fd {fd} not {'readable' if events == EPOLLIN else 'writable'} within {timeout}s")
-    if cancel_timer is not None:
-        cancel_timer()
-    value = state.value
-    if type(value) is Raise:
-        raise value.exc
-
-
-def _wait_fd_blocking(fd: int, events: int, timeout: float | None) -> None:
+def wait_fd_blocking(fd: int, events: int, timeout: float | None) -> None:
+    """Block the calling plain thread (not a fiber) until ``fd`` is ready for ``events``;
+    raises ``TimeoutError`` after ``timeout`` seconds.  (Fibers wait through their sockets.)"""
     p = select.poll()
     p.register(fd, select.POLLIN if events == EPOLLIN else select.POLLOUT)
     if not p.poll(None if timeout is None else max(0, int(timeout * 1000))):

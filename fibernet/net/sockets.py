@@ -24,11 +24,11 @@ from functools import partial
 from typing import Any
 
 from fibernet.errors import Cancelled
-from fibernet.net.readiness import FdWait, wait_fd
+from fibernet.net.readiness import FdWait, wait_fd_blocking
 from fibernet.net.threadpool import run_in_thread, run_in_thread_op
 from fibernet.ops.operation import NOTHING, OpState, Raise, choice, perform, wrap
 from fibernet.ops.timers import wait_op
-from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
+from fibernet.runtime.fiber import LOCK, RUNNING
 from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls, current_fiber, spawn
 
@@ -105,7 +105,7 @@ class Socket:
         sched = getattr(_tls, "scheduler", None)
         fiber = sched.current if sched is not None else None
         if fiber is None:
-            wait_fd(fd, events, self.timeout)  # a plain thread blocks in poll()
+            wait_fd_blocking(fd, events, self.timeout)  # a plain thread blocks in poll()
             return
         if sched is not self._home:
             if sched not in self._pollers:
@@ -116,12 +116,7 @@ class Socket:
         if poller.take_pending(fd, events):
             return  # an edge came while nobody waited: try the descriptor again first
         state = FdWait(fiber, sched, (fd, events))
-        with LOCK:
-            if fiber._cancel_pending:
-                fiber._cancel_pending = False
-                raise Cancelled()
-            fiber._op_state = state
-            fiber.state = SUSPENDED
+        fiber._block_on(state)
         poller.watch(fd, events, state)  # the state is the callback
         timeout = self.timeout
         if timeout is not None:

@@ -50,8 +50,10 @@ class Channel(Generic[T]):
     def __repr__(self) -> str:
         g, p = self.waiting()
         state = "closed" if self._closed else "open"
-        return (f"<Channel {id(self):#x} {state} capacity={self.capacity} buffered={len(self._buf)} "
-                f"getters={g} putters={p}>")
+        return (
+            f"<Channel {id(self):#x} {state} capacity={self.capacity} buffered={len(self._buf)} "
+            f"getters={g} putters={p}>"
+        )
 
     # -- the public interface ---------------------------------------------------------------
 

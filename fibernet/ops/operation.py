@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fibernet.errors import Cancelled
-from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
+from fibernet.runtime.fiber import LOCK, RUNNING
 from fibernet.runtime.scheduler import _tls
 
 
@@ -330,12 +330,7 @@ def perform(op: Operation) -> Any:
         state = OpState(owner, owner, op)
     else:
         state = OpState(fiber, sched, op)
-        with LOCK:
-            if fiber._cancel_pending:
-                fiber._cancel_pending = False
-                raise Cancelled()
-            fiber._op_state = state
-            fiber.state = SUSPENDED
+        fiber._block_on(state)
     cancels: list = []
     try:
         for i, (base, _wraps) in enumerate(entries):

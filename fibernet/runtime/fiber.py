@@ -198,6 +198,16 @@ class Fiber:
             st.woken = True
         st.owner._wake()
 
+    def _block_on(self, state: Any) -> None:
+        """Make ``state`` (an OpState) what the fiber waits on, just before it suspends, so
+        ``cancel`` can complete it; raises ``Cancelled`` instead if a cancel is pending."""
+        with LOCK:
+            if self._cancel_pending:
+                self._cancel_pending = False
+                raise Cancelled()
+            self._op_state = state
+            self.state = SUSPENDED
+
     # -- called by the scheduler ---------------------------------------------------------
 
     def _wake(self) -> None:
