@@ -17,12 +17,16 @@
   ``ast.parse`` (pytest rewriting a module it imports late) leaves that one's recursion
   counter off: "SystemError: AST constructor recursion depth mismatch" (the AST state is
   per interpreter, not per call; compare CPython gh-106905, pytest #10763).
+- ``fake_systemd``: systemd's end of ``$NOTIFY_SOCKET`` (sd_notify), with each message's
+  sender pid.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import socket
+import struct
 import sys
 import threading
 import time
@@ -143,3 +147,45 @@ def no_server_leaks(open_fds):
     assert _threads() <= before, _threads() - before
     leaked = open_fds().leaked_since(fds_before)
     assert not leaked, f"descriptors left open: {leaked}"
+
+
+# -- systemd's side of sd_notify ----------------------------------------------------------------
+
+
+class FakeSystemd:
+    def __init__(self, path: str, abstract: bool = False) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind("\0" + path if abstract else path)
+        self.address = "@" + path if abstract else path
+
+    def receive(self, timeout: float = 15.0) -> tuple[int, dict[str, str]]:
+        """The next message: (the sender's pid, its fields)."""
+        self.sock.settimeout(timeout)
+        data, ancillary, _flags, _addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+        pid = next(
+            struct.unpack("iII", cdata)[0]
+            for level, kind, cdata in ancillary
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+        )
+        return pid, dict(line.split("=", 1) for line in data.decode().splitlines())
+
+    def nothing_more(self) -> bool:
+        self.sock.setblocking(False)
+        try:
+            self.sock.recv(4096)
+        except BlockingIOError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def fake_systemd(tmp_path):
+    """A socket that plays systemd's end of ``$NOTIFY_SOCKET``: ``receive()`` is the next
+    message as (the sender's pid, its fields); ``nothing_more()`` that none is waiting."""
+    listener = FakeSystemd(str(tmp_path / "notify.sock"))
+    yield listener
+    listener.close()

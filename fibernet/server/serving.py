@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fibernet.errors import Cancelled
@@ -23,6 +24,7 @@ from fibernet.net.sockets import Socket
 from fibernet.ops.timers import sleep
 from fibernet.runtime.runtime import Runtime
 from fibernet.runtime.scheduler import spawn
+from fibernet.server import systemd
 from fibernet.server.tcp import Handler, Server
 
 log = logging.getLogger("fibernet.server")
@@ -101,6 +103,8 @@ def _main(
     helpers = []
     if on_ready is not None:
         helpers.append(spawn(_when_ready, server, on_ready, name="ready"))
+    if parent is None and os.environ.get(systemd.ENV):
+        helpers.append(spawn(_when_ready, server, partial(_tell_systemd, server), name="sd-notify"))
     if parent is not None:
         helpers.append(spawn(_watch_parent, server, parent, name="parent-watch"))
     if admin_server is not None:
@@ -129,6 +133,11 @@ def _report(server: Server, report: Callable[[bytes], None]) -> None:
 def _when_ready(server: Server, on_ready: Callable[[], None]) -> None:
     server.ready.wait()
     on_ready()
+
+
+def _tell_systemd(server: Server) -> None:
+    host, port = server.address[:2] if server.address else ("?", "?")
+    systemd.ready(f"serving {server.name} on {host}:{port} with {server.threads} thread(s)")
 
 
 def _watch_parent(server: Server, parent: int) -> None:
@@ -188,6 +197,8 @@ class _SignalWatcher:
                 self.server.stop(FAST_GRACE)
             return
         self._count += 1
+        if self._count == 1:
+            systemd.stopping()
         if self._count > 1:
             log.warning("%s again: stopping now", name)
             self.server.stop(0)

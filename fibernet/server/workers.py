@@ -35,6 +35,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fibernet.server import systemd
+
 log = logging.getLogger("fibernet.workers")
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
@@ -82,6 +84,7 @@ class Arbiter:
         self.generation = 0
         self._backoff = 0.0
         self._respawn_at = 0.0
+        self._announced = -1  # the generation systemd was last told is ready (sd_notify)
         self._stopping: int | None = None  # the signal that is stopping us
         self._deadline = float("inf")  # when stopping: kill workers still alive after this
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -145,6 +148,7 @@ class Arbiter:
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
                 if self._stopping is None:
+                    systemd.stopping()
                     log.info("supervisor: %s, stopping %d worker(s)", name, len(self.workers))
                     self._stopping = signum
                     self._deadline = (
@@ -159,6 +163,7 @@ class Arbiter:
             elif signum == signal.SIGHUP:
                 self.generation += 1
                 log.info("supervisor: SIGHUP, starting generation %d", self.generation)
+                systemd.reloading()
             elif signum == signal.SIGTTIN:
                 self.target += 1
                 log.info("supervisor: SIGTTIN, %d worker(s)", self.target)
@@ -203,6 +208,7 @@ class Arbiter:
             worker.ready = True
             data = data[1:]
             log.info("worker %d ready (generation %d)", worker.pid, worker.generation)
+            self._announce_if_ready()
         *lines, worker.buffer = data.split(b"\n")
         if len(worker.buffer) > 1 << 22:  # a runaway line: drop it
             worker.buffer = b""
@@ -211,6 +217,16 @@ class Arbiter:
                 worker.snapshot = json.loads(line)
             except ValueError:
                 pass
+
+    def _announce_if_ready(self) -> None:
+        """Tell systemd once every worker of the current generation accepts (at start, and
+        after each SIGHUP's new generation)."""
+        if self._announced == self.generation or self._stopping is not None:
+            return
+        current = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
+        if len(current) >= self.target and all(w.ready for w in current):
+            self._announced = self.generation
+            systemd.ready(f"{len(current)} worker(s) of generation {self.generation} serving")
 
     def snapshots(self) -> list[dict]:
         return [w.snapshot for w in self.workers.values() if w.snapshot is not None and not w.stopping]
@@ -367,6 +383,7 @@ class Arbiter:
                 unsent.clear()  # the supervisor is gone
 
         os.environ["FIBERNET_SUPERVISOR_PID"] = str(supervisor)
+        systemd.forget()  # only the supervisor speaks to systemd (NotifyAccess=main)
         self.worker_main(self.sockets, notify_ready, report)
 
 

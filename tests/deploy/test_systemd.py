@@ -84,7 +84,8 @@ def test_units_agree_with_each_other():
     assert SOCKET.name in unit_value(service, "Unit", "After").split()
     for unit in (SERVICE, TEMPLATE):
         entries = unit_entries(unit)
-        assert unit_value(entries, "Service", "Type") in ("simple", "exec")  # fibernet has no sd_notify
+        assert unit_value(entries, "Service", "Type") == "notify"  # ready once it accepts
+        assert unit_value(entries, "Service", "NotifyAccess") == "main"  # workers never speak
         assert unit_value(entries, "Service", "KillSignal") == "SIGTERM"
         grace = float(unit_environment(entries)["FIBERNET_GRACEFUL_TIMEOUT"])
         stop = unit_value(entries, "Service", "TimeoutStopSec")
@@ -135,11 +136,13 @@ def roundtrip(conn: http.client.HTTPConnection) -> tuple[int, bytes]:
     return response.status, response.read()
 
 
-def test_socket_activation(procs):
-    """fibernet.socket + fibernet.service, emulated: the service serves on the socket it is
-    given, stops on SIGTERM with status 0, and the socket -- still listening in "systemd" --
-    queues a connection made while the service is down, which the next start answers."""
+def test_socket_activation(procs, fake_systemd):
+    """fibernet.socket + fibernet.service, emulated: the service says READY=1 (Type=notify)
+    once it serves on the socket it is given, stops on SIGTERM with status 0, and the socket
+    -- still listening in "systemd" -- queues a connection made while the service is down,
+    which the next start answers."""
     argv, env = unit_command(SERVICE)
+    env["NOTIFY_SOCKET"] = fake_systemd.address
     backlog = int(unit_value(unit_entries(SOCKET), "Socket", "Backlog"))
     service_unit = unit_entries(SERVICE)
     kill = getattr(signal, unit_value(service_unit, "Service", "KillSignal"))
@@ -147,8 +150,11 @@ def test_socket_activation(procs):
     with socket.create_server(("127.0.0.1", 0), backlog=backlog) as listener:
         port = listener.getsockname()[1]
         service = activate(procs, listener, argv, env)
+        pid, fields = fake_systemd.receive()
+        assert (pid, fields["READY"], fields["MAINPID"]) == (service.pid, "1", str(service.pid))
+        assert f":{port} " in fields["STATUS"], "it should serve on the inherited socket, not bind its own"
         match = service.wait_for(SERVING)
-        assert int(match.group(2)) == port, "it should serve on the inherited socket, not bind its own"
+        assert int(match.group(2)) == port
 
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
@@ -158,6 +164,7 @@ def test_socket_activation(procs):
             conn.close()
 
         assert service.stop(kill, timeout=stop_timeout) == 0
+        assert fake_systemd.receive()[1]["STOPPING"] == "1"
         service.wait_for(r"server \S+ stopped")
 
         # Between two runs of the service the socket still listens: a client connects and
