@@ -14,7 +14,7 @@ Signals to the supervisor, as gunicorn's:
 - SIGINT: the workers stop fast; exit 0.
 - SIGHUP: start a new generation of workers; once they are accepting, drain the old ones.
 - SIGTTIN / SIGTTOU: one worker more / one fewer.
-- A worker that dies unexpectedly is replaced after a back-off (100 ms doubling to 10 s,
+- A worker that dies unexpectedly (or exits 0 unasked) is replaced after a back-off (100 ms doubling to 10 s,
   reset when a worker has lived a minute), and the supervisor logs its exit status.
 
 A worker whose supervisor disappears stops itself.
@@ -298,8 +298,17 @@ class Arbiter:
                 self._backoff = 0.0
             self._backoff = min(BACKOFF_MAX, self._backoff * 2) if self._backoff else BACKOFF_FIRST
             self._respawn_at = time.monotonic() + self._backoff
-            log.error(
-                "worker %d died (%s) after %.1fs; replacing it in %.1fs", pid, how, lived, self._backoff
+            # Exit 0 without being asked (a SIGTERM sent to the worker itself, say) is no
+            # crash, but the worker is still missing: replaced all the same.
+            clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            log.log(
+                logging.WARNING if clean else logging.ERROR,
+                "worker %d %s (%s) after %.1fs; replacing it in %.1fs",
+                pid,
+                "exited on its own" if clean else "died",
+                how,
+                lived,
+                self._backoff,
             )
 
     def _spawn_missing(self) -> None:

@@ -2,9 +2,10 @@
 
 The app (``WORKER_APP``) answers with the pid of the process that served the connection, so
 a test tells the workers apart.  The supervisor's log says what it does ("started worker",
-"worker P ready (generation G)", "died (killed by SIGKILL)", "retiring", "stopped"); the
-tests wait for those lines and for answers, never for time to pass.  Every server runs in a
-process group of its own, killed whole at teardown, so no worker outlives its test.
+"worker P ready (generation G)", "died (killed by SIGKILL)", "exited on its own", "retiring",
+"stopped"); the tests wait for those lines and for answers, never for time to pass.  Every
+server runs in a process group of its own, killed whole at teardown, so no worker outlives
+its test.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def test_a_worker_that_exits_is_replaced_and_its_exit_code_logged(supervisor, ap
     server, pids = supervisor()
     victim = min(pids)
     os.kill(victim, signal.SIGTERM)
-    server.wait_for(f"worker {victim} died (exit code 0)")
+    line = server.wait_for(f"worker {victim} exited on its own (exit code 0)")
+    assert "WARNING" in line and "died" not in server.log, "a clean exit is no crash"
     started = server.wait_lines(r"started worker (\d+) \(generation 0\)", count=3)
     replacement = int(started[2].group(1))
     server.wait_for(f"worker {replacement} ready")
@@ -231,7 +233,7 @@ def test_a_group_sigterm_stops_every_process_with_exit_code_0(supervisor):
     os.killpg(server.proc.pid, signal.SIGTERM)
     assert server.proc.wait(15) == 0, server.log
     for pid in pids:  # not "killed by SIGTERM": a late forwarded copy finds it ignoring SIGTERM
-        server.wait_lines(rf"worker {pid} (stopped|died) \(exit code 0\)")
+        server.wait_lines(rf"worker {pid} (stopped|exited on its own) \(exit code 0\)")
     assert_clean(server)
 
 
