@@ -2,10 +2,12 @@
 
 Two halves:
 
-* Parent side: run one measurement in a fresh, CPU-pinned subprocess
-  (``run_child``), interleave rounds over many (workload, impl) pairs
-  (``run_interleaved``), summarise (``median``, ``spread``, ``ratio``) and
-  report (``format_table``, ``write_json``).
+* Parent side: read the command line (``argument_parser``, ``fill_defaults``,
+  ``cpu_option``, ``comma_list``), run one measurement in a fresh, CPU-pinned
+  subprocess (``run_child``), interleave rounds over many (workload, impl)
+  pairs (``run_interleaved``), summarise (``median``, ``spread``, ``ratio``)
+  and report (``format_table``, ``result_cell``, ``save_json``,
+  ``exit_status``).
 * Child side: ``serve_child`` decodes the command line written by
   ``child_command``, calls the benchmark's dispatcher and prints exactly one
   JSON object as the last line of stdout.  ``Probe`` measures a block of code
@@ -23,12 +25,14 @@ Only the standard library is used.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import resource
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -106,10 +110,51 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
 
 
+def result_cell(row: dict) -> str:
+    """The ``result`` cell of a row with ``errors``, ``bar`` and ``pass``: ERROR xN, PASS,
+    FAIL, n/a (a bar that could not be checked) or - (no bar)."""
+    if row["errors"]:
+        return f"ERROR x{row['errors']}"
+    return {True: "PASS", False: "FAIL", None: "-" if not row["bar"] else "n/a"}[row["pass"]]
+
+
 def command_line(argv: Sequence[str] | None = None) -> str:
     """The exact command line of this process, shell-quoted."""
     argv = sys.argv if argv is None else argv
     return shlex.join([sys.executable, *argv])
+
+
+# --------------------------------------------------------------------------
+# command line
+
+
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser: its description is the first paragraph of ``doc`` (the script's
+    module docstring), shown as written."""
+    return argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def fill_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
+    """Set each option of ``defaults`` that the command line left at None."""
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def cpu_option(text: str) -> int | None:
+    """A ``--cpu``-style option: one CPU number, or 'none' (any case) for no pinning."""
+    return None if text.lower() == "none" else int(text)
+
+
+def comma_list(parser: argparse.ArgumentParser, text: str, known: Iterable[str], option: str) -> list[str]:
+    """The items of a comma list; a parser error names those not in ``known``."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [x for x in items if x not in known]
+    if unknown:
+        parser.error(f"{option}: unknown {', '.join(unknown)}")
+    return items
 
 
 # --------------------------------------------------------------------------
@@ -160,6 +205,24 @@ def child_command(module: str, workload: str, impl: str, params: dict, cpu: int 
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
     return cmd
+
+
+def example_child(module: str, plan: Sequence[tuple], cpu: int | str | None) -> str:
+    """The command line of the plan's first measurement, shell-quoted (to show what runs)."""
+    return shlex.join(child_command(module, *plan[0][:3], cpu))
+
+
+def describe_plan(module: str, plan: Sequence[tuple], rounds: int, cpu: int | str | None) -> str:
+    """How many measurements and rounds, and the first one's command line."""
+    example = example_child(module, plan, cpu)
+    return f"{len(plan)} measurements x {rounds} rounds, each in a fresh child, e.g.:\n  {example}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listened on a moment ago."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def run_child(
@@ -345,3 +408,16 @@ def write_json(path: str, payload: dict) -> None:
     with open(path, "w") as fh:
         json.dump(data, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
+
+
+def save_json(path: str | None, payload: dict) -> None:
+    """With a ``--json`` PATH: ``write_json`` and say so ("wrote PATH")."""
+    if path:
+        write_json(path, payload)
+        print(f"wrote {path}")
+
+
+def exit_status(results: Iterable[dict], samples: Samples) -> int:
+    """1 if a result (a row or a bar check with ``pass``) fails or a measurement errored, else 0."""
+    failed = any(r["pass"] is False for r in results) or bool(samples.errors)
+    return 1 if failed else 0

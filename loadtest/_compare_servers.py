@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from _bench import fmt_num
+from _bench import fmt_num, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -47,54 +47,17 @@ BENCHES = ("echo", "http_hello", "primitives", "actors")
 # servers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def server_command(kind: str, impl: str, port: int, peers_python: str) -> list[str]:
     own = impl.startswith("fibernet")
     py = sys.executable if own else peers_python
     if kind == "tcp":
         return [py, os.path.join(HERE, "echo.py"), "--serve", impl, "--host", HOST, "--port", str(port)]
+    from http_hello import FIBERNET_CLI, fibernet_serve, uvicorn_serve
+
     if impl == "fibernet":
-        cli = "import sys; from fibernet_cli.main import cli; sys.exit(cli())"
-        return [
-            sys.executable,
-            "-c",
-            cli,
-            "serve",
-            "fibernet.examples.hello:app",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--threads",
-            "1",
-            "--log-level",
-            "warning",
-        ]
+        return fibernet_serve(FIBERNET_CLI, "fibernet.examples.hello:app", port)
     if impl == "uvicorn":
-        return [
-            py,
-            "-m",
-            "uvicorn",
-            "--http",
-            "httptools",
-            "--loop",
-            "uvloop",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--app-dir",
-            HERE,
-            "http_hello:asgi_app",
-        ]
+        return uvicorn_serve([py, "-m", "uvicorn"], port)
     return [py, os.path.join(HERE, "http_hello.py"), "--serve", impl, str(port)]
 
 
@@ -245,7 +208,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
 
     kind = "http" if workload == "wrk-check" else WORKLOADS[workload]
     impl_server = "fibernet" if workload == "wrk-check" else impl
-    port = free_port()
+    port = free_port(HOST)
     cmd = server_command(kind, impl_server, port, params["peers_python"])
     server = Server(cmd, port, params["server_cpu"], params["start_timeout"])
     try:

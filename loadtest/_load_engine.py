@@ -167,6 +167,14 @@ class Engine:
         if not self.rate:
             fn.sleep(CONNECT_BACKOFF)
 
+    def try_connect(self) -> Conn | None:
+        """A new connection, or None after counting the failure (and backing off)."""
+        try:
+            return self.connect()
+        except EXCHANGE_ERRORS as exc:
+            self.failed_connect(exc)
+            return None
+
     def preconnect(self) -> Conn | None:
         try:
             return self.connect()
@@ -184,12 +192,8 @@ class Engine:
             while (token := self.next_token()) is not None:
                 seq, due = token
                 self.wait_until(due)
-                if stream is None:
-                    try:
-                        stream = self.connect()
-                    except EXCHANGE_ERRORS as exc:
-                        self.failed_connect(exc)
-                        continue
+                if stream is None and (stream := self.try_connect()) is None:
+                    continue
                 start = _now() if due is None else due
                 try:
                     stream.write(request(seq))
@@ -212,10 +216,7 @@ class Engine:
             seq, due = token
             self.wait_until(due)
             start = _now() if due is None else due
-            try:
-                stream = self.connect()
-            except EXCHANGE_ERRORS as exc:
-                self.failed_connect(exc)
+            if (stream := self.try_connect()) is None:
                 continue
             try:
                 stream.write(wl.request(seq))
@@ -234,10 +235,7 @@ class Engine:
         while (token := self.next_token()) is not None:
             if stream is None:
                 self.wait_until(token[1])
-                try:
-                    stream = self.connect()
-                except EXCHANGE_ERRORS as exc:
-                    self.failed_connect(exc)
+                if (stream := self.try_connect()) is None:
                     continue
             try:
                 self._pipelined_pair(stream, token)
@@ -509,10 +507,7 @@ class Engine:
                 link.sock.close()
                 link.sock = None
             while (token := self.next_token()) is not None:
-                try:
-                    conn = self.connect()
-                except EXCHANGE_ERRORS as exc:
-                    self.failed_connect(exc)
+                if (conn := self.try_connect()) is None:
                     continue
                 link.attach(conn.sock)
                 self._send(link, token[0])

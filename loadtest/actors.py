@@ -46,9 +46,7 @@ a bar fails or a measurement errors.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 import sys
 import time
 
@@ -311,11 +309,6 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
 
 
 def render_rows(rows: list[dict]) -> str:
-    def verdict(row: dict) -> str:
-        if row["errors"]:
-            return f"ERROR x{row['errors']}"
-        return {True: "PASS", False: "FAIL", None: "-" if not row["bar"] else "n/a"}[row["pass"]]
-
     table = [
         [
             r["workload"],
@@ -326,7 +319,7 @@ def render_rows(rows: list[dict]) -> str:
             _bench.fmt_pct(r["spread"]),
             _bench.fmt_ratio(r["ratio"]),
             r["bar"] or "-",
-            verdict(r),
+            _bench.result_cell(r),
         ]
         for r in rows
     ]
@@ -335,9 +328,7 @@ def render_rows(rows: list[dict]) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _bench.argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="small N, 1 round (smoke run)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, --quick 1)")
     parser.add_argument("--n", type=int, help="calls per measurement on one scheduler (default 100000)")
@@ -360,29 +351,19 @@ def parse_args(argv=None):
     )
     parser.add_argument("--timeout", type=float, default=600, help="per-child timeout, seconds")
     args = parser.parse_args(argv)
-    defaults = (
+    _bench.fill_defaults(
+        args,
         {"rounds": 1, "n": 10_000, "cross_n": 3_000}
         if args.quick
-        else {"rounds": 5, "n": 100_000, "cross_n": 30_000}
+        else {"rounds": 5, "n": 100_000, "cross_n": 30_000},
     )
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.cpu = None if args.cpu.lower() == "none" else int(args.cpu)
+    args.cpu = _bench.cpu_option(args.cpu)
     args.cpus2 = None if args.cpus2.lower() == "none" else args.cpus2
-    args.impls = _comma_list(parser, args.impls, IMPLS, "--impls")
-    args.workloads = _comma_list(parser, args.workloads, TIMEOUTS, "--workloads")
+    args.impls = _bench.comma_list(parser, args.impls, IMPLS, "--impls")
+    args.workloads = _bench.comma_list(parser, args.workloads, TIMEOUTS, "--workloads")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
     return args
-
-
-def _comma_list(parser, text: str, known, option: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [x for x in items if x not in known]
-    if unknown:
-        parser.error(f"{option}: unknown {', '.join(unknown)}")
-    return items
 
 
 def profile(args) -> int:
@@ -406,11 +387,7 @@ def main(argv=None) -> int:
     if args.profile:
         return profile(args)
     plan = build_plan(args)
-    print(
-        f"{len(plan)} measurements x {args.rounds} rounds, each in a fresh child, e.g.:\n  "
-        + shlex.join(_bench.child_command(__file__, *plan[0][:3], args.cpu)),
-        flush=True,
-    )
+    print(_bench.describe_plan(__file__, plan, args.rounds, args.cpu), flush=True)
     samples = _bench.run_interleaved(__file__, plan, args.rounds, args.cpu, args.timeout)
     rows = summarise(samples, args)
     print()
@@ -421,13 +398,10 @@ def main(argv=None) -> int:
         "(fibernet's default).  fibernet-2sched* = caller and callee on two scheduler threads."
     )
     print(f"command: {command}")
-    if args.json:
-        _bench.write_json(
-            args.json, {"command": command, "args": vars(args), "rows": rows, "samples": samples.to_json()}
-        )
-        print(f"wrote {args.json}")
-    failed = any(r["pass"] is False for r in rows) or bool(samples.errors)
-    return 1 if failed else 0
+    _bench.save_json(
+        args.json, {"command": command, "args": vars(args), "rows": rows, "samples": samples.to_json()}
+    )
+    return _bench.exit_status(rows, samples)
 
 
 if __name__ == "__main__":

@@ -283,17 +283,10 @@ def main(argv=None) -> int:
     for workload, names in impls.items():
         print(f"\n== {workload} ==")
         print(wrk_table(samples) if workload == "wrk-check" else table(samples, workload, names))
-    if args.json:
-        _bench.write_json(
-            args.json,
-            {
-                "command": _bench.command_line(),
-                "peers": where,
-                "args": vars(args),
-                "samples": samples.to_json(),
-            },
-        )
-        print(f"wrote {args.json}")
+    _bench.save_json(
+        args.json,
+        {"command": _bench.command_line(), "peers": where, "args": vars(args), "samples": samples.to_json()},
+    )
     return 1 if samples.errors else 0
 
 

@@ -1033,9 +1033,7 @@ def run_profile(args) -> int:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _bench.argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="1 round, 2 s, 64 B only, 1,000 idle conns")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per echo run (default 5, --quick 2)")
@@ -1086,38 +1084,28 @@ def parse_args(argv=None):
     parser.add_argument("--profile-save", metavar="PATH", help="also save the raw cProfile stats to PATH")
     args = parser.parse_args(argv)
 
-    defaults = (
+    _bench.fill_defaults(
+        args,
         {"rounds": 1, "duration": 2.0, "warmup": 0.5, "sizes": "64", "idle_conns": 1000}
         if args.quick
-        else {"rounds": 3, "duration": 5.0, "warmup": 1.0, "sizes": "64,16384", "idle_conns": 10_000}
+        else {"rounds": 3, "duration": 5.0, "warmup": 1.0, "sizes": "64,16384", "idle_conns": 10_000},
     )
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
     args.time_bank = None  # set by main()
-    args.server_cpu = None if args.server_cpu.lower() == "none" else int(args.server_cpu)
-    args.client_cpu = None if args.client_cpu.lower() == "none" else int(args.client_cpu)
+    args.server_cpu = _bench.cpu_option(args.server_cpu)
+    args.client_cpu = _bench.cpu_option(args.client_cpu)
     try:
         args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--sizes: not a comma list of integers: {args.sizes!r}")
     if not args.sizes or min(args.sizes) < 1:
         parser.error("--sizes: positive sizes needed")
-    args.impls = _comma_list(parser, args.impls, IMPLS, "--impls")
-    args.workloads = _comma_list(parser, args.workloads, ("echo", "idle"), "--workloads")
+    args.impls = _bench.comma_list(parser, args.impls, IMPLS, "--impls")
+    args.workloads = _bench.comma_list(parser, args.workloads, ("echo", "idle"), "--workloads")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
     if args.server_cpu is not None and args.server_cpu == args.client_cpu:
         print("warning: server and client pinned to the same CPU", file=sys.stderr)
     return args
-
-
-def _comma_list(parser, text: str, known, option: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [x for x in items if x not in known]
-    if unknown:
-        parser.error(f"{option}: unknown {', '.join(unknown)}")
-    return items
 
 
 def main(argv=None) -> int:
@@ -1136,7 +1124,7 @@ def main(argv=None) -> int:
         print(
             f"{len(plan)} measurements x {args.rounds} rounds; each is a load-generator child pinned to CPU "
             f"{args.client_cpu} that starts its server pinned to CPU {args.server_cpu}, e.g.:\n  "
-            + shlex.join(_bench.child_command(__file__, *plan[0], args.client_cpu))
+            + _bench.example_child(__file__, plan, args.client_cpu)
             + "\n  server: "
             + shlex.join(server_command(plan[0][1], args.host, args.server_cpu)),
             flush=True,
@@ -1192,21 +1180,18 @@ def main(argv=None) -> int:
     if bars:
         print(render_bars(bars))
     print(f"\ncommand: {command}")
-    if args.json:
-        _bench.write_json(
-            args.json,
-            {
-                "command": command,
-                "args": vars(args),
-                "echo": echo_rows,
-                "idle": idle_rows,
-                "bars": bars,
-                "samples": samples.to_json(),
-            },
-        )
-        print(f"wrote {args.json}")
-    failed = any(b["pass"] is False for b in bars) or bool(samples.errors)
-    return 1 if failed else 0
+    _bench.save_json(
+        args.json,
+        {
+            "command": command,
+            "args": vars(args),
+            "echo": echo_rows,
+            "idle": idle_rows,
+            "bars": bars,
+            "samples": samples.to_json(),
+        },
+    )
+    return _bench.exit_status(bars, samples)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,6 @@ clock by default) and saves the stats.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -309,62 +308,65 @@ def _exe(name: str, fallback: list[str]) -> list[str]:
     return [found] if found else fallback
 
 
-_FIBERNET_CLI = [sys.executable, "-c", "import sys; from fibernet_cli.main import cli; sys.exit(cli())"]
+FIBERNET_CLI = [sys.executable, "-c", "import sys; from fibernet_cli.main import cli; sys.exit(cli())"]
+
+
+def fibernet_serve(cli: list[str], target: str, port: int, *options: str) -> list[str]:
+    """``CLI serve TARGET OPTIONS`` on HOST:port, one scheduler thread, warnings only."""
+    return [
+        *cli,
+        "serve",
+        target,
+        *options,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--threads",
+        "1",
+        "--log-level",
+        "warning",
+    ]
+
+
+def uvicorn_serve(uvicorn: list[str], port: int) -> list[str]:
+    """uvicorn (httptools, uvloop, no access log) serving ``asgi_app`` on HOST:port."""
+    return [
+        *uvicorn,
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--app-dir",
+        HERE,
+        "http_hello:asgi_app",
+    ]
 
 
 def server_command(impl: str, port: int) -> list[str]:
     if impl == "fibernet":
-        return [
-            *_exe("fibernet", _FIBERNET_CLI),
-            "serve",
-            "fibernet.examples.hello:app",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--threads",
-            "1",
-            "--log-level",
-            "warning",
-        ]
+        return fibernet_serve(_exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port)
     if impl == "fibernet-raw":
-        return [
-            *_exe("fibernet", _FIBERNET_CLI),
-            "serve",
+        return fibernet_serve(
+            _exe("fibernet", FIBERNET_CLI),
             "http_hello:fibernet_raw",
+            port,
             "--app-dir",
             HERE,
             "--protocol",
             "tcp",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--threads",
-            "1",
-            "--log-level",
-            "warning",
-        ]
+        )
     if impl == "greenlet-floor":
         return [sys.executable, os.path.join(HERE, "http_floor.py"), "--serve", str(port)]
     if impl == "uvicorn":
-        return [
-            *_exe("uvicorn", [sys.executable, "-m", "uvicorn"]),
-            "--http",
-            "httptools",
-            "--loop",
-            "uvloop",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--app-dir",
-            HERE,
-            "http_hello:asgi_app",
-        ]
+        return uvicorn_serve(_exe("uvicorn", [sys.executable, "-m", "uvicorn"]), port)
     return [sys.executable, os.path.abspath(__file__), SERVE_FLAG, impl, str(port)]
 
 
@@ -441,12 +443,6 @@ def rss_bytes(pid: int) -> int | None:
     except OSError:
         pass
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def check_hello(port: int) -> dict:
@@ -543,7 +539,7 @@ def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> tuple[float, boo
 
 
 def measure(workload: str, impl: str, params: dict) -> dict:
-    port = free_port()
+    port = _bench.free_port(HOST)
     cmd = ["taskset", "-c", str(params["server_cpu"]), *server_command(impl, port)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     with tempfile.TemporaryFile("w+") as log:
@@ -617,7 +613,7 @@ def profile_fibernet(args, params: dict) -> int:
     for ``--duration`` s, stop it, and print the top functions by own time, per request."""
     import pstats
 
-    port = free_port()
+    port = _bench.free_port(HOST)
     out = args.profile
     cmd = [
         "taskset",
@@ -866,9 +862,7 @@ def render_checks(checks: list[dict]) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _bench.argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s (smoke run)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
     parser.add_argument("--duration", type=float, help="measured wrk run, seconds (default 5, --quick 2)")
@@ -905,17 +899,12 @@ def parse_args(argv=None):
         help="cProfile's timer: the thread's CPU time (default) or wall time",
     )
     args = parser.parse_args(argv)
-    if args.rounds is None:
-        args.rounds = 1 if args.quick else 3
-    if args.duration is None:
-        args.duration = 2.0 if args.quick else 5.0
-    items = [x.strip() for x in args.impls.split(",") if x.strip()]
-    unknown = [x for x in items if x not in IMPLS]
-    if unknown:
-        parser.error(f"--impls: unknown {', '.join(unknown)}")
-    if "fibernet" not in items:
+    _bench.fill_defaults(
+        args, {"rounds": 1, "duration": 2.0} if args.quick else {"rounds": 3, "duration": 5.0}
+    )
+    args.impls = _bench.comma_list(parser, args.impls, IMPLS, "--impls")
+    if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
-    args.impls = items
     if args.server_cpu == args.wrk_cpu:
         parser.error("--server-cpu and --wrk-cpu must differ")
     return args
@@ -947,7 +936,7 @@ def main(argv=None) -> int:
     print(f"command: {command}", flush=True)
     print(
         f"{len(plan)} servers x {args.rounds} rounds, each measured by a fresh driver pinned to CPU "
-        f"{args.wrk_cpu}, e.g.:\n  " + shlex.join(_bench.child_command(__file__, *plan[0], args.wrk_cpu))
+        f"{args.wrk_cpu}, e.g.:\n  " + _bench.example_child(__file__, plan, args.wrk_cpu)
     )
     print(f"servers (pinned to CPU {args.server_cpu}, PORT = a free port):")
     for impl in args.impls:
@@ -994,21 +983,18 @@ def main(argv=None) -> int:
     ]
     print("slowest stop after SIGTERM: " + ", ".join(stops))
     print(f"command: {command}")
-    if args.json:
-        _bench.write_json(
-            args.json,
-            {
-                "command": command,
-                "args": vars(args),
-                "rows": rows,
-                "checks": checks,
-                "floor": floor,
-                "samples": samples.to_json(),
-            },
-        )
-        print(f"wrote {args.json}")
-    failed = any(c["pass"] is False for c in checks) or bool(samples.errors)
-    return 1 if failed else 0
+    _bench.save_json(
+        args.json,
+        {
+            "command": command,
+            "args": vars(args),
+            "rows": rows,
+            "checks": checks,
+            "floor": floor,
+            "samples": samples.to_json(),
+        },
+    )
+    return _bench.exit_status(checks, samples)
 
 
 if __name__ == "__main__":
