@@ -53,6 +53,22 @@ WRK_REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 RECV = 65536
 
 
+def canned_parser(out: list[bytes]) -> httptools.HttpRequestParser:
+    """An httptools parser that appends to ``out`` the canned response to each request it
+    completes (hello for /hello, else 404): the least an HTTP server can do per request."""
+
+    class Callbacks:
+        __slots__ = ("url",)
+
+        def on_url(self, url: bytes) -> None:
+            self.url = url
+
+        def on_message_complete(self) -> None:
+            out.append(CANNED if self.url == b"/hello" else NOT_FOUND)
+
+    return httptools.HttpRequestParser(Callbacks())
+
+
 def serve(port: int, host: str = "127.0.0.1", ready=None) -> None:
     """The minimal greenlet-per-connection hello server (see the module doc)."""
     from greenlet import getcurrent, greenlet
@@ -71,17 +87,7 @@ def serve(port: int, host: str = "127.0.0.1", ready=None) -> None:
     def connection(sock: socket.socket) -> None:
         fd = sock.fileno()
         out: list[bytes] = []
-
-        class Callbacks:
-            __slots__ = ("url",)
-
-            def on_url(self, url: bytes) -> None:
-                self.url = url
-
-            def on_message_complete(self) -> None:
-                out.append(CANNED if self.url == b"/hello" else NOT_FOUND)
-
-        parser = httptools.HttpRequestParser(Callbacks())
+        parser = canned_parser(out)
         recv, send = sock.recv, sock.send
         me = getcurrent()
         try:
@@ -172,17 +178,7 @@ def layer_cost(n: int) -> dict:
 
     def bare_parse() -> float:
         out: list[bytes] = []
-
-        class Callbacks:
-            __slots__ = ("url",)
-
-            def on_url(self, url: bytes) -> None:
-                self.url = url
-
-            def on_message_complete(self) -> None:
-                out.append(CANNED if self.url == b"/hello" else NOT_FOUND)
-
-        parser = httptools.HttpRequestParser(Callbacks())
+        parser = canned_parser(out)
         sent = 0
         t = time.process_time()
         for _ in range(n):

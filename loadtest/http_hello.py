@@ -93,6 +93,8 @@ if HERE not in sys.path:
 
 import _bench  # noqa: E402
 from _bench import fmt_num  # noqa: E402
+from http_floor import CANNED as _CANNED  # noqa: E402
+from http_floor import NOT_FOUND as _NOT_FOUND  # noqa: E402
 
 SERVE_FLAG = "--serve"
 HOST = "127.0.0.1"
@@ -154,10 +156,6 @@ def serve_aiohttp(port: int) -> None:
     web.run_app(app, host=HOST, port=port, access_log=None, print=None)
 
 
-_CANNED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
-_NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nnot found\n"
-
-
 def serve_uvloop_proto(port: int) -> None:
     """The ~minimal reference: uvloop + httptools, a canned keep-alive response."""
     import asyncio
@@ -202,19 +200,10 @@ def fibernet_raw(sock) -> None:
     keep-alive response), for ``fibernet serve http_hello:fibernet_raw --protocol tcp``:
     fibernet's runtime floor (fibers, epoll, socket calls) without its HTTP layer."""
     import httptools
+    from http_floor import canned_parser
 
     out: list[bytes] = []
-
-    class Callbacks:
-        __slots__ = ("url",)
-
-        def on_url(self, url: bytes) -> None:
-            self.url = url
-
-        def on_message_complete(self) -> None:
-            out.append(_CANNED if self.url == b"/hello" else _NOT_FOUND)
-
-    parser = httptools.HttpRequestParser(Callbacks())
+    parser = canned_parser(out)
     while data := sock.recv(65536):
         try:
             parser.feed_data(data)
