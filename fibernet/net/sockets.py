@@ -367,8 +367,14 @@ def listen(
     backlog: int = 1024,
     reuse_port: bool = False,
 ) -> Socket:
-    """A listening TCP socket (SO_REUSEADDR, and SO_REUSEPORT if asked)."""
-    infos = _socket.getaddrinfo(host or None, port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE)
+    """A listening TCP socket (SO_REUSEADDR, and SO_REUSEPORT if asked).
+
+    A host name (not an address) is resolved on the thread pool when called in a fiber.
+    """
+    if not host or _is_ip_literal(host):
+        infos = _socket.getaddrinfo(host or None, port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE)
+    else:
+        infos = run_in_thread(_socket.getaddrinfo, host, port, 0, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE)
     family, type_, proto, _name, address = infos[0]
     sock = _socket.socket(family, type_, proto)
     try:

@@ -207,6 +207,36 @@ def test_connect_resolves_a_name_on_the_thread_pool(monkeypatch):
     assert sched_thread not in resolved_by
 
 
+def test_listen_in_a_fiber_resolves_a_name_on_the_thread_pool(monkeypatch):
+    real_getaddrinfo = socket.getaddrinfo
+    released = threading.Event()
+    lookups: list[str] = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "localhost":
+            lookups.append(threading.current_thread().name)
+            # Only a fiber of the listening scheduler sets the event: a lookup on the
+            # scheduler's own thread would wait here for ever (and fail the test).
+            assert released.wait(10), "the scheduler was blocked by the name lookup"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    def main():
+        fn.spawn(released.set, name="releaser")
+        lst = listen("localhost", 0)
+        try:
+            with socket.create_connection(lst.getsockname()[:2], timeout=10):
+                conn, _addr = lst.accept()
+                conn.close()
+            return lst.getsockname()[0]
+        finally:
+            lst.close()
+
+    assert fn.run(main) in ("127.0.0.1", "::1")
+    assert lookups and all(name.startswith("fibernet-pool") for name in lookups), lookups
+
+
 def test_connect_timeout_bounds_the_name_resolution_too(monkeypatch):
     real_getaddrinfo = socket.getaddrinfo
     released = threading.Event()
