@@ -15,7 +15,6 @@ from functools import partial
 from typing import Any
 
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, Raise
-from fibernet.runtime.fiber import LOCK
 from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls
 
@@ -45,18 +44,7 @@ class FdWait(OpState):
     __slots__ = ()
 
     def __call__(self, err: int) -> None:
-        if err:
-            self.complete(0, _ready_value(err))
-            return
-        # Ready: what ``complete(0, NOTHING)`` does, without its two calls (every socket
-        # wait of the server ends here).  ``index`` is 0 from the start.
-        with LOCK:
-            if self.done:
-                return
-            self.value = NOTHING
-            self.woken = True
-            self.done = True
-        self.owner._wake()
+        self.complete(0, _ready_value(err) if err else NOTHING)  # (ready: no call to make a value)
 
 
 def _not_ready() -> Any:

@@ -14,8 +14,9 @@ Signals to the supervisor, as gunicorn's:
 - SIGINT: the workers stop fast; exit 0.
 - SIGHUP: start a new generation of workers; once they are accepting, drain the old ones.
 - SIGTTIN / SIGTTOU: one worker more / one fewer.
-- A worker that dies unexpectedly (or exits 0 unasked) is replaced after a back-off (100 ms doubling to 10 s,
-  reset when a worker has lived a minute), and the supervisor logs its exit status.
+- A worker that dies unexpectedly (or exits 0 unasked) is replaced after a back-off (100 ms
+  doubling to 10 s, reset when a worker has lived a minute), and the supervisor logs its exit
+  status.
 
 A worker whose supervisor disappears stops itself.
 """
@@ -223,10 +224,9 @@ class Arbiter:
         after each SIGHUP's new generation)."""
         if self._announced == self.generation or self._stopping is not None:
             return
-        current = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
-        if len(current) >= self.target and all(w.ready for w in current):
+        if self._generation_ready():
             self._announced = self.generation
-            systemd.ready(f"{len(current)} worker(s) of generation {self.generation} serving")
+            systemd.ready(f"{self.target} worker(s) of generation {self.generation} serving")
 
     def snapshots(self) -> list[dict]:
         return [w.snapshot for w in self.workers.values() if w.snapshot is not None and not w.stopping]
@@ -311,8 +311,17 @@ class Arbiter:
                 self._backoff,
             )
 
+    def _current(self) -> list[_Worker]:
+        """The workers of the current generation not being stopped."""
+        return [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
+
+    def _generation_ready(self) -> bool:
+        """Every worker the current generation should have is there and accepts."""
+        current = self._current()
+        return len(current) >= self.target and all(w.ready for w in current)
+
     def _spawn_missing(self) -> None:
-        current = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
+        current = self._current()
         if len(current) >= self.target:
             return
         if self._respawn_at and time.monotonic() < self._respawn_at:
@@ -322,9 +331,8 @@ class Arbiter:
             self._spawn()
 
     def _retire_old_generation(self) -> None:
-        current = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
         old = [w for w in self.workers.values() if w.generation != self.generation and not w.stopping]
-        if old and len(current) >= self.target and all(w.ready for w in current):
+        if old and self._generation_ready():
             for worker in old:
                 log.info("retiring worker %d of generation %d", worker.pid, worker.generation)
                 self._stop_worker(worker)

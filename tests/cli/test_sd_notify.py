@@ -107,7 +107,8 @@ def test_the_supervisor_alone_speaks_ready_reloading_and_stopping(
     assert (pid, fields["READY"], fields["MAINPID"]) == (supervisor, "1", str(supervisor))
     assert "2 worker(s) of generation 0" in fields["STATUS"]
     # Both workers had said they accept before the supervisor said READY.
-    assert len(server.wait_lines(r"worker (\d+) ready \(generation 0\)", count=2, timeout=1)) == 2
+    # (The supervisor logs each before it tells systemd; the log pipe may lag the datagram.)
+    assert len(server.wait_lines(r"worker (\d+) ready \(generation 0\)", count=2)) >= 2
     old = children(supervisor)
     assert ask_pid(free_port)[0] in old
 
