@@ -31,12 +31,11 @@ Beyond the seed, from CML: ``guard`` (build the operation at perform time), ``wi
 from __future__ import annotations
 
 import random
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from fibernet.errors import Cancelled
+from fibernet.ops.plain_thread import ThreadOwner
 from fibernet.runtime.fiber import LOCK, RUNNING
 from fibernet.runtime.scheduler import _tls
 
@@ -326,7 +325,7 @@ def perform(op: Operation) -> Any:
 
     # -- phase 2: block --------------------------------------------------------------------
     if fiber is None:
-        owner = _ThreadOwner()
+        owner = ThreadOwner()
         state = OpState(owner, owner, op)
     else:
         state = OpState(fiber, sched, op)
@@ -385,47 +384,3 @@ def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any)
             cancel()
     for cond, _lo, _hi in nacks:
         cond.signal()
-
-
-class _ThreadOwner:
-    """Performs an operation on a plain thread that runs no scheduler: the thread blocks.
-
-    It is both the owner (``_wake``) and the context (``now``, ``add_timer``) of the state.
-    """
-
-    __slots__ = ("_lock", "_timers")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._timers: list[list] = []
-
-    now = staticmethod(time.monotonic)
-
-    def _wake(self) -> None:
-        self._lock.release()
-
-    def add_timer(self, deadline: float, callback: Callable[[], object]) -> Callable[[], None]:
-        entry = [deadline, callback]
-        self._timers.append(entry)
-        return lambda: self._timers.remove(entry) if entry in self._timers else None
-
-    def watch_fd(self, fd: int, events: int, callback: Any) -> Any:
-        raise RuntimeError("waiting on a descriptor needs a fiber: perform it inside fibernet.run()")
-
-    def wait(self, state: OpState) -> None:
-        while True:
-            if not self._timers:
-                self._lock.acquire()
-                return
-            deadline = min(e[0] for e in self._timers)
-            timeout = deadline - time.monotonic()
-            if timeout > 0 and self._lock.acquire(timeout=timeout):
-                return
-            for entry in [e for e in self._timers if e[0] <= time.monotonic()]:
-                self._timers.remove(entry)
-                entry[1]()
-            if state.done:
-                if state.woken:
-                    self._lock.acquire()
-                return
