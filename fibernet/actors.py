@@ -257,8 +257,10 @@ class ActorRef:
             else:
                 timers = sched._timers
                 timer = timers.add(deadline, partial(state.complete, 1, None))
-                sched._park()
-                timers.cancel(timer)  # (a no-op if it fired)
+                try:
+                    sched._park()
+                finally:  # (also when killed at shutdown)
+                    timers.cancel(timer)  # (a no-op if it fired)
             fiber._op_state = None
             fiber.state = RUNNING
             index = state.index
