@@ -5,6 +5,9 @@ scheduler first runs it; the scheduler then lends it a greenlet on its own threa
 runner greenlet left over by a fiber that finished, so a fiber that never suspends costs no
 greenlet of its own).  Until then the fiber may be stolen by another scheduler.
 
+Each fiber runs in its own ``contextvars`` context, copied from its spawner's when it is
+spawned: runner greenlets are reused, and nothing one fiber sets is seen by another.
+
 The outcome comes back at ``join``: the value, or the exception raised again in the joiner.
 An exception that nobody ever retrieves is logged with the fiber's name when the fiber is
 garbage collected (asyncio's "exception was never retrieved").
@@ -12,6 +15,7 @@ garbage collected (asyncio's "exception was never retrieved").
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import threading
@@ -73,6 +77,7 @@ class Fiber:
         "_cancel_pending",
         "_unretrieved",
         "_callbacks",
+        "_context",
         "__weakref__",
     )
 
@@ -98,6 +103,9 @@ class Fiber:
         self._cancel_pending = False
         self._unretrieved: _Unretrieved | None = None
         self._callbacks: list[Callable[[Fiber], object]] | None = None
+        # Its own contextvars context, a copy of its spawner's now (as asyncio and trio do);
+        # the scheduler hands it to the runner greenlet that starts the fiber.
+        self._context: contextvars.Context | None = contextvars.copy_context()
 
     # -- identity and introspection ----------------------------------------------------
 

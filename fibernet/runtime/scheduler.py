@@ -191,6 +191,8 @@ class Scheduler:
         fiber.state = RUNNING
         self._fibers.add(fiber)
         fiber._greenlet = runner
+        runner.gr_context = fiber._context  # the fiber's own context (the runner's is stale)
+        fiber._context = None
 
     # -- introspection --------------------------------------------------------------------
 
@@ -323,7 +325,10 @@ class Scheduler:
                     runq.appendleft(fiber)  # give it back: the loop runs it after this ends
                     self._budget += 1
                     return
-                runners.append(getcurrent())
+                me = getcurrent()
+                me.gr_context = None  # an idle runner keeps nothing of its last fiber alive
+                runners.append(me)
+                me = None
                 target = self._greenlet_for(fiber)
                 fiber = None
                 target.switch()  # back here when the runner is reused: self.current is set
@@ -332,7 +337,10 @@ class Scheduler:
             self.current = None
             if len(runners) >= _MAX_FREE_RUNNERS:
                 return
-            runners.append(getcurrent())
+            me = getcurrent()
+            me.gr_context = None  # an idle runner keeps nothing of its last fiber alive
+            runners.append(me)
+            me = None
             hub.switch()
 
     def _fiber_ended(self, fiber: Fiber, exc: BaseException | None) -> None:
@@ -403,6 +411,10 @@ def spawn(
 
     The fiber runs on the current scheduler, or on ``scheduler`` (from any thread).  With
     ``parallel=True`` any scheduler of the runtime may run it (idle ones steal it).
+
+    The fiber runs in its own ``contextvars`` context, a copy of the caller's taken now (as
+    asyncio's ``create_task`` and trio's ``start_soon`` do): it sees the context variables
+    set before the spawn, and what either side sets afterwards the other never sees.
     """
     if not callable(fn):
         raise TypeError(f"spawn() needs a callable, not {type(fn).__name__}")
