@@ -15,12 +15,18 @@ pytestmark = pytest.mark.timeout(20)
 var: contextvars.ContextVar = contextvars.ContextVar("var", default="unset")
 
 
-def test_a_fiber_does_not_start_in_the_previous_fibers_context():
+other: contextvars.ContextVar = contextvars.ContextVar("other")
+
+
+@pytest.mark.parametrize("spawners_context", ["empty", "not empty"])
+def test_a_fiber_does_not_start_in_the_previous_fibers_context(spawners_context):
     def main():
+        if spawners_context == "not empty":
+            other.set("something")
         fn.spawn(var.set, 42).join()  # its runner greenlet is reused by the next fiber
         return fn.spawn(var.get).join()
 
-    assert fn.run(main) == "unset"
+    assert contextvars.Context().run(fn.run, main) == "unset"
 
 
 def test_a_fiber_inherits_its_spawners_context_as_it_was_at_spawn():
