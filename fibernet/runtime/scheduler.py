@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from fibernet.runtime.runtime import Runtime
 
 log = logging.getLogger("fibernet.scheduler")
+fiber_log = logging.getLogger("fibernet.fiber")  # fibers' unjoined exceptions
 
 _tls = threading.local()
 _MAX_FREE_RUNNERS = 16
@@ -86,6 +88,10 @@ class Scheduler:
         self._free_runners: list[greenlet] = []
         self._budget = 0  # fiber runs left in this turn (0 outside step 3 of a turn)
         self._fibers: set[Fiber] = set()  # started and not finished
+        # Fibers that ended with an exception nobody has retrieved (weakly held), and those
+        # of them whose last reference has gone since (queued by the weak reference callback).
+        self._unjoined: dict[weakref.ref, Any] = {}
+        self._dropped: deque[weakref.ref] = deque()
         self.turns = 0
 
     def __repr__(self) -> str:
@@ -288,6 +294,8 @@ class Scheduler:
                 greenlet_for(runq.popleft()).switch()
             self._budget = 0
             self.current = None
+        if self._dropped:
+            self._report_unjoined()
 
     def _run_fiber(self, fiber: Fiber) -> None:
         self._greenlet_for(fiber).switch()
@@ -343,12 +351,42 @@ class Scheduler:
             me = None
             hub.switch()
 
-    def _fiber_ended(self, fiber: Fiber, exc: BaseException | None) -> None:
+    def _fiber_ended(self, fiber: Fiber, exc: BaseException | None, unretrieved: Any) -> None:
         self._fibers.discard(fiber)
         if exc is not None and self.runtime is not None:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 fiber.exception()  # run() raises it: retrieved, not "never joined"
                 self.runtime._fatal(exc)
+        if unretrieved is not None and unretrieved.exc is not None:
+            # Report it once nobody can join the fiber any more: when its last reference goes.
+            self._unjoined[weakref.ref(fiber, self._unjoined_dropped)] = unretrieved
+
+    def _unjoined_dropped(self, ref: weakref.ref) -> None:
+        """A weak reference's callback (any thread, perhaps inside the garbage collector):
+        only queue the report for the loop, and wake it."""
+        self._dropped.append(ref)
+        if self._sleeping:
+            self._wakeup.wake()
+
+    def _report_unjoined(self, runtime_ended: bool = False) -> None:
+        """Log the exceptions of fibers that ended unjoined and that nobody can join now
+        (and, when the runtime ends, of those still held: no turn will come after)."""
+        unjoined = self._unjoined
+        dropped = self._dropped
+        while dropped:
+            record = unjoined.pop(dropped.popleft(), None)
+            if record is not None and record.exc is not None:
+                fiber_log.error("fiber %s raised and was never joined", record.name, exc_info=record.exc)
+        if runtime_ended:
+            records = list(unjoined.values())
+            unjoined.clear()  # (its weak references die with it: no callback comes later)
+            for record in records:
+                if record.exc is not None:
+                    fiber_log.error(
+                        "fiber %s raised and was never joined (still held when its runtime ended)",
+                        record.name,
+                        exc_info=record.exc,
+                    )
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -390,6 +428,8 @@ class Scheduler:
                     fiber.exception()  # the warning above said it: not "never joined" too
                 self._fibers.discard(fiber)
             self._free_runners.clear()
+            self.current = None
+            self._report_unjoined(runtime_ended=True)
         finally:
             self._timers.clear()
             self._poller.close()
