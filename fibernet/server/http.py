@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from fibernet.server.http_protocol import (
     fields_block,
     http_date,
 )
+from fibernet.server.metrics import BUCKETS, LATENCY, SUM, add, http_stats, new_counts
 
 log = logging.getLogger("fibernet.http")
 access_log = logging.getLogger("fibernet.access")
@@ -93,6 +95,7 @@ class _Connection:
         "client",
         "_deadline",
         "answered",
+        "counts",
         "_draining",
     )
 
@@ -104,6 +107,7 @@ class _Connection:
         draining: list[bool] | None = None,
     ) -> None:
         self.answered = 0  # requests answered (the server's request counter sums these)
+        self.counts = new_counts()  # by status class, and latency (fibernet.server.metrics)
         self._draining = draining or [False]
         self.app = app
         self.config = config
@@ -256,6 +260,7 @@ class _Connection:
             pass
         except HttpError as error:
             log.debug("bad request from %s: %s", self.client, error)
+            self.counts[error.status // 100] += 1
             try:
                 self.sock.timeout = self.limits.send_timeout
                 self.sock.sendall(error_response(error))
@@ -281,7 +286,9 @@ class _Connection:
         access = self.config.access_log
         date = _DATE
         clock = time.time
-        started = 0.0
+        monotonic = time.monotonic
+        counts = self.counts
+        latency, total, fastest = LATENCY, SUM, BUCKETS[0]
         while True:
             # -- the next request head
             if events:
@@ -316,8 +323,7 @@ class _Connection:
                 source = head._body_source = _Body(self, head.expect_continue)
             else:
                 source = None
-            if access:
-                started = time.monotonic()
+            started = monotonic()
             # -- the app
             try:
                 response = app(head)
@@ -380,6 +386,13 @@ class _Connection:
                     log.exception("response body of %s %s failed", head.method, head.target)
                     raise _Close() from None
             self.answered += 1
+            elapsed = monotonic() - started
+            counts[response.status // 100] += 1
+            if elapsed < fastest:  # (most requests: no bisect)
+                counts[latency] += 1
+            else:
+                counts[latency + bisect_left(BUCKETS, elapsed)] += 1
+            counts[total] += elapsed
             if access:
                 if stream is None:
                     body = response.body
@@ -392,7 +405,7 @@ class _Connection:
                     head.http_version,
                     response.status,
                     sent,
-                    (time.monotonic() - started) * 1000,
+                    elapsed * 1000,
                 )
             if not keep_alive:
                 return
@@ -455,6 +468,8 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                     sock.sendall(_OVERLOADED)
                 except OSError:
                     pass
+                with lock:
+                    closed_counts[5] += 1
                 return
         conn = _Connection(app, config, sock, draining)
         with lock:
@@ -465,16 +480,21 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
             with lock:
                 conns.discard(conn)
                 closed[0] += conn.answered
+                add(closed_counts, conn.counts)
                 if limit is not None:
                     active[0] -= 1
 
     # Requests answered: those of the connections that ended, and those of the open ones
     # so far (each connection counts its own, with no lock on the way).
     closed = [0]
+    closed_counts = new_counts()
 
-    def stats() -> dict[str, int]:
+    def stats() -> dict[str, Any]:
         with lock:
-            return {"requests": closed[0] + sum(c.answered for c in conns)}
+            counts = list(closed_counts)
+            for conn in conns:
+                add(counts, conn.counts)
+            return {"requests": closed[0] + sum(c.answered for c in conns), "http": http_stats(counts)}
 
     handle.app = app  # type: ignore[attr-defined]
     handle.config = config  # type: ignore[attr-defined]
