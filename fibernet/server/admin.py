@@ -12,6 +12,7 @@ exact to the snapshot interval.  The supervisor keeps the latest snapshot of eac
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ log = logging.getLogger("fibernet.admin")
 MAX_FIBERS = 2000
 ADMIN_TIMEOUT = 1.0  # a supervisor's admin connection: from its accept to its answer sent
 MAX_ADMIN_CONNECTIONS = 64  # a supervisor's admin connections at once (a new one displaces the oldest)
+ADMIN_PAUSE = 0.1  # out of descriptors: a supervisor tries to accept again after this
 
 
 class WaitClock:
@@ -161,19 +163,26 @@ class AdminPort:
         self.sock = sock
         self.app = app
         self._conns: dict[int, _Pending] = {}  # by descriptor, oldest first
+        self._paused_until = 0.0  # out of descriptors: the listener is left alone until then
 
     def interest(self) -> list[tuple[int, int]]:
         """(descriptor, poll events) to wait on."""
-        wanted = [(self.sock.fileno(), select.POLLIN)]
+        wanted = []
+        if time.monotonic() >= self._paused_until:
+            self._paused_until = 0.0
+            wanted.append((self.sock.fileno(), select.POLLIN))
         for fd, conn in self._conns.items():
             wanted.append((fd, select.POLLOUT if conn.out else select.POLLIN))
         return wanted
 
     def timeout(self) -> float | None:
-        """Seconds until the next connection's deadline, or None with none open."""
-        if not self._conns:
+        """Seconds until the next deadline (a connection's, or the end of a pause), or None."""
+        deadlines = [c.deadline for c in self._conns.values()]
+        if self._paused_until:
+            deadlines.append(self._paused_until)
+        if not deadlines:
             return None
-        return max(0.0, min(c.deadline for c in self._conns.values()) - time.monotonic())
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def handle(self, fd: int) -> None:
         if fd == self.sock.fileno():
@@ -207,8 +216,12 @@ class AdminPort:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # out of descriptors, a connection reset in the queue: next time
-                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # The connection stays queued and the listener readable: polling it
+                    # again now would spin.  Look again in a while.
+                    self._paused_until = time.monotonic() + ADMIN_PAUSE
+                return  # (or a connection reset while queued: the next one next time)
             sock.setblocking(False)
             if len(self._conns) >= MAX_ADMIN_CONNECTIONS:
                 self._drop(next(iter(self._conns.values())))

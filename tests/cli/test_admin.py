@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -204,8 +205,9 @@ def test_admin_status_lines_carry_the_reason(server):
 
 
 def test_a_slow_admin_client_does_not_stall_the_supervisor(server):
-    """The supervisor reads an admin request itself, in its loop: a client that sends a byte
-    now and then must not keep it from its signals for longer than the admin timeout (1 s)."""
+    """The supervisor reads admin requests itself, in its loop, without blocking: a client
+    that sends a byte now and then must not keep it from its signals (and is dropped at its
+    1 s deadline)."""
     proc, _ = server(2, "--graceful-timeout", "5")
     stop, reading = threading.Event(), threading.Event()
 
@@ -443,5 +445,35 @@ def test_metrics_count_worker_restarts_by_cause(serve_process, app, app_dir, fre
     proc.proc.send_signal(signal.SIGHUP)
     proc.wait_lines(r"retiring worker \d+ of generation 0", count=2)
     assert restarts() == {"killed": 1, "failed": 0, "exited": 1, "reload": 2}
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_supervisor_out_of_descriptors_does_not_spin_on_its_admin_port(server):
+    """With no descriptor left for an admin connection, it stays queued and the port stays
+    readable: the supervisor must look again later, not poll it in a loop (a CPU at 100 %);
+    once the idle connections are dropped at their deadline, the port answers again."""
+    proc, _ = server(2)
+    pid = proc.proc.pid
+    open_now = len(os.listdir(f"/proc/{pid}/fd"))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_now + 2, hard))
+    idle = [socket.create_connection(("127.0.0.1", server.admin), timeout=10) for _ in range(6)]
+    try:
+        until(lambda: len(os.listdir(f"/proc/{pid}/fd")) >= open_now + 2, "the supervisor out of descriptors")
+        before, t0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(0.5)  # a window of time is what is measured here
+        used = (_cpu_seconds(pid) - before) / (time.monotonic() - t0)
+        assert used < 0.5, f"the supervisor used {used:.0%} of a CPU while out of descriptors"
+    finally:
+        for c in idle:
+            c.close()
+    until(lambda: http_get(server.admin, "/healthz", timeout=5)[::2] == (200, b"ok\n"), "/healthz again")
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.proc.wait(15) == 0, proc.log
