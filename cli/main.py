@@ -136,6 +136,9 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
             max_head_size=settings.max_head_size,
             max_header_count=settings.max_header_count,
             max_request_line=settings.max_request_line,
+            max_field_size=settings.max_field_size,
+            min_body_rate=settings.min_body_rate,
+            body_rate_grace=settings.body_rate_grace,
         )
         handler = http_handler(
             handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency)

@@ -517,6 +517,7 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
             return {"requests": closed[0] + sum(c.answered for c in conns)}
 
     handle.app = app  # type: ignore[attr-defined]
+    handle.config = config  # type: ignore[attr-defined]
     handle.stats = stats  # type: ignore[attr-defined]
     handle.drain = drain  # type: ignore[attr-defined]
     return handle
