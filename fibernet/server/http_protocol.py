@@ -298,8 +298,17 @@ class ServerProtocol:
     def _check_line(self) -> None:
         """A head in progress: a request line that ended with no version is refused now
         (llhttp would take it as HTTP/0.9 and wait for header fields)."""
-        if not self._fields and self._url and self._parser.get_http_version() == "0.9":
-            self._fail(HttpError(400, "request line without an HTTP version"))
+        if self._fields or not self._url or b"\n" not in self._data:
+            return
+        data = b"".join(self._pieces) if self._pieces else self._data
+        line = self._parser.get_method() + b" " + self._url
+        at = data.find(line)
+        while at >= 0:
+            end = at + len(line)
+            if (at == 0 or data[at - 1] == 10) and data[end : end + 1] in (b"\r", b"\n"):
+                self._fail(HttpError(400, "request line without an HTTP version"))
+                return
+            at = data.find(line, at + 1)
 
     def _parse_error(self, exc: Exception) -> None:
         if isinstance(exc, httptools.HttpParserUpgrade):

@@ -62,6 +62,16 @@ def test_a_few_empty_lines_before_a_request_are_skipped_but_start_the_head():
     assert [getattr(e, "target", e) for e in events_of(proto)] == ["/y", END]
 
 
+def test_a_request_line_without_a_version_is_refused_when_it_ends():
+    """Not a 408 after the head timeout: the line is over, and llhttp would wait on."""
+    proto = ServerProtocol()
+    proto.feed(b"GET /")
+    assert events_of(proto) == []
+    proto.feed(b"\r\n")
+    events = events_of(proto)
+    assert len(events) == 1 and events[0].status == 400 and "version" in events[0].detail, events
+
+
 def test_empty_lines_alone_then_close_end_quietly():
     proto = ServerProtocol()
     proto.feed(b"\r\n")
