@@ -77,7 +77,8 @@ def _imports(path: Path):
                 for alias in node.names:
                     candidate = f"{module}.{alias.name}"
                     sub = ROOT / candidate.replace(".", "/")
-                    yield node.lineno, candidate if sub.is_dir() or sub.with_suffix(".py").exists() else module
+                    is_module = sub.is_dir() or sub.with_suffix(".py").exists()
+                    yield node.lineno, candidate if is_module else module
             else:
                 yield node.lineno, module
 
@@ -110,4 +111,6 @@ def test_the_check_sees_a_lazy_import_inside_a_function(tmp_path, monkeypatch):
     (tmp_path / "fibernet" / "ops").mkdir()
     (tmp_path / "fibernet" / "ops" / "join.py").write_text("from ..runtime import thing\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    assert _violations() == ["fibernet/runtime/thing.py:2 imports fibernet.ops.join (layer ops is above runtime)"]
+    assert _violations() == [
+        "fibernet/runtime/thing.py:2 imports fibernet.ops.join (layer ops is above runtime)"
+    ]
