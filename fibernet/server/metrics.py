@@ -7,7 +7,8 @@ seconds)]``, ``counts[SUM]``); a connection's list joins its server's totals whe
 ends, and :meth:`Server.stats` sums the totals and the open connections' lists.  A worker
 sends those stats to its supervisor in the snapshot it sends every second anyway, so
 nothing crosses processes per request, and no ``PROMETHEUS_MULTIPROC_DIR`` (a file per
-process, a lock and an mmap write per update) is needed.
+process, a lock and an mmap write per update) is needed.  prometheus_client is imported at
+the first scrape (it takes ~0.1 s to import; a server that is never scraped never pays it).
 
 At scrape time a :class:`SnapshotCollector` turns the snapshots into metric families: one
 series per worker (label ``worker``, its pid), as prometheus_client's multiprocess mode does
@@ -20,9 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 
@@ -101,7 +99,9 @@ class SnapshotCollector:
         self.snapshots = snapshots
         self.restarts = restarts
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         snaps = [(str(s["pid"]), _values(s)) for s in self.snapshots()]
         for series in WORKER_SERIES:
             kind = GaugeMetricFamily if series.kind == "gauge" else CounterMetricFamily
@@ -120,7 +120,9 @@ class SnapshotCollector:
                 family.add_metric([cause], done.get(cause, 0))
             yield family
 
-    def _http(self, snaps: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Metric]:
+    def _http(self, snaps: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
         requests = CounterMetricFamily(
             "fibernet_http_requests", "HTTP requests answered, by status class", labels=["worker", "status"]
         )
@@ -145,6 +147,8 @@ class SnapshotCollector:
 
 
 def exposition(collector: SnapshotCollector) -> bytes:
+    from prometheus_client import CollectorRegistry, generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)  # type: ignore[arg-type]
     return generate_latest(registry)
