@@ -26,7 +26,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_lates
 
 # -- counting (the HTTP layer, per connection) ------------------------------------------------
 
-#: Request latency buckets (seconds), from the response's first byte back to the head's parse.
+#: Request latency buckets (seconds): from the head parsed (the app called) to the response sent.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A connection's counts: [status // 100 for 0..9] [a bucket each, then +Inf] [latency sum].
 LATENCY = 10
