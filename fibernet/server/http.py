@@ -2,13 +2,16 @@
 
 ``http_handler(app)`` turns ``app(request) -> Response`` into a TCP handler for
 :class:`~fibernet.server.tcp.Server`.  Per connection: read a head (keep-alive idle timeout
-before its first byte, an absolute deadline after it: 408), call the app with a request whose
-body is pulled from the socket on demand (``Expect: 100-continue`` answered on the first
-read), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
+before its first byte, an absolute deadline after it, empty lines included: 408), call the
+app with a request whose body is pulled from the socket on demand (``Expect: 100-continue``
+answered on the first read; 408 if no byte comes for ``body_timeout``, or if the body comes
+slower than ``min_body_rate`` once ``body_rate_grace`` is over), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
 not read of the body (up to ``max_drain``, else close), and go on while keep-alive holds.
 Pipelined requests are answered in order because one fiber answers them one at a time.
 
 A handler's exception gives a 500 and is logged; a bad request gives its status and a close.
+An offer to upgrade the protocol (``Upgrade: h2c``) is ignored: the request is answered as
+HTTP/1.1 (the app sees the Upgrade field); CONNECT gets 501.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
     _DATE,
     _DEAD,
-    _HEAD,
     _IDLE,
     END,
     HttpError,
@@ -65,12 +67,14 @@ class _Body:
     """The body source of one request: ``source()`` gives the next piece, b"" at the end
     (``Expect: 100-continue`` answered on the first call)."""
 
-    __slots__ = ("conn", "expect", "done")
+    __slots__ = ("conn", "expect", "done", "received", "waited")
 
     def __init__(self, conn: _Connection, expect: bool) -> None:
         self.conn = conn
         self.expect = expect  # the client waits for 100 Continue, not answered yet
         self.done = False
+        self.received = 0  # body bytes so far
+        self.waited = 0.0  # seconds spent waiting for them (the data rate's clock)
 
     def __call__(self) -> bytes:
         if self.done:
@@ -78,10 +82,11 @@ class _Body:
         if self.expect:
             self.expect = False
             self.conn._send(_CONTINUE)
-        event = self.conn._body_event()
+        event = self.conn._body_event(self)
         if event is END:
             self.done = True
             return b""
+        self.received += len(event)
         return event
 
 
@@ -166,9 +171,11 @@ class _Connection:
                 if proto.in_head and self._deadline is None:
                     self._deadline = time.monotonic() + limits.head_timeout
 
-    def _body_event(self) -> Any:
-        """The next piece of a request body (bytes) or END."""
+    def _body_event(self, source: _Body) -> Any:
+        """The next piece of a request body (bytes) or END, under the body's timeout and
+        data rate (its clock runs only while the server waits for body bytes)."""
         events = self.proto._events
+        limits = self.limits
         while True:
             if events:
                 event = events.popleft()
@@ -177,10 +184,21 @@ class _Connection:
                 return event
             if self.proto._state == _DEAD:
                 raise _Close()
-            self._receive(
-                self.limits.body_timeout,
-                HttpError(408, f"no request body bytes for {self.limits.body_timeout}s"),
-            )
+            timeout = limits.body_timeout
+            on_timeout = HttpError(408, f"no request body bytes for {timeout}s")
+            rate = limits.min_body_rate
+            if rate:
+                left = limits.body_rate_grace + source.received / rate - source.waited
+                if left < timeout:
+                    timeout = left
+                    on_timeout = HttpError(408, f"request body slower than {rate:g} bytes/s")
+                    if left <= 0:
+                        raise on_timeout
+            started = time.monotonic()
+            try:
+                self._receive(timeout, on_timeout)
+            finally:
+                source.waited += time.monotonic() - started
 
     def _drain(self, source: _Body) -> bool:
         """Read and drop what the app left of the body; False if the connection must close."""
@@ -235,6 +253,7 @@ class _Connection:
                 # the date can differ.
                 response._fast = (status, headers, len(headers._items), body, date, data)
             return data, None, keep_alive, False
+        body = iter(body)  # (not iterable: a TypeError, so a 500 before any head is sent)
         chunked = version == "1.1"
         if not chunked:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
@@ -308,16 +327,14 @@ class _Connection:
                 if not data:
                     raise _Close()
                 feed(data)
-                if not events and proto._state == _HEAD:
+                if not events and proto.in_head:  # (a head begun, or empty lines)
                     self._deadline = time.monotonic() + limits.head_timeout  # from the first byte
                 continue
             else:
                 head = self._next_head()
                 self._deadline = None  # (only a head that came in pieces had one)
-            if head.upgrade:
-                raise HttpError(
-                    501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported"
-                )
+            if head.upgrade and head.method == "CONNECT":  # (another upgrade offer is ignored)
+                raise HttpError(501, "CONNECT not supported")
             head.client = client
             if head._body is None:  # a body to read on demand
                 source = head._body_source = _Body(self, head.expect_continue)
@@ -383,7 +400,11 @@ class _Connection:
                 except Exception:
                     # Too late for a 500: the head is out.  Cut the connection so the client
                     # sees a truncated response, not a complete one.
-                    log.exception("response body of %s %s failed", head.method, head.target)
+                    log.exception(
+                        "response body of %s %s failed after its head was sent; connection cut",
+                        head.method,
+                        head.target,
+                    )
                     raise _Close() from None
             self.answered += 1
             elapsed = monotonic() - started
@@ -420,7 +441,14 @@ class _Connection:
 
 def _chunks(body: Iterable[Any]) -> Iterable[bytes]:
     for chunk in body:
-        yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+        if chunk.__class__ is bytes:
+            yield chunk
+        elif isinstance(chunk, str):
+            yield chunk.encode()
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            yield bytes(chunk)
+        else:
+            raise TypeError(f"the response body gave a {type(chunk).__name__}, not bytes or str")
 
 
 def _fmt(addr: Any) -> str:

@@ -394,7 +394,7 @@ def test_metrics_count_requests_by_status_class_and_their_latency(serve_process,
         assert http_get(free_port, "/")[0] == 200
     bad = socket.create_connection(("127.0.0.1", free_port), timeout=10)
     with bad:
-        bad.sendall(b"NOT HTTP\r\n\r\n")
+        bad.sendall(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
         assert read_line(bad).startswith(b"HTTP/1.1 400")
 
     def counted():
