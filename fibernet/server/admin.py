@@ -159,6 +159,8 @@ class AdminPort:
     :meth:`timeout` bounds its wait."""
 
     def __init__(self, sock: socket.socket, app: Callable[[Request], Response]) -> None:
+        import prometheus_client  # noqa: F401 - now, not in the loop at the first scrape
+
         sock.setblocking(False)
         self.sock = sock
         self.app = app
