@@ -123,6 +123,7 @@ class Settings:
                     default=f.default,
                     show_default=True,
                     envvar=cls.env_name(f.name),
+                    show_envvar=True,
                     help=f.metadata["help"],
                 )
             )

@@ -13,6 +13,7 @@ every member, the sender included, as ``<name>: <line>``, in the order the room 
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import fibernet as fn
@@ -20,6 +21,7 @@ from fibernet.net.streams import LimitOverrun, Stream
 
 OUTBOX = 256  # lines buffered per member before the room drops it
 MAX_LINE = 4096
+_LOCAL_IDS = itertools.count(1)  # names for clients of a Unix socket, which have no address
 
 
 class Room:
@@ -80,10 +82,11 @@ def _writer(conn, outbox: fn.Channel) -> None:
 def handle(conn) -> None:
     inbox = ROOM.inbox()
     try:
-        host, port = conn.getpeername()[:2]
+        peer = conn.getpeername()
     except OSError:  # the client is gone already
         return
-    name = f"{host}:{port}"
+    # An IP peer is (host, port, ...); a Unix socket's client is a path, usually '' (unnamed).
+    name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"local-{next(_LOCAL_IDS)}"
     key = object()
     outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
     outbox.put(f"* you are {name}\n".encode())
