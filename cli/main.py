@@ -68,6 +68,10 @@ def _admin_socket(settings: Settings) -> object:
 
 
 def _load(settings: Settings, source: object) -> tuple[object, Settings]:
+    if settings.patch:  # before the app's modules import socket, threading, ...
+        from fibernet.patch import patch_all
+
+        logging.getLogger("fibernet.patch").info("patched for fibers: %s", ", ".join(patch_all()))
     handler, declared = load_app(settings.app, settings.app_dir, settings.factory)
     if declared is not None and source is click.core.ParameterSource.DEFAULT:
         if declared not in ("tcp", "http"):

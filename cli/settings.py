@@ -83,6 +83,12 @@ class Settings:
     admin_host: str = _opt(
         "127.0.0.1", "the address of the admin endpoint (0.0.0.0 for a kubelet's probes)", str
     )
+    patch: bool = _opt(
+        False,
+        "make the standard library's blocking calls (socket, ssl, select, time.sleep, locks) "
+        "suspend only the calling fiber: fibernet.patch_all(), before the app is imported",
+        bool,
+    )
     log_level: str = _opt(
         "info",
         "the log level",
