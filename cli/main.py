@@ -37,7 +37,7 @@ def _serve(app: str | None, **values: object) -> None:
         except click.ClickException:
             server._close_listeners()
             raise
-        run_server(server, admin=admin)
+        run_server(server, admin=admin, block_warning=settings.block_warning)
         return
     # Several workers: the supervisor never imports the app (so SIGHUP loads new code);
     # a probe process imports it once so that a broken module fails here, with its message.
@@ -121,6 +121,8 @@ def _worker(settings: Settings, source: object, sockets: list, ready: object, re
         on_ready=ready,
         parent=int(os.environ["FIBERNET_SUPERVISOR_PID"]),  # type: ignore[arg-type]
         report=report,
+        block_warning=settings.block_warning,
+        worker_timeout=settings.worker_timeout,
     )  # type: ignore[arg-type]
 
 
