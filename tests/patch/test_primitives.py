@@ -268,3 +268,32 @@ def test_patching_twice_is_harmless_and_unpatch_restores():
     assert result["class"] == "CooperativeSocket"
     assert result["after"] == []
     assert result["restored"] == ["socket", "time", "_thread", "selectors", "ssl"]
+
+
+def test_name_resolution_runs_on_the_thread_pool_in_a_fiber():
+    """A host name is resolved on a pool thread (getaddrinfo blocks whatever epoll says); an
+    address, and any call from a plain thread, resolve in place."""
+    result = run(
+        """
+        from fibernet.net.cooperative import getaddrinfo_of
+
+        where = []
+        def std(host, port, *args, **kwargs):
+            where.append((host, threading.current_thread().name))
+            return []
+        resolve = getaddrinfo_of(std)
+
+        def main():
+            resolve("db.example", 5432)
+            resolve("127.0.0.1", 5432, type=socket.SOCK_STREAM)
+            return socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4][1]
+
+        port = fibernet.run(main)
+        resolve("db.example", 5432)
+        print(json.dumps({"where": where, "port": port, "patched": hasattr(socket.getaddrinfo, "__wrapped__")}))
+        """
+    )
+    (named, pool), (literal, here), (plain, main_thread) = result["where"]
+    assert (named, literal, plain) == ("db.example", "127.0.0.1", "db.example")
+    assert pool.startswith("fibernet-pool") and here == "MainThread" and main_thread == "MainThread"
+    assert result["port"] == 80 and result["patched"] is True
