@@ -39,7 +39,12 @@ def _serve(app: str | None, **values: object) -> None:
         except click.ClickException:
             server._close_listeners()
             raise
-        run_server(server, admin=admin, on_ready=lambda: _announce(settings, server._listeners))
+        run_server(
+            server,
+            admin=admin,
+            on_ready=lambda: _announce(settings, server._listeners),
+            block_warning=settings.block_warning,
+        )
         return
     # Several workers: the supervisor never imports the app (so SIGHUP loads new code);
     # a probe process imports it once so that a broken module fails here, with its message.
@@ -73,6 +78,10 @@ def _admin_socket(settings: Settings) -> object:
 def _load(settings: Settings, source: object, startup: bool = False) -> tuple[object, Settings]:
     """The handler and the settings for it (the module's PROTOCOL applied).  ``startup``: this
     is the process that says, once, what looks wrong in how the app is served."""
+    if settings.patch:  # before the app's modules import socket, threading, ...
+        from fibernet.patch import patch_all
+
+        logging.getLogger("fibernet.patch").info("patched for fibers: %s", ", ".join(patch_all()))
     handler, declared = load_app(settings.app, settings.app_dir, settings.factory)
     if declared is not None and source is click.core.ParameterSource.DEFAULT:
         if declared not in ("tcp", "http"):
@@ -174,6 +183,8 @@ def _worker(settings: Settings, source: object, sockets: list, ready: object, re
         on_ready=ready,
         parent=int(os.environ["FIBERNET_SUPERVISOR_PID"]),  # type: ignore[arg-type]
         report=report,
+        block_warning=settings.block_warning,
+        worker_timeout=settings.worker_timeout,
     )  # type: ignore[arg-type]
 
 

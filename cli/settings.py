@@ -96,6 +96,22 @@ class Settings:
     admin_host: str = _opt(
         "127.0.0.1", "the address of the admin endpoint (0.0.0.0 for a kubelet's probes)", str
     )
+    block_warning: float = _opt(
+        0.1,
+        "log a scheduler held by one fiber for longer than this, with its stack (seconds; 0: off)",
+        click.FloatRange(0),
+    )
+    worker_timeout: float | None = _opt(
+        None,
+        "with --workers: kill and replace a worker whose schedulers are all blocked this long (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    patch: bool = _opt(
+        False,
+        "make the standard library's blocking calls (socket, ssl, select, time.sleep, locks) "
+        "suspend only the calling fiber: fibernet.patch_all(), before the app is imported",
+        bool,
+    )
     log_level: str = _opt(
         "info",
         "the log level",
