@@ -177,7 +177,9 @@ def _check_tls(tls: TLSConfig) -> None:
     try:
         tls.context()
     except (OSError, ValueError) as exc:  # a missing file, a bad PEM, a wrong password, a bad cipher list
-        raise click.UsageError(f"TLS: {getattr(exc, 'strerror', None) or exc}: {tls.certfile}") from None
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        files = tls.certfile + (f" (key {tls.keyfile})" if tls.keyfile else "")
+        raise click.UsageError(f"TLS: cannot load the certificate {files}: {reason}") from None
 
 
 def _bind(server: Server, settings: Settings) -> None:
