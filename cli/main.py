@@ -13,7 +13,9 @@ from fibernet_cli import hints
 from fibernet_cli.loader import load_app
 from fibernet_cli.settings import Settings
 
+from fibernet.net.tls import TLSConfig
 from fibernet.server import HttpConfig, HttpLimits, Limits, Server, http_handler, run_server
+from fibernet.server.proxy import ForwardedPolicy
 from fibernet.server.workers import Arbiter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -30,6 +32,9 @@ def _serve(app: str | None, **values: object) -> None:
     source = click.get_current_context().get_parameter_source("protocol")
     settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    tls = tls_config(settings)
+    if tls is not None:
+        _check_tls(tls)  # (here, so that a bad file is a usage error before any worker starts)
     if settings.workers == 1:
         handler, settings = _load(settings, source, startup=True)
         server = build_server(handler, settings, listeners(settings))
@@ -195,13 +200,15 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
         idle_timeout=settings.idle_timeout if settings.protocol == "tcp" else None,
         backlog=settings.backlog,
         graceful_timeout=settings.graceful_timeout,
+        handshake_timeout=settings.handshake_timeout,
     )
     if settings.protocol == "http":
         # Every HTTP limit that is a setting (a flag and a variable) is taken from it.
         names = [f.name for f in dataclasses.fields(HttpLimits) if hasattr(settings, f.name)]
         http_limits = HttpLimits(**{name: getattr(settings, name) for name in names})
+        forwarded = ForwardedPolicy(settings.forwarded_allow_ips) if settings.proxy_headers else None
         handler = http_handler(
-            handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency)
+            handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency, forwarded)
         )  # type: ignore[arg-type]
     return Server(
         handler,
@@ -211,7 +218,36 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
         limits=limits,  # type: ignore[arg-type]
         name=settings.app,
         sockets=sockets,
+        ssl=tls_config(settings),
+        proxy_protocol=settings.proxy_protocol,
     )
+
+
+def tls_config(settings: Settings) -> TLSConfig | None:
+    """What the --ssl-* options say (None: no TLS); the files are read by the server, in
+    each worker, and again on SIGHUP."""
+    if settings.ssl_certfile is None:
+        if settings.ssl_keyfile is not None:
+            raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
+        return None
+    return TLSConfig(
+        settings.ssl_certfile,
+        settings.ssl_keyfile,
+        settings.ssl_keyfile_password,
+        settings.ssl_ca_certs,
+        settings.ssl_cert_reqs,
+        settings.ssl_ciphers,
+        ("http/1.1",) if settings.protocol == "http" else (),
+    )
+
+
+def _check_tls(tls: TLSConfig) -> None:
+    try:
+        tls.context()
+    except (OSError, ValueError) as exc:  # a missing file, a bad PEM, a wrong password, a bad cipher list
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        files = tls.certfile + (f" (key {tls.keyfile})" if tls.keyfile else "")
+        raise click.UsageError(f"TLS: cannot load the certificate {files}: {reason}") from None
 
 
 def _bind(server: Server, settings: Settings) -> None:

@@ -112,6 +112,27 @@ class Settings:
         "suspend only the calling fiber: fibernet.patch_all(), before the app is imported",
         bool,
     )
+    # -- TLS and the proxy in front (fibernet/net/tls.py, fibernet/server/proxy.py) --
+    ssl_certfile: str | None = _opt(None, "serve TLS with this certificate (PEM, chain after it)", str)
+    ssl_keyfile: str | None = _opt(None, "the certificate's private key (PEM; default: in the certfile)", str)
+    ssl_keyfile_password: str | None = _opt(None, "the password of an encrypted private key", str)
+    ssl_ca_certs: str | None = _opt(None, "the CA certificates client certificates are checked against", str)
+    ssl_cert_reqs: int = _opt(
+        0, "client certificates: 0 not asked, 1 optional, 2 required (ssl.CERT_*)", click.IntRange(0, 2)
+    )
+    ssl_ciphers: str | None = _opt(None, "the OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)", str)
+    handshake_timeout: float = _opt(
+        10.0,
+        "the PROXY header and the TLS handshake must be done within this (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    proxy_protocol: bool = _opt(False, "every connection starts with a PROXY protocol header (v1 or v2)", bool)
+    proxy_headers: bool = _opt(
+        True, "HTTP: take the client and scheme from X-Forwarded-For/-Proto or Forwarded of trusted peers", bool
+    )
+    forwarded_allow_ips: str = _opt(
+        "127.0.0.1", "the peers trusted with proxy headers: addresses, networks, or *", str
+    )
     log_level: str = _opt(
         "info",
         "the log level",

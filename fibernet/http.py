@@ -114,6 +114,7 @@ class Request:
         "http_version",
         "headers",
         "client",
+        "scheme",
         "_body_source",
         "_body",
         "_consumed",
@@ -127,6 +128,7 @@ class Request:
         http_version: str = "1.1",
         client: Any = None,
         body: bytes | Callable[[], bytes] = b"",
+        scheme: str = "http",
     ) -> None:
         self.method = method
         self.target = target
@@ -137,6 +139,7 @@ class Request:
         self.http_version = http_version
         self.headers = headers
         self.client = client
+        self.scheme = scheme  # "https" over TLS (or as a trusted proxy says)
         if callable(body):
             self._body_source: Callable[[], bytes] | None = body
             self._body: bytes | None = None

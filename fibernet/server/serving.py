@@ -219,6 +219,8 @@ class _SignalWatcher:
             pass
 
     def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP and not self.in_worker and _reload_tls(self.server):
+            return
         if signum in self.IGNORED:
             if not self.in_worker:
                 why = "reloading" if signum == signal.SIGHUP else "changing the number of workers"
@@ -268,6 +270,19 @@ class _SignalWatcher:
         self._fiber.cancel()
         self._reader.close()
         self._wsock.close()
+
+
+def _reload_tls(server: Server) -> bool:
+    """SIGHUP without workers: load the TLS certificate files again for new connections
+    (True), or False if the server has none to reload."""
+    try:
+        if not server.reload_tls():
+            return False
+    except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
+        log.error("SIGHUP: the TLS certificates did not load (%s); keeping those in use", exc)
+        return True
+    log.info("SIGHUP: TLS certificates reloaded")
+    return True
 
 
 def _ignore(signum: int, frame: Any) -> None:
