@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fibernet.errors import Cancelled
-from fibernet.http import BodyTooLarge, Request, Response
+from fibernet.http import BadWebSocketUpgrade, BodyTooLarge, Request, Response
 from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
     _DATE,
@@ -39,6 +39,7 @@ from fibernet.server.http_protocol import (
     fields_block,
     http_date,
 )
+from fibernet.server.websocket import WebSocketLimits, serve_upgrade
 
 log = logging.getLogger("fibernet.http")
 access_log = logging.getLogger("fibernet.access")
@@ -53,6 +54,7 @@ class HttpConfig:
     limits: HttpLimits = field(default_factory=HttpLimits)
     access_log: bool = False
     limit_concurrency: int | None = None  # connections served at once; beyond: 503 and close
+    websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
 
 
 class _Close(Exception):
@@ -256,6 +258,18 @@ class _Connection:
             self._send(b"0\r\n\r\n")
         return sent
 
+    # -- the upgrade hand-off ---------------------------------------------------------------
+
+    def _upgrade(self, head: RequestHead) -> Response:
+        """An upgrade request (not CONNECT): the app may take the connection with
+        ``request.accept_websocket()``; then the WebSocket ends the connection.  If it does
+        not, its response is sent as for any request (the parser stops at an upgrade, so the
+        connection then closes after it)."""
+        response = serve_upgrade(self.app, self.sock, head, self.config.websocket)
+        if response is None:
+            raise _Close()
+        return response
+
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -321,10 +335,8 @@ class _Connection:
             else:
                 head = self._next_head()
                 self._deadline = None  # (only a head that came in pieces had one)
-            if head.upgrade:
-                raise HttpError(
-                    501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported"
-                )
+            if head.upgrade and head.method == "CONNECT":
+                raise HttpError(501, "CONNECT not supported")
             head.client = client
             if head._body is None:  # a body to read on demand
                 source = head._body_source = _Body(self, head.expect_continue)
@@ -334,7 +346,7 @@ class _Connection:
                 started = time.monotonic()
             # -- the app
             try:
-                response = app(head)
+                response = app(head) if not head.upgrade else self._upgrade(head)
                 if response.__class__ is not Response and not isinstance(response, Response):
                     raise TypeError(f"the app returned {type(response).__name__}, not a Response")
                 # A client still waiting for 100 Continue may send the body or not: close after it.
@@ -369,6 +381,8 @@ class _Connection:
                 raise
             except BodyTooLarge:
                 raise HttpError(413, "request body too large") from None
+            except BadWebSocketUpgrade as error:
+                raise HttpError(400, str(error)) from None
             except Exception:
                 log.exception("app failed on %s %s from %s", head.method, head.target, _fmt(client))
                 response = _INTERNAL_ERROR
@@ -507,14 +521,17 @@ def http_server(
     """A :class:`~fibernet.server.tcp.Server` that serves the HTTP app ``app``.
 
     ``options`` may name any field of :class:`HttpLimits` (``max_body_size=...``,
-    ``keepalive_timeout=...``) and any TCP limit (``max_connections=...``).
+    ``keepalive_timeout=...``), any of :class:`WebSocketLimits` with ``ws_`` before it
+    (``ws_max_size=...``) and any TCP limit (``max_connections=...``).
     """
     from fibernet.server.tcp import Server
 
     http_fields = set(HttpLimits.__dataclass_fields__)
     limits = HttpLimits(**{k: v for k, v in options.items() if k in http_fields})
-    tcp_options = {k: v for k, v in options.items() if k not in http_fields}
+    ws_fields = {"ws_" + name for name in WebSocketLimits.__dataclass_fields__}
+    websocket = WebSocketLimits(**{k[3:]: v for k, v in options.items() if k in ws_fields})
+    tcp_options = {k: v for k, v in options.items() if k not in http_fields and k not in ws_fields}
     tcp_options.setdefault("idle_timeout", None)  # HTTP keeps its own, finer timeouts
-    config = HttpConfig(limits, access_log, limit_concurrency)
+    config = HttpConfig(limits, access_log, limit_concurrency, websocket)
     name = tcp_options.pop("name", None) or getattr(app, "__qualname__", "http")
     return Server(http_handler(app, config), host, port, threads=threads, name=name, **tcp_options)

@@ -342,19 +342,30 @@ def test_response_header_with_cr_lf_nul_is_refused_with_500(http_server, caplog,
 # -- upgrades and CONNECT --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("first", [
-    request("GET", "/chat", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket"),
-                                     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-                                     ("Sec-WebSocket-Version", "13")]),
-    request("GET", "/", headers=[("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
-                                 ("HTTP2-Settings", "AAMAAABkAAQAAP__")]),
-    request("CONNECT", "example.com:443", host="example.com:443"),
-], ids=["websocket", "h2c", "connect"])
-def test_upgrade_and_connect_get_501_and_close_never_fed_on(http_server, first):
+_WEBSOCKET_UPGRADE = request("GET", "/chat", headers=[
+    ("Connection", "Upgrade"), ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")])
+_H2C_UPGRADE = request("GET", "/", headers=[("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+                                            ("HTTP2-Settings", "AAMAAABkAAQAAP__")])
+
+
+@pytest.mark.parametrize("first", [_WEBSOCKET_UPGRADE, _H2C_UPGRADE], ids=["websocket", "h2c"])
+def test_upgrade_the_app_does_not_take_is_answered_and_closed_never_fed_on(http_server, first):
     app = Recorder()
     server = http_server(app)
     with RawClient(server.address) as c:
         c.send(first + SMUGGLED)
+        reply = c.response()
+        assert reply.status == 200 and reply.body == b"ok"
+        assert c.at_eof()  # nothing after an upgrade request is parsed
+    assert [r.target for r in app.calls] == [first.split(b" ")[1].decode()]
+
+
+def test_connect_gets_501_and_close_never_fed_on(http_server):
+    app = Recorder()
+    server = http_server(app)
+    with RawClient(server.address) as c:
+        c.send(request("CONNECT", "example.com:443", host="example.com:443") + SMUGGLED)
         reply = c.response()
         assert reply.status == 501 and reply.closes
         assert c.at_eof()
