@@ -243,9 +243,13 @@ class _Connection:
                 response._fast = (status, headers, len(headers._items), body, date, data)
             return data, None, keep_alive, False
         chunked = version == "1.1"
-        if not chunked:
+        length = _declared_length(headers)
+        if length is not None:  # the app knows the length (a WSGI file download, say)
+            chunked = False
+            body = _exactly(body, length)
+        elif not chunked:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
-        data = encode_head(status, block, version, keep_alive, None, chunked, date)
+        data = encode_head(status, block, version, keep_alive, length, chunked, date)
         return data, (body if with_body else None), keep_alive, chunked
 
     def _send_stream(self, body: Iterable[Any], chunked: bool) -> int:
@@ -436,6 +440,27 @@ class _Connection:
 def _chunks(body: Iterable[Any]) -> Iterable[bytes]:
     for chunk in body:
         yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+
+
+def _declared_length(headers: Any) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _exactly(body: Iterable[Any], length: int) -> Iterable[bytes]:
+    """An iterable body held to the Content-Length its app declared: cut at it, and an
+    error (the connection is cut, so the client sees a truncated response) if it is short."""
+    left = length
+    for chunk in _chunks(body):
+        if len(chunk) >= left:
+            if len(chunk) > left:
+                log.warning("response body longer than its Content-Length of %d; cut", length)
+            yield chunk[:left]
+            return
+        left -= len(chunk)
+        yield chunk
+    if left:
+        raise ValueError(f"response body {length - left} bytes, shorter than its Content-Length of {length}")
 
 
 def _fmt(addr: Any) -> str:
