@@ -67,6 +67,16 @@ class Settings:
         "HTTP: a request head must arrive within this (seconds; 408)",
         click.FloatRange(0, min_open=True),
     )
+    body_timeout: float = _opt(
+        30.0,
+        "HTTP: a request body that moves no byte for this long is refused (seconds; 408)",
+        click.FloatRange(0, min_open=True),
+    )
+    send_timeout: float = _opt(
+        30.0,
+        "HTTP: close a connection whose client reads nothing of a response for this long (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
     max_body_size: int = _opt(1024 * 1024, "HTTP: the largest request body (bytes; 413)", click.IntRange(1))
     max_head_size: int = _opt(16 * 1024, "HTTP: the largest request head (bytes; 431)", click.IntRange(256))
     max_header_count: int = _opt(100, "HTTP: the most header fields in a request (431)", click.IntRange(1))

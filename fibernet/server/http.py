@@ -95,7 +95,6 @@ class _Connection:
         "client",
         "_deadline",
         "answered",
-        "idle",
         "_draining",
     )
 
@@ -107,7 +106,6 @@ class _Connection:
         draining: list[bool] | None = None,
     ) -> None:
         self.answered = 0  # requests answered (the server's request counter sums these)
-        self.idle = False  # waiting for the first byte of a next request
         self._draining = draining or [False]
         self.app = app
         self.config = config
@@ -161,15 +159,8 @@ class _Connection:
                     HttpError(408, f"request head not complete within {limits.head_timeout}s"),
                 )
             else:
-                # Between requests: a server that drains ends the connection here.
-                self.idle = True
-                try:
-                    # (a connection that has had no request yet is given its first one)
-                    if self._draining[0] and self.answered:
-                        raise _Close()
-                    self._receive(limits.keepalive_timeout, None)
-                finally:
-                    self.idle = False
+                # Between requests: the keep-alive wait, draining or not (see drain()).
+                self._receive(limits.keepalive_timeout, None)
                 if proto.in_head and self._deadline is None:
                     self._deadline = time.monotonic() + limits.head_timeout
 
@@ -318,18 +309,13 @@ class _Connection:
                 if head.__class__ is HttpError:
                     raise head
             elif proto._state == _IDLE:
-                # Between requests: wait for the next one (a server that drains ends the
-                # connection here; one that has had no request yet is given its first one).
-                self.idle = True  # (before the look at draining: drain() sees one or the other)
+                # Between requests: wait for the next one, for the keep-alive timeout,
+                # draining or not (see drain() in http_handler).
+                sock.timeout = keepalive_timeout
                 try:
-                    if draining[0] and self.answered:
-                        raise _Close()
-                    sock.timeout = keepalive_timeout
                     data = recv(_RECV)
                 except OSError:  # (a timeout too: an idle keep-alive connection ends quietly)
                     raise _Close() from None
-                finally:
-                    self.idle = False
                 if not data:
                     raise _Close()
                 feed(data)
@@ -486,13 +472,15 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
     conns: set[_Connection] = set()
 
     def drain() -> None:
-        """The server drains: end idle keep-alive connections now, the others after the
-        response in flight (with ``Connection: close``), as Go's Shutdown does."""
+        """The server drains: each connection's next response says ``Connection: close``
+        and ends it.  An idle keep-alive connection is not closed early (as Go's Shutdown
+        does): its client may be sending a request on it at this very moment, and would
+        see the connection end with no answer -- a request lost, each time a rolling
+        restart retires a worker.  It keeps waiting for the keep-alive timeout, the one
+        moment a client knows the server may close it; a request that comes meanwhile is
+        answered, with ``Connection: close``.  (The server cancels what is left at the
+        end of the grace period.)"""
         draining[0] = True
-        with lock:
-            idle = [c for c in conns if c.idle and c.answered]
-        for conn in idle:
-            conn.sock.interrupt_wait()  # its keep-alive wait ends now, as if timed out
 
     def handle(sock: Socket) -> None:
         if limit is not None:
@@ -528,6 +516,7 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
             return {"requests": closed[0] + sum(c.answered for c in conns)}
 
     handle.app = app  # type: ignore[attr-defined]
+    handle.config = config  # type: ignore[attr-defined]
     handle.stats = stats  # type: ignore[attr-defined]
     handle.drain = drain  # type: ignore[attr-defined]
     return handle

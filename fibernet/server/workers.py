@@ -152,6 +152,7 @@ class Arbiter:
                     systemd.stopping()
                     log.info("supervisor: %s, stopping %d worker(s)", name, len(self.workers))
                     self._stopping = signum
+                    self._close_listeners()
                     self._deadline = (
                         time.monotonic() + (self.graceful_timeout if signum == signal.SIGTERM else 2.0) + 5
                     )
@@ -177,6 +178,14 @@ class Arbiter:
                     )
                     if len(current) > self.target:
                         self._stop_worker(current[-1])
+
+    def _close_listeners(self) -> None:
+        """Stopping: no new connection is to be queued where no one will accept it.  The
+        workers close their copies as they begin to drain; once this one is closed too, the
+        kernel refuses new connections at once instead of completing their handshakes and
+        resetting them at the end of the grace period."""
+        for sock in self.sockets:
+            sock.close()
 
     def _signal_all(self, signum: int) -> None:
         for worker in self.workers.values():
