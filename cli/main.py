@@ -13,6 +13,7 @@ from fibernet_cli.loader import load_app
 from fibernet_cli.settings import Settings
 
 from fibernet.server import HttpConfig, HttpLimits, Limits, Server, http_handler, run_server
+from fibernet.server.websocket import WebSocketLimits
 from fibernet.server.workers import Arbiter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -75,7 +76,26 @@ def _load(settings: Settings, source: object) -> tuple[object, Settings]:
                 f"{settings.app}'s module declares PROTOCOL = {declared!r}", param_hint="APP"
             )
         settings = dataclasses.replace(settings, protocol=declared)
-    return handler, settings
+    return _interface(handler, settings, source)
+
+
+def _interface(handler: object, settings: Settings, source: object) -> tuple[object, Settings]:
+    """A WSGI app (--interface wsgi, or auto and it takes environ and start_response) is
+    served over HTTP through the WSGI adapter; an ASGI app is refused with the reason."""
+    from fibernet.server.wsgi import WSGIApp, detect_interface
+
+    interface = settings.interface
+    if interface == "auto":
+        try:
+            interface = detect_interface(handler)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise click.BadParameter(f"{settings.app}: {exc}", param_hint="APP") from None
+    if interface != "wsgi":
+        return handler, settings
+    if settings.protocol != "http" and source is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter(f"a WSGI app speaks HTTP, not {settings.protocol}", param_hint="--protocol")
+    wsgi = WSGIApp(handler, multiprocess=settings.workers > 1)  # type: ignore[arg-type]
+    return wsgi, dataclasses.replace(settings, protocol="http")
 
 
 def _probe(settings: Settings, source: object) -> None:
@@ -132,8 +152,17 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
         # Every HTTP limit that is a setting (a flag and a variable) is taken from it.
         names = [f.name for f in dataclasses.fields(HttpLimits) if hasattr(settings, f.name)]
         http_limits = HttpLimits(**{name: getattr(settings, name) for name in names})
+        websocket = WebSocketLimits(
+            max_size=settings.ws_max_size,
+            max_queue=settings.ws_max_queue,
+            ping_interval=settings.ws_ping_interval or None,
+            ping_timeout=settings.ws_ping_timeout,
+            close_timeout=settings.ws_close_timeout,
+            send_timeout=http_limits.send_timeout,
+            per_message_deflate=settings.ws_per_message_deflate,
+        )
         handler = http_handler(
-            handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency)
+            handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency, websocket)
         )  # type: ignore[arg-type]
     return Server(
         handler,
