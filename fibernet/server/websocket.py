@@ -50,11 +50,11 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from fibernet.errors import Cancelled
+from fibernet.errors import Cancelled, ChannelClosed
 from fibernet.http import BadWebSocketUpgrade, WebSocketClosed
 from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
-from fibernet.ops.operation import Operation, choice, perform, wrap
+from fibernet.ops.operation import Operation, choice, guard, perform, wrap
 from fibernet.ops.timers import wait_op
 from fibernet.runtime.scheduler import current_fiber, spawn
 
@@ -117,22 +117,34 @@ class WebSocket:
     def recv(self) -> str | bytes:
         """The next message (str for text, bytes for binary); raises :class:`WebSocketClosed`
         (with the close code) once the WebSocket is closed and no message is left."""
-        message = self._incoming.try_get(_EMPTY)
-        if message is not _EMPTY:
-            return message
-        return perform(self.recv_op())
+        try:
+            return self._incoming.get()  # (closed by the reader when it ends: drained first)
+        except ChannelClosed:
+            raise self._closed_error() from None
 
     def recv_op(self) -> Operation:
         """An operation that completes with the next message, or raises
         :class:`WebSocketClosed`: ``choice(ws.recv_op(), wait_op(30))`` is an idle timeout."""
+        return guard(self._make_recv_op)
+
+    def _make_recv_op(self) -> Operation:
+        # The reader signals _ended, then closes the channel, with no switch between (both its
+        # fibers and this one run on the connection's scheduler).  So a perform that blocked
+        # before the end is completed by the _ended branch; one that starts after it meets a
+        # closed channel, whose get would raise ChannelClosed: it is given the end here.
+        if self._incoming.closed:
+            return wrap(self._ended.wait_op(), self._after_end)
         return choice(self._incoming.get_op(), wrap(self._ended.wait_op(), self._after_end))
 
     def _after_end(self) -> str | bytes:
         # Both branches may be ready at once: messages that came before the close go first.
-        message = self._incoming.try_get(_EMPTY)
+        message = self._incoming.try_get(_EMPTY) if not self._incoming.closed or len(self._incoming) else _EMPTY
         if message is not _EMPTY:
             return message
-        raise WebSocketClosed(self.close_code or _ABNORMAL, self.close_reason)
+        raise self._closed_error()
+
+    def _closed_error(self) -> WebSocketClosed:
+        return WebSocketClosed(self.close_code or _ABNORMAL, self.close_reason)
 
     def __iter__(self) -> Iterator[str | bytes]:
         """The messages until the WebSocket closes (then the iteration ends quietly)."""
@@ -176,10 +188,10 @@ class WebSocket:
         """Turn ``event`` into bytes and send them, in turn; False if it cannot go out (the
         WebSocket is closed, the stream broke, or ``wait`` is False and a send is going on)."""
         lock = self._lock
-        if wait:
+        if not lock.try_put(True):
+            if not wait:
+                return False
             lock.put(True)
-        elif not lock.try_put(True):
-            return False
         try:
             try:
                 data = self._proto.send(event)
@@ -194,7 +206,7 @@ class WebSocket:
             return False
         finally:
             self._sending_since = None
-            lock.get()
+            lock.try_get()
 
     # -- the reader and the keep-alive ----------------------------------------------------
 
@@ -244,7 +256,8 @@ class WebSocket:
 
     def _deliver(self, message: str | bytes) -> None:
         # Blocks while max_queue messages wait (backpressure), unless we close meanwhile.
-        perform(choice(self._incoming.put_op(message), self._closing.wait_op()))
+        if not self._incoming.try_put(message):
+            perform(choice(self._incoming.put_op(message), self._closing.wait_op()))
 
     def _on_close(self, event: CloseConnection) -> None:
         proto = self._proto
@@ -270,6 +283,7 @@ class WebSocket:
             self.close_code, self.close_reason = code, reason
         self._closing.signal()
         self._ended.signal()
+        self._incoming.close()  # (after _ended: see _make_recv_op)
 
     def _shutdown(self) -> None:
         """The close handshake is over: the server closes the TCP connection first (RFC 6455
@@ -285,6 +299,7 @@ class WebSocket:
             self.close_code, self.close_reason = _ABNORMAL, "connection cut"
         self._closing.signal()
         self._ended.signal()
+        self._incoming.close()
         if current_fiber() is not self._reader:
             self._reader.cancel()
         self.stream.close()
