@@ -250,6 +250,10 @@ class WebSocket:
                     # (a Pong needs nothing: any byte that comes counts as life)
         except Cancelled:
             self._end(_ABNORMAL, "cancelled")
+        except Exception:  # a bug, here or in wsproto: this connection only
+            log.exception("WebSocket reader failed; closing the connection")
+            self.close_code, self.close_reason = _INTERNAL, "server error"
+            self._abort()
         finally:
             if not self._ended.signalled:
                 self._end(_ABNORMAL, "the reader stopped")
