@@ -81,6 +81,19 @@ class Settings:
     max_head_size: int = _opt(16 * 1024, "HTTP: the largest request head (bytes; 431)", click.IntRange(256))
     max_header_count: int = _opt(100, "HTTP: the most header fields in a request (431)", click.IntRange(1))
     max_request_line: int = _opt(8190, "HTTP: the longest request target (bytes; 414)", click.IntRange(16))
+    max_field_size: int = _opt(
+        8192, "HTTP: the largest header field, name and value (bytes; 431)", click.IntRange(64)
+    )
+    min_body_rate: float = _opt(
+        240.0,
+        "HTTP: the least average request body rate after --body-rate-grace (bytes/s; 408; 0: none)",
+        click.FloatRange(0),
+    )
+    body_rate_grace: float = _opt(
+        5.0,
+        "HTTP: the time a request body is given before --min-body-rate applies (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
     ws_max_size: int = _opt(
         1024 * 1024, "WebSocket: the largest message (bytes; closed with 1009 beyond)", click.IntRange(1)
     )

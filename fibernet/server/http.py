@@ -2,13 +2,16 @@
 
 ``http_handler(app)`` turns ``app(request) -> Response`` into a TCP handler for
 :class:`~fibernet.server.tcp.Server`.  Per connection: read a head (keep-alive idle timeout
-before its first byte, an absolute deadline after it: 408), call the app with a request whose
-body is pulled from the socket on demand (``Expect: 100-continue`` answered on the first
-read), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
+before its first byte, an absolute deadline after it, empty lines included: 408), call the
+app with a request whose body is pulled from the socket on demand (``Expect: 100-continue``
+answered on the first read; 408 if no byte comes for ``body_timeout``, or if the body comes
+slower than ``min_body_rate`` once ``body_rate_grace`` is over), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
 not read of the body (up to ``max_drain``, else close), and go on while keep-alive holds.
 Pipelined requests are answered in order because one fiber answers them one at a time.
 
 A handler's exception gives a 500 and is logged; a bad request gives its status and a close.
+An offer to upgrade the protocol (``Upgrade: h2c``) is ignored: the request is answered as
+HTTP/1.1 (the app sees the Upgrade field); CONNECT gets 501.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +30,6 @@ from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
     _DATE,
     _DEAD,
-    _HEAD,
     _IDLE,
     END,
     HttpError,
@@ -39,6 +42,7 @@ from fibernet.server.http_protocol import (
     fields_block,
     http_date,
 )
+from fibernet.server.metrics import BUCKETS, LATENCY, SUM, add, http_stats, new_counts
 from fibernet.server.websocket import WebSocketLimits, serve_upgrade
 
 log = logging.getLogger("fibernet.http")
@@ -65,12 +69,14 @@ class _Body:
     """The body source of one request: ``source()`` gives the next piece, b"" at the end
     (``Expect: 100-continue`` answered on the first call)."""
 
-    __slots__ = ("conn", "expect", "done")
+    __slots__ = ("conn", "expect", "done", "received", "waited")
 
     def __init__(self, conn: _Connection, expect: bool) -> None:
         self.conn = conn
         self.expect = expect  # the client waits for 100 Continue, not answered yet
         self.done = False
+        self.received = 0  # body bytes so far
+        self.waited = 0.0  # seconds spent waiting for them (the data rate's clock)
 
     def __call__(self) -> bytes:
         if self.done:
@@ -78,10 +84,11 @@ class _Body:
         if self.expect:
             self.expect = False
             self.conn._send(_CONTINUE)
-        event = self.conn._body_event()
+        event = self.conn._body_event(self)
         if event is END:
             self.done = True
             return b""
+        self.received += len(event)
         return event
 
 
@@ -95,6 +102,7 @@ class _Connection:
         "client",
         "_deadline",
         "answered",
+        "counts",
         "_draining",
     )
 
@@ -106,6 +114,7 @@ class _Connection:
         draining: list[bool] | None = None,
     ) -> None:
         self.answered = 0  # requests answered (the server's request counter sums these)
+        self.counts = new_counts()  # by status class, and latency (fibernet.server.metrics)
         self._draining = draining or [False]
         self.app = app
         self.config = config
@@ -164,9 +173,11 @@ class _Connection:
                 if proto.in_head and self._deadline is None:
                     self._deadline = time.monotonic() + limits.head_timeout
 
-    def _body_event(self) -> Any:
-        """The next piece of a request body (bytes) or END."""
+    def _body_event(self, source: _Body) -> Any:
+        """The next piece of a request body (bytes) or END, under the body's timeout and
+        data rate (its clock runs only while the server waits for body bytes)."""
         events = self.proto._events
+        limits = self.limits
         while True:
             if events:
                 event = events.popleft()
@@ -175,10 +186,21 @@ class _Connection:
                 return event
             if self.proto._state == _DEAD:
                 raise _Close()
-            self._receive(
-                self.limits.body_timeout,
-                HttpError(408, f"no request body bytes for {self.limits.body_timeout}s"),
-            )
+            timeout = limits.body_timeout
+            on_timeout = HttpError(408, f"no request body bytes for {timeout}s")
+            rate = limits.min_body_rate
+            if rate:
+                left = limits.body_rate_grace + source.received / rate - source.waited
+                if left < timeout:
+                    timeout = left
+                    on_timeout = HttpError(408, f"request body slower than {rate:g} bytes/s")
+                    if left <= 0:
+                        raise on_timeout
+            started = time.monotonic()
+            try:
+                self._receive(timeout, on_timeout)
+            finally:
+                source.waited += time.monotonic() - started
 
     def _drain(self, source: _Body) -> bool:
         """Read and drop what the app left of the body; False if the connection must close."""
@@ -233,6 +255,7 @@ class _Connection:
                 # the date can differ.
                 response._fast = (status, headers, len(headers._items), body, date, data)
             return data, None, keep_alive, False
+        body = iter(body)  # (not iterable: a TypeError, so a 500 before any head is sent)
         chunked = version == "1.1"
         length = _declared_length(headers)
         if length is not None:  # the app knows the length (a WSGI file download, say)
@@ -274,6 +297,7 @@ class _Connection:
             pass
         except HttpError as error:
             log.debug("bad request from %s: %s", self.client, error)
+            self.counts[error.status // 100] += 1
             try:
                 self.sock.timeout = self.limits.send_timeout
                 self.sock.sendall(error_response(error))
@@ -299,7 +323,9 @@ class _Connection:
         access = self.config.access_log
         date = _DATE
         clock = time.time
-        started = 0.0
+        monotonic = time.monotonic
+        counts = self.counts
+        latency, total, fastest = LATENCY, SUM, BUCKETS[0]
         while True:
             # -- the next request head
             if events:
@@ -319,21 +345,20 @@ class _Connection:
                 if not data:
                     raise _Close()
                 feed(data)
-                if not events and proto._state == _HEAD:
+                if not events and proto.in_head:  # (a head begun, or empty lines)
                     self._deadline = time.monotonic() + limits.head_timeout  # from the first byte
                 continue
             else:
                 head = self._next_head()
                 self._deadline = None  # (only a head that came in pieces had one)
-            if head.upgrade and head.method == "CONNECT":
+            if head.upgrade and head.method == "CONNECT":  # (another upgrade offer is ignored)
                 raise HttpError(501, "CONNECT not supported")
             head.client = client
             if head._body is None:  # a body to read on demand
                 source = head._body_source = _Body(self, head.expect_continue)
             else:
                 source = None
-            if access:
-                started = time.monotonic()
+            started = monotonic()
             # -- the app
             try:
                 response = app(head) if not head.upgrade else self._upgrade(head)
@@ -395,9 +420,20 @@ class _Connection:
                 except Exception:
                     # Too late for a 500: the head is out.  Cut the connection so the client
                     # sees a truncated response, not a complete one.
-                    log.exception("response body of %s %s failed", head.method, head.target)
+                    log.exception(
+                        "response body of %s %s failed after its head was sent; connection cut",
+                        head.method,
+                        head.target,
+                    )
                     raise _Close() from None
             self.answered += 1
+            elapsed = monotonic() - started
+            counts[response.status // 100] += 1
+            if elapsed < fastest:  # (most requests: no bisect)
+                counts[latency] += 1
+            else:
+                counts[latency + bisect_left(BUCKETS, elapsed)] += 1
+            counts[total] += elapsed
             if access:
                 if stream is None:
                     body = response.body
@@ -410,7 +446,7 @@ class _Connection:
                     head.http_version,
                     response.status,
                     sent,
-                    (time.monotonic() - started) * 1000,
+                    elapsed * 1000,
                 )
             if not keep_alive:
                 return
@@ -425,7 +461,14 @@ class _Connection:
 
 def _chunks(body: Iterable[Any]) -> Iterable[bytes]:
     for chunk in body:
-        yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+        if chunk.__class__ is bytes:
+            yield chunk
+        elif isinstance(chunk, str):
+            yield chunk.encode()
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            yield bytes(chunk)
+        else:
+            raise TypeError(f"the response body gave a {type(chunk).__name__}, not bytes or str")
 
 
 def _declared_length(headers: Any) -> int | None:
@@ -494,6 +537,8 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                     sock.sendall(_OVERLOADED)
                 except OSError:
                     pass
+                with lock:
+                    closed_counts[5] += 1
                 return
         conn = _Connection(app, config, sock, draining)
         with lock:
@@ -504,16 +549,21 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
             with lock:
                 conns.discard(conn)
                 closed[0] += conn.answered
+                add(closed_counts, conn.counts)
                 if limit is not None:
                     active[0] -= 1
 
     # Requests answered: those of the connections that ended, and those of the open ones
     # so far (each connection counts its own, with no lock on the way).
     closed = [0]
+    closed_counts = new_counts()
 
-    def stats() -> dict[str, int]:
+    def stats() -> dict[str, Any]:
         with lock:
-            return {"requests": closed[0] + sum(c.answered for c in conns)}
+            counts = list(closed_counts)
+            for conn in conns:
+                add(counts, conn.counts)
+            return {"requests": closed[0] + sum(c.answered for c in conns), "http": http_stats(counts)}
 
     handle.app = app  # type: ignore[attr-defined]
     handle.config = config  # type: ignore[attr-defined]

@@ -268,14 +268,15 @@ def test_upgrade_without_a_key_gets_400(echo_server):
 
 
 def test_an_upgrade_the_app_does_not_take_is_answered_normally():
-    with serve(lambda request: Response.text("plain"), "http") as server:
+    with serve(lambda request: Response.text("plain " + request.path), "http") as server:
         reply = _http(
             server.address,
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
     assert reply.startswith(b"HTTP/1.1 200 ")
-    assert reply.endswith(b"plain")
+    assert b"plain /up" in reply and reply.endswith(b"plain /next")  # and the connection goes on
 
 
 # -- recv_op in a choice --------------------------------------------------------------------
