@@ -16,6 +16,7 @@ from fibernet_cli.settings import Settings
 from fibernet.net.tls import TLSConfig
 from fibernet.server import HttpConfig, HttpLimits, Limits, Server, http_handler, run_server
 from fibernet.server.proxy import ForwardedPolicy
+from fibernet.server.websocket import WebSocketLimits
 from fibernet.server.workers import Arbiter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -94,6 +95,7 @@ def _load(settings: Settings, source: object, startup: bool = False) -> tuple[ob
                 f"{settings.app}'s module declares PROTOCOL = {declared!r}", param_hint="APP"
             )
         settings = dataclasses.replace(settings, protocol=declared)
+    handler, settings = _interface(handler, settings, source)
     if settings.protocol == "tcp":
         if startup:
             _check_http_only_flags(settings)
@@ -102,6 +104,25 @@ def _load(settings: Settings, source: object, startup: bool = False) -> tuple[ob
                 log.warning("%s", hints.advice(settings.app, why))
         handler = hints.guard_tcp_handler(handler, settings.app)  # type: ignore[arg-type]
     return handler, settings
+
+
+def _interface(handler: object, settings: Settings, source: object) -> tuple[object, Settings]:
+    """A WSGI app (--interface wsgi, or auto and it takes environ and start_response) is
+    served over HTTP through the WSGI adapter; an ASGI app is refused with the reason."""
+    from fibernet.server.wsgi import WSGIApp, detect_interface
+
+    interface = settings.interface
+    if interface == "auto":
+        try:
+            interface = detect_interface(handler)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise click.BadParameter(f"{settings.app}: {exc}", param_hint="APP") from None
+    if interface != "wsgi":
+        return handler, settings
+    if settings.protocol != "http" and source is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter(f"a WSGI app speaks HTTP, not {settings.protocol}", param_hint="--protocol")
+    wsgi = WSGIApp(handler, multiprocess=settings.workers > 1)  # type: ignore[arg-type]
+    return wsgi, dataclasses.replace(settings, protocol="http")
 
 
 def _check_http_only_flags(settings: Settings) -> None:
@@ -207,8 +228,18 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
         names = [f.name for f in dataclasses.fields(HttpLimits) if hasattr(settings, f.name)]
         http_limits = HttpLimits(**{name: getattr(settings, name) for name in names})
         forwarded = ForwardedPolicy(settings.forwarded_allow_ips) if settings.proxy_headers else None
+        websocket = WebSocketLimits(
+            max_size=settings.ws_max_size,
+            max_queue=settings.ws_max_queue,
+            ping_interval=settings.ws_ping_interval or None,
+            ping_timeout=settings.ws_ping_timeout,
+            close_timeout=settings.ws_close_timeout,
+            send_timeout=http_limits.send_timeout,
+            per_message_deflate=settings.ws_per_message_deflate,
+        )
         handler = http_handler(
-            handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency, forwarded)
+            handler,
+            HttpConfig(http_limits, settings.access_log, settings.limit_concurrency, forwarded, websocket),
         )  # type: ignore[arg-type]
     return Server(
         handler,

@@ -26,6 +26,11 @@ class Settings:
     protocol: str = _opt(
         "tcp", "the protocol the handler speaks (a module may set PROTOCOL)", click.Choice(["tcp", "http"])
     )
+    interface: str = _opt(
+        "auto",
+        "what APP is: a fibernet handler, or a WSGI app (environ, start_response); auto tells them apart",
+        click.Choice(["auto", "fibernet", "wsgi"]),
+    )
     app_dir: str = _opt(".", "look for the APP module in this directory first", str)
     host: str = _opt("127.0.0.1", "the address to bind", str)
     port: int = _opt(8000, "the TCP port to bind (0: any free port)", click.IntRange(0, 65535))
@@ -89,6 +94,26 @@ class Settings:
         "HTTP: the time a request body is given before --min-body-rate applies (seconds)",
         click.FloatRange(0, min_open=True),
     )
+    ws_max_size: int = _opt(
+        1024 * 1024, "WebSocket: the largest message (bytes; closed with 1009 beyond)", click.IntRange(1)
+    )
+    ws_max_queue: int = _opt(
+        16, "WebSocket: messages waiting for the app before reading pauses", click.IntRange(1)
+    )
+    ws_ping_interval: float = _opt(
+        20.0, "WebSocket: ping a peer silent this long (seconds; 0: never)", click.FloatRange(0)
+    )
+    ws_ping_timeout: float = _opt(
+        20.0,
+        "WebSocket: drop a pinged peer silent this long (seconds; 1011)",
+        click.FloatRange(0, min_open=True),
+    )
+    ws_close_timeout: float = _opt(
+        5.0,
+        "WebSocket: wait this long for the peer's close reply (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    ws_per_message_deflate: bool = _opt(True, "WebSocket: accept permessage-deflate compression", bool)
     access_log: bool = _opt(False, "HTTP: log one line per request", bool)
     admin_port: int | None = _opt(
         None, "serve /healthz, /readyz, /metrics and /fibers on this port", click.IntRange(1, 65535)
