@@ -28,6 +28,7 @@ def _serve(app: str | None, **values: object) -> None:
     source = click.get_current_context().get_parameter_source("protocol")
     settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    _configure_bus(settings)
     if settings.workers == 1:
         handler, settings = _load(settings, source)
         server = build_server(handler, settings, listeners(settings))
@@ -52,6 +53,20 @@ def _serve(app: str | None, **values: object) -> None:
         admin,
     )
     sys.exit(arbiter.run())
+
+
+def _configure_bus(settings: Settings) -> None:
+    """--bus: the default bus of the app (and of every worker), and a readiness check."""
+    if settings.bus is None:
+        return
+    import fibernet.bus
+    from fibernet.server.admin import add_readiness_check
+
+    try:
+        fibernet.bus.configure(settings.bus)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bus") from None
+    add_readiness_check(fibernet.bus.unready)
 
 
 def _admin_socket(settings: Settings) -> object:

@@ -73,6 +73,9 @@ class Settings:
     admin_host: str = _opt(
         "127.0.0.1", "the address of the admin endpoint (0.0.0.0 for a kubelet's probes)", str
     )
+    bus: str | None = _opt(
+        None, "join workers and instances over this broker (redis://host:port/db): see fibernet.bus", str
+    )
     log_level: str = _opt(
         "info",
         "the log level",

@@ -15,7 +15,8 @@ reconnect; beyond the bound a publish is dropped and counted (``stats["publish_d
 never blocking the publisher.
 
 A subscription is a bounded channel.  The subscriber fiber never waits for it: a subscriber
-that falls ``capacity`` messages behind is cut off (its channel closes after what it holds;
+that falls ``capacity`` messages behind (and is still behind after one turn of its
+scheduler) is cut off (its channel closes after what it holds;
 ``dropped`` is set; ``stats["subscribers_dropped"]``), as the pubsub example's topics and the
 chat room drop a member whose outbox is full -- a slow reader never stalls the publisher or
 the other subscribers.
@@ -39,7 +40,7 @@ from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
 from fibernet.ops.operation import Operation, choice, perform, wrap
 from fibernet.ops.timers import wait_op
-from fibernet.runtime.scheduler import spawn
+from fibernet.runtime.scheduler import spawn, yield_now
 
 log = logging.getLogger("fibernet.bus")
 
@@ -90,6 +91,9 @@ class Subscription:
 
     def _offer(self, message: Any) -> None:
         try:
+            if self.channel.try_put(message):
+                return
+            yield_now()  # a reader busy on this scheduler gets one turn to catch up
             if self.channel.try_put(message):
                 return
         except ChannelClosed:
@@ -156,6 +160,11 @@ class Bus:
     @property
     def connected(self) -> bool:
         return self._cmd.connected and self._sub.connected
+
+    @property
+    def reconnects(self) -> int:
+        """How many times a connection came back after it was lost."""
+        return max(0, self._cmd.connects - 1) + max(0, self._sub.connects - 1)
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until both connections are up (at most ``timeout`` seconds)."""

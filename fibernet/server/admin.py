@@ -22,6 +22,19 @@ from fibernet.runtime import runtime as _runtime
 
 MAX_FIBERS = 2000
 
+# Parts of a process that can make it not ready (a lost bus): each returns its reasons.
+_readiness_checks: list[Callable[[], list[str]]] = []
+
+
+def add_readiness_check(check: Callable[[], list[str]]) -> None:
+    """``check()`` returns why this process is not ready (empty: ready); /readyz answers 503
+    with the reasons while any check gives one (it reaches a supervisor in the snapshots)."""
+    _readiness_checks.append(check)
+
+
+def unready_reasons() -> list[str]:
+    return [reason for check in _readiness_checks for reason in check()]
+
 
 class WaitClock:
     """Remembers since when each fiber has waited in its current operation."""
@@ -64,6 +77,7 @@ def snapshot(server: Any, clock: WaitClock, max_fibers: int = MAX_FIBERS) -> dic
         "pid": os.getpid(),
         "time": time.time(),
         "draining": bool(getattr(server, "draining", False)),
+        "unready": unready_reasons(),
         "stats": stats,
         "schedulers": [
             {
@@ -119,7 +133,12 @@ def admin_app(
         if request.path == "/healthz":
             return Response.text("ok\n")
         if request.path == "/readyz":
-            return Response.text("ready\n") if ready() else Response.text("draining\n", 503)
+            if not ready():
+                return Response.text("draining\n", 503)
+            reasons = [reason for snap in snapshots() for reason in snap.get("unready", ())]
+            if reasons:
+                return Response.text("not ready: " + "; ".join(reasons) + "\n", 503)
+            return Response.text("ready\n")
         if request.path == "/metrics":
             return Response(200, metrics_text(snapshots()), content_type="text/plain; version=0.0.4")
         if request.path == "/fibers":
