@@ -51,6 +51,7 @@ class Room:
         if bus is None:
             yield from inbox
             return
+        bus.wait_connected(bus.timeout)  # (a line said before the room subscribed is lost)
         with bus.subscribe(TOPIC) as lines:
             remote = fn.wrap(lines.get_op(), lambda text: ("line", None, text))
             while True:

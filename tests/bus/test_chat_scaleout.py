@@ -1,0 +1,125 @@
+"""The chat example as one room over the bus: across two worker processes of one server, and
+across two servers (instances); every line reaches every member, each sender's in order.
+Also /readyz: 503 while the bus is lost, 200 again once it is back."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.cli.conftest import ServerProcess, http_get, until
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+LINES = 10
+
+
+class Member:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.buf = b""
+        greeting = self.readline()
+        assert greeting.startswith("* you are "), greeting
+        self.name = greeting[len("* you are "):]
+
+    def readline(self) -> str:
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(f"connection closed; unparsed {self.buf!r}")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        p = ServerProcess(["fibernet.examples.chat:handle", *args], tmp_path)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.close()
+
+
+@pytest.fixture
+def members():
+    made: list[Member] = []
+    yield made
+    for m in made:
+        m.close()
+
+
+def join(members: list[Member], port: int) -> Member:
+    """A new member; returns once everyone in the room (it included) has seen it join."""
+    m = Member(port)
+    members.append(m)
+    for everyone in members:
+        assert everyone.readline() == f"* {m.name} joined"
+    return m
+
+
+def talk(members: list[Member]) -> None:
+    """Every member says LINES lines; every member must get them all, each sender's in order."""
+    for m in members:
+        for k in range(LINES):
+            m.sock.sendall(f"line {k}\n".encode())
+    for m in members:
+        got = [m.readline() for _ in range(LINES * len(members))]
+        for sender in members:
+            said = [line for line in got if line.startswith(f"{sender.name}: ")]
+            assert said == [f"{sender.name}: line {k}" for k in range(LINES)], (m.name, sender.name)
+
+
+def test_one_room_across_two_instances(redis, serve, members):
+    ports = [free_port(), free_port()]
+    for port in ports:
+        serve("--port", str(port), "--bus", redis.url).wait_for("serving")
+    for i in range(6):
+        join(members, ports[i % 2])
+    talk(members)
+
+
+def test_one_room_across_two_worker_processes(redis, serve, members):
+    port, admin = free_port(), free_port()
+    server = serve("--port", str(port), "--workers", "2", "--admin-port", str(admin), "--bus", redis.url)
+    server.wait_lines(r"worker \d+ ready", 2)
+
+    def workers_with_members() -> set[int]:
+        _, _, body = http_get(admin, "/fibers")
+        snaps = json.loads(body)
+        return {s["pid"] for s in snaps for f in s["fibers"] if f["name"].startswith("chat-writer")}
+
+    for _ in range(20):  # the kernel picks the worker: join until both have members
+        join(members, port)
+        if len(members) >= 4:
+            try:  # (a worker's snapshot reaches the supervisor once a second)
+                until(lambda: len(workers_with_members()) == 2, "members in both workers", 2.5)
+                break
+            except AssertionError:
+                continue
+    assert len(workers_with_members()) == 2, "every member landed on one worker"
+    talk(members)
+
+
+def test_readyz_reports_a_lost_bus(redis, serve, members):
+    port, admin = free_port(), free_port()
+    serve("--port", str(port), "--admin-port", str(admin), "--bus", redis.url).wait_for("serving")
+    join(members, port)  # the room connects the bus
+    until(lambda: http_get(admin, "/readyz")[0] == 200, "ready")
+    redis.stop()
+    until(lambda: http_get(admin, "/readyz")[0] == 503, "503 while the bus is lost")
+    assert "bus redis://127.0.0.1" in http_get(admin, "/readyz")[2].decode()
+    redis.start()
+    until(lambda: http_get(admin, "/readyz")[0] == 200, "ready again")
