@@ -42,6 +42,7 @@ class Topic(Actor):
 
     def started(self) -> None:
         if self.bus is not None:  # what any process publishes comes to this actor as "deliver"
+            self.bus.wait_connected(self.bus.timeout)  # so SUB is confirmed when it answers OK
             self.remote = self.bus.subscribe(f"pubsub:{self.topic}")
             fn.spawn(self._forward, self.remote, self.ref, name=f"pubsub-bus {self.topic}")
 
