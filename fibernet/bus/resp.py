@@ -183,15 +183,24 @@ class Link:
         if self.connects > 1:
             log.info("bus %s: reconnected to %s", self.name, self.address)
         self._on_up()
-        try:
-            self._pump(stream, reader, pending)
-        except ChannelClosed:
-            return  # the bus is closing
+        self._pump(stream, reader, pending)
 
     def _pump(self, stream: Stream, reader: Any, pending: deque) -> None:
+        """Move frames out and replies in until the outbox is closed and drained (and, on
+        a command connection, every frame sent is answered)."""
         outbox = self.outbox
+        closed = False
         while True:
-            kind, value = perform(choice(wrap(stream.read_op(), _data), wrap(outbox.get_op(), _frame)))
+            if closed:
+                if not pending:
+                    return
+                kind, value = "data", perform(stream.read_op())
+            else:
+                try:
+                    kind, value = perform(choice(wrap(stream.read_op(), _data), wrap(outbox.get_op(), _frame)))
+                except ChannelClosed:
+                    closed = True
+                    continue
             if kind == "data":
                 if not value:
                     raise EOFError("the broker closed the connection")
@@ -205,8 +214,11 @@ class Link:
                         sink(reply)
                 continue
             batch = [value]
-            while len(batch) < BATCH and (more := outbox.try_get()) is not None:
-                batch.append(more)
+            try:
+                while len(batch) < BATCH and (more := outbox.try_get()) is not None:
+                    batch.append(more)
+            except ChannelClosed:
+                closed = True
             if self.ordered:
                 pending.extend(sink for _, sink in batch)  # before the write: a drop fails them
             stream.write(b"".join(frame for frame, _ in batch))

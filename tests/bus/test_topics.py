@@ -122,3 +122,19 @@ def test_bad_input_gets_a_clear_error_and_loses_nothing(redis):
     got, stats = fn.run(main)
     assert got == ["after", "last"]
     assert stats["undecodable"] == 1
+
+
+def test_close_sends_what_is_queued_first(redis):
+    def main():
+        pub, sub_bus = fb.connect(redis.url, wait=10), fb.connect(redis.url, wait=10)
+        sub = sub_bus.subscribe("t", capacity=3000)
+        for i in range(2000):
+            pub.publish("t", i)
+        pub.close()  # at once: the outbox is still full
+        got = [sub.get() for _ in range(2000)]
+        sub_bus.close()
+        return got, dict(pub.stats)
+
+    got, stats = fn.run(main)
+    assert got == list(range(2000))
+    assert stats.get("publish_unconfirmed", 0) == 0
