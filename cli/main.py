@@ -144,14 +144,9 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
         graceful_timeout=settings.graceful_timeout,
     )
     if settings.protocol == "http":
-        http_limits = HttpLimits(
-            keepalive_timeout=settings.keepalive_timeout,
-            head_timeout=settings.head_timeout,
-            max_body_size=settings.max_body_size,
-            max_head_size=settings.max_head_size,
-            max_header_count=settings.max_header_count,
-            max_request_line=settings.max_request_line,
-        )
+        # Every HTTP limit that is a setting (a flag and a variable) is taken from it.
+        names = [f.name for f in dataclasses.fields(HttpLimits) if hasattr(settings, f.name)]
+        http_limits = HttpLimits(**{name: getattr(settings, name) for name in names})
         handler = http_handler(
             handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency)
         )  # type: ignore[arg-type]

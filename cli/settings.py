@@ -62,10 +62,33 @@ class Settings:
         "HTTP: a request head must arrive within this (seconds; 408)",
         click.FloatRange(0, min_open=True),
     )
+    body_timeout: float = _opt(
+        30.0,
+        "HTTP: a request body that moves no byte for this long is refused (seconds; 408)",
+        click.FloatRange(0, min_open=True),
+    )
+    send_timeout: float = _opt(
+        30.0,
+        "HTTP: close a connection whose client reads nothing of a response for this long (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
     max_body_size: int = _opt(1024 * 1024, "HTTP: the largest request body (bytes; 413)", click.IntRange(1))
     max_head_size: int = _opt(16 * 1024, "HTTP: the largest request head (bytes; 431)", click.IntRange(256))
     max_header_count: int = _opt(100, "HTTP: the most header fields in a request (431)", click.IntRange(1))
     max_request_line: int = _opt(8190, "HTTP: the longest request target (bytes; 414)", click.IntRange(16))
+    max_field_size: int = _opt(
+        8192, "HTTP: the largest header field, name and value (bytes; 431)", click.IntRange(64)
+    )
+    min_body_rate: float = _opt(
+        240.0,
+        "HTTP: the least average request body rate after --body-rate-grace (bytes/s; 408; 0: none)",
+        click.FloatRange(0),
+    )
+    body_rate_grace: float = _opt(
+        5.0,
+        "HTTP: the time a request body is given before --min-body-rate applies (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
     access_log: bool = _opt(False, "HTTP: log one line per request", bool)
     admin_port: int | None = _opt(
         None, "serve /healthz, /readyz, /metrics and /fibers on this port", click.IntRange(1, 65535)

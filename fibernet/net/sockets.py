@@ -127,7 +127,12 @@ class Socket:
                 if timer is not None:
                     sched._timers.cancel(timer)
                 self._timer = sched._timers.add(expires, self._on_deadline)
-        sched._park()
+        try:
+            sched._park()
+        except BaseException:  # killed at shutdown (GreenletExit): leave no watch behind
+            self._waiting = None
+            poller.unwatch(fd, events, state)
+            raise
         fiber._op_state = None
         fiber.state = RUNNING
         self._waiting = None

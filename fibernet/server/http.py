@@ -2,13 +2,16 @@
 
 ``http_handler(app)`` turns ``app(request) -> Response`` into a TCP handler for
 :class:`~fibernet.server.tcp.Server`.  Per connection: read a head (keep-alive idle timeout
-before its first byte, an absolute deadline after it: 408), call the app with a request whose
-body is pulled from the socket on demand (``Expect: 100-continue`` answered on the first
-read), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
+before its first byte, an absolute deadline after it, empty lines included: 408), call the
+app with a request whose body is pulled from the socket on demand (``Expect: 100-continue``
+answered on the first read; 408 if no byte comes for ``body_timeout``, or if the body comes
+slower than ``min_body_rate`` once ``body_rate_grace`` is over), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
 not read of the body (up to ``max_drain``, else close), and go on while keep-alive holds.
 Pipelined requests are answered in order because one fiber answers them one at a time.
 
 A handler's exception gives a 500 and is logged; a bad request gives its status and a close.
+An offer to upgrade the protocol (``Upgrade: h2c``) is ignored: the request is answered as
+HTTP/1.1 (the app sees the Upgrade field); CONNECT gets 501.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +30,6 @@ from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
     _DATE,
     _DEAD,
-    _HEAD,
     _IDLE,
     END,
     HttpError,
@@ -39,6 +42,7 @@ from fibernet.server.http_protocol import (
     fields_block,
     http_date,
 )
+from fibernet.server.metrics import BUCKETS, LATENCY, SUM, add, http_stats, new_counts
 
 log = logging.getLogger("fibernet.http")
 access_log = logging.getLogger("fibernet.access")
@@ -63,12 +67,14 @@ class _Body:
     """The body source of one request: ``source()`` gives the next piece, b"" at the end
     (``Expect: 100-continue`` answered on the first call)."""
 
-    __slots__ = ("conn", "expect", "done")
+    __slots__ = ("conn", "expect", "done", "received", "waited")
 
     def __init__(self, conn: _Connection, expect: bool) -> None:
         self.conn = conn
         self.expect = expect  # the client waits for 100 Continue, not answered yet
         self.done = False
+        self.received = 0  # body bytes so far
+        self.waited = 0.0  # seconds spent waiting for them (the data rate's clock)
 
     def __call__(self) -> bytes:
         if self.done:
@@ -76,10 +82,11 @@ class _Body:
         if self.expect:
             self.expect = False
             self.conn._send(_CONTINUE)
-        event = self.conn._body_event()
+        event = self.conn._body_event(self)
         if event is END:
             self.done = True
             return b""
+        self.received += len(event)
         return event
 
 
@@ -93,7 +100,7 @@ class _Connection:
         "client",
         "_deadline",
         "answered",
-        "idle",
+        "counts",
         "_draining",
     )
 
@@ -105,7 +112,7 @@ class _Connection:
         draining: list[bool] | None = None,
     ) -> None:
         self.answered = 0  # requests answered (the server's request counter sums these)
-        self.idle = False  # waiting for the first byte of a next request
+        self.counts = new_counts()  # by status class, and latency (fibernet.server.metrics)
         self._draining = draining or [False]
         self.app = app
         self.config = config
@@ -159,21 +166,16 @@ class _Connection:
                     HttpError(408, f"request head not complete within {limits.head_timeout}s"),
                 )
             else:
-                # Between requests: a server that drains ends the connection here.
-                self.idle = True
-                try:
-                    # (a connection that has had no request yet is given its first one)
-                    if self._draining[0] and self.answered:
-                        raise _Close()
-                    self._receive(limits.keepalive_timeout, None)
-                finally:
-                    self.idle = False
+                # Between requests: the keep-alive wait, draining or not (see drain()).
+                self._receive(limits.keepalive_timeout, None)
                 if proto.in_head and self._deadline is None:
                     self._deadline = time.monotonic() + limits.head_timeout
 
-    def _body_event(self) -> Any:
-        """The next piece of a request body (bytes) or END."""
+    def _body_event(self, source: _Body) -> Any:
+        """The next piece of a request body (bytes) or END, under the body's timeout and
+        data rate (its clock runs only while the server waits for body bytes)."""
         events = self.proto._events
+        limits = self.limits
         while True:
             if events:
                 event = events.popleft()
@@ -182,10 +184,21 @@ class _Connection:
                 return event
             if self.proto._state == _DEAD:
                 raise _Close()
-            self._receive(
-                self.limits.body_timeout,
-                HttpError(408, f"no request body bytes for {self.limits.body_timeout}s"),
-            )
+            timeout = limits.body_timeout
+            on_timeout = HttpError(408, f"no request body bytes for {timeout}s")
+            rate = limits.min_body_rate
+            if rate:
+                left = limits.body_rate_grace + source.received / rate - source.waited
+                if left < timeout:
+                    timeout = left
+                    on_timeout = HttpError(408, f"request body slower than {rate:g} bytes/s")
+                    if left <= 0:
+                        raise on_timeout
+            started = time.monotonic()
+            try:
+                self._receive(timeout, on_timeout)
+            finally:
+                source.waited += time.monotonic() - started
 
     def _drain(self, source: _Body) -> bool:
         """Read and drop what the app left of the body; False if the connection must close."""
@@ -240,6 +253,7 @@ class _Connection:
                 # the date can differ.
                 response._fast = (status, headers, len(headers._items), body, date, data)
             return data, None, keep_alive, False
+        body = iter(body)  # (not iterable: a TypeError, so a 500 before any head is sent)
         chunked = version == "1.1"
         if not chunked:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
@@ -265,6 +279,7 @@ class _Connection:
             pass
         except HttpError as error:
             log.debug("bad request from %s: %s", self.client, error)
+            self.counts[error.status // 100] += 1
             try:
                 self.sock.timeout = self.limits.send_timeout
                 self.sock.sendall(error_response(error))
@@ -290,7 +305,9 @@ class _Connection:
         access = self.config.access_log
         date = _DATE
         clock = time.time
-        started = 0.0
+        monotonic = time.monotonic
+        counts = self.counts
+        latency, total, fastest = LATENCY, SUM, BUCKETS[0]
         while True:
             # -- the next request head
             if events:
@@ -300,38 +317,30 @@ class _Connection:
                 if head.__class__ is HttpError:
                     raise head
             elif proto._state == _IDLE:
-                # Between requests: wait for the next one (a server that drains ends the
-                # connection here; one that has had no request yet is given its first one).
-                self.idle = True  # (before the look at draining: drain() sees one or the other)
+                # Between requests: wait for the next one, for the keep-alive timeout,
+                # draining or not (see drain() in http_handler).
+                sock.timeout = keepalive_timeout
                 try:
-                    if draining[0] and self.answered:
-                        raise _Close()
-                    sock.timeout = keepalive_timeout
                     data = recv(_RECV)
                 except OSError:  # (a timeout too: an idle keep-alive connection ends quietly)
                     raise _Close() from None
-                finally:
-                    self.idle = False
                 if not data:
                     raise _Close()
                 feed(data)
-                if not events and proto._state == _HEAD:
+                if not events and proto.in_head:  # (a head begun, or empty lines)
                     self._deadline = time.monotonic() + limits.head_timeout  # from the first byte
                 continue
             else:
                 head = self._next_head()
                 self._deadline = None  # (only a head that came in pieces had one)
-            if head.upgrade:
-                raise HttpError(
-                    501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported"
-                )
+            if head.upgrade and head.method == "CONNECT":  # (another upgrade offer is ignored)
+                raise HttpError(501, "CONNECT not supported")
             head.client = client
             if head._body is None:  # a body to read on demand
                 source = head._body_source = _Body(self, head.expect_continue)
             else:
                 source = None
-            if access:
-                started = time.monotonic()
+            started = monotonic()
             # -- the app
             try:
                 response = app(head)
@@ -391,9 +400,20 @@ class _Connection:
                 except Exception:
                     # Too late for a 500: the head is out.  Cut the connection so the client
                     # sees a truncated response, not a complete one.
-                    log.exception("response body of %s %s failed", head.method, head.target)
+                    log.exception(
+                        "response body of %s %s failed after its head was sent; connection cut",
+                        head.method,
+                        head.target,
+                    )
                     raise _Close() from None
             self.answered += 1
+            elapsed = monotonic() - started
+            counts[response.status // 100] += 1
+            if elapsed < fastest:  # (most requests: no bisect)
+                counts[latency] += 1
+            else:
+                counts[latency + bisect_left(BUCKETS, elapsed)] += 1
+            counts[total] += elapsed
             if access:
                 if stream is None:
                     body = response.body
@@ -406,7 +426,7 @@ class _Connection:
                     head.http_version,
                     response.status,
                     sent,
-                    (time.monotonic() - started) * 1000,
+                    elapsed * 1000,
                 )
             if not keep_alive:
                 return
@@ -421,7 +441,14 @@ class _Connection:
 
 def _chunks(body: Iterable[Any]) -> Iterable[bytes]:
     for chunk in body:
-        yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+        if chunk.__class__ is bytes:
+            yield chunk
+        elif isinstance(chunk, str):
+            yield chunk.encode()
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            yield bytes(chunk)
+        else:
+            raise TypeError(f"the response body gave a {type(chunk).__name__}, not bytes or str")
 
 
 def _fmt(addr: Any) -> str:
@@ -447,13 +474,15 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
     conns: set[_Connection] = set()
 
     def drain() -> None:
-        """The server drains: end idle keep-alive connections now, the others after the
-        response in flight (with ``Connection: close``), as Go's Shutdown does."""
+        """The server drains: each connection's next response says ``Connection: close``
+        and ends it.  An idle keep-alive connection is not closed early (as Go's Shutdown
+        does): its client may be sending a request on it at this very moment, and would
+        see the connection end with no answer -- a request lost, each time a rolling
+        restart retires a worker.  It keeps waiting for the keep-alive timeout, the one
+        moment a client knows the server may close it; a request that comes meanwhile is
+        answered, with ``Connection: close``.  (The server cancels what is left at the
+        end of the grace period.)"""
         draining[0] = True
-        with lock:
-            idle = [c for c in conns if c.idle and c.answered]
-        for conn in idle:
-            conn.sock.interrupt_wait()  # its keep-alive wait ends now, as if timed out
 
     def handle(sock: Socket) -> None:
         if limit is not None:
@@ -467,6 +496,8 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                     sock.sendall(_OVERLOADED)
                 except OSError:
                     pass
+                with lock:
+                    closed_counts[5] += 1
                 return
         conn = _Connection(app, config, sock, draining)
         with lock:
@@ -477,18 +508,24 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
             with lock:
                 conns.discard(conn)
                 closed[0] += conn.answered
+                add(closed_counts, conn.counts)
                 if limit is not None:
                     active[0] -= 1
 
     # Requests answered: those of the connections that ended, and those of the open ones
     # so far (each connection counts its own, with no lock on the way).
     closed = [0]
+    closed_counts = new_counts()
 
-    def stats() -> dict[str, int]:
+    def stats() -> dict[str, Any]:
         with lock:
-            return {"requests": closed[0] + sum(c.answered for c in conns)}
+            counts = list(closed_counts)
+            for conn in conns:
+                add(counts, conn.counts)
+            return {"requests": closed[0] + sum(c.answered for c in conns), "http": http_stats(counts)}
 
     handle.app = app  # type: ignore[attr-defined]
+    handle.config = config  # type: ignore[attr-defined]
     handle.stats = stats  # type: ignore[attr-defined]
     handle.drain = drain  # type: ignore[attr-defined]
     return handle

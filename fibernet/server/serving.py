@@ -149,7 +149,13 @@ def _watch_parent(server: Server, parent: int) -> None:
 
 class _SignalWatcher:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
-    IGNORED = (signal.SIGHUP,)  # without workers there is nothing to reload: say so, go on
+    # Without workers there is nothing to reload or resize: say so, go on.  (By default
+    # SIGTTIN/SIGTTOU would stop -- suspend -- the process, and SIGHUP end it.)
+    IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+    # Said once, then ignored by the kernel (SIG_IGN): a background process that writes its
+    # log to a terminal set to ``tostop`` gets a SIGTTOU per write, and a handler would make
+    # every write a new signal and a new log line.
+    ONCE = (signal.SIGTTIN, signal.SIGTTOU)
 
     def __init__(self, server: Server, in_worker: bool = False) -> None:
         self.server = server
@@ -158,6 +164,8 @@ class _SignalWatcher:
         self._wsock.setblocking(False)
         self._old_fd = signal.set_wakeup_fd(self._wsock.fileno(), warn_on_full_buffer=False)
         self._old = {sig: signal.signal(sig, _ignore) for sig in self.SIGNALS + self.IGNORED}
+        for sig in self.ONCE:
+            signal.signal(sig, _ignore_from_now_on)
         self._reader = Socket(self._rsock)
         self._fiber = spawn(self._watch, name="signals")
         self._count = 0
@@ -173,7 +181,9 @@ class _SignalWatcher:
     def _on_signal(self, signum: int) -> None:
         if signum in self.IGNORED:
             if not self.in_worker:
-                log.info("%s ignored: reloading needs --workers", signal.Signals(signum).name)
+                why = "reloading" if signum == signal.SIGHUP else "changing the number of workers"
+                later = " (and from now on)" if signum in self.ONCE else ""
+                log.info("%s ignored%s: %s needs --workers", signal.Signals(signum).name, later, why)
             return
         if signum not in self.SIGNALS:
             return  # another handler's signal (the wake-up descriptor carries them all)
@@ -222,3 +232,8 @@ class _SignalWatcher:
 
 def _ignore(signum: int, frame: Any) -> None:
     """The Python-level handler: nothing; the wake-up descriptor carries the signal."""
+
+
+def _ignore_from_now_on(signum: int, frame: Any) -> None:
+    """The first one is carried to the log by the wake-up descriptor; the kernel drops the rest."""
+    signal.signal(signum, signal.SIG_IGN)

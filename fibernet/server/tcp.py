@@ -244,7 +244,7 @@ class Server:
         """True once a stop was asked for (readiness probes should fail from then on)."""
         return self._stop.signalled
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         places = list(self._places.values())
         live = [sock for p in places for sock in list(p.conns.values())]
         stats = {
