@@ -46,7 +46,7 @@ def test_broker_restarted_mid_stream_delivery_resumes_and_losses_are_counted(red
 
     received, n, lost, sub_stats, pub_stats = fn.run(main)
     assert received == sorted(set(received)), "out of order or duplicated"
-    assert received[0] == 0 and len(received) > 200
+    assert received[0] == 0 and len(received) >= 200
     assert len(received) + lost == n  # each message delivered, or counted lost
     assert sub_stats["lost"] == lost
     assert pub_stats.get("publish_dropped", 0) == 0
