@@ -127,8 +127,12 @@ CHILDREN = {"fibernet": child_fibernet_sub, "redis-py": child_redispy_sub, "host
 
 
 def start_child(kind: str, url: str, n: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, url, str(n)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", kind, url, str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline().strip()
     if line != "ready":
         proc.kill()
@@ -178,8 +182,14 @@ def run_pubsub(impl: str, url: str, n: int, rate: float | None = None) -> dict:
     (publish_fibernet if impl == "fibernet" else publish_redispy)(url, n, rate)
     result = finish_child(proc)
     workload = "pubsub" if rate is None else "pubsub-paced"
-    return {"workload": workload, "impl": impl, "n": n, "rate": n / result["seconds"],
-            "lost": result["lost"], **percentiles(result["lat"])}
+    return {
+        "workload": workload,
+        "impl": impl,
+        "n": n,
+        "rate": n / result["seconds"],
+        "lost": result["lost"],
+        **percentiles(result["lat"]),
+    }
 
 
 def run_calls(url: str, n: int) -> list[dict]:
@@ -207,15 +217,31 @@ def run_calls(url: str, n: int) -> list[dict]:
     proc.stdin.write("done\n")
     proc.stdin.flush()
     finish_child(proc)
-    return [{"workload": "call", "impl": f"fibernet-{name}", "n": n, "rate": n / sum(t), **percentiles(t)}
-            for name, t in (("remote", remote), ("local", local))]
+    return [
+        {"workload": "call", "impl": f"fibernet-{name}", "n": n, "rate": n / sum(t), **percentiles(t)}
+        for name, t in (("remote", remote), ("local", local))
+    ]
 
 
 def start_redis(directory: str) -> tuple[subprocess.Popen, str]:
     exe = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = _bench.free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            directory,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     import socket
 
     for _ in range(500):
@@ -253,9 +279,20 @@ def main(argv=None) -> int:
                 redis_proc.kill()
                 redis_proc.wait()
     headers = ["workload", "impl", "n", "per second", "p50 us", "p90 us", "p99 us", "max us", "lost"]
-    table = [[r["workload"], r["impl"], r["n"], _bench.fmt_num(r["rate"]), _bench.fmt_num(r["p50_us"]),
-              _bench.fmt_num(r["p90_us"]), _bench.fmt_num(r["p99_us"]), _bench.fmt_num(r["max_us"]),
-              r.get("lost", "-")] for r in rows]
+    table = [
+        [
+            r["workload"],
+            r["impl"],
+            r["n"],
+            _bench.fmt_num(r["rate"]),
+            _bench.fmt_num(r["p50_us"]),
+            _bench.fmt_num(r["p90_us"]),
+            _bench.fmt_num(r["p99_us"]),
+            _bench.fmt_num(r["max_us"]),
+            r.get("lost", "-"),
+        ]
+        for r in rows
+    ]
     print(_bench.format_table(headers, table))
     _bench.save_json(args.json, {"environment": _bench.environment(), "results": rows})
     return 0

@@ -100,7 +100,9 @@ class Subscription:
             return
         self.dropped = True
         self.bus._count("subscribers_dropped")
-        log.warning("bus: a subscriber of %r fell %d messages behind: dropped", self.topic, self.channel.capacity)
+        log.warning(
+            "bus: a subscriber of %r fell %d messages behind: dropped", self.topic, self.channel.capacity
+        )
         self.close()
 
 
@@ -139,7 +141,11 @@ class Bus:
         self._cmd_out: Channel = Channel(publish_buffer)
         self._sub_out: Channel = Channel(1024)
         self._closing = Condition()
-        options: dict[str, Any] = {"connect_timeout": connect_timeout, "backoff": backoff, "closing": self._closing}
+        options: dict[str, Any] = {
+            "connect_timeout": connect_timeout,
+            "backoff": backoff,
+            "closing": self._closing,
+        }
         self._cmd = Link("commands", self.address, self._cmd_out, greet=self._greet_cmd, **options)
         self._sub = Link(
             "subscriber",
@@ -151,7 +157,10 @@ class Bus:
             **options,
         )
         self.names = Names(self)
-        self._fibers = [spawn(self._cmd.run, name="bus commands"), spawn(self._sub.run, name="bus subscriber")]
+        self._fibers = [
+            spawn(self._cmd.run, name="bus commands"),
+            spawn(self._sub.run, name="bus subscriber"),
+        ]
         self._fibers.append(spawn(self.names.keep, name="bus names"))
 
     def __repr__(self) -> str:
@@ -354,7 +363,9 @@ class Bus:
         except ChannelClosed:
             raise BusError("the bus is closed") from None
         limit = self.timeout if timeout is None else timeout
-        reply = perform(choice(box.get_op(), wrap(wait_op(limit), lambda: _raise(Timeout(f"{args[0]}: no reply")))))
+        reply = perform(
+            choice(box.get_op(), wrap(wait_op(limit), lambda: _raise(Timeout(f"{args[0]}: no reply"))))
+        )
         if isinstance(reply, BusError):
             raise reply
         if isinstance(reply, Exception):

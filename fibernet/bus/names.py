@@ -152,11 +152,15 @@ class Names:
                 return  # the bus is closing
             for export in list(self._exports.values()):
                 try:
-                    ours = self.bus.command("EVAL", _CLAIM, 1, self._key(export.name), self.bus.id, int(LEASE * 1000))
+                    ours = self.bus.command(
+                        "EVAL", _CLAIM, 1, self._key(export.name), self.bus.id, int(LEASE * 1000)
+                    )
                 except FibernetError:
                     continue  # disconnected: renewed after the reconnect
                 if ours != 1:
-                    log.error("bus: actor name %r was taken by another process; no longer served here", export.name)
+                    log.error(
+                        "bus: actor name %r was taken by another process; no longer served here", export.name
+                    )
                     export.fiber.cancel()
 
     # -- the subscriber connection's messages -----------------------------------------------------
@@ -172,7 +176,13 @@ class Names:
         export = self._exports.get(channel[len(self.bus.prefix) + 2 :].decode())
         try:
             req, reply_to, corr, timeout, payload = data.split(b":", 4)
-            request = (req, reply_to, corr, float(timeout) if timeout else None, self.bus.codec.decode(payload))
+            request = (
+                req,
+                reply_to,
+                corr,
+                float(timeout) if timeout else None,
+                self.bus.codec.decode(payload),
+            )
         except ValueError:
             self.bus._count("malformed")
             return

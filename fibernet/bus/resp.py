@@ -197,7 +197,9 @@ class Link:
                 kind, value = "data", perform(stream.read_op())
             else:
                 try:
-                    kind, value = perform(choice(wrap(stream.read_op(), _data), wrap(outbox.get_op(), _frame)))
+                    kind, value = perform(
+                        choice(wrap(stream.read_op(), _data), wrap(outbox.get_op(), _frame))
+                    )
                 except ChannelClosed:
                     closed = True
                     continue

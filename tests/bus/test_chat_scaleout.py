@@ -115,8 +115,8 @@ def test_one_room_across_worker_processes(redis, serve, members):
 
 def test_pubsub_topics_are_shared_by_two_instances(redis, tmp_path):
     ports = [free_port(), free_port()]
-    servers = [ServerProcess(["fibernet.examples.pubsub:handle", "--port", str(p), "--bus", redis.url], tmp_path)
-               for p in ports]
+    app = "fibernet.examples.pubsub:handle"
+    servers = [ServerProcess([app, "--port", str(p), "--bus", redis.url], tmp_path) for p in ports]
     try:
         for server in servers:
             server.wait_for("serving")
