@@ -5,7 +5,11 @@ Also /readyz: 503 while the bus is lost, 200 again once it is back."""
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import shutil
 import socket
+import subprocess
 
 import pytest
 
@@ -89,6 +93,38 @@ def test_one_room_across_two_instances(redis, serve, members):
     for i in range(6):
         join(members, ports[i % 2])
     talk(members)
+
+
+CHAT_CFG = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "chat.cfg"
+
+
+def members_of(admin: int) -> int:
+    """How many chat members an instance holds (its writer fibers, from its admin endpoint)."""
+    snaps = json.loads(http_get(admin, "/fibers")[2])
+    return sum(f["name"].startswith("chat-writer") for s in snaps for f in s["fibers"])
+
+
+def test_one_room_across_two_instances_behind_haproxy(redis, serve, members):
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
+    ports, admins = [free_port(), free_port()], [free_port(), free_port()]
+    for port, admin in zip(ports, admins, strict=True):
+        serve("--port", str(port), "--admin-port", str(admin), "--bus", redis.url).wait_for("serving")
+    with socket.create_server(("127.0.0.1", 0)) as front:
+        front_port = front.getsockname()[1]
+        env = {**os.environ, "CHAT_BIND": f"fd@{front.fileno()}",
+               "CHAT1": f"127.0.0.1:{ports[0]}", "CHAT2": f"127.0.0.1:{ports[1]}"}
+        proxy = subprocess.Popen([haproxy, "-f", str(CHAT_CFG), "-db"], env=env, pass_fds=(front.fileno(),),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(6):
+            join(members, front_port)
+        until(lambda: [members_of(a) for a in admins] == [3, 3], "three members on each instance")
+        talk(members)
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
 
 
 def test_one_room_across_worker_processes(redis, serve, members):
