@@ -291,7 +291,11 @@ class Bus:
             return
         kind, channel = reply[0], reply[1]
         if kind == b"message":
-            self._dispatch(channel, reply[2])
+            try:
+                self._dispatch(channel, reply[2])
+            except Exception:  # noqa: BLE001 - one bad message never takes the connection down
+                self._count("malformed")
+                log.exception("bus: a message on %r could not be handled", channel)
         elif kind == b"subscribe":
             confirmed = self._confirm.pop(channel, None)
             if confirmed is not None:

@@ -167,3 +167,40 @@ def test_calls_fail_at_once_while_the_broker_is_unreachable(redis):
 
     reasons = fn.run(main)
     assert any("disconnected" in r for r in reasons)
+
+
+class Picky:
+    """A codec whose decode fails with something other than ValueError."""
+
+    def encode(self, obj):
+        return fb.JSON.encode(obj)
+
+    def decode(self, data):
+        if data == b'"boom"':
+            raise TypeError("a codec bug")
+        return fb.JSON.decode(data)
+
+
+def test_garbage_on_the_bus_is_counted_and_the_bus_goes_on(redis):
+    def main():
+        a = fb.connect(redis.url, wait=10)
+        b = fb.connect(redis.url, wait=10, codec=Picky())
+        ref = start(lambda mailbox: [m.reply(m.body) for m in mailbox], name="echo")
+        b.register(ref)
+        sub = b.subscribe("t")
+        for junk in (b"no colons", b"k:x:1:nan:{", b'c:x:1::"boom"'):
+            a.command("PUBLISH", a._channel(b"a:", "echo"), junk)
+        a.command("PUBLISH", b.names.inbox, b"not-a-number:ok:1")
+        a.publish("t", "boom")  # b's codec raises TypeError on it
+        a.publish("t", "fine")
+        got = sub.get()
+        answer = a.whereis("echo").call("still here", timeout=5.0)
+        stats = dict(b.stats)
+        a.close()
+        b.close()
+        ref.stop()
+        return got, answer, stats
+
+    got, answer, stats = fn.run(main)
+    assert got == "fine" and answer == "still here"
+    assert stats["malformed"] == 4  # two malformed requests, two messages the codec failed on
