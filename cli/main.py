@@ -36,6 +36,7 @@ def _serve(app: str | None, **values: object) -> None:
     tls = tls_config(settings)
     if tls is not None:
         _check_tls(tls)  # (here, so that a bad file is a usage error before any worker starts)
+    _configure_bus(settings)
     if settings.workers == 1:
         handler, settings = _load(settings, source, startup=True)
         server = build_server(handler, settings, listeners(settings))
@@ -66,6 +67,20 @@ def _serve(app: str | None, **values: object) -> None:
         admin,
     )
     sys.exit(arbiter.run())
+
+
+def _configure_bus(settings: Settings) -> None:
+    """--bus: the default bus of the app (and of every worker), and a readiness check."""
+    if settings.bus is None:
+        return
+    import fibernet.bus
+    from fibernet.server.admin import add_readiness_check
+
+    try:
+        fibernet.bus.configure(settings.bus)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bus") from None
+    add_readiness_check(fibernet.bus.unready)
 
 
 def _admin_socket(settings: Settings) -> object:

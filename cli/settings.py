@@ -158,6 +158,9 @@ class Settings:
     forwarded_allow_ips: str = _opt(
         "127.0.0.1", "the peers trusted with proxy headers: addresses, networks, or *", str
     )
+    bus: str | None = _opt(
+        None, "join workers and instances over this broker (redis://host:port/db): see fibernet.bus", str
+    )
     log_level: str = _opt(
         "info",
         "the log level",
