@@ -1,6 +1,6 @@
 """The scheduler: one per OS thread, and THE loop.
 
-A turn (the seed's Design chapter):
+A turn (as in the Design section of Guile Fibers' manual, https://github.com/wingo/fibers):
 
 1. I/O: poll the descriptors, without waiting if anything is runnable, else until the next
    timer (or forever).  Fibers on other threads wake this one through its eventfd.
@@ -15,7 +15,7 @@ same as through the loop, and the budget bounds how long I/O and timers wait.
 
 Fibers spawned with ``parallel=True`` wait in a separate "stealable" queue: they have not
 started, so no greenlet binds them to this thread yet, and an idle scheduler of the same
-runtime may take them (work stealing, which the seed's Status chapter left unfinished).
+runtime may take them (work stealing, which Guile Fibers 0.3 left unfinished).
 
 The run queue is a ``collections.deque``: ``append`` and ``popleft`` are atomic under the GIL,
 so it is also the thread-safe inbox for resumes from other threads.  The ``_sleeping`` flag
