@@ -73,6 +73,13 @@ WORKER_SERIES = [
     Series("fibers", "fibernet_fibers", "gauge", "Live fibers"),
     Series("schedulers", "fibernet_schedulers", "gauge", "Scheduler threads"),
     Series("draining", "fibernet_draining", "gauge", "1 while the worker drains"),
+    Series(
+        "scheduler_blocks",
+        "fibernet_scheduler_blocks",
+        "counter",
+        "Times a scheduler was held by one fiber past --block-warning",
+    ),
+    Series("schedulers_blocked", "fibernet_schedulers_blocked", "gauge", "Schedulers blocked now"),
 ]
 
 #: Why the supervisor started a worker in place of another (fibernet_worker_restarts_total).
@@ -84,6 +91,8 @@ def _values(snap: Mapping[str, Any]) -> dict[str, Any]:
     values["fibers"] = snap.get("fibers_total", 0)
     values["schedulers"] = len(snap.get("schedulers", []))
     values["draining"] = int(bool(snap.get("draining")))
+    values["scheduler_blocks"] = snap.get("scheduler_blocks", 0)
+    values["schedulers_blocked"] = len(snap.get("blocked", []))
     return values
 
 
