@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from fibernet.runtime.runtime import Runtime
 
 log = logging.getLogger("fibernet.scheduler")
+T = TypeVar("T")  # what a spawned function returns
 
 _tls = threading.local()
 _MAX_FREE_RUNNERS = 16
@@ -386,12 +387,12 @@ class Scheduler:
 
 
 def spawn(
-    fn: Callable[..., Any],
+    fn: Callable[..., T],
     *args: Any,
     name: str | None = None,
     parallel: bool = False,
     scheduler: Scheduler | None = None,
-) -> Fiber:
+) -> Fiber[T]:
     """Start ``fn(*args)`` in a new fiber and return it (a future: ``join`` it for the value).
 
     The fiber runs on the current scheduler, or on ``scheduler`` (from any thread).  With
