@@ -277,6 +277,7 @@ IMPLS = {
     i.name: i
     for i in (
         Impl("fibernet", "fibernet", None),
+        Impl("fibernet-nomonitor", "fibernet, scheduler monitor off (--block-warning 0)", None),
         Impl("uvicorn", "uvicorn (httptools, uvloop, raw ASGI)", 69),
         Impl("gevent", "gevent.pywsgi", 209),
         Impl("aiohttp", "aiohttp", 105),
@@ -342,6 +343,10 @@ def uvicorn_serve(uvicorn: list[str], port: int) -> list[str]:
 def server_command(impl: str, port: int) -> list[str]:
     if impl == "fibernet":
         return fibernet_serve(_exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port)
+    if impl == "fibernet-nomonitor":
+        return fibernet_serve(
+            _exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port, "--block-warning", "0"
+        )
     if impl == "fibernet-raw":
         return fibernet_serve(
             _exe("fibernet", FIBERNET_CLI),

@@ -261,7 +261,11 @@ class Channel(Generic[T]):
 
     def _suspend(self, sched, fiber, state: OpState, queue: deque, entry: tuple) -> Any:
         """Suspend in a fused put/get until completed; handle cancellation."""
-        sched._park()
+        try:
+            sched._park()
+        except BaseException:  # killed at shutdown (GreenletExit): leave no waiter behind
+            self._drop(queue, entry)
+            raise
         fiber._op_state = None
         fiber.state = RUNNING
         if state.index == -1:

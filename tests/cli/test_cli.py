@@ -56,7 +56,7 @@ def _other_value(f: dataclasses.Field) -> tuple[str, object]:
     """A valid value for the field other than its default: (as typed, as parsed)."""
     kind = f.metadata["type"]
     if kind is bool:
-        return "true", not f.default
+        return ("false" if f.default else "true"), not f.default
     if isinstance(kind, click.Choice):
         choice = next(c for c in kind.choices if c != f.default)
         return choice, choice
@@ -144,13 +144,14 @@ def test_every_settings_field_is_a_flag_and_an_environment_variable(field, monke
     assert option.envvar == "FIBERNET_" + field.name.upper()
 
     assert _settings([]) == Settings()  # neither: the default
-    flag_args = [_flag(field.name)] if is_bool else [_flag(field.name), typed]
+    no = "--no-" + field.name.replace("_", "-")
+    flag_args = ([no if field.default else _flag(field.name)]) if is_bool else [_flag(field.name), typed]
     assert getattr(_settings(flag_args), field.name) == parsed
     monkeypatch.setenv(option.envvar, typed)
     assert getattr(_settings([]), field.name) == parsed
     # A flag given on the command line beats the environment.
-    if is_bool:
-        assert getattr(_settings([f"--no-{field.name.replace('_', '-')}"]), field.name) is False
+    if is_bool:  # (the flag that gives the default back)
+        assert getattr(_settings([_flag(field.name) if field.default else no]), field.name) is field.default
     elif field.default is not None:
         assert getattr(_settings([_flag(field.name), str(field.default)]), field.name) == field.default
 

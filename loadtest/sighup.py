@@ -1,0 +1,188 @@
+"""A rolling restart under load: ``kill -HUP`` to the supervisor while wrk or h2load runs.
+
+Run from the repository root::
+
+    python loadtest/sighup.py                                   # fibernet, wrk and h2load, 3 runs each
+    python loadtest/sighup.py --peers-python /tmp/peers/bin/python  # and gunicorn (gevent workers)
+
+The peers' interpreter needs gunicorn and gevent (``python -m venv /tmp/peers &&
+/tmp/peers/bin/pip install gunicorn gevent``; never into fibernet's environment).
+
+One run: start the server with 2 workers on a free port (fibernet: ``fibernet serve
+fibernet.examples.hello:app --workers 2``; gunicorn: ``gunicorn -k gevent -w 2`` over the
+WSGI hello app of this file), wait for an answer, start the load tool (``wrk -t2 -c50
+-dDs`` or ``h2load --h1 -t2 -c50 -DD``), send SIGHUP to the supervisor ``--hup-at`` seconds
+in, and read the tool's failures: wrk's socket errors (connect, read, write, timeout) and
+non-2xx responses, h2load's failed and errored requests.  A run counts only if the reload
+took place within it: every worker the supervisor had before the SIGHUP is gone by the end
+of the run (else the run is reported as not reloaded, and fails).
+
+Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = ("wrk", "h2load")
+
+
+def wsgi_hello(environ: dict, start_response) -> list[bytes]:  # noqa: ANN001 - WSGI
+    """gunicorn's app: the same answer as fibernet.examples.hello."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, World!"]
+
+
+@dataclass
+class Run:
+    server: str
+    tool: str
+    requests: int
+    failed: int
+    detail: str
+    reloaded: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.reloaded and self.failed == 0 and self.requests > 0
+
+
+def server_command(server: str, port: int, peers_python: str | None) -> list[str]:
+    if server == "fibernet":
+        return [sys.executable, "-m", "fibernet_cli.main", "serve", "fibernet.examples.hello:app",
+                "--port", str(port), "--workers", "2"]
+    if server == "gunicorn":
+        return [peers_python or sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2",
+                "-b", f"127.0.0.1:{port}", "--chdir", os.path.dirname(os.path.abspath(__file__)),
+                "sighup:wsgi_hello"]
+    raise ValueError(f"unknown server {server!r}")
+
+
+def tool_command(tool: str, port: int, duration: float) -> list[str]:
+    url = f"http://127.0.0.1:{port}/"
+    if tool == "wrk":
+        return ["wrk", "-t2", "-c50", f"-d{duration:g}s", url]
+    if tool == "h2load":
+        return ["h2load", "--h1", "-t2", "-c50", f"-D{duration:g}", url]
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def failures(tool: str, output: str) -> tuple[int, int, str]:
+    """(requests, failed, the tool's lines that say so) from wrk's or h2load's report."""
+    if tool == "wrk":
+        done = re.search(r"(\d+) requests in", output)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        failed = (sum(map(int, errors.groups())) if errors else 0) + (int(non2xx.group(1)) if non2xx else 0)
+        detail = "; ".join(m.group(0) for m in (errors, non2xx) if m) or "no errors"
+        return int(done.group(1)) if done else 0, failed, detail
+    line = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored, (\d+) timeout", output)
+    if not line:
+        return 0, 0, "no h2load summary"
+    total, _started, _done, succeeded, failed, errored, timeout = map(int, line.groups())
+    codes = re.search(r"status codes: .*", output)
+    return succeeded, failed + errored + timeout, line.group(0) + (f"; {codes.group(0)}" if codes else "")
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found.update(int(c) for c in f.read().split())
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return c.recv(12).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def run_once(server: str, tool: str, duration: float = 4.0, hup_at: float = 1.5,
+             peers_python: str | None = None, workers: int = 2, log_dir: str | None = None) -> Run:
+    """One run of ``tool`` against ``server`` with a SIGHUP ``hup_at`` seconds in."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = {k: v for k, v in env.items() if not k.startswith("FIBERNET_")}
+    with tempfile.TemporaryFile("w+", dir=log_dir) as log:
+        proc = subprocess.Popen(server_command(server, port, peers_python), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, process_group=0)
+        try:
+            deadline = time.monotonic() + 30
+            while not (_answers(port) and len(children(proc.pid)) >= workers):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"{server} did not start:\n{log.read()[-3000:]}")
+                time.sleep(0.05)
+            before = children(proc.pid)
+            load = subprocess.Popen(tool_command(tool, port, duration), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(hup_at)  # a point in the run, by design: the load is running there
+            proc.send_signal(signal.SIGHUP)
+            output, _ = load.communicate(timeout=duration + 30)
+            reloaded = not (before & children(proc.pid))
+            requests, failed, detail = failures(tool, output)
+            return Run(server, tool, requests, failed, detail, reloaded)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            except ProcessLookupError:
+                pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--duration", type=float, default=4.0, help="seconds of load per run")
+    p.add_argument("--hup-at", type=float, default=1.5, help="seconds into the run to send SIGHUP")
+    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--servers", default=None, help="fibernet,gunicorn (gunicorn when --peers-python)")
+    p.add_argument("--peers-python", help="an interpreter with gunicorn and gevent")
+    args = p.parse_args(argv)
+    servers = (args.servers or ("fibernet,gunicorn" if args.peers_python else "fibernet")).split(",")
+    tools = [t for t in args.tools.split(",") if shutil.which(t) or print(f"{t}: not installed, skipped")]
+    print(f"SIGHUP at {args.hup_at:g}s of {args.duration:g}s, {args.runs} run(s) each; "
+          "2 workers, 50 connections")
+    bad = 0
+    for tool in tools:
+        for server in servers:
+            runs = [run_once(server, tool, args.duration, args.hup_at, args.peers_python)
+                    for _ in range(args.runs)]
+            bad += sum(not r.ok for r in runs)
+            print(f"{server:9} {tool:7} failed {[r.failed for r in runs]} of {[r.requests for r in runs]} "
+                  f"requests; reloaded {[r.reloaded for r in runs]}")
+            for r in runs:
+                print(f"    {r.detail}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
