@@ -1,6 +1,6 @@
 """The bus: channels, topics and named actors across processes and machines, over Redis.
 
-The seed's "network shims under the programmer's control": a fiber-native RESP client
+Guile Fibers' manual's "network shims under the programmer's control": a fiber-native RESP client
 (fibernet's own sockets, ``hiredis.Reader`` as the parser) moves messages between the
 broker and local channels, so a remote message is one more branch in a ``choice``::
 
