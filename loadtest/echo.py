@@ -56,8 +56,8 @@ idle
 
 How to read the tables: medians over rounds; ``spread`` is (max - min) / median, a noise
 indicator.  ``fibernet ratio`` is fibernet's (threads=1) median / that row's median: below
-1 means fibernet spends less CPU per message (or memory per connection).  The bars from
-the issue are checked on the medians in a separate table; the exit status is 1 if any bar
+1 means fibernet spends less CPU per message (or memory per connection).  fibernet's targets
+(the bars) are checked on the medians in a separate table; the exit status is 1 if any bar
 fails or any measurement errors.
 """
 

@@ -59,8 +59,8 @@ interleaved: for round: for server: measure):
 How to read the table: ``CPU/req`` is the median over rounds of the server's CPU time per
 request (less = better), ``spread`` is (max - min) / median over rounds (noise).
 ``fibernet ratio`` is fibernet's median CPU/req divided by that row's (below 1: fibernet
-spends less).  ``issue ref`` is the CPU/req the issue measured on its machine, for scale.
-The bars (from the issue): fibernet CPU/req <= 0.33x uvicorn's and <= 0.15x gevent.pywsgi's,
+spends less).  ``issue ref`` is the CPU/req first measured on another machine, for scale.
+The bars (fibernet's targets): fibernet CPU/req <= 0.33x uvicorn's and <= 0.15x gevent.pywsgi's,
 and no error at all in fibernet's runs.  The exit status is 1 if a bar fails or a
 measurement errors.
 
@@ -270,7 +270,7 @@ def serve_main(argv: list[str]) -> int:
 class Impl:
     name: str
     label: str  # what the table calls it
-    issue_us: float | None  # CPU us/request the issue measured, for scale
+    issue_us: float | None  # CPU us/request first measured on another machine, for scale
 
 
 IMPLS = {

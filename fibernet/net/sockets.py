@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket as _socket
+import ssl as _ssl
 import time
 from functools import partial
 from typing import Any
@@ -54,6 +55,7 @@ class Socket:
         "_waiting",
         "_expires",
         "_timer",
+        "peer",
         "__weakref__",
     )
 
@@ -76,6 +78,8 @@ class Socket:
         self._waiting: OpState | None = None
         self._expires = 0.0
         self._timer: list | None = None
+        # The client's address when a proxy in front told it (the PROXY protocol); else None.
+        self.peer: Any = None
 
     def __repr__(self) -> str:
         return f"<fibernet Socket fd={self._fd} {self._sock!r}>"
@@ -188,6 +192,20 @@ class Socket:
             self.active = True
             return data
 
+    def recv_nowait(self, bufsize: int) -> bytes | None:
+        """What has arrived, up to ``bufsize`` bytes, without waiting: None if nothing has,
+        b"" at end of stream."""
+        try:
+            data = self._sock.recv(bufsize)
+        except BlockingIOError:
+            self._drained = True
+            return None
+        n = len(data)
+        self._drained = 0 < n < bufsize
+        self.bytes_in += n
+        self.active = True
+        return data
+
     def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
         sock = self._sock
         while True:
@@ -285,7 +303,9 @@ class Socket:
     # -- delegation -------------------------------------------------------------------------
 
     def getpeername(self) -> Any:
-        return self._sock.getpeername()
+        """The peer's address: the client's, when a proxy in front told it (``peer``)."""
+        peer = self.peer
+        return self._sock.getpeername() if peer is None else peer
 
     def getsockname(self) -> Any:
         return self._sock.getsockname()
@@ -323,11 +343,34 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def connect(host: str, port: int, timeout: float | None = None) -> Socket:
+def connect(
+    host: str,
+    port: int,
+    timeout: float | None = None,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> Any:
     """Open a TCP connection; ``timeout`` bounds the whole connect (resolution included).
 
-    Names are resolved on the thread pool, never on a scheduler thread.
+    Names are resolved on the thread pool, never on a scheduler thread.  With ``ssl`` (a
+    client context, e.g. ``ssl.create_default_context()``) the connection is TLS: a
+    :class:`~fibernet.net.tls.TLSSocket`, its handshake done (within ``timeout``), the
+    certificate checked against ``server_hostname`` (default: ``host``).
     """
+    sock = _connect_tcp(host, port, timeout)
+    if ssl is None:
+        return sock
+    from fibernet.net.tls import client_socket
+
+    try:
+        return client_socket(sock, ssl, server_hostname or host)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _connect_tcp(host: str, port: int, timeout: float | None) -> Socket:
     deadline = None if timeout is None else time.monotonic() + timeout
     if _is_ip_literal(host):
         infos = _socket.getaddrinfo(host, port, type=_socket.SOCK_STREAM, flags=_socket.AI_NUMERICHOST)

@@ -35,6 +35,19 @@ ADMIN_TIMEOUT = 1.0  # a supervisor's admin connection: from its accept to its a
 MAX_ADMIN_CONNECTIONS = 64  # a supervisor's admin connections at once (a new one displaces the oldest)
 ADMIN_PAUSE = 0.1  # out of descriptors: a supervisor tries to accept again after this
 
+# Parts of a process that can make it not ready (a lost bus): each returns its reasons.
+_readiness_checks: list[Callable[[], list[str]]] = []
+
+
+def add_readiness_check(check: Callable[[], list[str]]) -> None:
+    """``check()`` returns why this process is not ready (empty: ready); /readyz answers 503
+    with the reasons while any check gives one (it reaches a supervisor in the snapshots)."""
+    _readiness_checks.append(check)
+
+
+def unready_reasons() -> list[str]:
+    return [reason for check in _readiness_checks for reason in check()]
+
 
 class WaitClock:
     """Remembers since when each fiber has waited in its current operation."""
@@ -78,6 +91,7 @@ def snapshot(server: Any, clock: WaitClock, max_fibers: int = MAX_FIBERS) -> dic
         "pid": os.getpid(),
         "time": time.time(),
         "draining": bool(getattr(server, "draining", False)),
+        "unready": unready_reasons(),
         "stats": stats,
         "schedulers": [
             {
@@ -150,9 +164,10 @@ def admin_app(
         if request.path == "/readyz":
             if not ready():
                 return Response.text("draining\n", 503)
-            blocked = problems(snapshots(), [blocked_check])
-            if blocked:
-                return Response.text("".join(f"{b}\n" for b in blocked), 503)
+            wrong = problems(snapshots(), [blocked_check])
+            wrong += [f"not ready: {r}" for snap in snapshots() for r in snap.get("unready", ())]
+            if wrong:
+                return Response.text("".join(f"{w}\n" for w in wrong), 503)
             return Response.text("ready\n")
         if request.path == "/metrics":
             return Response(200, exposition(collector), content_type=CONTENT_TYPE)
@@ -187,6 +202,8 @@ class AdminPort:
     :meth:`timeout` bounds its wait."""
 
     def __init__(self, sock: socket.socket, app: Callable[[Request], Response]) -> None:
+        import prometheus_client  # noqa: F401 - now, not in the loop at the first scrape
+
         sock.setblocking(False)
         self.sock = sock
         self.app = app

@@ -7,7 +7,8 @@ seconds)]``, ``counts[SUM]``); a connection's list joins its server's totals whe
 ends, and :meth:`Server.stats` sums the totals and the open connections' lists.  A worker
 sends those stats to its supervisor in the snapshot it sends every second anyway, so
 nothing crosses processes per request, and no ``PROMETHEUS_MULTIPROC_DIR`` (a file per
-process, a lock and an mmap write per update) is needed.
+process, a lock and an mmap write per update) is needed.  prometheus_client is imported at
+the first scrape (it takes ~0.1 s to import; a server that is never scraped never pays it).
 
 At scrape time a :class:`SnapshotCollector` turns the snapshots into metric families: one
 series per worker (label ``worker``, its pid), as prometheus_client's multiprocess mode does
@@ -21,14 +22,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 
 # -- counting (the HTTP layer, per connection) ------------------------------------------------
 
-#: Request latency buckets (seconds), from the response's first byte back to the head's parse.
+#: Request latency buckets (seconds): from the head parsed (the app called) to the response sent.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A connection's counts: [status // 100 for 0..9] [a bucket each, then +Inf] [latency sum].
 LATENCY = 10
@@ -110,7 +108,9 @@ class SnapshotCollector:
         self.snapshots = snapshots
         self.restarts = restarts
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         snaps = [(str(s["pid"]), _values(s)) for s in self.snapshots()]
         for series in WORKER_SERIES:
             kind = GaugeMetricFamily if series.kind == "gauge" else CounterMetricFamily
@@ -129,7 +129,9 @@ class SnapshotCollector:
                 family.add_metric([cause], done.get(cause, 0))
             yield family
 
-    def _http(self, snaps: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Metric]:
+    def _http(self, snaps: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
         requests = CounterMetricFamily(
             "fibernet_http_requests", "HTTP requests answered, by status class", labels=["worker", "status"]
         )
@@ -154,6 +156,8 @@ class SnapshotCollector:
 
 
 def exposition(collector: SnapshotCollector) -> bytes:
+    from prometheus_client import CollectorRegistry, generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)  # type: ignore[arg-type]
     return generate_latest(registry)

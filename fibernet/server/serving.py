@@ -78,6 +78,9 @@ def run_server(
     monitor = Monitor(block_warning, worker_timeout) if block_warning > 0 or worker_timeout else None
     admin_server = None
     if admin is not None:
+        # Imported now: at the first scrape it would hold the admin's scheduler for 0.1 s or
+        # more, a block the monitor would report (and count) as the app's.
+        import prometheus_client  # noqa: F401
         # The snapshot a second that feeds "how long" also answers /metrics and /fibers.
         latest: list[bytes] = []
         clock = WaitClock()
@@ -219,6 +222,8 @@ class _SignalWatcher:
             pass
 
     def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP and not self.in_worker and _reload_tls(self.server):
+            return
         if signum in self.IGNORED:
             if not self.in_worker:
                 why = "reloading" if signum == signal.SIGHUP else "changing the number of workers"
@@ -268,6 +273,19 @@ class _SignalWatcher:
         self._fiber.cancel()
         self._reader.close()
         self._wsock.close()
+
+
+def _reload_tls(server: Server) -> bool:
+    """SIGHUP without workers: load the TLS certificate files again for new connections
+    (True), or False if the server has none to reload."""
+    try:
+        if not server.reload_tls():
+            return False
+    except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
+        log.error("SIGHUP: the TLS certificates did not load (%s); keeping those in use", exc)
+        return True
+    log.info("SIGHUP: TLS certificates reloaded")
+    return True
 
 
 def _ignore(signum: int, frame: Any) -> None:
