@@ -34,6 +34,9 @@ from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls, current_fiber, spawn
 
 _CLOSED_FD = -1
+# The socket class as fibernet found it: its own sockets stay plain ones after patch_all()
+# (which replaces ``socket.socket`` with a cooperative subclass for blocking-style code).
+_StdSocket = _socket.socket
 
 
 class Socket:
@@ -264,11 +267,11 @@ class Socket:
         sock = self._sock
         while True:
             try:
-                conn, addr = sock.accept()
+                fd, addr = sock._accept()
             except BlockingIOError:
                 self._wait(EPOLLIN)
                 continue
-            return Socket(configure(conn)), addr
+            return Socket(configure(_StdSocket(sock.family, sock.type, sock.proto, fd))), addr
 
     def shutdown(self, how: int = _socket.SHUT_WR) -> None:
         """Half-close: by default stop sending (the peer reads end of stream) and keep reading."""
@@ -384,7 +387,7 @@ def _connect_tcp(host: str, port: int, timeout: float | None) -> Socket:
     for family, type_, proto, _name, address in infos:
         # The connect gets what is left of the timeout; the socket keeps the whole one.
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        sock = Socket(configure(_socket.socket(family, type_, proto)), left)
+        sock = Socket(configure(_StdSocket(family, type_, proto)), left)
         try:
             _connect(sock, address)
         except OSError as exc:
@@ -424,7 +427,7 @@ def listen(
     else:
         infos = run_in_thread(_socket.getaddrinfo, host, port, 0, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE)
     family, type_, proto, _name, address = infos[0]
-    sock = _socket.socket(family, type_, proto)
+    sock = _StdSocket(family, type_, proto)
     try:
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         if reuse_port:

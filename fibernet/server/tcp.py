@@ -263,6 +263,10 @@ class Server:
         """True once a stop was asked for (readiness probes should fail from then on)."""
         return self._stop.signalled
 
+    def schedulers(self) -> list[Scheduler]:
+        """The schedulers the server runs on (none before it runs)."""
+        return list(self._places)
+
     def stats(self) -> dict[str, Any]:
         places = list(self._places.values())
         live = [sock for p in places for sock in list(p.conns.values())]
