@@ -78,6 +78,9 @@ def run_server(
     monitor = Monitor(block_warning, worker_timeout) if block_warning > 0 or worker_timeout else None
     admin_server = None
     if admin is not None:
+        # Imported now: at the first scrape it would hold the admin's scheduler for 0.1 s or
+        # more, a block the monitor would report (and count) as the app's.
+        import prometheus_client  # noqa: F401
         # The snapshot a second that feeds "how long" also answers /metrics and /fibers.
         latest: list[bytes] = []
         clock = WaitClock()
