@@ -216,6 +216,21 @@ def test_raw_echo_and_the_server_closes_after_the_handshake(echo_server):
         assert sock.recv(10) == b""  # then the server ends the TCP connection
 
 
+def test_a_close_the_peer_never_answers_is_cut_at_the_deadline():
+    closed = threading.Event()
+
+    def app(request):
+        ws = request.accept_websocket()
+        ws.close(1001, "going away")  # the peer never replies: close() gives up at the deadline
+        closed.set()
+
+    with serve(app, "http", ws_close_timeout=0.3) as server:
+        with _handshake(server.address) as sock:
+            assert _close_code(sock) == 1001
+            assert sock.recv(10) == b""  # cut, without our close reply
+            assert closed.wait(5)
+
+
 def test_silent_peer_is_pinged_then_dropped():
     with serve(echo, "http", ws_ping_interval=0.2, ws_ping_timeout=0.2) as server:
         with _handshake(server.address) as sock:

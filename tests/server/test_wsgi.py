@@ -241,9 +241,12 @@ def test_serve_refuses_an_asgi_app_with_the_reason(tmp_path):
     from fibernet_cli.main import cli
 
     (tmp_path / "asgi_mod_for_test.py").write_text(ASGI_MODULE)
-    result = CliRunner().invoke(cli, ["serve", "asgi_mod_for_test:app", "--app-dir", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "ASGI" in result.output and "WSGI" in result.output
+    for interface in ("auto", "wsgi", "fibernet"):
+        result = CliRunner().invoke(
+            cli, ["serve", "asgi_mod_for_test:app", "--app-dir", str(tmp_path), "--interface", interface]
+        )
+        assert result.exit_code == 2, (interface, result.output)
+        assert "ASGI" in result.output and "WSGI" in result.output
 
 
 def _serve_settings(args: list[str]):
