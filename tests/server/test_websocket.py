@@ -4,6 +4,7 @@ frames where a client library will not send a bad one) over loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import os
 import socket
@@ -382,3 +383,41 @@ def test_1000_concurrent_websockets(nofile):
     with serve(echo, "http", threads=2) as server:
         results = asyncio.run(main(url(server)))
     assert results == [b"%d" % i for i in range(count)]
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it_whole():
+    """100 MB of zeros, ~100 KB compressed: closed with 1009, and the server never holds more
+    than a few MB of it inflated (wsproto inflates what it is fed, so it is fed little)."""
+    import tracemalloc
+    import zlib
+
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = bytes(1 << 20)
+    compressed = b"".join(squeeze.compress(zeros) for _ in range(100)) + squeeze.flush(zlib.Z_SYNC_FLUSH)
+    compressed = compressed[:-4]  # (RFC 7692: the sync flush's 00 00 ff ff is left off)
+    mask = os.urandom(4)
+    head = bytes([0xC2, 0x80 | 127]) + struct.pack("!Q", len(compressed)) + mask  # FIN, RSV1, binary
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(compressed))
+
+    with serve(echo, "http", ws_max_size=1 << 20) as server:
+        sock = socket.create_connection(server.address[:2], timeout=5)
+        with sock:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall(
+                f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n".encode()
+            )
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += sock.recv(1)
+            assert b"permessage-deflate" in reply
+            tracemalloc.start()
+            try:
+                with contextlib.suppress(OSError):  # (the server may close before taking it all)
+                    sock.sendall(head + payload)
+                assert _close_code(sock) == 1009
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    assert peak < 24 * 1024 * 1024, f"{peak / 1e6:.0f} MB inflated at once"
