@@ -104,6 +104,7 @@ class _Connection:
         "answered",
         "counts",
         "_draining",
+        "websocket",
     )
 
     def __init__(
@@ -126,6 +127,7 @@ class _Connection:
         except OSError:
             self.client = None
         self._deadline: float | None = None
+        self.websocket: Any = None  # the WebSocket that took the connection, if one did
 
     # -- reading ----------------------------------------------------------------------
 
@@ -280,10 +282,9 @@ class _Connection:
 
     def _upgrade(self, head: RequestHead) -> Response:
         """An upgrade request (not CONNECT): the app may take the connection with
-        ``request.accept_websocket()``; then the WebSocket ends the connection.  If it does
-        not, its response is sent as for any request (the parser stops at an upgrade, so the
-        connection then closes after it)."""
-        response = serve_upgrade(self.app, self.sock, head, self.config.websocket)
+        ``request.accept_websocket()``; then the WebSocket ends the connection (and a drain
+        closes it with 1001).  If it does not, its response is sent as for any request."""
+        response = serve_upgrade(self.app, self.sock, head, self.config.websocket, self)
         if response is None:
             raise _Close()
         return response
@@ -522,8 +523,12 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
         restart retires a worker.  It keeps waiting for the keep-alive timeout, the one
         moment a client knows the server may close it; a request that comes meanwhile is
         answered, with ``Connection: close``.  (The server cancels what is left at the
-        end of the grace period.)"""
+        end of the grace period.)  A WebSocket is closed with 1001, going away."""
         draining[0] = True
+        with lock:
+            websockets = [c.websocket for c in conns if c.websocket is not None]
+        for ws in websockets:
+            ws.going_away()
 
     def handle(sock: Socket) -> None:
         if limit is not None:

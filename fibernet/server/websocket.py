@@ -56,7 +56,7 @@ from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
 from fibernet.ops.operation import Operation, choice, guard, perform, wrap
 from fibernet.ops.timers import wait_op
-from fibernet.runtime.scheduler import current_fiber, spawn
+from fibernet.runtime.scheduler import current_fiber, current_scheduler, spawn
 
 log = logging.getLogger("fibernet.websocket")
 
@@ -106,6 +106,7 @@ class WebSocket:
         self._lock: Channel = Channel(1)  # holding it = a slot filled: writes go in order
         self._sending_since: float | None = None
         self._received = 0  # bytes read, for the keep-alive
+        self._home = current_scheduler()
         self._reader = spawn(self._read_loop, name=f"ws-reader {name}")
         if limits.ping_interval is not None:
             spawn(self._keepalive, name=f"ws-keepalive {name}")
@@ -189,6 +190,15 @@ class WebSocket:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         self._abort()
+
+    def going_away(self) -> None:
+        """Close with 1001 (the server is shutting down), from a fiber of the WebSocket's own
+        scheduler; callable from any thread.  The app's ``recv`` then raises WebSocketClosed."""
+        if self.close_code is None and not self._closing.signalled:
+            try:
+                spawn(self.close, 1001, "server shutting down", name="ws-going-away", scheduler=self._home)
+            except Exception:  # noqa: BLE001 - the scheduler is stopping: the cancel will do
+                pass
 
     def _write(self, event: Any, wait: bool = True) -> bool:
         """Turn ``event`` into bytes and send them, in turn; False if it cannot go out (the
@@ -385,13 +395,14 @@ def handshake(request: Any, limits: WebSocketLimits, subprotocol: str | None) ->
 class Upgrade:
     """One upgrade request's hand-off: ``request.accept_websocket`` calls :meth:`accept`."""
 
-    __slots__ = ("stream", "limits", "ws", "name")
+    __slots__ = ("stream", "limits", "ws", "name", "holder")
 
-    def __init__(self, stream: Any, limits: WebSocketLimits, name: str) -> None:
+    def __init__(self, stream: Any, limits: WebSocketLimits, name: str, holder: Any = None) -> None:
         self.stream = stream
         self.limits = limits
         self.ws: WebSocket | None = None
         self.name = name
+        self.holder = holder
 
     def accept(self, request: Any, subprotocol: str | None = None) -> WebSocket:
         if self.ws is not None:
@@ -402,13 +413,18 @@ class Upgrade:
         deflate = b"permessage-deflate" in response.lower()
         self.ws = ws = WebSocket(self.stream, proto, self.limits, self.name, deflate)
         ws.subprotocol = subprotocol
+        if self.holder is not None:
+            self.holder.websocket = ws
         return ws
 
 
-def serve_upgrade(app: Callable[[Any], Any], stream: Any, request: Any, limits: WebSocketLimits) -> Any:
+def serve_upgrade(
+    app: Callable[[Any], Any], stream: Any, request: Any, limits: WebSocketLimits, holder: Any = None
+) -> Any:
     """Call ``app`` on an upgrade request that may take the connection.  The app's response if
-    it did not (to be sent as usual), or None if it took a WebSocket (then closed here)."""
-    upgrade = Upgrade(stream, limits, _peer(request.client))
+    it did not (to be sent as usual), or None if it took a WebSocket (then closed here).
+    ``holder.websocket`` is the WebSocket while the app runs (for a drain to close it)."""
+    upgrade = Upgrade(stream, limits, _peer(request.client), holder)
     request._websocket = upgrade.accept
     try:
         response = app(request)

@@ -18,6 +18,7 @@ from websockets.sync.client import connect
 
 import fibernet as fn
 from fibernet.http import Response, WebSocketClosed
+from fibernet.server.http import http_handler
 from fibernet.testing import serve
 
 pytestmark = pytest.mark.timeout(30)
@@ -421,3 +422,33 @@ def test_a_deflate_bomb_is_refused_without_inflating_it_whole():
             finally:
                 tracemalloc.stop()
     assert peak < 24 * 1024 * 1024, f"{peak / 1e6:.0f} MB inflated at once"
+
+
+def test_a_draining_server_closes_websockets_with_1001():
+    ended: list = []
+
+    def app(request):
+        ws = request.accept_websocket()
+        try:
+            for message in ws:
+                ws.send(message)
+        finally:
+            ended.append(ws.close_code)
+
+    server = fn.Server(http_handler(app), "127.0.0.1", 0, threads=2).start()
+    try:
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(connect(url(server))) for _ in range(4)]  # (both schedulers)
+            for ws in clients:
+                ws.send("up")
+                assert ws.recv(timeout=5) == "up"
+            server.stop(30)  # a long grace: only the WebSockets' closes end it early
+            for ws in clients:
+                with pytest.raises(ConnectionClosed) as info:
+                    ws.recv(timeout=10)
+                assert info.value.rcvd.code == 1001
+        assert server.wait(10), "the server waited for its grace period"
+    finally:
+        server.stop(0)
+        server.wait()
+    assert ended == [1001] * 4
