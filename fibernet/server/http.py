@@ -43,7 +43,8 @@ from fibernet.server.http_protocol import (
     http_date,
 )
 from fibernet.server.metrics import BUCKETS, LATENCY, SUM, add, http_stats, new_counts
-from fibernet.server.websocket import WebSocketLimits, serve_upgrade
+from fibernet.server.websocket import WebSocketLimits
+from fibernet.server.websocket_upgrade import serve_upgrade
 
 log = logging.getLogger("fibernet.http")
 access_log = logging.getLogger("fibernet.access")

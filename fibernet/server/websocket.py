@@ -31,27 +31,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from wsproto import ConnectionType, WSConnection
+from wsproto import WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Message,
-    Ping,
-    Pong,
-    Request,
-    TextMessage,
-)
-from wsproto.extensions import PerMessageDeflate
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError
 
 from fibernet.errors import Cancelled, ChannelClosed
-from fibernet.http import BadWebSocketUpgrade, WebSocketClosed
+from fibernet.http import WebSocketClosed
 from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
 from fibernet.ops.operation import Operation, choice, guard, perform, wrap
@@ -145,9 +135,11 @@ class WebSocket:
 
     def _after_end(self) -> str | bytes:
         # Both branches may be ready at once: messages that came before the close go first.
-        message = self._incoming.try_get(_EMPTY) if not self._incoming.closed or len(self._incoming) else _EMPTY
-        if message is not _EMPTY:
-            return message
+        incoming = self._incoming
+        if len(incoming) or not incoming.closed:  # (a closed, empty channel raises on get)
+            message = incoming.try_get(_EMPTY)
+            if message is not _EMPTY:
+                return message
         raise self._closed_error()
 
     def _closed_error(self) -> WebSocketClosed:
@@ -370,80 +362,3 @@ class WebSocket:
 
 
 _EMPTY: Any = object()
-
-
-# -- the hand-off from the HTTP connection --------------------------------------------------
-
-
-def handshake(request: Any, limits: WebSocketLimits, subprotocol: str | None) -> tuple[WSConnection, bytes]:
-    """Check the upgrade request with wsproto; the protocol state and the 101 response."""
-    proto = WSConnection(ConnectionType.SERVER)
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers]
-    try:
-        proto.initiate_upgrade_connection(headers, request.target)
-        event = next(proto.events(), None)
-    except (RemoteProtocolError, LocalProtocolError) as exc:
-        raise BadWebSocketUpgrade(f"not a valid WebSocket upgrade: {exc}") from None
-    if not isinstance(event, Request):
-        raise BadWebSocketUpgrade("not a valid WebSocket upgrade")
-    if subprotocol is not None and subprotocol not in event.subprotocols:
-        raise BadWebSocketUpgrade(f"the client did not offer the subprotocol {subprotocol!r}")
-    extensions = [PerMessageDeflate()] if limits.per_message_deflate else []
-    return proto, proto.send(AcceptConnection(subprotocol=subprotocol, extensions=extensions))
-
-
-class Upgrade:
-    """One upgrade request's hand-off: ``request.accept_websocket`` calls :meth:`accept`."""
-
-    __slots__ = ("stream", "limits", "ws", "name", "holder")
-
-    def __init__(self, stream: Any, limits: WebSocketLimits, name: str, holder: Any = None) -> None:
-        self.stream = stream
-        self.limits = limits
-        self.ws: WebSocket | None = None
-        self.name = name
-        self.holder = holder
-
-    def accept(self, request: Any, subprotocol: str | None = None) -> WebSocket:
-        if self.ws is not None:
-            raise RuntimeError("this request's WebSocket was already accepted")
-        proto, response = handshake(request, self.limits, subprotocol)
-        self.stream.timeout = self.limits.send_timeout
-        self.stream.sendall(response)  # (an OSError here is the HTTP connection's to handle)
-        deflate = b"permessage-deflate" in response.lower()
-        self.ws = ws = WebSocket(self.stream, proto, self.limits, self.name, deflate)
-        ws.subprotocol = subprotocol
-        if self.holder is not None:
-            self.holder.websocket = ws
-        return ws
-
-
-def serve_upgrade(
-    app: Callable[[Any], Any], stream: Any, request: Any, limits: WebSocketLimits, holder: Any = None
-) -> Any:
-    """Call ``app`` on an upgrade request that may take the connection.  The app's response if
-    it did not (to be sent as usual), or None if it took a WebSocket (then closed here).
-    ``holder.websocket`` is the WebSocket while the app runs (for a drain to close it)."""
-    upgrade = Upgrade(stream, limits, _peer(request.client), holder)
-    request._websocket = upgrade.accept
-    try:
-        response = app(request)
-    except BaseException as exc:
-        if upgrade.ws is None:
-            raise
-        if not isinstance(exc, Cancelled):
-            log.exception("WebSocket app failed on %s from %s", request.target, _peer(request.client))
-        upgrade.ws._finish(exc)
-        if isinstance(exc, Exception):
-            return None
-        raise
-    if upgrade.ws is None:
-        return response
-    upgrade.ws._finish(None)
-    return None
-
-
-def _peer(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr or "?")

@@ -258,7 +258,7 @@ def _close(result: Any) -> None:
 
 def refuse_asgi(app: Callable[..., Any]) -> None:
     """Raise TypeError, saying why, if ``app`` is an ASGI app (an async callable)."""
-    target = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", app)
+    target = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
     if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(app):
         raise TypeError(
             "this is an ASGI app (an async callable taking scope, receive, send): fibernet runs "
@@ -273,7 +273,8 @@ def detect_interface(app: Callable[..., Any]) -> str:
     refuse_asgi(app)
     try:
         params = [
-            p for p in inspect.signature(app).parameters.values()
+            p
+            for p in inspect.signature(app).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
         ]
     except (TypeError, ValueError):

@@ -4,8 +4,8 @@ frames where a client library will not send a bad one) over loopback."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import os
 import socket
 import struct

@@ -11,8 +11,8 @@ import socket
 import threading
 from wsgiref.validate import validator
 
-import pytest
 import click
+import pytest
 from click.testing import CliRunner
 
 from fibernet.server.wsgi import WSGIApp, detect_interface
@@ -112,7 +112,11 @@ def test_environ(validated):
 
 
 def test_path_info_is_decoded_as_latin_1(validated):
-    with serve(WSGIApp(lambda e, s: (s("200 OK", []), [e["PATH_INFO"].encode("latin-1")])[1]), "http") as server:
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["PATH_INFO"].encode("latin-1")]
+
+    with serve(WSGIApp(app), "http") as server:
         assert get(server, "GET", "/caf%C3%A9%20x")[2] == "/café x".encode()
 
 
