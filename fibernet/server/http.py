@@ -599,7 +599,9 @@ def http_server(
     http_fields = set(HttpLimits.__dataclass_fields__)
     limits = HttpLimits(**{k: v for k, v in options.items() if k in http_fields})
     ws_fields = {"ws_" + name for name in WebSocketLimits.__dataclass_fields__}
-    websocket = WebSocketLimits(**{k[3:]: v for k, v in options.items() if k in ws_fields})
+    ws_options = {k[3:]: v for k, v in options.items() if k in ws_fields}
+    ws_options.setdefault("send_timeout", limits.send_timeout)  # (one send timeout for both)
+    websocket = WebSocketLimits(**ws_options)
     tcp_options = {k: v for k, v in options.items() if k not in http_fields and k not in ws_fields}
     tcp_options.setdefault("idle_timeout", None)  # HTTP keeps its own, finer timeouts
     config = HttpConfig(limits, access_log, limit_concurrency, websocket)

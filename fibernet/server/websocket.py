@@ -98,8 +98,7 @@ class WebSocket:
         self._received = 0  # bytes read, for the keep-alive
         self._home = current_scheduler()
         self._reader = spawn(self._read_loop, name=f"ws-reader {name}")
-        if limits.ping_interval is not None:
-            spawn(self._keepalive, name=f"ws-keepalive {name}")
+        spawn(self._keepalive, name=f"ws-keepalive {name}")
 
     def __repr__(self) -> str:
         state = "open" if self.close_code is None else f"closed {self.close_code}"
@@ -318,16 +317,21 @@ class WebSocket:
         self.stream.close()
 
     def _keepalive(self) -> None:
+        """Pings a silent peer, and bounds a send the peer does not read.  (A send's own
+        socket timeout is not enough: the stream has one wait deadline, and the reader's
+        wait ending clears it.)"""
         limits = self.limits
         interval = limits.ping_interval
         ended = self._ended
         seen = -1
-        while not self._wait(ended, interval):
+        while not self._wait(ended, interval or limits.send_timeout / 2):
             since = self._sending_since
             if since is not None and time.monotonic() - since > limits.send_timeout:
                 log.debug("WebSocket peer did not read for %ss; cutting", limits.send_timeout)
                 self._abort()
                 return
+            if interval is None:
+                continue
             if self._received != seen:  # the peer said something: alive
                 seen = self._received
                 continue

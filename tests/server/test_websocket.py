@@ -452,3 +452,28 @@ def test_a_draining_server_closes_websockets_with_1001():
         server.stop(0)
         server.wait()
     assert ended == [1001] * 4
+
+
+def test_a_peer_that_does_not_read_is_cut_at_the_send_deadline():
+    """Pings off; the peer sends but never reads, so the server's send blocks, and the reader
+    wakes meanwhile (which clears the stream's wait deadline): the send is still cut."""
+    ended = threading.Event()
+    codes: list = []
+
+    def app(request):
+        ws = request.accept_websocket()
+        try:
+            while True:
+                ws.send(b"x" * 65536)
+        except WebSocketClosed as closed:
+            codes.append(closed.code)
+            ended.set()
+
+    with serve(app, "http", ws_ping_interval=None, send_timeout=0.5) as server:
+        with _handshake(server.address) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            with contextlib.suppress(OSError):  # (until the server cuts the connection)
+                while not ended.wait(0.02):
+                    sock.sendall(_frame(0x1, b"still sending, never reading"))
+            assert ended.wait(10), "the server's send was never cut"
+    assert codes == [1006]
