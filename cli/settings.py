@@ -121,6 +121,46 @@ class Settings:
     admin_host: str = _opt(
         "127.0.0.1", "the address of the admin endpoint (0.0.0.0 for a kubelet's probes)", str
     )
+    block_warning: float = _opt(
+        0.1,
+        "log a scheduler held by one fiber for longer than this, with its stack (seconds; 0: off)",
+        click.FloatRange(0),
+    )
+    worker_timeout: float | None = _opt(
+        None,
+        "with --workers: kill and replace a worker whose schedulers are all blocked this long (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    patch: bool = _opt(
+        False,
+        "make the standard library's blocking calls (socket, ssl, select, time.sleep, locks) "
+        "suspend only the calling fiber: fibernet.patch_all(), before the app is imported",
+        bool,
+    )
+    # -- TLS and the proxy in front (fibernet/net/tls.py, fibernet/server/proxy.py) --
+    ssl_certfile: str | None = _opt(None, "serve TLS with this certificate (PEM, chain after it)", str)
+    ssl_keyfile: str | None = _opt(None, "the certificate's private key (PEM; default: in the certfile)", str)
+    ssl_keyfile_password: str | None = _opt(None, "the password of an encrypted private key", str)
+    ssl_ca_certs: str | None = _opt(None, "the CA certificates client certificates are checked against", str)
+    ssl_cert_reqs: int = _opt(
+        0, "client certificates: 0 not asked, 1 optional, 2 required (ssl.CERT_*)", click.IntRange(0, 2)
+    )
+    ssl_ciphers: str | None = _opt(None, "the OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)", str)
+    handshake_timeout: float = _opt(
+        10.0,
+        "the PROXY header and the TLS handshake must be done within this (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    proxy_protocol: bool = _opt(False, "every connection starts with a PROXY protocol header (v1 or v2)", bool)
+    proxy_headers: bool = _opt(
+        True, "HTTP: take the client and scheme from X-Forwarded-For/-Proto or Forwarded of trusted peers", bool
+    )
+    forwarded_allow_ips: str = _opt(
+        "127.0.0.1", "the peers trusted with proxy headers: addresses, networks, or *", str
+    )
+    bus: str | None = _opt(
+        None, "join workers and instances over this broker (redis://host:port/db): see fibernet.bus", str
+    )
     log_level: str = _opt(
         "info",
         "the log level",
@@ -148,6 +188,7 @@ class Settings:
                     default=f.default,
                     show_default=True,
                     envvar=cls.env_name(f.name),
+                    show_envvar=True,
                     help=f.metadata["help"],
                 )
             )

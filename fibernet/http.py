@@ -132,6 +132,7 @@ class Request:
         "http_version",
         "headers",
         "client",
+        "scheme",
         "_body_source",
         "_body",
         "_consumed",
@@ -146,6 +147,7 @@ class Request:
         http_version: str = "1.1",
         client: Any = None,
         body: bytes | Callable[[], bytes] = b"",
+        scheme: str = "http",
     ) -> None:
         self.method = method
         self.target = target
@@ -156,6 +158,7 @@ class Request:
         self.http_version = http_version
         self.headers = headers
         self.client = client
+        self.scheme = scheme  # "https" over TLS (or as a trusted proxy says)
         if callable(body):
             self._body_source: Callable[[], bytes] | None = body
             self._body: bytes | None = None

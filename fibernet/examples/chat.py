@@ -11,18 +11,27 @@ of stalling everyone else.
 Protocol: the server greets with ``* you are <name>``; every line a member sends reaches
 every member, the sender included, as ``<name>: <line>``, in the order the room got them.
 ``/nick NAME`` renames.  Joins and leaves are announced as ``* ...`` lines.
+
+With a bus (``fibernet serve ... --bus redis://host:port/db``, or ``FIBERNET_BUS``), each
+process's room publishes what it would have broadcast to the bus topic ``chat`` and
+broadcasts to its own members what comes back from it, so every worker and instance is one
+room: every member gets every line, each sender's lines in the order sent.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import fibernet as fn
+import fibernet.bus
 from fibernet.http import Request, Response, Router, WebSocketClosed
 from fibernet.net.streams import LimitOverrun, Stream
 
 OUTBOX = 256  # lines buffered per member before the room drops it
 MAX_LINE = 4096
+_LOCAL_IDS = itertools.count(1)  # names for clients of a Unix socket, which have no address
+TOPIC = "chat"
 
 
 class Room:
@@ -36,11 +45,28 @@ class Room:
         with self._lock:
             if self._fiber is None or self._fiber.done():
                 self._inbox = fn.Channel(capacity=1024)
-                self._fiber = fn.spawn(self._run, self._inbox, name="chat-room")
+                bus = fibernet.bus.default() if fibernet.bus.configured() else None
+                self._fiber = fn.spawn(self._run, self._inbox, bus, name="chat-room")
             return self._inbox
 
     @staticmethod
-    def _run(inbox: fn.Channel) -> None:
+    def _events(inbox: fn.Channel, bus: fibernet.bus.Bus | None):
+        """What the room acts on: its members' events, and with a bus, the lines of the
+        whole room (``("line", None, text)``)."""
+        if bus is None:
+            yield from inbox
+            return
+        bus.wait_connected(bus.timeout)  # (a line said before the room subscribed is lost)
+        with bus.subscribe(TOPIC) as lines:
+            remote = fn.wrap(lines.get_op(), lambda text: ("line", None, text))
+            while True:
+                try:
+                    yield fn.perform(fn.choice(inbox.get_op(), remote))
+                except fn.ChannelClosed:
+                    return
+
+    @staticmethod
+    def _run(inbox: fn.Channel, bus: fibernet.bus.Bus | None = None) -> None:
         members: dict[object, tuple[str, fn.Channel]] = {}
 
         def broadcast(text: str) -> None:
@@ -50,21 +76,25 @@ class Room:
                     del members[key]
                     outbox.close()  # its writer ends and the connection closes
 
-        for kind, key, arg in inbox:
-            if kind == "join":
+        # With a bus, a line goes to the whole room and comes back to be broadcast here.
+        announce = broadcast if bus is None else lambda text: bus.publish(TOPIC, text)
+        for kind, key, arg in Room._events(inbox, bus):
+            if kind == "line":
+                broadcast(arg)
+            elif kind == "join":
                 name, outbox = arg
                 members[key] = (name, outbox)
-                broadcast(f"* {name} joined")
+                announce(f"* {name} joined")
             elif kind == "say" and key in members:
-                broadcast(f"{members[key][0]}: {arg}")
+                announce(f"{members[key][0]}: {arg}")
             elif kind == "nick" and key in members:
                 old, outbox = members[key]
                 members[key] = (arg, outbox)
-                broadcast(f"* {old} is now {arg}")
+                announce(f"* {old} is now {arg}")
             elif kind == "leave" and key in members:
                 name, outbox = members.pop(key)
                 outbox.close()
-                broadcast(f"* {name} left")
+                announce(f"* {name} left")
 
 
 ROOM = Room()
@@ -91,10 +121,11 @@ def _writer(conn, outbox: fn.Channel) -> None:
 def handle(conn) -> None:
     inbox = ROOM.inbox()
     try:
-        host, port = conn.getpeername()[:2]
+        peer = conn.getpeername()
     except OSError:  # the client is gone already
         return
-    name = f"{host}:{port}"
+    # An IP peer is (host, port, ...); a Unix socket's client is a path, usually '' (unnamed).
+    name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"local-{next(_LOCAL_IDS)}"
     key = object()
     outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
     outbox.put(f"* you are {name}\n".encode())

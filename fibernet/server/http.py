@@ -59,6 +59,7 @@ class HttpConfig:
     limits: HttpLimits = field(default_factory=HttpLimits)
     access_log: bool = False
     limit_concurrency: int | None = None  # connections served at once; beyond: 503 and close
+    forwarded: Any = None  # a server.proxy.ForwardedPolicy: trusted proxies name the client
     websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
 
 
@@ -321,6 +322,10 @@ class _Connection:
         send_timeout = limits.send_timeout
         app = self.app
         client = self.client
+        scheme = getattr(sock, "scheme", "http")  # (a TLSSocket's is "https")
+        forwarded = self.config.forwarded
+        if forwarded is not None and not forwarded.trusts(client):
+            forwarded = None  # an untrusted peer's X-Forwarded-* and Forwarded are ignored
         draining = self._draining
         access = self.config.access_log
         date = _DATE
@@ -356,6 +361,9 @@ class _Connection:
             if head.upgrade and head.method == "CONNECT":  # (another upgrade offer is ignored)
                 raise HttpError(501, "CONNECT not supported")
             head.client = client
+            head.scheme = scheme
+            if forwarded is not None:
+                forwarded.apply(head)
             if head._body is None:  # a body to read on demand
                 source = head._body_source = _Body(self, head.expect_continue)
             else:
@@ -586,13 +594,16 @@ def http_server(
     threads: int = 1,
     access_log: bool = False,
     limit_concurrency: int | None = None,
+    forwarded: Any = None,
     **options: Any,
 ) -> Any:
     """A :class:`~fibernet.server.tcp.Server` that serves the HTTP app ``app``.
 
     ``options`` may name any field of :class:`HttpLimits` (``max_body_size=...``,
     ``keepalive_timeout=...``), any of :class:`WebSocketLimits` with ``ws_`` before it
-    (``ws_max_size=...``) and any TCP limit (``max_connections=...``).
+    (``ws_max_size=...``) and any option of the TCP server (``max_connections=...``,
+    ``ssl=...``, ``proxy_protocol=True``); ``forwarded`` a
+    :class:`~fibernet.server.proxy.ForwardedPolicy` (trusted proxies' X-Forwarded-*).
     """
     from fibernet.server.tcp import Server
 
@@ -604,6 +615,6 @@ def http_server(
     websocket = WebSocketLimits(**ws_options)
     tcp_options = {k: v for k, v in options.items() if k not in http_fields and k not in ws_fields}
     tcp_options.setdefault("idle_timeout", None)  # HTTP keeps its own, finer timeouts
-    config = HttpConfig(limits, access_log, limit_concurrency, websocket)
+    config = HttpConfig(limits, access_log, limit_concurrency, forwarded, websocket)
     name = tcp_options.pop("name", None) or getattr(app, "__qualname__", "http")
     return Server(http_handler(app, config), host, port, threads=threads, name=name, **tcp_options)
