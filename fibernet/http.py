@@ -10,10 +10,13 @@ import collections.abc as _abc
 import json as _json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus as _HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 from fibernet.errors import FibernetError
+
+if TYPE_CHECKING:
+    from fibernet.server.websocket import WebSocket
 
 # Every registered status (http.HTTPStatus), with RFC 9110's newer phrases.
 _REASONS = {status.value: status.phrase for status in _HTTPStatus}
@@ -27,6 +30,21 @@ def reason_phrase(status: int) -> str:
 
 class BodyTooLarge(FibernetError):
     """The request body is larger than the server's limit (answered with 413)."""
+
+
+class BadWebSocketUpgrade(FibernetError):
+    """``accept_websocket()`` on a request that is not a valid WebSocket upgrade (answered
+    with 400 unless the app catches it)."""
+
+
+class WebSocketClosed(FibernetError):
+    """The WebSocket is closed: ``code`` is the close code (1000 normal, 1001 going away,
+    1006 cut without a close frame, 1009 message too big, ...), ``reason`` the peer's text."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with code {code}" + (f": {reason}" if reason else ""))
+        self.code = code
+        self.reason = reason
 
 
 class Headers:
@@ -114,9 +132,11 @@ class Request:
         "http_version",
         "headers",
         "client",
+        "scheme",
         "_body_source",
         "_body",
         "_consumed",
+        "_websocket",
     )
 
     def __init__(
@@ -127,6 +147,7 @@ class Request:
         http_version: str = "1.1",
         client: Any = None,
         body: bytes | Callable[[], bytes] = b"",
+        scheme: str = "http",
     ) -> None:
         self.method = method
         self.target = target
@@ -137,6 +158,7 @@ class Request:
         self.http_version = http_version
         self.headers = headers
         self.client = client
+        self.scheme = scheme  # "https" over TLS (or as a trusted proxy says)
         if callable(body):
             self._body_source: Callable[[], bytes] | None = body
             self._body: bytes | None = None
@@ -179,6 +201,18 @@ class Request:
 
     def json(self) -> Any:
         return _json.loads(self.body())
+
+    def accept_websocket(self, subprotocol: str | None = None) -> WebSocket:
+        """Take this request's connection as a WebSocket (the 101 response is sent now).  The
+        app talks on it in its own fiber; when the app returns, the WebSocket is closed with
+        the close handshake.  Raises :class:`BadWebSocketUpgrade` (400) if the request is
+        not a valid WebSocket upgrade."""
+        accept = getattr(self, "_websocket", None)  # set by the server on upgrade requests
+        if accept is None:
+            raise BadWebSocketUpgrade(
+                "not a WebSocket upgrade request (it needs Connection: Upgrade and Upgrade: websocket)"
+            )
+        return accept(self, subprotocol)
 
 
 class Response:

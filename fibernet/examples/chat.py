@@ -1,4 +1,6 @@
-"""A line-based chat room: ``fibernet serve fibernet.examples.chat:handle``.
+"""A chat room with two front doors: ``fibernet serve fibernet.examples.chat:handle`` (lines
+over TCP) and ``fibernet serve fibernet.examples.chat:app --protocol http`` (a web page and a
+WebSocket).  Members of both meet in the same room fiber.
 
 Every connection fiber talks to one room fiber over channels; the room owns the member list
 and nobody else touches it (share memory by communicating).  Each member has a bounded
@@ -18,15 +20,18 @@ room: every member gets every line, each sender's lines in the order sent.
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import fibernet as fn
 import fibernet.bus
+from fibernet.http import Request, Response, Router, WebSocketClosed
 from fibernet.net.streams import LimitOverrun, Stream
 
 OUTBOX = 256  # lines buffered per member before the room drops it
 MAX_LINE = 4096
 TOPIC = "chat"
+_LOCAL_IDS = itertools.count(1)  # names for clients of a Unix socket, which have no address
 
 
 class Room:
@@ -95,6 +100,14 @@ class Room:
 ROOM = Room()
 
 
+def said(inbox: fn.Channel, key: object, name: str, text: str) -> None:
+    """What a member sent, whichever door it came in by: a line, or ``/nick NAME``."""
+    if text.startswith("/nick "):
+        inbox.put(("nick", key, text[6:].strip() or name))
+    else:
+        inbox.put(("say", key, text))
+
+
 def _writer(conn, outbox: fn.Channel) -> None:
     try:
         for line in outbox:
@@ -108,10 +121,11 @@ def _writer(conn, outbox: fn.Channel) -> None:
 def handle(conn) -> None:
     inbox = ROOM.inbox()
     try:
-        host, port = conn.getpeername()[:2]
+        peer = conn.getpeername()
     except OSError:  # the client is gone already
         return
-    name = f"{host}:{port}"
+    # An IP peer is (host, port, ...); a Unix socket's client is a path, usually '' (unnamed).
+    name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"local-{next(_LOCAL_IDS)}"
     key = object()
     outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
     outbox.put(f"* you are {name}\n".encode())
@@ -120,13 +134,79 @@ def handle(conn) -> None:
     inbox.put(("join", key, (name, outbox)))
     try:
         while line := stream.readline(MAX_LINE):
-            text = line.rstrip(b"\r\n").decode("utf-8", "replace")
-            if text.startswith("/nick "):
-                inbox.put(("nick", key, text[6:].strip() or name))
-            else:
-                inbox.put(("say", key, text))
+            said(inbox, key, name, line.rstrip(b"\r\n").decode("utf-8", "replace"))
     except LimitOverrun:
         pass
     finally:
         inbox.put(("leave", key, None))
         writer.join()
+
+
+# -- the web front door: a page and a WebSocket, members of the same room ---------------------
+
+
+def _page(request: Request) -> Response:
+    return Response(200, PAGE, content_type="text/html; charset=utf-8")
+
+
+def _websocket(request: Request) -> None:
+    """One web member: one fiber waits on the WebSocket and the member's outbox at once."""
+    ws = request.accept_websocket()
+    inbox = ROOM.inbox()
+    client = request.client
+    name = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else f"web-{id(ws):x}"
+    key = object()
+    outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
+    outbox.put(f"* you are {name}\n".encode())
+    inbox.put(("join", key, (name, outbox)))
+    came = fn.wrap(ws.recv_op(), lambda message: (True, message))
+    due = fn.wrap(outbox.get_op(), lambda line: (False, line))
+    try:
+        while True:
+            incoming, item = fn.perform(fn.choice(came, due))
+            if not incoming:
+                ws.send(item.decode().rstrip("\n"))
+            elif len(item) > MAX_LINE:
+                ws.close(1009, f"over {MAX_LINE} characters")
+                return
+            else:
+                said(inbox, key, name, item if isinstance(item, str) else item.decode("utf-8", "replace"))
+    except (WebSocketClosed, fn.ChannelClosed):  # the member left, or the room dropped it
+        pass
+    finally:
+        inbox.put(("leave", key, None))
+
+
+app = Router()
+app.add("/", _page)
+app.add("/ws", _websocket)
+
+PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>fibernet chat</title>
+<style>body{font:16px sans-serif;max-width:40em;margin:2em auto}#log{list-style:none;padding:0}</style>
+</head><body>
+<h1>fibernet chat</h1>
+<ul id="log"></ul>
+<form id="form"><input id="text" autocomplete="off" size="50" autofocus> <button>Send</button></form>
+<p><small>/nick NAME renames you. The TCP chat (fibernet serve fibernet.examples.chat:handle)
+is the same room.</small></p>
+<script>
+const log = document.getElementById("log");
+const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+const ws = new WebSocket(scheme + location.host + "/ws");
+window.chat = {ws: ws, lines: []};
+ws.onmessage = (event) => {
+  window.chat.lines.push(event.data);
+  const li = document.createElement("li");
+  li.textContent = event.data;
+  log.appendChild(li);
+};
+ws.onclose = (event) => { window.chat.closed = event.code; };
+document.getElementById("form").onsubmit = (event) => {
+  event.preventDefault();
+  const text = document.getElementById("text");
+  if (text.value) { ws.send(text.value); text.value = ""; }
+};
+</script>
+</body></html>
+"""

@@ -1,4 +1,4 @@
-"""Readiness operations on descriptors: the seed's resume-on-readable-fd / writable-fd as
+"""Readiness operations on descriptors: Guile Fibers' resume-on-readable-fd / writable-fd as
 operations, so a read can sit in a choice with a timer.
 
 The scheduler's poller arms the descriptor with EPOLLONESHOT when the operation blocks; a

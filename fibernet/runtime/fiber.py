@@ -47,6 +47,26 @@ _ids = itertools.count(1)
 LOCK = threading.Lock()
 
 
+# Waiting for a fiber is an operation, so it belongs to the layer above: ``fibernet.ops.join``
+# registers its two functions here when it is imported (``import fibernet`` does), and the
+# runtime never imports that layer.
+_join_functions: dict[str, Callable[..., Any]] = {}
+
+
+def register_join(join: Callable[..., Any], join_op: Callable[..., Any]) -> None:
+    """Called by ``fibernet.ops.join``: ``join(fiber, timeout)`` and ``join_op(fiber)``
+    implement :meth:`Fiber.join` and :meth:`Fiber.join_op`."""
+    _join_functions["join"] = join
+    _join_functions["join_op"] = join_op
+
+
+def _joining(what: str) -> Callable[..., Any]:
+    try:
+        return _join_functions[what]
+    except KeyError:
+        raise RuntimeError("joining a fiber needs fibernet.ops (import fibernet)") from None
+
+
 class _Unretrieved:
     """A fiber's exception that nobody has retrieved yet (``exc`` is cleared when someone
     does).  The fiber's scheduler reports it if it is still set when the fiber can no longer
@@ -166,15 +186,11 @@ class Fiber:
         """
         if self.state is DONE:
             return self.result()
-        from fibernet.ops.join import join
-
-        return join(self, timeout)
+        return _joining("join")(self, timeout)
 
     def join_op(self):
         """An operation that completes when the fiber finishes, with its value (or raises)."""
-        from fibernet.ops.join import join_op
-
-        return join_op(self)
+        return _joining("join_op")(self)
 
     def add_done_callback(self, fn: Callable[[Fiber], object]) -> None:
         """Call ``fn(fiber)`` when the fiber finishes, however it finishes (also if it is

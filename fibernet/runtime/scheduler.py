@@ -1,6 +1,6 @@
 """The scheduler: one per OS thread, and THE loop.
 
-A turn (the seed's Design chapter):
+A turn (as in the Design section of Guile Fibers' manual, https://github.com/wingo/fibers):
 
 1. I/O: poll the descriptors, without waiting if anything is runnable, else until the next
    timer (or forever).  Fibers on other threads wake this one through its eventfd.
@@ -15,7 +15,7 @@ same as through the loop, and the budget bounds how long I/O and timers wait.
 
 Fibers spawned with ``parallel=True`` wait in a separate "stealable" queue: they have not
 started, so no greenlet binds them to this thread yet, and an idle scheduler of the same
-runtime may take them (work stealing, which the seed's Status chapter left unfinished).
+runtime may take them (work stealing, which Guile Fibers 0.3 left unfinished).
 
 The run queue is a ``collections.deque``: ``append`` and ``popleft`` are atomic under the GIL,
 so it is also the thread-safe inbox for resumes from other threads.  The ``_sleeping`` flag
@@ -203,8 +203,13 @@ class Scheduler:
     # -- introspection --------------------------------------------------------------------
 
     def fibers(self) -> list[Fiber]:
-        """The live fibers of this scheduler: started ones, then those not yet started."""
-        return list(self._fibers) + [f for f in list(self._runq) if f.state is NEW] + list(self._stealable)
+        """The live fibers of this scheduler: started ones, then those not yet started.
+
+        Safe from any thread, while this scheduler (and those waking its fibers) change the
+        sets it copies: see ``_snapshot``."""
+        started = _snapshot(self._fibers)
+        queued = _snapshot(self._runq)
+        return started + [f for f in queued if f.state is NEW] + _snapshot(self._stealable)
 
     def pending_timers(self) -> int:
         return len(self._timers)
@@ -435,6 +440,22 @@ class Scheduler:
             self._poller.close()
             self._wakeup.close()
             self._leave()
+
+
+def _snapshot(container: Any) -> list:
+    """A list copy of a set or deque that other threads may be changing meanwhile.
+
+    ``copy()`` is one C call (atomic under the GIL) that on a free-threaded CPython holds the
+    container's own lock (deque: since gh-144809); where it still iterates, a concurrent change
+    makes it raise RuntimeError ("mutated during iteration") and we copy again.  Nothing on
+    the paths that change these containers pays for it.
+    """
+    for _ in range(1000):
+        try:
+            return list(container.copy())
+        except RuntimeError:
+            continue
+    raise RuntimeError("could not copy a container that other threads keep changing")
 
 
 # -- the fiber-level calls of the public API -------------------------------------------------

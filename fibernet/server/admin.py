@@ -25,6 +25,7 @@ from typing import Any
 
 from fibernet.http import Request, Response
 from fibernet.runtime import runtime as _runtime
+from fibernet.server import monitor as _monitor
 from fibernet.server.metrics import CONTENT_TYPE, SnapshotCollector, exposition
 
 log = logging.getLogger("fibernet.admin")
@@ -66,7 +67,8 @@ class WaitClock:
 def snapshot(server: Any, clock: WaitClock, max_fibers: int = MAX_FIBERS) -> dict[str, Any]:
     """A JSON-able description of this process: counters, schedulers and fibers."""
     now = time.monotonic()
-    scheds = _runtime.schedulers()
+    # The server's own schedulers (not those of an admin endpoint served beside it).
+    scheds = (server.schedulers() if server is not None else None) or _runtime.schedulers()
     fibers = []
     total = 0
     for sched in scheds:
@@ -85,7 +87,7 @@ def snapshot(server: Any, clock: WaitClock, max_fibers: int = MAX_FIBERS) -> dic
                 }
             )
     stats = server.stats() if server is not None else {}
-    return {
+    snap = {
         "pid": os.getpid(),
         "time": time.time(),
         "draining": bool(getattr(server, "draining", False)),
@@ -105,12 +107,38 @@ def snapshot(server: Any, clock: WaitClock, max_fibers: int = MAX_FIBERS) -> dic
         "fibers_total": total,
         "fibers": fibers,
     }
+    return refresh(snap)
+
+
+def refresh(snap: dict[str, Any]) -> dict[str, Any]:
+    """``snap`` with what the scheduler monitor sees now: the schedulers blocked at this
+    moment and the blocks counted (a snapshot taken before a block began is still served
+    while it lasts: the fiber that takes them may be the one blocked)."""
+    monitor = _monitor.current()
+    snap["blocked"] = monitor.blocked() if monitor is not None else []
+    snap["scheduler_blocks"] = monitor.blocks if monitor is not None else 0
+    return snap
 
 
 #: Health conditions: each is given a worker's snapshot and returns why the worker is not
 #: healthy (a short text), or None.  /healthz answers 503 with the reasons while any holds.
 HealthCheck = Callable[[dict[str, Any]], str | None]
-HEALTH_CHECKS: list[HealthCheck] = []
+
+
+def blocked_check(snap: dict[str, Any]) -> str | None:
+    """A worker with a scheduler held by one fiber past ``--block-warning`` is not healthy."""
+    return "; ".join(
+        f"scheduler {b['scheduler']} blocked for {b['seconds']:.1f}s by fiber {b['fiber']}"
+        for b in snap.get("blocked", [])
+    ) or None
+
+
+HEALTH_CHECKS: list[HealthCheck] = [blocked_check]
+
+
+def unready_check(snap: dict[str, Any]) -> str | None:
+    """A worker that a readiness check (``add_readiness_check``: a lost bus) holds back."""
+    return "; ".join(snap.get("unready", ())) or None
 
 
 def problems(snapshots: Iterable[dict[str, Any]], checks: Iterable[HealthCheck] | None = None) -> list[str]:
@@ -141,9 +169,9 @@ def admin_app(
         if request.path == "/readyz":
             if not ready():
                 return Response.text("draining\n", 503)
-            reasons = [reason for snap in snapshots() for reason in snap.get("unready", ())]
-            if reasons:
-                return Response.text("not ready: " + "; ".join(reasons) + "\n", 503)
+            blocked = problems(snapshots(), [blocked_check, unready_check])
+            if blocked:
+                return Response.text("".join(f"{b}\n" for b in blocked), 503)
             return Response.text("ready\n")
         if request.path == "/metrics":
             return Response(200, exposition(collector), content_type=CONTENT_TYPE)
@@ -178,6 +206,8 @@ class AdminPort:
     :meth:`timeout` bounds its wait."""
 
     def __init__(self, sock: socket.socket, app: Callable[[Request], Response]) -> None:
+        import prometheus_client  # noqa: F401 - now, not in the loop at the first scrape
+
         sock.setblocking(False)
         self.sock = sock
         self.app = app
@@ -304,6 +334,11 @@ def render_fibers(snapshots: list[dict[str, Any]]) -> str:
                 f"  scheduler {s['name']}: {s['fibers']} fibers, {s['runnable']} runnable, "
                 f"{s['timers']} timers, {s['fds']} descriptors"
             )
+        for b in snap.get("blocked", []):
+            out.append(
+                f"  BLOCKED scheduler {b['scheduler']}: fiber {b['fiber']} held it {b['seconds']:.1f}s"
+            )
+            out.extend(f"    {line}" for line in b.get("stack", [])[-12:])
         rows = [("FIBER", "STATE", "SCHEDULER", "WAITING ON", "FOR")]
         for f in snap.get("fibers", []):
             rows.append(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fibernet.errors import Cancelled
-from fibernet.http import BodyTooLarge, Request, Response
+from fibernet.http import BadWebSocketUpgrade, BodyTooLarge, Request, Response
 from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
     _DATE,
@@ -43,6 +43,7 @@ from fibernet.server.http_protocol import (
     http_date,
 )
 from fibernet.server.metrics import BUCKETS, LATENCY, SUM, add, http_stats, new_counts
+from fibernet.server.websocket import WebSocketLimits, serve_upgrade
 
 log = logging.getLogger("fibernet.http")
 access_log = logging.getLogger("fibernet.access")
@@ -57,6 +58,8 @@ class HttpConfig:
     limits: HttpLimits = field(default_factory=HttpLimits)
     access_log: bool = False
     limit_concurrency: int | None = None  # connections served at once; beyond: 503 and close
+    forwarded: Any = None  # a server.proxy.ForwardedPolicy: trusted proxies name the client
+    websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
 
 
 class _Close(Exception):
@@ -255,9 +258,13 @@ class _Connection:
             return data, None, keep_alive, False
         body = iter(body)  # (not iterable: a TypeError, so a 500 before any head is sent)
         chunked = version == "1.1"
-        if not chunked:
+        length = _declared_length(headers)
+        if length is not None:  # the app knows the length (a WSGI file download, say)
+            chunked = False
+            body = _exactly(body, length)
+        elif not chunked:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
-        data = encode_head(status, block, version, keep_alive, None, chunked, date)
+        data = encode_head(status, block, version, keep_alive, length, chunked, date)
         return data, (body if with_body else None), keep_alive, chunked
 
     def _send_stream(self, body: Iterable[Any], chunked: bool) -> int:
@@ -269,6 +276,18 @@ class _Connection:
         if chunked:
             self._send(b"0\r\n\r\n")
         return sent
+
+    # -- the upgrade hand-off ---------------------------------------------------------------
+
+    def _upgrade(self, head: RequestHead) -> Response:
+        """An upgrade request (not CONNECT): the app may take the connection with
+        ``request.accept_websocket()``; then the WebSocket ends the connection.  If it does
+        not, its response is sent as for any request (the parser stops at an upgrade, so the
+        connection then closes after it)."""
+        response = serve_upgrade(self.app, self.sock, head, self.config.websocket)
+        if response is None:
+            raise _Close()
+        return response
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -301,6 +320,10 @@ class _Connection:
         send_timeout = limits.send_timeout
         app = self.app
         client = self.client
+        scheme = getattr(sock, "scheme", "http")  # (a TLSSocket's is "https")
+        forwarded = self.config.forwarded
+        if forwarded is not None and not forwarded.trusts(client):
+            forwarded = None  # an untrusted peer's X-Forwarded-* and Forwarded are ignored
         draining = self._draining
         access = self.config.access_log
         date = _DATE
@@ -336,6 +359,9 @@ class _Connection:
             if head.upgrade and head.method == "CONNECT":  # (another upgrade offer is ignored)
                 raise HttpError(501, "CONNECT not supported")
             head.client = client
+            head.scheme = scheme
+            if forwarded is not None:
+                forwarded.apply(head)
             if head._body is None:  # a body to read on demand
                 source = head._body_source = _Body(self, head.expect_continue)
             else:
@@ -343,7 +369,7 @@ class _Connection:
             started = monotonic()
             # -- the app
             try:
-                response = app(head)
+                response = app(head) if not head.upgrade else self._upgrade(head)
                 if response.__class__ is not Response and not isinstance(response, Response):
                     raise TypeError(f"the app returned {type(response).__name__}, not a Response")
                 # A client still waiting for 100 Continue may send the body or not: close after it.
@@ -378,6 +404,8 @@ class _Connection:
                 raise
             except BodyTooLarge:
                 raise HttpError(413, "request body too large") from None
+            except BadWebSocketUpgrade as error:
+                raise HttpError(400, str(error)) from None
             except Exception:
                 log.exception("app failed on %s %s from %s", head.method, head.target, _fmt(client))
                 response = _INTERNAL_ERROR
@@ -449,6 +477,27 @@ def _chunks(body: Iterable[Any]) -> Iterable[bytes]:
             yield bytes(chunk)
         else:
             raise TypeError(f"the response body gave a {type(chunk).__name__}, not bytes or str")
+
+
+def _declared_length(headers: Any) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _exactly(body: Iterable[Any], length: int) -> Iterable[bytes]:
+    """An iterable body held to the Content-Length its app declared: cut at it, and an
+    error (the connection is cut, so the client sees a truncated response) if it is short."""
+    left = length
+    for chunk in _chunks(body):
+        if len(chunk) >= left:
+            if len(chunk) > left:
+                log.warning("response body longer than its Content-Length of %d; cut", length)
+            yield chunk[:left]
+            return
+        left -= len(chunk)
+        yield chunk
+    if left:
+        raise ValueError(f"response body {length - left} bytes, shorter than its Content-Length of {length}")
 
 
 def _fmt(addr: Any) -> str:
@@ -539,19 +588,25 @@ def http_server(
     threads: int = 1,
     access_log: bool = False,
     limit_concurrency: int | None = None,
+    forwarded: Any = None,
     **options: Any,
 ) -> Any:
     """A :class:`~fibernet.server.tcp.Server` that serves the HTTP app ``app``.
 
     ``options`` may name any field of :class:`HttpLimits` (``max_body_size=...``,
-    ``keepalive_timeout=...``) and any TCP limit (``max_connections=...``).
+    ``keepalive_timeout=...``), any of :class:`WebSocketLimits` with ``ws_`` before it
+    (``ws_max_size=...``) and any option of the TCP server (``max_connections=...``,
+    ``ssl=...``, ``proxy_protocol=True``); ``forwarded`` a
+    :class:`~fibernet.server.proxy.ForwardedPolicy` (trusted proxies' X-Forwarded-*).
     """
     from fibernet.server.tcp import Server
 
     http_fields = set(HttpLimits.__dataclass_fields__)
     limits = HttpLimits(**{k: v for k, v in options.items() if k in http_fields})
-    tcp_options = {k: v for k, v in options.items() if k not in http_fields}
+    ws_fields = {"ws_" + name for name in WebSocketLimits.__dataclass_fields__}
+    websocket = WebSocketLimits(**{k[3:]: v for k, v in options.items() if k in ws_fields})
+    tcp_options = {k: v for k, v in options.items() if k not in http_fields and k not in ws_fields}
     tcp_options.setdefault("idle_timeout", None)  # HTTP keeps its own, finer timeouts
-    config = HttpConfig(limits, access_log, limit_concurrency)
+    config = HttpConfig(limits, access_log, limit_concurrency, forwarded, websocket)
     name = tcp_options.pop("name", None) or getattr(app, "__qualname__", "http")
     return Server(http_handler(app, config), host, port, threads=threads, name=name, **tcp_options)

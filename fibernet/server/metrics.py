@@ -7,7 +7,8 @@ seconds)]``, ``counts[SUM]``); a connection's list joins its server's totals whe
 ends, and :meth:`Server.stats` sums the totals and the open connections' lists.  A worker
 sends those stats to its supervisor in the snapshot it sends every second anyway, so
 nothing crosses processes per request, and no ``PROMETHEUS_MULTIPROC_DIR`` (a file per
-process, a lock and an mmap write per update) is needed.
+process, a lock and an mmap write per update) is needed.  prometheus_client is imported at
+the first scrape (it takes ~0.1 s to import; a server that is never scraped never pays it).
 
 At scrape time a :class:`SnapshotCollector` turns the snapshots into metric families: one
 series per worker (label ``worker``, its pid), as prometheus_client's multiprocess mode does
@@ -21,14 +22,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 
 # -- counting (the HTTP layer, per connection) ------------------------------------------------
 
-#: Request latency buckets (seconds), from the response's first byte back to the head's parse.
+#: Request latency buckets (seconds): from the head parsed (the app called) to the response sent.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A connection's counts: [status // 100 for 0..9] [a bucket each, then +Inf] [latency sum].
 LATENCY = 10
@@ -75,6 +73,13 @@ WORKER_SERIES = [
     Series("fibers", "fibernet_fibers", "gauge", "Live fibers"),
     Series("schedulers", "fibernet_schedulers", "gauge", "Scheduler threads"),
     Series("draining", "fibernet_draining", "gauge", "1 while the worker drains"),
+    Series(
+        "scheduler_blocks",
+        "fibernet_scheduler_blocks",
+        "counter",
+        "Times a scheduler was held by one fiber past --block-warning",
+    ),
+    Series("schedulers_blocked", "fibernet_schedulers_blocked", "gauge", "Schedulers blocked now"),
 ]
 
 #: Why the supervisor started a worker in place of another (fibernet_worker_restarts_total).
@@ -86,6 +91,8 @@ def _values(snap: Mapping[str, Any]) -> dict[str, Any]:
     values["fibers"] = snap.get("fibers_total", 0)
     values["schedulers"] = len(snap.get("schedulers", []))
     values["draining"] = int(bool(snap.get("draining")))
+    values["scheduler_blocks"] = snap.get("scheduler_blocks", 0)
+    values["schedulers_blocked"] = len(snap.get("blocked", []))
     return values
 
 
@@ -101,7 +108,9 @@ class SnapshotCollector:
         self.snapshots = snapshots
         self.restarts = restarts
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         snaps = [(str(s["pid"]), _values(s)) for s in self.snapshots()]
         for series in WORKER_SERIES:
             kind = GaugeMetricFamily if series.kind == "gauge" else CounterMetricFamily
@@ -120,7 +129,9 @@ class SnapshotCollector:
                 family.add_metric([cause], done.get(cause, 0))
             yield family
 
-    def _http(self, snaps: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Metric]:
+    def _http(self, snaps: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
         requests = CounterMetricFamily(
             "fibernet_http_requests", "HTTP requests answered, by status class", labels=["worker", "status"]
         )
@@ -145,6 +156,8 @@ class SnapshotCollector:
 
 
 def exposition(collector: SnapshotCollector) -> bytes:
+    from prometheus_client import CollectorRegistry, generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)  # type: ignore[arg-type]
     return generate_latest(registry)

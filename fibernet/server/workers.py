@@ -18,7 +18,9 @@ Signals to the supervisor, as gunicorn's:
   doubling to 10 s, reset when a worker has lived a minute), and the supervisor logs its exit
   status.
 
-A worker whose supervisor disappears stops itself.
+A worker whose supervisor disappears stops itself.  The supervisor serves the admin port
+(``--admin-port``) in its own loop, after its signals and workers, without ever blocking on
+it (:class:`~fibernet.server.admin.AdminPort`); its /metrics adds worker restarts by cause.
 """
 
 from __future__ import annotations
@@ -95,8 +97,7 @@ class Arbiter:
         if admin is not None:
             from fibernet.server.admin import AdminPort, admin_app
 
-            ready = lambda: self._stopping is None and any(w.ready for w in self.workers.values())  # noqa: E731
-            self.admin = AdminPort(admin, admin_app(self.snapshots, ready, lambda: self.restarts))
+            self.admin = AdminPort(admin, admin_app(self.snapshots, self._accepting, lambda: self.restarts))
 
     # -- the supervisor's loop ------------------------------------------------------------
 
@@ -261,6 +262,10 @@ class Arbiter:
         if self._generation_ready():
             self._announced = self.generation
             systemd.ready(f"{self.target} worker(s) of generation {self.generation} serving")
+
+    def _accepting(self) -> bool:
+        """Ready (/readyz): not stopping, and a worker accepts."""
+        return self._stopping is None and any(w.ready for w in self.workers.values())
 
     def snapshots(self) -> list[dict]:
         return [w.snapshot for w in self.workers.values() if w.snapshot is not None and not w.stopping]

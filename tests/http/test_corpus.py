@@ -10,6 +10,9 @@ One table, three ways through it:
    reads the body);
 3. a real server over loopback, with a recording app.
 
+2 and 3 run twice: with a fibernet app, and with a WSGI app behind
+:class:`~fibernet.server.wsgi.WSGIApp` (``--interface wsgi``), which must fail the same way.
+
 ``stage`` says where the request goes wrong: ``head`` (the app must never be called) or
 ``body`` (the head is valid, so the app is called, but reading the body raises and the app
 never returns a response).
@@ -24,6 +27,7 @@ import pytest
 
 from fibernet.http import Response
 from fibernet.server.http_protocol import END, HttpError, RequestHead, ServerProtocol
+from fibernet.server.wsgi import WSGIApp
 
 from .conftest import CLIENT_TIMEOUT, ByteReader, Recorder, drive, parse_responses
 
@@ -221,10 +225,34 @@ def test_protocol_reports_the_status(data, status, stage):
 # -- 2. the connection loop without sockets -------------------------------------------------
 
 
+class WsgiRecorder(Recorder):
+    """The :class:`Recorder`, as a WSGI app: it records the environ and reads ``wsgi.input``."""
+
+    def wsgi(self, environ, start_response):
+        with self._lock:
+            self.calls.append(environ)
+        body = environ["wsgi.input"].read()
+        with self._lock:
+            self.bodies.append(body)
+            self.completed.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+
+@pytest.fixture(params=["fibernet", "wsgi"])
+def recording_app(request):
+    """(the app to serve, the recorder): a fibernet app, or a WSGI app behind WSGIApp."""
+    if request.param == "fibernet":
+        app = Recorder(read_body=True)
+        return app, app
+    recorder = WsgiRecorder()
+    return WSGIApp(recorder.wsgi), recorder
+
+
 @pytest.mark.parametrize(("data", "status", "stage"), PARAMS)
-def test_connection_loop_answers_once_and_never_runs_the_app(data, status, stage):
-    app = Recorder(read_body=True)
-    sock = drive(app, as_pieces(data))
+def test_connection_loop_answers_once_and_never_runs_the_app(recording_app, data, status, stage):
+    served, app = recording_app
+    sock = drive(served, as_pieces(data))
     replies = parse_responses(sock.sent)
     assert len(replies) == 1, replies
     assert replies[0].status == status
@@ -255,9 +283,9 @@ def test_chunked_body_over_limit_is_cut_at_the_limit():
 
 
 @pytest.mark.parametrize(("data", "status", "stage"), PARAMS)
-def test_loopback_server_answers_the_status(http_server, data, status, stage):
-    app = Recorder(read_body=True)
-    server = http_server(app)
+def test_loopback_server_answers_the_status(http_server, recording_app, data, status, stage):
+    served, app = recording_app
+    server = http_server(served)
     with socket.create_connection(server.address[:2], timeout=CLIENT_TIMEOUT) as sock:
         for piece in as_pieces(data):
             try:
