@@ -33,10 +33,10 @@ def _serve(app: str | None, **values: object) -> None:
     source = click.get_current_context().get_parameter_source("protocol")
     settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    _configure_bus(settings)
     tls = tls_config(settings)
     if tls is not None:
         _check_tls(tls)  # (here, so that a bad file is a usage error before any worker starts)
-    _configure_bus(settings)
     if settings.workers == 1:
         handler, settings = _load(settings, source, startup=True)
         server = build_server(handler, settings, listeners(settings))
