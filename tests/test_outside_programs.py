@@ -43,8 +43,9 @@ def test_a_present_program_is_its_path(monkeypatch, requires):
 
 def test_ci_installs_every_program():
     script = (ROOT / ".ci" / "run").read_text()
-    pairs = dict(p.split(":") for p in re.search(r"for pair in ([^;]+);", script).group(1).split())
-    assert pairs == PROGRAMS
+    listed = re.search(r"for pair in ([^;]+);", script).group(1).replace("\\\n", " ")
+    pairs = dict(p.split(":") for p in listed.split())
+    assert pairs.items() >= PROGRAMS.items()
 
 
 def test_the_readme_test_section_names_every_program_and_package():
