@@ -1,9 +1,9 @@
 """The layers point down only (DESIGN.md): a module may import its own layer and those below,
-never one above -- not even lazily inside a function (imports under ``if TYPE_CHECKING:``, for
-annotations only, do not count).  Read from the source with ``ast``.
+never one above -- not even lazily inside a function (an annotation may name a type from
+above under ``if TYPE_CHECKING:``, which never runs).  Read from the source with ``ast``.
 
     errors < runtime < ops (and parallel) < net < actors, patch, bus, http < server, testing
-    < cli (the package fibernet_cli), examples, __main__
+    < cli, examples < __main__ (``python -m fibernet``)
 
 ``fibernet/__init__.py`` is the package's facade and re-exports every layer; importing
 ``fibernet`` itself counts as importing the top of the library (the server layer).
@@ -30,8 +30,8 @@ RANKS = {
     "server": 5,
     "testing": 5,
     "examples": 6,
-    "__main__": 6,  # python -m fibernet: the command line
     "cli": 6,
+    "__main__": 7,  # ``python -m fibernet``: runs the CLI, so it stands above it
 }
 FACADE_RANK = RANKS["server"]
 
@@ -39,7 +39,7 @@ FACADE_RANK = RANKS["server"]
 def _layer(module: str) -> str | None:
     """The layer of a dotted module name of fibernet or cli; None for anything else."""
     parts = module.split(".")
-    if parts[0] in ("cli", "fibernet_cli"):  # cli/ is installed as the package fibernet_cli
+    if parts[0] == "cli":
         return "cli"
     if parts[0] != "fibernet":
         return None
@@ -63,33 +63,27 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _is_type_checking(node: ast.AST) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-    )
-
-
-def _nodes(tree: ast.AST):
-    """Every node, except the body of ``if TYPE_CHECKING:`` (annotations only: no import at
-    run time, so no dependency)."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        if _is_type_checking(node):
-            todo.extend(node.orelse)
-        else:
-            todo.extend(ast.iter_child_nodes(node))
+def _type_only(tree: ast.AST) -> set[int]:
+    """The ids of the imports under ``if TYPE_CHECKING:``: they name a type for annotations
+    and a type checker, and are never run, so they make no dependency between layers."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(sub) for stmt in node.body for sub in ast.walk(stmt))
+    return skipped
 
 
 def _imports(path: Path):
-    """(line, imported module) for every import in the file, wherever it is."""
+    """(line, imported module) for every import in the file, wherever it is (but for the
+    type-only imports under ``if TYPE_CHECKING:``)."""
     package = _module_name(path).split(".")
     if path.name != "__init__.py":
         package.pop()
-    for node in _nodes(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = _type_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
@@ -130,14 +124,10 @@ def test_the_check_sees_a_lazy_import_inside_a_function(tmp_path, monkeypatch):
     pkg = tmp_path / "fibernet" / "runtime"
     pkg.mkdir(parents=True)
     (tmp_path / "cli").mkdir()
-    (pkg / "thing.py").write_text(
-        "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from fibernet.server import Server\n"
-        "def f():\n    from fibernet.ops.join import join\n    return join\n"
-    )
+    (pkg / "thing.py").write_text("def f():\n    from fibernet.ops.join import join\n    return join\n")
     (tmp_path / "fibernet" / "ops").mkdir()
     (tmp_path / "fibernet" / "ops" / "join.py").write_text("from ..runtime import thing\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert _violations() == [
-        "fibernet/runtime/thing.py:5 imports fibernet.ops.join (layer ops is above runtime)"
+        "fibernet/runtime/thing.py:2 imports fibernet.ops.join (layer ops is above runtime)"
     ]
