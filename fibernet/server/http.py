@@ -282,8 +282,8 @@ class _Connection:
     def _upgrade(self, head: RequestHead) -> Response:
         """An upgrade request (not CONNECT): the app may take the connection with
         ``request.accept_websocket()``; then the WebSocket ends the connection.  If it does
-        not, its response is sent as for any request (the parser stops at an upgrade, so the
-        connection then closes after it)."""
+        not, the offer is ignored (RFC 9110 7.8): its response is sent as for any request and
+        the connection goes on as HTTP/1.1 (the parser reads on after the head)."""
         response = serve_upgrade(self.app, self.sock, head, self.config.websocket)
         if response is None:
             raise _Close()
