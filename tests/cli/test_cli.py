@@ -249,6 +249,39 @@ def test_a_good_app_reaches_the_server_with_its_settings(app_dir, monkeypatch):
     assert server.handler.__module__ == name
 
 
+# -- the startup line's URLs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "family, address, settings, url",
+    [
+        (socket.AF_INET, ("127.0.0.1", 0), {}, "tcp://127.0.0.1:{port}"),
+        (socket.AF_INET, ("127.0.0.1", 0), {"protocol": "http"}, "http://127.0.0.1:{port}"),
+        (socket.AF_INET, ("127.0.0.1", 0), {"protocol": "http", "ssl_certfile": "c.pem"},
+         "https://127.0.0.1:{port}"),
+        (socket.AF_INET, ("127.0.0.1", 0), {"ssl_certfile": "c.pem"}, "tls://127.0.0.1:{port}"),
+        (socket.AF_INET6, ("::1", 0), {"protocol": "http"}, "http://[::1]:{port}"),
+        (socket.AF_UNIX, "\0fibernet-test-abstract", {}, "unix:@fibernet-test-abstract"),
+    ],
+    ids=["tcp", "http", "https", "tls", "ipv6", "abstract-unix"],
+)
+def test_serving_urls(family, address, settings, url):
+    with socket.socket(family, socket.SOCK_STREAM) as one, socket.socket(family, socket.SOCK_STREAM) as two:
+        try:
+            one.bind(address)
+        except OSError as exc:  # no IPv6 on this machine
+            pytest.skip(f"cannot bind {address}: {exc}")
+        port = one.getsockname()[1] if family != socket.AF_UNIX else None
+        if family == socket.AF_UNIX:
+            two.bind("\0fibernet-test-abstract-2")
+            expected = [url, "unix:@fibernet-test-abstract-2"]
+            socks = [one, two]
+        else:
+            expected = [url.format(port=port)]
+            socks = [one, one]  # the same address twice (listeners of several threads): once
+        assert cli_main.serving_urls(Settings(**settings), socks) == expected
+
+
 # -- a port in use ---------------------------------------------------------------------------------
 
 
