@@ -33,10 +33,10 @@ def _serve(app: str | None, **values: object) -> None:
     source = click.get_current_context().get_parameter_source("protocol")
     settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    _configure_bus(settings)
     tls = tls_config(settings)
     if tls is not None:
         _check_tls(tls)  # (here, so that a bad file is a usage error before any worker starts)
-    _configure_bus(settings)
     if settings.workers == 1:
         handler, settings = _load(settings, source, startup=True)
         server = build_server(handler, settings, listeners(settings))
@@ -124,14 +124,15 @@ def _load(settings: Settings, source: object, startup: bool = False) -> tuple[ob
 def _interface(handler: object, settings: Settings, source: object) -> tuple[object, Settings]:
     """A WSGI app (--interface wsgi, or auto and it takes environ and start_response) is
     served over HTTP through the WSGI adapter; an ASGI app is refused with the reason."""
-    from fibernet.server.wsgi import WSGIApp, detect_interface
+    from fibernet.server.wsgi import WSGIApp, detect_interface, refuse_asgi
 
     interface = settings.interface
-    if interface == "auto":
-        try:
+    try:
+        refuse_asgi(handler)  # type: ignore[arg-type]
+        if interface == "auto":
             interface = detect_interface(handler)  # type: ignore[arg-type]
-        except TypeError as exc:
-            raise click.BadParameter(f"{settings.app}: {exc}", param_hint="APP") from None
+    except TypeError as exc:
+        raise click.BadParameter(f"{settings.app}: {exc}", param_hint="APP") from None
     if interface != "wsgi":
         return handler, settings
     if settings.protocol != "http" and source is not click.core.ParameterSource.DEFAULT:

@@ -14,7 +14,8 @@ broker and local channels, so a remote message is one more branch in a ``choice`
 
 ``fibernet serve --bus URL`` (``FIBERNET_BUS``) configures the default bus, which
 :func:`default` connects once per runtime on first use.  What is delivered or lost on a
-disconnect, for each kind, is in client.py (topics) and names.py (calls).
+disconnect, for each kind, is in client.py (topics), streams.py (durable topics) and names.py
+(calls).
 """
 
 from __future__ import annotations

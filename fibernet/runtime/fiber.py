@@ -73,7 +73,7 @@ def _joining(what: str) -> Callable[..., Any]:
 class _Unretrieved:
     """A fiber's exception that nobody has retrieved yet (``exc`` is cleared when someone
     does).  The fiber's scheduler reports it if it is still set when the fiber can no longer
-    be joined: see ``Scheduler._watch_unjoined``.  It never logs from a finalizer."""
+    be joined: see ``Scheduler._report_unjoined``.  It never logs from a finalizer."""
 
     __slots__ = ("name", "exc")
 

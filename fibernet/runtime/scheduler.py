@@ -447,7 +447,7 @@ def _snapshot(container: Any) -> list:
     """A list copy of a set or deque that other threads may be changing meanwhile.
 
     ``copy()`` is one C call (atomic under the GIL) that on a free-threaded CPython holds the
-    container's own lock (deque: since gh-144809); where it still iterates, a concurrent change
+    container's own lock (a deque's since CPython gh-144809); where it still iterates, a concurrent change
     makes it raise RuntimeError ("mutated during iteration") and we copy again.  Nothing on
     the paths that change these containers pays for it.
     """
