@@ -117,8 +117,15 @@ def serve_uvicorn(host: str, port: int, ws: str) -> None:
     sock.listen(1024)  # (before READY: uvicorn listens only once its loop runs)
     _ready(sock.getsockname()[1])
     config = uvicorn.Config(
-        asgi_echo, loop="uvloop", http="httptools", ws=ws, ws_per_message_deflate=False,
-        ws_ping_interval=None, log_level="warning", lifespan="off", backlog=1024,
+        asgi_echo,
+        loop="uvloop",
+        http="httptools",
+        ws=ws,
+        ws_per_message_deflate=False,
+        ws_ping_interval=None,
+        log_level="warning",
+        lifespan="off",
+        backlog=1024,
     )
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -227,7 +234,7 @@ def echo_loop(server_pid: int, port: int, params: dict) -> dict:
                     left[fd] = rest
                     continue
                 if rest:
-                    raise RuntimeError(f"echo too long: {len(reply) - rest} bytes for a {len(reply)}-byte frame")
+                    raise RuntimeError(f"echo too long: {len(reply) - rest} bytes, not {len(reply)}")
                 if got[fd] is not None:
                     if bytes(got[fd]) != reply:
                         raise RuntimeError(f"wrong echo: {bytes(got[fd])[:80]!r}")
@@ -279,19 +286,30 @@ def summarise(samples: _bench.Samples, impls: list[str], workload: str) -> str:
         errors = len(samples.errors.get((workload, impl), []))
         us, rate, client = med(impl, "us_per_msg"), med(impl, "rate"), med(impl, "client_cpu")
         bound = "*" if client is not None and client >= CLIENT_BOUND else ""
-        rows.append([
-            impl,
-            fmt_num(rate) + bound,
-            _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
-            "-" if us is None else f"{us:.1f}",
-            _bench.fmt_pct(med(impl, "server_cpu")),
-            _bench.fmt_pct(client),
-            "-" if impl == "fibernet" else _bench.fmt_ratio(_bench.ratio(ours_us, us)),
-            "-" if impl == "fibernet" else _bench.fmt_ratio(_bench.ratio(ours_rate, rate)),
-            f"ERROR x{errors}" if errors else len(samples.values(workload, impl, "rate")),
-        ])
-    head = ["server", "msgs/s", "spread", "server us/msg", "srv CPU", "cli CPU", "fibernet CPU x",
-            "fibernet rate x", "rounds"]
+        rows.append(
+            [
+                impl,
+                fmt_num(rate) + bound,
+                _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
+                "-" if us is None else f"{us:.1f}",
+                _bench.fmt_pct(med(impl, "server_cpu")),
+                _bench.fmt_pct(client),
+                "-" if impl == "fibernet" else _bench.fmt_ratio(_bench.ratio(ours_us, us)),
+                "-" if impl == "fibernet" else _bench.fmt_ratio(_bench.ratio(ours_rate, rate)),
+                f"ERROR x{errors}" if errors else len(samples.values(workload, impl, "rate")),
+            ]
+        )
+    head = [
+        "server",
+        "msgs/s",
+        "spread",
+        "server us/msg",
+        "srv CPU",
+        "cli CPU",
+        "fibernet CPU x",
+        "fibernet rate x",
+        "rounds",
+    ]
     return _bench.format_table(head, rows)
 
 
@@ -312,7 +330,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     _bench.fill_defaults(
         args,
-        {"rounds": 1, "duration": 2.0, "warmup": 0.5} if args.quick
+        {"rounds": 1, "duration": 2.0, "warmup": 0.5}
+        if args.quick
         else {"rounds": 3, "duration": 5.0, "warmup": 1.0},
     )
     if not 0 < args.size < 65536:
@@ -346,8 +365,9 @@ def main(argv=None) -> int:
         f"fibernet msgs/s / row msgs/s.  * client at >= {CLIENT_BOUND:.0%} of its CPU: msgs/s is the "
         "client's there, us/msg still the server's."
     )
-    _bench.save_json(args.json, {"command": _bench.command_line(), "args": vars(args),
-                                 "samples": samples.to_json()})
+    _bench.save_json(
+        args.json, {"command": _bench.command_line(), "args": vars(args), "samples": samples.to_json()}
+    )
     return 1 if samples.errors else 0
 
 

@@ -43,7 +43,8 @@ from fibernet.server.http_protocol import (
     http_date,
 )
 from fibernet.server.metrics import BUCKETS, LATENCY, SUM, add, http_stats, new_counts
-from fibernet.server.websocket import WebSocketLimits, serve_upgrade
+from fibernet.server.websocket import WebSocketLimits
+from fibernet.server.websocket_upgrade import serve_upgrade
 
 log = logging.getLogger("fibernet.http")
 access_log = logging.getLogger("fibernet.access")
@@ -105,6 +106,7 @@ class _Connection:
         "answered",
         "counts",
         "_draining",
+        "websocket",
     )
 
     def __init__(
@@ -127,6 +129,7 @@ class _Connection:
         except OSError:
             self.client = None
         self._deadline: float | None = None
+        self.websocket: Any = None  # the WebSocket that took the connection, if one did
 
     # -- reading ----------------------------------------------------------------------
 
@@ -281,10 +284,9 @@ class _Connection:
 
     def _upgrade(self, head: RequestHead) -> Response:
         """An upgrade request (not CONNECT): the app may take the connection with
-        ``request.accept_websocket()``; then the WebSocket ends the connection.  If it does
-        not, its response is sent as for any request (the parser stops at an upgrade, so the
-        connection then closes after it)."""
-        response = serve_upgrade(self.app, self.sock, head, self.config.websocket)
+        ``request.accept_websocket()``; then the WebSocket ends the connection (and a drain
+        closes it with 1001).  If it does not, its response is sent as for any request."""
+        response = serve_upgrade(self.app, self.sock, head, self.config.websocket, self)
         if response is None:
             raise _Close()
         return response
@@ -530,8 +532,12 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
         restart retires a worker.  It keeps waiting for the keep-alive timeout, the one
         moment a client knows the server may close it; a request that comes meanwhile is
         answered, with ``Connection: close``.  (The server cancels what is left at the
-        end of the grace period.)"""
+        end of the grace period.)  A WebSocket is closed with 1001, going away."""
         draining[0] = True
+        with lock:
+            websockets = [c.websocket for c in conns if c.websocket is not None]
+        for ws in websockets:
+            ws.going_away()
 
     def handle(sock: Socket) -> None:
         if limit is not None:
@@ -604,7 +610,9 @@ def http_server(
     http_fields = set(HttpLimits.__dataclass_fields__)
     limits = HttpLimits(**{k: v for k, v in options.items() if k in http_fields})
     ws_fields = {"ws_" + name for name in WebSocketLimits.__dataclass_fields__}
-    websocket = WebSocketLimits(**{k[3:]: v for k, v in options.items() if k in ws_fields})
+    ws_options = {k[3:]: v for k, v in options.items() if k in ws_fields}
+    ws_options.setdefault("send_timeout", limits.send_timeout)  # (one send timeout for both)
+    websocket = WebSocketLimits(**ws_options)
     tcp_options = {k: v for k, v in options.items() if k not in http_fields and k not in ws_fields}
     tcp_options.setdefault("idle_timeout", None)  # HTTP keeps its own, finer timeouts
     config = HttpConfig(limits, access_log, limit_concurrency, forwarded, websocket)

@@ -31,36 +31,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from wsproto import ConnectionType, WSConnection
+from wsproto import WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Message,
-    Ping,
-    Pong,
-    Request,
-    TextMessage,
-)
-from wsproto.extensions import PerMessageDeflate
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError
 
 from fibernet.errors import Cancelled, ChannelClosed
-from fibernet.http import BadWebSocketUpgrade, WebSocketClosed
+from fibernet.http import WebSocketClosed
 from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
 from fibernet.ops.operation import Operation, choice, guard, perform, wrap
 from fibernet.ops.timers import wait_op
-from fibernet.runtime.scheduler import current_fiber, spawn
+from fibernet.runtime.scheduler import current_fiber, current_scheduler, spawn
 
 log = logging.getLogger("fibernet.websocket")
 
 _RECV = 65536
+# With permessage-deflate, wsproto inflates what it is fed with no bound (deflate reaches
+# ~1000:1), before the message size can be checked: feed it less at a time.
+_RECV_DEFLATE = 4096
 _NO_STATUS = 1005
 _ABNORMAL = 1006
 _INTERNAL = 1011
@@ -87,8 +80,11 @@ class WebSocketLimits:
 class WebSocket:
     """One accepted WebSocket.  Use it from the fiber that accepted it (the connection's)."""
 
-    def __init__(self, stream: Any, proto: WSConnection, limits: WebSocketLimits, name: str) -> None:
+    def __init__(
+        self, stream: Any, proto: WSConnection, limits: WebSocketLimits, name: str, deflate: bool = False
+    ) -> None:
         self.stream = stream
+        self._recv_size = _RECV_DEFLATE if deflate else _RECV
         self.limits = limits
         self.subprotocol: str | None = None
         self.close_code: int | None = None  # set once the WebSocket is closed
@@ -100,9 +96,9 @@ class WebSocket:
         self._lock: Channel = Channel(1)  # holding it = a slot filled: writes go in order
         self._sending_since: float | None = None
         self._received = 0  # bytes read, for the keep-alive
+        self._home = current_scheduler()
         self._reader = spawn(self._read_loop, name=f"ws-reader {name}")
-        if limits.ping_interval is not None:
-            spawn(self._keepalive, name=f"ws-keepalive {name}")
+        spawn(self._keepalive, name=f"ws-keepalive {name}")
 
     def __repr__(self) -> str:
         state = "open" if self.close_code is None else f"closed {self.close_code}"
@@ -138,9 +134,11 @@ class WebSocket:
 
     def _after_end(self) -> str | bytes:
         # Both branches may be ready at once: messages that came before the close go first.
-        message = self._incoming.try_get(_EMPTY) if not self._incoming.closed or len(self._incoming) else _EMPTY
-        if message is not _EMPTY:
-            return message
+        incoming = self._incoming
+        if len(incoming) or not incoming.closed:  # (a closed, empty channel raises on get)
+            message = incoming.try_get(_EMPTY)
+            if message is not _EMPTY:
+                return message
         raise self._closed_error()
 
     def _closed_error(self) -> WebSocketClosed:
@@ -184,6 +182,15 @@ class WebSocket:
             self.close_code, self.close_reason = code, reason
         self._abort()
 
+    def going_away(self) -> None:
+        """Close with 1001 (the server is shutting down), from a fiber of the WebSocket's own
+        scheduler; callable from any thread.  The app's ``recv`` then raises WebSocketClosed."""
+        if self.close_code is None and not self._closing.signalled:
+            try:
+                spawn(self.close, 1001, "server shutting down", name="ws-going-away", scheduler=self._home)
+            except Exception:  # noqa: BLE001 - the scheduler is stopping: the cancel will do
+                pass
+
     def _write(self, event: Any, wait: bool = True) -> bool:
         """Turn ``event`` into bytes and send them, in turn; False if it cannot go out (the
         WebSocket is closed, the stream broke, or ``wait`` is False and a send is going on)."""
@@ -214,13 +221,14 @@ class WebSocket:
         proto = self._proto
         stream = self.stream
         max_size = self.limits.max_size
+        recv_size = self._recv_size
         parts: list = []
         size = 0
         try:
             while True:
                 stream.timeout = None  # (the keep-alive fiber bounds silence)
                 try:
-                    data = stream.recv(_RECV)
+                    data = stream.recv(recv_size)
                 except TimeoutError:  # a writer's timeout, set while this read waited again
                     continue
                 except OSError:
@@ -309,16 +317,21 @@ class WebSocket:
         self.stream.close()
 
     def _keepalive(self) -> None:
+        """Pings a silent peer, and bounds a send the peer does not read.  (A send's own
+        socket timeout is not enough: the stream has one wait deadline, and the reader's
+        wait ending clears it.)"""
         limits = self.limits
         interval = limits.ping_interval
         ended = self._ended
         seen = -1
-        while not self._wait(ended, interval):
+        while not self._wait(ended, interval or limits.send_timeout / 2):
             since = self._sending_since
             if since is not None and time.monotonic() - since > limits.send_timeout:
                 log.debug("WebSocket peer did not read for %ss; cutting", limits.send_timeout)
                 self._abort()
                 return
+            if interval is None:
+                continue
             if self._received != seen:  # the peer said something: alive
                 seen = self._received
                 continue
@@ -353,73 +366,3 @@ class WebSocket:
 
 
 _EMPTY: Any = object()
-
-
-# -- the hand-off from the HTTP connection --------------------------------------------------
-
-
-def handshake(request: Any, limits: WebSocketLimits, subprotocol: str | None) -> tuple[WSConnection, bytes]:
-    """Check the upgrade request with wsproto; the protocol state and the 101 response."""
-    proto = WSConnection(ConnectionType.SERVER)
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers]
-    try:
-        proto.initiate_upgrade_connection(headers, request.target)
-        event = next(proto.events(), None)
-    except (RemoteProtocolError, LocalProtocolError) as exc:
-        raise BadWebSocketUpgrade(f"not a valid WebSocket upgrade: {exc}") from None
-    if not isinstance(event, Request):
-        raise BadWebSocketUpgrade("not a valid WebSocket upgrade")
-    if subprotocol is not None and subprotocol not in event.subprotocols:
-        raise BadWebSocketUpgrade(f"the client did not offer the subprotocol {subprotocol!r}")
-    extensions = [PerMessageDeflate()] if limits.per_message_deflate else []
-    return proto, proto.send(AcceptConnection(subprotocol=subprotocol, extensions=extensions))
-
-
-class Upgrade:
-    """One upgrade request's hand-off: ``request.accept_websocket`` calls :meth:`accept`."""
-
-    __slots__ = ("stream", "limits", "ws", "name")
-
-    def __init__(self, stream: Any, limits: WebSocketLimits, name: str) -> None:
-        self.stream = stream
-        self.limits = limits
-        self.ws: WebSocket | None = None
-        self.name = name
-
-    def accept(self, request: Any, subprotocol: str | None = None) -> WebSocket:
-        if self.ws is not None:
-            raise RuntimeError("this request's WebSocket was already accepted")
-        proto, response = handshake(request, self.limits, subprotocol)
-        self.stream.timeout = self.limits.send_timeout
-        self.stream.sendall(response)  # (an OSError here is the HTTP connection's to handle)
-        self.ws = ws = WebSocket(self.stream, proto, self.limits, self.name)
-        ws.subprotocol = subprotocol
-        return ws
-
-
-def serve_upgrade(app: Callable[[Any], Any], stream: Any, request: Any, limits: WebSocketLimits) -> Any:
-    """Call ``app`` on an upgrade request that may take the connection.  The app's response if
-    it did not (to be sent as usual), or None if it took a WebSocket (then closed here)."""
-    upgrade = Upgrade(stream, limits, _peer(request.client))
-    request._websocket = upgrade.accept
-    try:
-        response = app(request)
-    except BaseException as exc:
-        if upgrade.ws is None:
-            raise
-        if not isinstance(exc, Cancelled):
-            log.exception("WebSocket app failed on %s from %s", request.target, _peer(request.client))
-        upgrade.ws._finish(exc)
-        if isinstance(exc, Exception):
-            return None
-        raise
-    if upgrade.ws is None:
-        return response
-    upgrade.ws._finish(None)
-    return None
-
-
-def _peer(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr or "?")

@@ -256,19 +256,25 @@ def _close(result: Any) -> None:
 # -- --interface auto ---------------------------------------------------------------------
 
 
-def detect_interface(app: Callable[..., Any]) -> str:
-    """'wsgi' for ``app(environ, start_response)``, 'fibernet' for a one-argument handler;
-    raises TypeError for an ASGI app (or anything else) saying why."""
-    target = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", app)
+def refuse_asgi(app: Callable[..., Any]) -> None:
+    """Raise TypeError, saying why, if ``app`` is an ASGI app (an async callable)."""
+    target = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
     if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(app):
         raise TypeError(
             "this is an ASGI app (an async callable taking scope, receive, send): fibernet runs "
             "fibers, not an asyncio event loop, so it serves fibernet and WSGI apps only; run "
             "it with an ASGI server (uvicorn, hypercorn), or give fibernet its WSGI form"
         )
+
+
+def detect_interface(app: Callable[..., Any]) -> str:
+    """'wsgi' for ``app(environ, start_response)``, 'fibernet' for a one-argument handler;
+    raises TypeError for an ASGI app (or anything else) saying why."""
+    refuse_asgi(app)
     try:
         params = [
-            p for p in inspect.signature(app).parameters.values()
+            p
+            for p in inspect.signature(app).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
         ]
     except (TypeError, ValueError):

@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from wsproto.frame_protocol import FrameProtocol, Opcode
-
 import ws_echo
+from wsproto.frame_protocol import FrameProtocol, Opcode
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -21,7 +20,8 @@ def test_frames_decode_as_one_text_message(size):
     server = FrameProtocol(client=False, extensions=[])  # (reads masked frames, as a server does)
     server.receive_bytes(ws_echo.frame(payload, ws_echo.MASK))
     frames = list(server.received_frames())
-    assert [(f.opcode, f.payload, f.message_finished) for f in frames] == [(Opcode.TEXT, payload.decode(), True)]
+    got = [(f.opcode, f.payload, f.message_finished) for f in frames]
+    assert got == [(Opcode.TEXT, payload.decode(), True)]
     client = FrameProtocol(client=True, extensions=[])
     client.receive_bytes(ws_echo.frame(payload, None))
     assert [f.payload for f in client.received_frames()] == [payload.decode()]

@@ -28,7 +28,9 @@ WAIT = 15.0  # seconds any one step may take in the browser
 
 pytestmark = [
     pytest.mark.timeout(60),
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="chromium is not installed (.ci/run installs it)"),
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK), reason="chromium is not installed (.ci/run installs it)"
+    ),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import struct
@@ -17,6 +18,7 @@ from websockets.sync.client import connect
 
 import fibernet as fn
 from fibernet.http import Response, WebSocketClosed
+from fibernet.server.http import http_handler
 from fibernet.testing import serve
 
 pytestmark = pytest.mark.timeout(30)
@@ -216,6 +218,21 @@ def test_raw_echo_and_the_server_closes_after_the_handshake(echo_server):
         assert sock.recv(10) == b""  # then the server ends the TCP connection
 
 
+def test_a_close_the_peer_never_answers_is_cut_at_the_deadline():
+    closed = threading.Event()
+
+    def app(request):
+        ws = request.accept_websocket()
+        ws.close(1001, "going away")  # the peer never replies: close() gives up at the deadline
+        closed.set()
+
+    with serve(app, "http", ws_close_timeout=0.3) as server:
+        with _handshake(server.address) as sock:
+            assert _close_code(sock) == 1001
+            assert sock.recv(10) == b""  # cut, without our close reply
+            assert closed.wait(5)
+
+
 def test_silent_peer_is_pinged_then_dropped():
     with serve(echo, "http", ws_ping_interval=0.2, ws_ping_timeout=0.2) as server:
         with _handshake(server.address) as sock:
@@ -367,3 +384,96 @@ def test_1000_concurrent_websockets(nofile):
     with serve(echo, "http", threads=2) as server:
         results = asyncio.run(main(url(server)))
     assert results == [b"%d" % i for i in range(count)]
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it_whole():
+    """100 MB of zeros, ~100 KB compressed: closed with 1009, and the server never holds more
+    than a few MB of it inflated (wsproto inflates what it is fed, so it is fed little)."""
+    import tracemalloc
+    import zlib
+
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = bytes(1 << 20)
+    compressed = b"".join(squeeze.compress(zeros) for _ in range(100)) + squeeze.flush(zlib.Z_SYNC_FLUSH)
+    compressed = compressed[:-4]  # (RFC 7692: the sync flush's 00 00 ff ff is left off)
+    mask = os.urandom(4)
+    head = bytes([0xC2, 0x80 | 127]) + struct.pack("!Q", len(compressed)) + mask  # FIN, RSV1, binary
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(compressed))
+
+    with serve(echo, "http", ws_max_size=1 << 20) as server:
+        sock = socket.create_connection(server.address[:2], timeout=5)
+        with sock:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall(
+                f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n".encode()
+            )
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += sock.recv(1)
+            assert b"permessage-deflate" in reply
+            tracemalloc.start()
+            try:
+                with contextlib.suppress(OSError):  # (the server may close before taking it all)
+                    sock.sendall(head + payload)
+                assert _close_code(sock) == 1009
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    assert peak < 24 * 1024 * 1024, f"{peak / 1e6:.0f} MB inflated at once"
+
+
+def test_a_draining_server_closes_websockets_with_1001():
+    ended: list = []
+
+    def app(request):
+        ws = request.accept_websocket()
+        try:
+            for message in ws:
+                ws.send(message)
+        finally:
+            ended.append(ws.close_code)
+
+    server = fn.Server(http_handler(app), "127.0.0.1", 0, threads=2).start()
+    try:
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(connect(url(server))) for _ in range(4)]  # (both schedulers)
+            for ws in clients:
+                ws.send("up")
+                assert ws.recv(timeout=5) == "up"
+            server.stop(30)  # a long grace: only the WebSockets' closes end it early
+            for ws in clients:
+                with pytest.raises(ConnectionClosed) as info:
+                    ws.recv(timeout=10)
+                assert info.value.rcvd.code == 1001
+        assert server.wait(10), "the server waited for its grace period"
+    finally:
+        server.stop(0)
+        server.wait()
+    assert ended == [1001] * 4
+
+
+def test_a_peer_that_does_not_read_is_cut_at_the_send_deadline():
+    """Pings off; the peer sends but never reads, so the server's send blocks, and the reader
+    wakes meanwhile (which clears the stream's wait deadline): the send is still cut."""
+    ended = threading.Event()
+    codes: list = []
+
+    def app(request):
+        ws = request.accept_websocket()
+        try:
+            while True:
+                ws.send(b"x" * 65536)
+        except WebSocketClosed as closed:
+            codes.append(closed.code)
+            ended.set()
+
+    with serve(app, "http", ws_ping_interval=None, send_timeout=0.5) as server:
+        with _handshake(server.address) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            with contextlib.suppress(OSError):  # (until the server cuts the connection)
+                while not ended.wait(0.02):
+                    sock.sendall(_frame(0x1, b"still sending, never reading"))
+            assert ended.wait(10), "the server's send was never cut"
+    assert codes == [1006]

@@ -11,8 +11,8 @@ import socket
 import threading
 from wsgiref.validate import validator
 
-import pytest
 import click
+import pytest
 from click.testing import CliRunner
 
 from fibernet.server.wsgi import WSGIApp, detect_interface
@@ -112,7 +112,11 @@ def test_environ(validated):
 
 
 def test_path_info_is_decoded_as_latin_1(validated):
-    with serve(WSGIApp(lambda e, s: (s("200 OK", []), [e["PATH_INFO"].encode("latin-1")])[1]), "http") as server:
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["PATH_INFO"].encode("latin-1")]
+
+    with serve(WSGIApp(app), "http") as server:
         assert get(server, "GET", "/caf%C3%A9%20x")[2] == "/café x".encode()
 
 
@@ -241,9 +245,12 @@ def test_serve_refuses_an_asgi_app_with_the_reason(tmp_path):
     from fibernet_cli.main import cli
 
     (tmp_path / "asgi_mod_for_test.py").write_text(ASGI_MODULE)
-    result = CliRunner().invoke(cli, ["serve", "asgi_mod_for_test:app", "--app-dir", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "ASGI" in result.output and "WSGI" in result.output
+    for interface in ("auto", "wsgi", "fibernet"):
+        result = CliRunner().invoke(
+            cli, ["serve", "asgi_mod_for_test:app", "--app-dir", str(tmp_path), "--interface", interface]
+        )
+        assert result.exit_code == 2, (interface, result.output)
+        assert "ASGI" in result.output and "WSGI" in result.output
 
 
 def _serve_settings(args: list[str]):
