@@ -206,6 +206,10 @@ PROGRAMS = {
     "h2load": "nghttp2-client",
     "haproxy": "haproxy",
     "systemd-analyze": "systemd",
+    "openssl": "openssl",
+    "redis-server": "redis-server",
+    "runuser": "util-linux",
+    "chromium": "chromium",
 }
 
 

@@ -1,4 +1,4 @@
-"""The outside programs the tests drive (curl, wrk, h2load, haproxy, systemd-analyze): a test
+"""The outside programs the tests drive (curl, wrk, h2load, haproxy, systemd-analyze, ...): a test
 that needs one skips, naming its Debian package, when it is absent (fails under CI); the
 README's test section lists them and ``.ci/run`` installs every one."""
 
@@ -16,7 +16,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_the_list_names_the_programs_the_tests_drive():
-    assert set(PROGRAMS) == {"curl", "wrk", "h2load", "haproxy", "systemd-analyze"}
+    assert set(PROGRAMS) == {
+        "curl", "wrk", "h2load", "haproxy", "systemd-analyze",
+        "openssl", "redis-server", "runuser", "chromium",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
@@ -42,7 +45,7 @@ def test_a_present_program_is_its_path(monkeypatch, requires):
 
 
 def test_ci_installs_every_program():
-    script = (ROOT / ".ci" / "run").read_text()
+    script = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")  # (continued lines joined)
     pairs = dict(p.split(":") for p in re.search(r"for pair in ([^;]+);", script).group(1).split())
     assert pairs == PROGRAMS
 
