@@ -33,10 +33,10 @@ def _serve(app: str | None, **values: object) -> None:
     source = click.get_current_context().get_parameter_source("protocol")
     settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    _configure_bus(settings)
     tls = tls_config(settings)
     if tls is not None:
         _check_tls(tls)  # (here, so that a bad file is a usage error before any worker starts)
-    _configure_bus(settings)
     if settings.workers == 1:
         handler, settings = _load(settings, source, startup=True)
         server = build_server(handler, settings, listeners(settings))
@@ -391,21 +391,29 @@ def _host_port(value: str) -> str:
 
 
 def _loadtest_dir() -> str:
-    import pathlib
-
-    import fibernet
+    """The folder of the loadtest scripts: $FIBERNET_LOADTEST_DIR, else the installed
+    ``fibernet_loadtest`` package (``loadtest/`` itself in an editable install)."""
+    import importlib.util
 
     env = os.environ.get("FIBERNET_LOADTEST_DIR")
     if env:
         return env
-    return str(pathlib.Path(fibernet.__file__).resolve().parents[1] / "loadtest")
+    spec = importlib.util.find_spec("fibernet_loadtest")
+    if spec is None or not spec.submodule_search_locations:
+        raise click.ClickException("fibernet_loadtest is not installed (set FIBERNET_LOADTEST_DIR)")
+    return list(spec.submodule_search_locations)[0]
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False
+)
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def loadtest(script: str | None, args: tuple[str, ...]) -> None:
-    """Run a script of loadtest/ (with no SCRIPT, list them), passing ARGS through."""
+@click.pass_context
+def loadtest(ctx: click.Context, script: str | None, args: tuple[str, ...]) -> None:
+    """Run SCRIPT of fibernet's load generator and benchmarks with ARGS (SCRIPT --help: its
+    own options); with no SCRIPT, list them.  The load generator needs the loadtest extra:
+    pip install 'fibernet[loadtest]'."""
     import subprocess
 
     folder = _loadtest_dir()
@@ -413,7 +421,9 @@ def loadtest(script: str | None, args: tuple[str, ...]) -> None:
         scripts = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
     except OSError:
         raise click.ClickException(f"no loadtest folder at {folder} (set FIBERNET_LOADTEST_DIR)") from None
-    if script is None:
+    if script in (None, "-h", "--help"):
+        if script is not None:  # this command's own help, then the scripts
+            click.echo(ctx.get_help() + "\n\nScripts:")
         click.echo("\n".join(scripts))
         return
     if script not in scripts:

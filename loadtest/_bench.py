@@ -26,6 +26,7 @@ Only the standard library is used.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -113,9 +114,36 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def result_cell(row: dict) -> str:
     """The ``result`` cell of a row with ``errors``, ``bar`` and ``pass``: ERROR xN, PASS,
     FAIL, n/a (a bar that could not be checked) or - (no bar)."""
+    if row.get("skipped"):
+        return "skipped (not installed)"
     if row["errors"]:
         return f"ERROR x{row['errors']}"
     return {True: "PASS", False: "FAIL", None: "-" if not row["bar"] else "n/a"}[row["pass"]]
+
+
+def missing_peers(impls: Iterable[str], needs: dict[str, Sequence[str]]) -> dict[str, str]:
+    """The implementations of ``impls`` that cannot run here, each with the module it lacks."""
+    missing = {}
+    for impl in impls:
+        absent = next((m for m in needs.get(impl, ()) if importlib.util.find_spec(m) is None), None)
+        if absent is not None:
+            missing[impl] = absent
+    return missing
+
+
+def note_skipped(skipped: dict[str, str], bench: str) -> None:
+    """One line about the peers that are not installed, and how to run them all."""
+    if skipped:
+        which = ", ".join(f"{impl} (no module {module!r})" for impl, module in skipped.items())
+        print(f"skipped, not installed: {which}; python loadtest/compare.py --make-env DIR bench {bench} "
+              "runs every peer", flush=True)
+
+
+def skipped_row(workload: str, metric: str, impl: str, unit: str) -> dict:
+    """A summary row for an implementation that is not installed: no value, no verdict."""
+    return {"workload": workload, "metric": metric, "impl": impl, "value": None, "unit": unit,
+            "spread": None, "rounds": 0, "errors": 0, "ratio": None, "bar": "", "pass": None,
+            "skipped": True}
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _bench import fmt_num
-from hdrh.histogram import HdrHistogram
+
+try:
+    from hdrh.histogram import HdrHistogram
+except ModuleNotFoundError:  # one line that says what to install, not a traceback
+    raise SystemExit(
+        "the load generator needs hdrhistogram, which is not installed: pip install 'fibernet[loadtest]'"
+    ) from None
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000

@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             plot(result, args.plot)
         except ImportError:
-            print("--plot needs matplotlib: pip install matplotlib", file=sys.stderr)
+            print("--plot needs matplotlib: pip install 'fibernet[loadtest]'", file=sys.stderr)
             return 2
     return 0
 

@@ -236,6 +236,8 @@ def _left_behind(before: dict, after: dict) -> int:
 
 
 class Gevent:
+    needs = ('gevent',)  # the modules it imports; missing, its rows are skipped
+
     def __init__(self) -> None:
         import gevent
         import gevent.queue
@@ -376,6 +378,8 @@ class Asyncio:
 
 
 class Uvloop(Asyncio):
+    needs = ('uvloop',)  # the modules it imports; missing, its rows are skipped
+
     def __init__(self) -> None:
         super().__init__()
         import uvloop
@@ -384,6 +388,8 @@ class Uvloop(Asyncio):
 
 
 class Trio:
+    needs = ('trio',)  # the modules it imports; missing, its rows are skipped
+
     def __init__(self) -> None:
         import trio
 
@@ -571,7 +577,7 @@ def build_plan(args) -> list[tuple[str, str, dict]]:
     plan = []
     for workload in args.workloads:
         for impl in args.impls:
-            if not supports(impl, workload):
+            if not supports(impl, workload) or impl in args.skipped:
                 continue
             p = dict(params[workload])
             if workload == "choice":
@@ -588,6 +594,9 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
             continue
         ours = metric.aggregate(samples.values(metric.workload, "fibernet", metric.key))
         for impl in [metric.only] if metric.only else args.impls:
+            if impl in args.skipped:
+                rows.append(_bench.skipped_row(metric.workload, metric.key, impl, metric.unit))
+                continue
             key = (metric.workload, impl)
             values = samples.values(metric.workload, impl, metric.key)
             if not values and not samples.errors.get(key):
@@ -733,6 +742,7 @@ def parse_args(argv=None):
     args.workloads = _bench.comma_list(parser, args.workloads, WORKLOADS, "--workloads")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
+    args.skipped = _bench.missing_peers(args.impls, {name: getattr(IMPLS[name], "needs", ()) for name in IMPLS})
     return args
 
 
@@ -742,6 +752,7 @@ def main(argv=None) -> int:
     command = _bench.command_line()
     plan = build_plan(args)
     print(f"command: {command}", flush=True)
+    _bench.note_skipped(args.skipped, "primitives")
     print(_bench.describe_plan(__file__, plan, args.rounds, args.cpu), flush=True)
 
     samples = _bench.run_interleaved(__file__, plan, args.rounds, args.cpu, args.timeout)

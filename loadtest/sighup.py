@@ -14,8 +14,9 @@ WSGI hello app of this file), wait for an answer, start the load tool (``wrk -t2
 -dDs`` or ``h2load --h1 -t2 -c50 -DD``), send SIGHUP to the supervisor ``--hup-at`` seconds
 in, and read the tool's failures: wrk's socket errors (connect, read, write, timeout) and
 non-2xx responses, h2load's failed and errored requests.  A run counts only if the reload
-took place within it: every worker the supervisor had before the SIGHUP is gone by the end
-of the run (else the run is reported as not reloaded, and fails).
+took place within it: every worker the supervisor had before the SIGHUP is gone before the
+load ends (how long that took is reported; else the run is reported as not reloaded, and
+fails).  The exit status is 1 when a run of fibernet's failed (the peers are only measured).
 
 Only the standard library is used.
 """
@@ -51,7 +52,11 @@ class Run:
     requests: int
     failed: int
     detail: str
-    reloaded: bool
+    reload_s: float | None  # from the SIGHUP until every old worker was gone, if within the run
+
+    @property
+    def reloaded(self) -> bool:
+        return self.reload_s is not None
 
     @property
     def ok(self) -> bool:
@@ -122,7 +127,7 @@ def _answers(port: int) -> bool:
         return False
 
 
-def run_once(server: str, tool: str, duration: float = 4.0, hup_at: float = 1.5,
+def run_once(server: str, tool: str, duration: float = 5.0, hup_at: float = 1.0,
              peers_python: str | None = None, workers: int = 2, log_dir: str | None = None) -> Run:
     """One run of ``tool`` against ``server`` with a SIGHUP ``hup_at`` seconds in."""
     port = free_port()
@@ -143,10 +148,15 @@ def run_once(server: str, tool: str, duration: float = 4.0, hup_at: float = 1.5,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             time.sleep(hup_at)  # a point in the run, by design: the load is running there
             proc.send_signal(signal.SIGHUP)
-            output, _ = load.communicate(timeout=duration + 30)
-            reloaded = not (before & children(proc.pid))
+            hup, reload_s = time.monotonic(), None
+            while load.poll() is None:  # watch the old workers go while the load runs
+                kids = children(proc.pid)
+                if reload_s is None and not before & kids and len(kids) >= workers:
+                    reload_s = time.monotonic() - hup
+                time.sleep(0.05)
+            output, _ = load.communicate()
             requests, failed, detail = failures(tool, output)
-            return Run(server, tool, requests, failed, detail, reloaded)
+            return Run(server, tool, requests, failed, detail, reload_s)
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -161,8 +171,8 @@ def run_once(server: str, tool: str, duration: float = 4.0, hup_at: float = 1.5,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--duration", type=float, default=4.0, help="seconds of load per run")
-    p.add_argument("--hup-at", type=float, default=1.5, help="seconds into the run to send SIGHUP")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds of load per run")
+    p.add_argument("--hup-at", type=float, default=1.0, help="seconds into the run to send SIGHUP")
     p.add_argument("--tools", default=",".join(TOOLS))
     p.add_argument("--servers", default=None, help="fibernet,gunicorn (gunicorn when --peers-python)")
     p.add_argument("--peers-python", help="an interpreter with gunicorn and gevent")
@@ -176,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             runs = [run_once(server, tool, args.duration, args.hup_at, args.peers_python)
                     for _ in range(args.runs)]
-            bad += sum(not r.ok for r in runs)
+            bad += sum(not r.ok for r in runs) if server == "fibernet" else 0  # peers: measured only
+            took = [f"{r.reload_s:.1f}s" if r.reloaded else "not within the run" for r in runs]
             print(f"{server:9} {tool:7} failed {[r.failed for r in runs]} of {[r.requests for r in runs]} "
-                  f"requests; reloaded {[r.reloaded for r in runs]}")
+                  f"requests; old workers gone after {took}")
             for r in runs:
                 print(f"    {r.detail}")
     return 1 if bad else 0

@@ -202,13 +202,11 @@ def fake_systemd(tmp_path):
 # The programs tests drive, and the Debian package of each (.ci/run installs them).
 PROGRAMS = {
     "curl": "curl",
+    "openssl": "openssl",
     "wrk": "wrk",
     "h2load": "nghttp2-client",
     "haproxy": "haproxy",
     "systemd-analyze": "systemd",
-    "openssl": "openssl",
-    "redis-server": "redis-server",
-    "runuser": "util-linux",
     "chromium": "chromium",
 }
 

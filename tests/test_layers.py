@@ -1,8 +1,9 @@
 """The layers point down only (DESIGN.md): a module may import its own layer and those below,
-never one above -- not even lazily inside a function.  Read from the source with ``ast``.
+never one above -- not even lazily inside a function (an annotation may name a type from
+above under ``if TYPE_CHECKING:``, which never runs).  Read from the source with ``ast``.
 
     errors < runtime < ops (and parallel) < net < actors, patch, bus, http < server, testing
-    < cli, examples
+    < cli, examples < __main__ (``python -m fibernet``)
 
 ``fibernet/__init__.py`` is the package's facade and re-exports every layer; importing
 ``fibernet`` itself counts as importing the top of the library (the server layer).
@@ -30,6 +31,7 @@ RANKS = {
     "testing": 5,
     "examples": 6,
     "cli": 6,
+    "__main__": 7,  # ``python -m fibernet``: runs the CLI, so it stands above it
 }
 FACADE_RANK = RANKS["server"]
 
@@ -61,12 +63,27 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _type_only(tree: ast.AST) -> set[int]:
+    """The ids of the imports under ``if TYPE_CHECKING:``: they name a type for annotations
+    and a type checker, and are never run, so they make no dependency between layers."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(sub) for stmt in node.body for sub in ast.walk(stmt))
+    return skipped
+
+
 def _imports(path: Path):
-    """(line, imported module) for every import in the file, wherever it is."""
+    """(line, imported module) for every import in the file, wherever it is (but for the
+    type-only imports under ``if TYPE_CHECKING:``)."""
     package = _module_name(path).split(".")
     if path.name != "__init__.py":
         package.pop()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = _type_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
@@ -77,7 +94,8 @@ def _imports(path: Path):
                 for alias in node.names:
                     candidate = f"{module}.{alias.name}"
                     sub = ROOT / candidate.replace(".", "/")
-                    yield node.lineno, candidate if sub.is_dir() or sub.with_suffix(".py").exists() else module
+                    is_module = sub.is_dir() or sub.with_suffix(".py").exists()
+                    yield node.lineno, candidate if is_module else module
             else:
                 yield node.lineno, module
 
@@ -110,4 +128,6 @@ def test_the_check_sees_a_lazy_import_inside_a_function(tmp_path, monkeypatch):
     (tmp_path / "fibernet" / "ops").mkdir()
     (tmp_path / "fibernet" / "ops" / "join.py").write_text("from ..runtime import thing\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    assert _violations() == ["fibernet/runtime/thing.py:2 imports fibernet.ops.join (layer ops is above runtime)"]
+    assert _violations() == [
+        "fibernet/runtime/thing.py:2 imports fibernet.ops.join (layer ops is above runtime)"
+    ]

@@ -1,6 +1,6 @@
 """The bus: channels, topics and named actors across processes and machines, over Redis.
 
-The seed's "network shims under the programmer's control": a fiber-native RESP client
+Guile Fibers' manual's "network shims under the programmer's control": a fiber-native RESP client
 (fibernet's own sockets, ``hiredis.Reader`` as the parser) moves messages between the
 broker and local channels, so a remote message is one more branch in a ``choice``::
 
@@ -14,7 +14,8 @@ broker and local channels, so a remote message is one more branch in a ``choice`
 
 ``fibernet serve --bus URL`` (``FIBERNET_BUS``) configures the default bus, which
 :func:`default` connects once per runtime on first use.  What is delivered or lost on a
-disconnect, for each kind, is in client.py (topics) and names.py (calls).
+disconnect, for each kind, is in client.py (topics), streams.py (durable topics) and names.py
+(calls).
 """
 
 from __future__ import annotations

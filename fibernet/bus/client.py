@@ -35,6 +35,7 @@ from fibernet.actors import ActorRef
 from fibernet.bus.codec import JSON, Codec
 from fibernet.bus.names import Names, RemoteRef
 from fibernet.bus.resp import Address, BusError, BusUnavailable, Link, Sink, check_ok, pack, parse_url
+from fibernet.bus.streams import StreamReader
 from fibernet.errors import ChannelClosed, Timeout
 from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
@@ -45,7 +46,7 @@ from fibernet.runtime.scheduler import spawn, yield_now
 log = logging.getLogger("fibernet.bus")
 
 PUBLISH_BUFFER = 10_000
-_UNDECODABLE = object()
+STREAM_MAXLEN = 10_000  # entries a durable topic keeps (about: MAXLEN ~)
 SUBSCRIPTION_CAPACITY = 256  # the chat room's and the pubsub example's outbox size
 
 
@@ -64,6 +65,7 @@ class Subscription:
         self.channel: Channel = Channel(capacity)
         self.dropped = False
         self.lost = 0
+        self.reader: StreamReader | None = None  # a durable subscription's fiber
 
     def __repr__(self) -> str:
         state = "dropped" if self.dropped else "closed" if self.channel._closed else "open"
@@ -120,6 +122,7 @@ class Bus:
         codec: Codec = JSON,
         publish_buffer: int = PUBLISH_BUFFER,
         subscription_capacity: int = SUBSCRIPTION_CAPACITY,
+        stream_maxlen: int = STREAM_MAXLEN,
         connect_timeout: float = 2.0,
         backoff: tuple[float, float] = (0.05, 2.0),
     ) -> None:
@@ -127,6 +130,9 @@ class Bus:
         self.address: Address = parse_url(url)
         self.codec = codec
         self.subscription_capacity = subscription_capacity
+        self.stream_maxlen = stream_maxlen
+        self._backoff = backoff
+        self._readers: list[StreamReader] = []
         self.timeout = connect_timeout
         self.id = f"{os.getpid():x}-{secrets.token_hex(4)}"
         self.prefix = f"fibernet:{self.address.db}:".encode()
@@ -197,16 +203,21 @@ class Bus:
 
     # -- topics -----------------------------------------------------------------------------
 
-    def publish(self, topic: str, message: Any) -> bool:
+    def publish(self, topic: str, message: Any, durable: bool = False) -> bool:
         """Send ``message`` to every subscriber of ``topic`` in every process; never blocks.
+        ``durable``: to the durable topic of that name (a stream, see streams.py).
 
         Returns False if the message was dropped because the outbox is full (the broker has
         been unreachable for a while); that is counted in ``stats["publish_dropped"]``."""
         payload = self.codec.encode(message)
-        channel = self._channel(b"t:", topic)
+        channel = self._channel(b"s:" if durable else b"t:", topic)
         with self._lock:
             seq = self._seq.get(channel, 0) + 1
-            frame = pack("PUBLISH", channel, b"%s:%d:%s" % (self.id.encode(), seq, payload))
+            envelope = b"%s:%d:%s" % (self.id.encode(), seq, payload)
+            if durable:
+                frame = pack("XADD", channel, "MAXLEN", "~", self.stream_maxlen, "*", "m", envelope)
+            else:
+                frame = pack("PUBLISH", channel, envelope)
             try:
                 queued = self._cmd_out.try_put((frame, self._published))
             except ChannelClosed:
@@ -225,11 +236,24 @@ class Bus:
             self._count("publish_errors")
             log.error("bus: PUBLISH failed: %s", reply)
 
-    def subscribe(self, topic: str, capacity: int | None = None) -> Subscription:
+    def subscribe(self, topic: str, capacity: int | None = None, durable: bool = False) -> Subscription:
         """A subscription to ``topic``.  When the bus is connected, returns once the broker
-        has confirmed it (so a message published after this returns is delivered)."""
-        channel = self._channel(b"t:", topic)
+        has confirmed it (so a message published after this returns is delivered).
+        ``durable``: to the durable topic of that name, from its next entry (streams.py)."""
+        channel = self._channel(b"s:" if durable else b"t:", topic)
         sub = Subscription(self, topic, channel, capacity or self.subscription_capacity)
+        if durable:
+            start = None
+            if self._cmd.connected:  # start after the newest entry now, as pub/sub starts now
+                try:
+                    newest = self.command("XREVRANGE", channel, "+", "-", "COUNT", 1)
+                    start = newest[0][0] if newest else b"0-0"
+                except BusError:
+                    pass  # the reader finds its start after the reconnect
+            sub.reader = StreamReader(self, sub, start)
+            with self._lock:
+                self._readers.append(sub.reader)
+            return sub
         with self._lock:
             subs = self._topics.setdefault(channel, [])
             subs.append(sub)
@@ -239,6 +263,9 @@ class Bus:
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
+        if sub.reader is not None:
+            sub.reader.close()
+            return
         with self._lock:
             subs = self._topics.get(sub._key)
             if subs is None or sub not in subs:
@@ -309,31 +336,42 @@ class Bus:
             self.names.on_message(kind, channel, data)
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
+        opened = self._open(self._seen, channel, data)
+        if opened is None:
+            return
+        gap, message = opened
+        with self._lock:
+            subs = list(self._topics.get(channel, ()))
+        for sub in subs:
+            sub.lost += gap
+            sub._offer(message)
+
+    def _open(self, seen: dict, channel: bytes, data: bytes) -> tuple[int, Any] | None:
+        """The message in an envelope, and how many of its publisher's messages on this
+        topic were missed just before it (by ``seen``'s count); None for a malformed,
+        repeated or undecodable one (counted)."""
         try:
             publisher, seq_text, payload = data.split(b":", 2)
             seq = int(seq_text)
         except ValueError:
             self._count("malformed")
-            return
+            return None
         key = (channel, publisher)
-        last = self._seen.get(key)
+        last = seen.get(key)
         if last is not None and seq <= last:
             self._count("duplicates")
-            return
-        self._seen[key] = seq
+            return None
+        seen[key] = seq
         gap = 0 if last is None else seq - last - 1
         try:
             message = self.codec.decode(payload)
         except ValueError:
-            message = _UNDECODABLE
+            self._count("undecodable")
+            return None
         with self._lock:
-            subs = list(self._topics.get(channel, ()))
-            self.stats["received" if message is not _UNDECODABLE else "undecodable"] += 1
+            self.stats["received"] += 1
             self.stats["lost"] += gap
-        for sub in subs:
-            sub.lost += gap
-            if message is not _UNDECODABLE:
-                sub._offer(message)
+        return gap, message
 
     # -- named actors (see names.py) ----------------------------------------------------------
 
@@ -358,23 +396,7 @@ class Bus:
 
         Raises :class:`BusUnavailable` at once when disconnected, :class:`fibernet.Timeout`
         after ``timeout`` (default: the connect timeout), :class:`BusError` on an error reply."""
-        if not self._cmd.connected:
-            raise BusUnavailable(f"the bus {self.address} is disconnected")
-        box: Channel = Channel(1)
-        try:
-            if not self._cmd_out.try_put((pack(*args), box.try_put)):
-                raise BusUnavailable(f"the bus {self.address} is backed up")
-        except ChannelClosed:
-            raise BusError("the bus is closed") from None
-        limit = self.timeout if timeout is None else timeout
-        reply = perform(
-            choice(box.get_op(), wrap(wait_op(limit), lambda: _raise(Timeout(f"{args[0]}: no reply"))))
-        )
-        if isinstance(reply, BusError):
-            raise reply
-        if isinstance(reply, Exception):
-            raise BusError(f"{args[0]}: {reply}")
-        return reply
+        return self._cmd.call(*args, timeout=self.timeout if timeout is None else timeout)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -393,7 +415,9 @@ class Bus:
         self._closing.signal()
         self._cmd_out.close()  # the links send what is queued, then end
         self._sub_out.close()
-        for fiber in self._fibers:
+        for reader in self._readers:
+            reader.close()
+        for fiber in self._fibers + [f for reader in self._readers for f in reader._fibers]:
             try:
                 fiber.join(self.timeout)
             except Timeout:  # a broker that does not read: give up on the rest

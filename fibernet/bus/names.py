@@ -141,7 +141,10 @@ class Names:
 
     def kick(self) -> None:
         """Renew the leases now (after a reconnect: the broker may have restarted empty)."""
-        self._kick.try_put(None)
+        try:
+            self._kick.try_put(None)
+        except ChannelClosed:
+            pass  # the bus is closing
 
     def keep(self) -> None:
         """The fiber that renews this process's leases."""

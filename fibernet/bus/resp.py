@@ -22,12 +22,13 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
-from fibernet.errors import ChannelClosed, FibernetError
+from fibernet.errors import ChannelClosed, FibernetError, Timeout
 from fibernet.net.sockets import connect
 from fibernet.net.streams import Stream
 from fibernet.ops.channel import Channel
@@ -134,6 +135,26 @@ class Link:
         self.connects = 0  # successful connections (so reconnects = connects - 1)
         self.failures = 0  # failed attempts to connect
 
+    def call(self, *args: Any, timeout: float) -> Any:
+        """Send one command (on an ordered link) and return its reply: BusUnavailable at once
+        while disconnected, :class:`fibernet.Timeout` after ``timeout``, BusError for an
+        error reply."""
+        if not self.connected:
+            raise BusUnavailable(f"the bus {self.address} is disconnected")
+        box: Channel = Channel(1)
+        try:
+            if not self.outbox.try_put((pack(*args), box.try_put)):
+                raise BusUnavailable(f"the bus {self.address} is backed up")
+        except ChannelClosed:
+            raise BusError("the bus is closed") from None
+        late = partial(_raise, Timeout(f"{args[0]}: no reply within {timeout}s"))
+        reply = perform(choice(box.get_op(), wrap(wait_op(timeout), late)))
+        if isinstance(reply, BusError):
+            raise reply
+        if isinstance(reply, Exception):
+            raise BusError(f"{args[0]}: {reply}")
+        return reply
+
     def run(self) -> None:
         """Connect, serve, reconnect with back-off; ends once the outbox is closed and
         drained, or when ``closing`` is signalled while it waits to reconnect."""
@@ -224,6 +245,10 @@ class Link:
             if self.ordered:
                 pending.extend(sink for _, sink in batch)  # before the write: a drop fails them
             stream.write(b"".join(frame for frame, _ in batch))
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
 
 
 def check_ok(reply: Any) -> None:

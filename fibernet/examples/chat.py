@@ -30,8 +30,8 @@ from fibernet.net.streams import LimitOverrun, Stream
 
 OUTBOX = 256  # lines buffered per member before the room drops it
 MAX_LINE = 4096
-_LOCAL_IDS = itertools.count(1)  # names for clients of a Unix socket, which have no address
 TOPIC = "chat"
+_LOCAL_IDS = itertools.count(1)  # names for clients of a Unix socket, which have no address
 
 
 class Room:

@@ -22,7 +22,7 @@ import socket as _socket
 import ssl as _ssl
 import time
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from fibernet.errors import Cancelled
 from fibernet.net.readiness import FdWait, wait_fd_blocking
@@ -399,7 +399,7 @@ def _connect_tcp(host: str, port: int, timeout: float | None) -> Socket:
     raise error or OSError(f"could not resolve {host!r}")
 
 
-def _resolve_timeout(host: str, timeout: float) -> None:
+def _resolve_timeout(host: str, timeout: float) -> NoReturn:
     raise TimeoutError(f"resolving {host!r} took longer than {timeout}s")
 
 

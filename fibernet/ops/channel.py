@@ -99,13 +99,13 @@ class Channel(Generic[T]):
             raise result.exc
         return result
 
-    def put_op(self, message: T) -> BaseOp:
+    def put_op(self, message: T) -> BaseOp[None]:
         """An operation that sends ``message`` (completes with no value)."""
         return BaseOp(
             partial(self._try_put, message), partial(self._block_put, message), None, self._what_put
         )
 
-    def get_op(self) -> BaseOp:
+    def get_op(self) -> BaseOp[T]:
         """An operation that receives a message."""
         return BaseOp(self._try_get, self._block_get, None, self._what_get)
 

@@ -38,7 +38,7 @@ class Condition:
                 state.complete_locked(index, NOTHING)
         return True
 
-    def wait_op(self) -> BaseOp:
+    def wait_op(self) -> BaseOp[None]:
         return BaseOp(self._try, self._block, None, self._what)
 
     def wait(self) -> None:

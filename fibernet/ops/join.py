@@ -7,7 +7,7 @@ with ``fibernet.runtime.fiber`` when it is imported: the runtime never imports t
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from fibernet.errors import Timeout
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, choice, perform, wrap
@@ -16,8 +16,10 @@ from fibernet.runtime import fiber as _fiber
 from fibernet.runtime.fiber import DONE, LOCK, Fiber
 from fibernet.runtime.scheduler import current_fiber
 
+T = TypeVar("T")
 
-def join_op(fiber: Fiber) -> BaseOp:
+
+def join_op(fiber: Fiber[T]) -> BaseOp[T]:
     def try_join():
         return NOTHING if fiber.state is DONE else NOT_READY
 
@@ -51,7 +53,7 @@ def _timed_out(fiber: Fiber, timeout: float):
     return fail
 
 
-def join(fiber: Fiber, timeout: float | None) -> Any:
+def join(fiber: Fiber[T], timeout: float | None) -> T:
     if fiber is current_fiber():
         raise RuntimeError(f"fiber {fiber.name} cannot join itself")
     op = join_op(fiber)

@@ -3,7 +3,7 @@
 A :class:`Lock` is a real ``_thread`` lock plus a queue of waiting fibers.  A plain thread
 acquires the real lock and blocks in it as before.  A fiber that finds the lock taken
 publishes a one-shot :class:`~fibernet.ops.condition.Condition` in the queue, tries the lock
-once more (it may have been released between the try and the publish, as in the seed's
+once more (it may have been released between the try and the publish, as in Guile Fibers'
 ``conditions.scm``), and suspends; ``release`` wakes the first fiber in the queue, which tries
 again.  So a fiber waiting on a lock held by another fiber of the same thread suspends instead
 of blocking the thread that the holder needs to get on (the deadlock a real lock makes).

@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fibernet.errors import Cancelled
 from fibernet.ops.plain_thread import ThreadOwner
 from fibernet.runtime.fiber import LOCK, RUNNING
 from fibernet.runtime.scheduler import _tls
+
+T = TypeVar("T")  # what an operation's perform returns
+U = TypeVar("U")
 
 
 class _Marker:
@@ -118,7 +121,7 @@ class OpState:
 # -- operations --------------------------------------------------------------------------
 
 
-class Operation:
+class Operation(Generic[T]):
     """Something that can be performed, wrapped, and put in a choice."""
 
     __slots__ = ()
@@ -126,20 +129,20 @@ class Operation:
     def _flatten(self, entries: list, wraps: tuple, nacks: list) -> None:
         raise NotImplementedError
 
-    def wrap(self, fn: Callable[..., Any]) -> Operation:
+    def wrap(self, fn: Callable[..., U]) -> Operation[U]:
         return _Wrap(self, fn)
 
-    def perform(self) -> Any:
+    def perform(self) -> T:
         return perform(self)
 
 
-class BaseOp(Operation):
+class BaseOp(Operation[T]):
     """A primitive operation made of try, block and wrap functions (see the module doc)."""
 
     __slots__ = ("try_fn", "block_fn", "wrap_fn", "what")
 
     def __init__(
-        self,
+        self: BaseOp[Any],  # what it completes with is the try or block side's to say
         try_fn: Callable[[], Any],
         block_fn: Callable[[OpState, int], Callable[[], object] | None],
         wrap_fn: Callable[[Any], Any] | None = None,
@@ -215,7 +218,7 @@ def _check_op(op: Any, who: str) -> Operation:
     return op
 
 
-def wrap(op: Operation, fn: Callable[..., Any]) -> Operation:
+def wrap(op: Operation[Any], fn: Callable[..., U]) -> Operation[U]:
     """An operation that performs ``op`` and returns ``fn`` applied to its result."""
     _check_op(op, "wrap's first argument")
     if not callable(fn):
@@ -223,7 +226,7 @@ def wrap(op: Operation, fn: Callable[..., Any]) -> Operation:
     return _Wrap(op, fn)
 
 
-def choice(*ops: Operation) -> Operation:
+def choice(*ops: Operation[T]) -> Operation[T]:
     """An operation that completes exactly one of ``ops``."""
     for op in ops:
         _check_op(op, "every argument of choice")
@@ -232,12 +235,12 @@ def choice(*ops: Operation) -> Operation:
     return _Choice(ops)
 
 
-def guard(make_op: Callable[[], Operation]) -> Operation:
+def guard(make_op: Callable[[], Operation[T]]) -> Operation[T]:
     """An operation made by calling ``make_op()`` each time it is performed (CML guard)."""
     return _Guard(make_op)
 
 
-def with_nack(make_op: Callable[[Operation], Operation]) -> Operation:
+def with_nack(make_op: Callable[[Operation[None]], Operation[T]]) -> Operation[T]:
     """CML withNack: ``make_op(nack)`` builds the operation at perform time; ``nack`` is an
     operation that completes if the perform does not complete this operation: another
     branch of the choice wins, or control leaves the perform by an exception (a guard or a
@@ -250,12 +253,12 @@ def _no_block(state: OpState, index: int) -> None:
     return None
 
 
-def always(value: Any = None) -> Operation:
+def always(value: Any = None) -> Operation[Any]:
     """An operation that completes at once with ``value``."""
     return BaseOp(lambda: value, _no_block, what="always")
 
 
-def never() -> Operation:
+def never() -> Operation[Any]:
     """An operation that never completes."""
     return BaseOp(lambda: NOT_READY, _no_block, what="never")
 
@@ -303,7 +306,7 @@ def _signal_all(nacks: list) -> None:
         cond.signal()
 
 
-def perform(op: Operation) -> Any:
+def perform(op: Operation[T]) -> T:
     """Perform ``op``: complete it, blocking (suspending the fiber) until it can."""
     sched = getattr(_tls, "scheduler", None)
     fiber = sched.current if sched is not None else None

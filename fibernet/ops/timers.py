@@ -63,12 +63,12 @@ class _WaitOp(BaseOp):
         return ctx.add_timer(ctx.now() + self.seconds, partial(state.complete, index, NOTHING))
 
 
-def timer_op(deadline: float) -> BaseOp:
+def timer_op(deadline: float) -> BaseOp[None]:
     """An operation that completes when the clock reaches ``deadline`` (monotonic seconds)."""
     return _TimerOp(_check_seconds(deadline))
 
 
-def wait_op(seconds: float) -> BaseOp:
+def wait_op(seconds: float) -> BaseOp[None]:
     """An operation that completes ``seconds`` after it is performed."""
     return _WaitOp(_check_seconds(seconds))
 

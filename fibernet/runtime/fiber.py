@@ -23,12 +23,15 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fibernet.errors import Cancelled
 
 if TYPE_CHECKING:
+    from fibernet.ops.operation import Operation
     from fibernet.runtime.scheduler import Scheduler
+
+T = TypeVar("T")  # what the fiber's function returns
 
 log = logging.getLogger("fibernet.fiber")
 
@@ -70,7 +73,7 @@ def _joining(what: str) -> Callable[..., Any]:
 class _Unretrieved:
     """A fiber's exception that nobody has retrieved yet (``exc`` is cleared when someone
     does).  The fiber's scheduler reports it if it is still set when the fiber can no longer
-    be joined: see ``Scheduler._watch_unjoined``.  It never logs from a finalizer."""
+    be joined: see ``Scheduler._report_unjoined``.  It never logs from a finalizer."""
 
     __slots__ = ("name", "exc")
 
@@ -79,7 +82,7 @@ class _Unretrieved:
         self.exc = exc
 
 
-class Fiber:
+class Fiber(Generic[T]):
     """A lightweight thread of control run by a scheduler.  Made by :func:`fibernet.spawn`."""
 
     __slots__ = (
@@ -104,7 +107,7 @@ class Fiber:
 
     def __init__(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., T],
         args: tuple = (),
         name: str | None = None,
         parallel: bool = False,
@@ -117,7 +120,7 @@ class Fiber:
         self.scheduler: Scheduler | None = None
         self.parallel = parallel
         self._greenlet = None
-        self._value = None
+        self._value: Any = None
         self._exc: BaseException | None = None
         self._joiners: list | None = None
         self._op_state = None  # the operation this fiber is suspended in, if any
@@ -156,7 +159,7 @@ class Fiber:
 
     # -- outcome (Crow's future) ---------------------------------------------------------
 
-    def result(self) -> Any:
+    def result(self) -> T:
         """The value of a finished fiber, or its exception raised again here."""
         if self.state is not DONE:
             raise RuntimeError(f"fiber {self.name} has not finished")
@@ -178,7 +181,7 @@ class Fiber:
             self._unretrieved = None
         return self._exc
 
-    def join(self, timeout: float | None = None) -> Any:
+    def join(self, timeout: float | None = None) -> T:
         """Wait for the fiber to finish; return its value or raise its exception.
 
         Works from a fiber on any scheduler and from a plain thread.  With ``timeout``,
@@ -188,7 +191,7 @@ class Fiber:
             return self.result()
         return _joining("join")(self, timeout)
 
-    def join_op(self):
+    def join_op(self) -> Operation[T]:
         """An operation that completes when the fiber finishes, with its value (or raises)."""
         return _joining("join_op")(self)
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fibernet.runtime.clock import REAL_CLOCK, Clock
 from fibernet.runtime.fiber import Fiber
 from fibernet.runtime.scheduler import Scheduler, current_scheduler
 
+T = TypeVar("T")  # what main returns
 _runtime_ids = itertools.count(1)
 _live_lock = threading.Lock()
 _live: list[Runtime] = []
@@ -48,7 +49,7 @@ class Runtime:
 
     # -- running ------------------------------------------------------------------------
 
-    def run(self, main: Callable[..., Any], *args: Any) -> Any:
+    def run(self, main: Callable[..., T], *args: Any) -> T:
         if current_scheduler() is not None:
             self._discard()
             raise RuntimeError("fibernet.run() called inside a running fibernet scheduler")
@@ -139,7 +140,7 @@ class Runtime:
         return False
 
 
-def run(main: Callable[..., Any], *args: Any, threads: int = 1, clock: Clock = REAL_CLOCK) -> Any:
+def run(main: Callable[..., T], *args: Any, threads: int = 1, clock: Clock = REAL_CLOCK) -> T:
     """Run ``main(*args)`` in a fiber on a fresh runtime of ``threads`` schedulers.
 
     Returns main's value or raises main's exception.  Fibers still alive when main returns

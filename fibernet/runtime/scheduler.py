@@ -32,7 +32,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fibernet.scheduler")
 fiber_log = logging.getLogger("fibernet.fiber")  # fibers' unjoined exceptions
+T = TypeVar("T")  # what a spawned function returns
 
 _tls = threading.local()
 _MAX_FREE_RUNNERS = 16
@@ -446,7 +447,7 @@ def _snapshot(container: Any) -> list:
     """A list copy of a set or deque that other threads may be changing meanwhile.
 
     ``copy()`` is one C call (atomic under the GIL) that on a free-threaded CPython holds the
-    container's own lock (deque: since gh-144809); where it still iterates, a concurrent change
+    container's own lock (a deque's since CPython gh-144809); where it still iterates, a concurrent change
     makes it raise RuntimeError ("mutated during iteration") and we copy again.  Nothing on
     the paths that change these containers pays for it.
     """
@@ -462,12 +463,12 @@ def _snapshot(container: Any) -> list:
 
 
 def spawn(
-    fn: Callable[..., Any],
+    fn: Callable[..., T],
     *args: Any,
     name: str | None = None,
     parallel: bool = False,
     scheduler: Scheduler | None = None,
-) -> Fiber:
+) -> Fiber[T]:
     """Start ``fn(*args)`` in a new fiber and return it (a future: ``join`` it for the value).
 
     The fiber runs on the current scheduler, or on ``scheduler`` (from any thread).  With

@@ -136,6 +136,11 @@ def blocked_check(snap: dict[str, Any]) -> str | None:
 HEALTH_CHECKS: list[HealthCheck] = [blocked_check]
 
 
+def unready_check(snap: dict[str, Any]) -> str | None:
+    """A worker that a readiness check (``add_readiness_check``: a lost bus) holds back."""
+    return "; ".join(snap.get("unready", ())) or None
+
+
 def problems(snapshots: Iterable[dict[str, Any]], checks: Iterable[HealthCheck] | None = None) -> list[str]:
     """What the health checks find wrong with these workers ("worker PID: reason" each)."""
     checks = list(HEALTH_CHECKS if checks is None else checks)
@@ -164,10 +169,9 @@ def admin_app(
         if request.path == "/readyz":
             if not ready():
                 return Response.text("draining\n", 503)
-            wrong = problems(snapshots(), [blocked_check])
-            wrong += [f"not ready: {r}" for snap in snapshots() for r in snap.get("unready", ())]
-            if wrong:
-                return Response.text("".join(f"{w}\n" for w in wrong), 503)
+            blocked = problems(snapshots(), [blocked_check, unready_check])
+            if blocked:
+                return Response.text("".join(f"{b}\n" for b in blocked), 503)
             return Response.text("ready\n")
         if request.path == "/metrics":
             return Response(200, exposition(collector), content_type=CONTENT_TYPE)

@@ -113,6 +113,7 @@ class _Reject(Exception):
 # complete (in the request line while it has no header field yet).
 _IDLE, _BLANK, _HEAD, _BODY, _DEAD = range(5)
 _MAX_BLANK = 64  # bytes of empty lines before a request (32 CRLF); more is refused (400)
+_TOO_MANY_BLANK = f"over {_MAX_BLANK} bytes of empty lines before a request"
 # The header fields that frame or route a request: looked at while the head is parsed.
 _SPECIAL = frozenset(
     (b"host", b"transfer-encoding", b"content-length", b"expect", b"connection", b"proxy-connection")
@@ -145,13 +146,13 @@ class ServerProtocol:
         self._state = _IDLE
         self._error: HttpError | None = None
         self._url = b""
-        # url, target, path, query, raw path (of the last target: a keep-alive client often
-        # asks for the same one again)
-        self._last_target: tuple[bytes, str, str, str, str] = (b"", "", "", "", "")
+        # url, target, path, query, raw path, where the version is (of the last target: a
+        # keep-alive client often asks for the same one again)
+        self._last_target: tuple[bytes, str, str, str, str, int] = (b"", "", "", "", "", 0)
         self._good_host = b""  # the last Host value found valid
         self._data = b""  # the bytes being parsed (where a request line is looked at)
         self._pieces: list[bytes] = []  # the bytes of a head that came in more than one read
-        self._lines_of = b""  # the bytes, and where in them the last request line checked ends
+        self._lines_of = b""  # the bytes, and where in them the last request line looked at ends
         self._line_end = 0
         self._body_head = False  # the next head is the stand-in that frames an upgrade's body
         self._fields: list[tuple[bytes, bytes]] = []
@@ -190,10 +191,8 @@ class ServerProtocol:
         if state < _BODY:  # between requests or in a head
             n = len(data)
             if 0 < n <= self._max_head - self._head_bytes:  # the common case
-                if state == _HEAD:  # a head that came in pieces: its request line is kept
+                if state and state == _HEAD:  # a head in pieces: its request line is kept
                     self._keep_piece(data)
-                elif data[0] < 14 and self._leading_blank(data):  # (CR or LF before a request)
-                    return
                 self._head_bytes += n  # an upper bound: corrected at headers complete
                 self._data = data
                 try:
@@ -201,15 +200,10 @@ class ServerProtocol:
                 except Exception as exc:
                     self._parse_error(exc)
                 else:
-                    state = self._state
-                    if state < _HEAD:
-                        if self._head_bytes:  # only empty lines since the last head
-                            self._blank()
-                    elif state == _BODY:
-                        if self._chunked:
-                            self._check_overhead()
-                    elif state == _HEAD:
-                        self._check_line()
+                    if self._head_bytes:  # no head was complete: empty lines or a head begun
+                        self._unfinished()
+                    elif self._chunked and self._state == _BODY:
+                        self._check_overhead()
                 return
             if not n:
                 if state < _HEAD:
@@ -249,12 +243,10 @@ class ServerProtocol:
             if state < _BODY:
                 if state == _HEAD:
                     self._keep_piece(data)
-                elif data[0] < 14 and self._leading_blank(data):
-                    return
                 self._head_bytes += len(data)  # an upper bound: corrected at headers complete
-                self._data = data
             elif self._chunked:
                 self._body_overhead += len(data)
+            self._data = data  # (a body's read too: a head may start in it)
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as exc:
@@ -263,15 +255,10 @@ class ServerProtocol:
             except Exception as exc:
                 self._parse_error(exc)
                 return
-            state = self._state
-            if state < _HEAD:
-                if self._head_bytes:
-                    self._blank()
-            elif state == _BODY:
-                if self._chunked:
-                    self._check_overhead()
-            elif state == _HEAD:
-                self._check_line()
+            if self._head_bytes:
+                self._unfinished()
+            elif self._chunked and self._state == _BODY:
+                self._check_overhead()
             return
 
     def _keep_piece(self, data: bytes) -> None:
@@ -279,26 +266,21 @@ class ServerProtocol:
             self._pieces.append(self._data)  # where the head began
         self._pieces.append(data)
 
-    def _leading_blank(self, data: bytes) -> bool:
-        """Empty lines at the start of a read between requests: True if too many (refused)."""
-        blank = len(data) - len(data.lstrip(b"\r\n")) + (self._head_bytes if self._state == _BLANK else 0)
-        if blank > _MAX_BLANK:
-            self._fail(HttpError(400, f"over {_MAX_BLANK} bytes of empty lines before a request"))
-            return True
-        return False
+    def _unfinished(self) -> None:
+        """A read after which no head is complete (the first one of a read only).
 
-    def _blank(self) -> None:
-        """Only empty lines have come since the last head: they count against the head's
-        deadline (the connection loop sees ``in_head``) and are bounded."""
-        if self._head_bytes > _MAX_BLANK:
-            self._fail(HttpError(400, f"over {_MAX_BLANK} bytes of empty lines before a request"))
-        else:
-            self._state = _BLANK
-
-    def _check_line(self) -> None:
-        """A head in progress: a request line that ended with no version is refused now
-        (llhttp would take it as HTTP/0.9 and wait for header fields)."""
-        if self._fields or not self._url or b"\n" not in self._data:
+        Only empty lines since the last head: they count against the head's deadline (the
+        connection loop sees ``in_head``) and are bounded.  A head begun: a request line
+        that ended with no version is refused now (llhttp would take it as HTTP/0.9 and
+        wait for header fields)."""
+        state = self._state
+        if state < _HEAD:
+            if self._head_bytes > _MAX_BLANK:
+                self._fail(HttpError(400, _TOO_MANY_BLANK))
+            else:
+                self._state = _BLANK
+            return
+        if state != _HEAD or self._fields or not self._url or b"\n" not in self._data:
             return
         data = b"".join(self._pieces) if self._pieces else self._data
         line = self._parser.get_method() + b" " + self._url
@@ -352,23 +334,38 @@ class ServerProtocol:
                 return method.decode("ascii")
         return None
 
+    def _check_head(self, method: bytes, url: bytes) -> None:
+        """The checks of a head that is not the first one of a read, or not small."""
+        limit = self._max_field
+        for name, value in self._fields:
+            if len(name) + len(value) > limit:
+                self._reject(431, f"header field {name[:64].decode('latin-1')!r} over {limit} bytes")
+        self._check_protocol(method, url)
+
     def _check_protocol(self, method: bytes, url: bytes) -> None:
         """llhttp takes RTSP/1.x and ICE/1.x request lines and tells no one: refuse them.
-        The request line is the first line that starts with this method and target after
-        the last one looked at in the same bytes (pipelined requests come in order)."""
+        The request line is the first line that starts with this method and target in
+        the bytes of the head: from the start for the first head of a read (after empty
+        lines: at most _MAX_BLANK bytes), else after the last request line looked at
+        (pipelined requests come in order; the first one of a read was at its start)."""
+        first = self._head_bytes  # (0 once a head was complete in this read)
         data = self._head_data()
-        start = self._line_end if self._lines_of is data else 0
+        if first:
+            start = 0
+        else:
+            start = self._line_end if self._lines_of is data else 1
         line = method + b" " + url + b" "
         at = data.find(line, start)
-        while at >= 0:
-            if at == 0 or data[at - 1] == 10:  # at the start of a line
-                if not data.startswith(b"HTTP/", at + len(line)):
-                    self._reject(400, "not an HTTP request line (RTSP or ICE?)")
-                break
+        while at >= 0 and at and data[at - 1] != 10:  # (not at the start of a line)
             at = data.find(line, at + 1)
-        if at >= 0:
-            self._lines_of = data
-            self._line_end = at + len(line)
+        if at < 0:
+            return
+        if not data.startswith(b"HTTP/", at + len(line)):
+            self._reject(400, "not an HTTP request line (RTSP or ICE?)")
+        if first and at > _MAX_BLANK and not data[:at].strip(b"\r\n"):
+            self._reject(400, _TOO_MANY_BLANK)
+        self._lines_of = data
+        self._line_end = at + len(line)
 
     def _upgrade(self, offset: int) -> bytes:
         """llhttp stopped after a head that offers an upgrade (or is CONNECT): the bytes
@@ -434,8 +431,6 @@ class ServerProtocol:
         fields = self._fields
         if len(fields) >= self._max_fields:
             self._reject(431, f"more than {self._max_fields} header fields")
-        if len(name) + len(value) > self._max_field:
-            self._reject(431, f"header field {name[:64].decode('latin-1')!r} over {self._max_field} bytes")
         name = name.lower()
         fields.append((name, value))
         if name in _SPECIAL:
@@ -478,21 +473,21 @@ class ServerProtocol:
         method_bytes = parser.get_method()
         head.method = method = method_bytes.decode("ascii")
         url = self._url
-        # llhttp says HTTP/ for RTSP/ and ICE/ too: the protocol is looked at where the
-        # request line is when a read starts with it (else _check_protocol looks for it).
-        data = self._data
-        if (
-            self._lines_of is not data
-            and data.startswith(b"HTTP/", len(method) + len(url) + 2)
-            and not self._pieces
-        ):
-            self._lines_of = data  # (the first request of these bytes)
-            self._line_end = 1
-        else:
-            self._check_protocol(method_bytes, url)
         last = self._last_target
         if url != last[0]:  # (a keep-alive client often asks for the same target again)
-            last = self._target(url, method)
+            last = self._target(url, method_bytes)
+        # The first head of a read that starts it and is no larger than a field may have
+        # no field too large, and its protocol is where its request line starts it: HTTP/,
+        # RTSP/ or ICE/ (llhttp says HTTP/ for all three: an H is HTTP).  Else both are
+        # looked for (a head that came in pieces, a later head of a read: _head_bytes 0).
+        head_bytes = self._head_bytes
+        if (
+            not head_bytes
+            or head_bytes > self._max_field
+            or self._pieces
+            or self._data[len(method) + last[5]] != 72
+        ):
+            self._check_head(method_bytes, url)
         head.target = last[1]
         head.path = last[2]
         head.query = last[3]
@@ -523,14 +518,15 @@ class ServerProtocol:
         if self._frame(head, version):
             self._events.append(head)
 
-    def _target(self, url: bytes, method: str) -> tuple[bytes, str, str, str, str]:
-        """The target, its path (percent-decoded), query and raw path."""
+    def _target(self, url: bytes, method: bytes) -> tuple[bytes, str, str, str, str, int]:
+        """The target, its path (percent-decoded), query, raw path, and where the version
+        is in a request line less the method's length."""
         target = url.decode("latin-1")
-        if target == "*" and method != "OPTIONS":
+        if target == "*" and method != b"OPTIONS":
             self._reject(400, "only OPTIONS may have the target '*'")
         raw_path, _, query = target.partition("?")
         path = unquote(raw_path) if "%" in raw_path else raw_path
-        last = (url, target, path, query, raw_path)
+        last = (url, target, path, query, raw_path, len(url) + 2)
         if target != "*":  # (never remembered: the method decides)
             self._last_target = last
         return last

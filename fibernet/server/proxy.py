@@ -35,6 +35,7 @@ _V1_PREFIX = b"PROXY "
 _V1_MAX = 107  # the longest v1 line, CRLF included (the spec's bound)
 _V2_FIXED = 16
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
+_FIELDS = (b"x-forwarded-for", b"x-forwarded-proto", b"forwarded")
 
 
 class ProxyHeaderError(FibernetError, ValueError):
@@ -219,6 +220,13 @@ class ForwardedPolicy:
         """Set ``request.client`` and ``request.scheme`` from the proxy's fields (call only
         for a request whose peer :meth:`trusts`)."""
         headers = request.headers
+        raw = getattr(headers, "_raw", None)  # the parser's fields (names in lower case), if any
+        if raw is not None:
+            for name, _value in raw:
+                if name in _FIELDS:
+                    break
+            else:
+                return  # none of them: nothing to decode (the request's fields stay undecoded)
         forwarded = headers.get("forwarded")
         if forwarded is not None and headers.get("x-forwarded-for") is None:
             hosts, proto = _parse_forwarded(forwarded)

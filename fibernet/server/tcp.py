@@ -45,6 +45,7 @@ from fibernet.ops.timers import sleep, wait_op
 from fibernet.runtime.fiber import Fiber
 from fibernet.runtime.runtime import Runtime
 from fibernet.runtime.scheduler import Scheduler, current_scheduler, spawn, yield_now
+from fibernet.server.proxy import read_proxy_header
 
 log = logging.getLogger("fibernet.server")
 
@@ -368,8 +369,6 @@ class Server:
         stage = "PROXY header"
         try:
             if self.proxy_protocol:
-                from fibernet.server.proxy import read_proxy_header
-
                 conn.peer = read_proxy_header(conn, timeout)
             context = self._context
             if context is not None:

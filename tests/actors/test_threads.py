@@ -234,7 +234,8 @@ def test_call_op_on_a_full_mailbox_from_a_plain_thread(start_thread):
 
         def thread():
             asked.signal()
-            out.append(fn.perform(fn.choice(ref.call_op("from thread"), fn.wrap(fn.wait_op(20), lambda: "timeout"))))
+            timeout = fn.wrap(fn.wait_op(20), lambda: "timeout")
+            out.append(fn.perform(fn.choice(ref.call_op("from thread"), timeout)))
 
         ended = start_thread(thread)
         asked.wait()

@@ -162,6 +162,20 @@ def test_the_field_size_limit_is_a_setting():
     assert parse_responses(drive(Recorder(), under).sent)[0].status == 200
 
 
+@pytest.mark.parametrize("pieces", [1, 7], ids=["one-read", "in-pieces"])
+def test_a_large_field_in_a_later_pipelined_head_is_refused(pieces):
+    """The first head of a read is looked at cheaply; later ones, and heads that come in
+    pieces, field by field."""
+    data = request("GET", "/one") + request("GET", "/two", headers=[("X-Big", "v" * 9000)])
+    proto = ServerProtocol()
+    step = -(-len(data) // pieces)
+    for i in range(0, len(data), step):
+        proto.feed(data[i:i + step])
+    events = events_of(proto)
+    assert [getattr(e, "target", e) for e in events[:2]] == ["/one", END]
+    assert len(events) == 3 and events[2].status == 431, events
+
+
 def test_the_new_http_limits_reach_the_server_from_the_settings():
     settings = Settings(protocol="http", max_field_size=100, min_body_rate=7.5, body_rate_grace=2.5)
     limits = build_server(Recorder(), settings, None).handler.config.limits

@@ -87,3 +87,28 @@ def test_a_plain_server_gives_the_client_a_clear_error(certs):
                         server_hostname="localhost")
 
         fn.run(main)
+
+
+def test_200_concurrent_tls_clients_on_two_scheduler_threads(certs):
+    """Handshakes and echoes at once, client fibers and server connections spread over two
+    scheduler threads each: every client gets its own bytes back."""
+    with Server(echo, ssl=TLSConfig(certs.server_pem), threads=2) as server:
+        port = server.address[1]
+        ctx = certs.client_context()
+
+        def one(i: int) -> bool:
+            conn = connect("127.0.0.1", port, timeout=30, ssl=ctx, server_hostname="localhost")
+            try:
+                payload = b"%d " % i * (1 + i % 50)
+                conn.sendall(payload)
+                got = b""
+                while len(got) < len(payload):
+                    got += conn.recv(65536)
+                return got == payload
+            finally:
+                conn.close()
+
+        def main():
+            return fn.parallel_map(one, range(200))
+
+        assert fn.run(main, threads=2) == [True] * 200

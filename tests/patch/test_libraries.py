@@ -18,10 +18,15 @@ SERIAL_FIBERS = 4  # unpatched: enough to see them take turns, few enough to sta
 
 
 def _check_bar(library: str, target: str) -> None:
-    report = run_clients(library, target, BAR_FIBERS, patch=True)
     ok = {"200": BAR_FIBERS} if library in ("http.client", "requests", "urllib3") else None
     ok = ok or {"ok": BAR_FIBERS} if library == "redis" else ok or {"True": BAR_FIBERS}
-    assert report["results"] == ok, report
+    # Wall time on a machine shared with other jobs: a run that misses the bar gets one more
+    # try, which tells a loaded machine (about 1 s idle) from fibers that take turns (100 s).
+    for attempt in (1, 2):
+        report = run_clients(library, target, BAR_FIBERS, patch=True)
+        assert report["results"] == ok, report
+        if report["wall"] < BAR_SECONDS or attempt == 2:
+            break
     assert report["wall"] < BAR_SECONDS, report
 
 

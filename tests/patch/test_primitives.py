@@ -290,7 +290,8 @@ def test_name_resolution_runs_on_the_thread_pool_in_a_fiber():
 
         port = fibernet.run(main)
         resolve("db.example", 5432)
-        print(json.dumps({"where": where, "port": port, "patched": hasattr(socket.getaddrinfo, "__wrapped__")}))
+        patched = hasattr(socket.getaddrinfo, "__wrapped__")
+        print(json.dumps({"where": where, "port": port, "patched": patched}))
         """
     )
     (named, pool), (literal, here), (plain, main_thread) = result["where"]

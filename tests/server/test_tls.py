@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import shutil
 import socket
 import ssl
 import subprocess
@@ -58,18 +57,11 @@ def answer_line(conn) -> None:
     conn.sendall(conn.version().encode() + b" " + line)
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (apt-get install {tool})")
-    return path
-
-
 # -- real clients ---------------------------------------------------------------------------
 
 
-def test_curl_with_cacert(https, certs):
-    curl = need("curl")
+def test_curl_with_cacert(https, certs, requires):
+    curl = requires("curl")
     port = https().address[1]
     url = f"https://localhost:{port}/"
     result = subprocess.run(
@@ -82,8 +74,8 @@ def test_curl_with_cacert(https, certs):
     assert result.stdout == "https 127.0.0.1\n200 0https 127.0.0.1\n200 0", result.stdout
 
 
-def test_curl_refuses_a_server_it_does_not_trust(https, tmp_path):
-    curl = need("curl")
+def test_curl_refuses_a_server_it_does_not_trust(https, tmp_path, requires):
+    curl = requires("curl")
     port = https().address[1]
     other = make_certs(tmp_path, "other-")
     result = subprocess.run(
@@ -93,8 +85,8 @@ def test_curl_refuses_a_server_it_does_not_trust(https, tmp_path):
     assert result.returncode == 60, result  # CURLE_PEER_FAILED_VERIFICATION
 
 
-def test_openssl_s_client_on_a_tcp_server_negotiates_alpn_and_tls13(servers, certs):
-    openssl = need("openssl")
+def test_openssl_s_client_on_a_tcp_server_negotiates_alpn_and_tls13(servers, certs, requires):
+    openssl = requires("openssl")
     server = servers(answer_line, ssl=TLSConfig(certs.server_pem))
     result = subprocess.run(
         [openssl, "s_client", "-connect", f"127.0.0.1:{server.address[1]}", "-servername", "localhost",
@@ -107,8 +99,8 @@ def test_openssl_s_client_on_a_tcp_server_negotiates_alpn_and_tls13(servers, cer
     assert "TLSv1.3 hello" in result.stdout
 
 
-def test_openssl_s_client_at_tls12_with_the_configured_ciphers(servers, certs):
-    openssl = need("openssl")
+def test_openssl_s_client_at_tls12_with_the_configured_ciphers(servers, certs, requires):
+    openssl = requires("openssl")
     cipher = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256"
     server = servers(answer_line, ssl=TLSConfig(certs.server_pem, ciphers=cipher))
     base = [openssl, "s_client", "-connect", f"127.0.0.1:{server.address[1]}", "-CAfile", certs.ca_pem,
