@@ -210,6 +210,7 @@ PROGRAMS = {
     "systemd-analyze": "systemd",
     "redis-server": "redis-server",
     "initdb": "postgresql",
+    "chromium": "chromium",
 }
 
 
