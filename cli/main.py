@@ -9,13 +9,18 @@ import os
 import sys
 
 import click
+from fibernet_cli import hints
 from fibernet_cli.loader import load_app
 from fibernet_cli.settings import Settings
 
+from fibernet.net.tls import TLSConfig
 from fibernet.server import HttpConfig, HttpLimits, Limits, Server, http_handler, run_server
+from fibernet.server.proxy import ForwardedPolicy
+from fibernet.server.websocket import WebSocketLimits
 from fibernet.server.workers import Arbiter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+log = logging.getLogger("fibernet.cli")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,8 +33,12 @@ def _serve(app: str | None, **values: object) -> None:
     source = click.get_current_context().get_parameter_source("protocol")
     settings = Settings(app=app or Settings.app, **values)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    tls = tls_config(settings)
+    if tls is not None:
+        _check_tls(tls)  # (here, so that a bad file is a usage error before any worker starts)
+    _configure_bus(settings)
     if settings.workers == 1:
-        handler, settings = _load(settings, source)
+        handler, settings = _load(settings, source, startup=True)
         server = build_server(handler, settings, listeners(settings))
         _bind(server, settings)
         try:
@@ -37,13 +46,19 @@ def _serve(app: str | None, **values: object) -> None:
         except click.ClickException:
             server._close_listeners()
             raise
-        run_server(server, admin=admin)
+        run_server(
+            server,
+            admin=admin,
+            on_ready=lambda: _announce(settings, server._listeners),
+            block_warning=settings.block_warning,
+        )
         return
     # Several workers: the supervisor never imports the app (so SIGHUP loads new code);
     # a probe process imports it once so that a broken module fails here, with its message.
-    _probe(settings, source)
+    settings = _probe(settings, source)
     sockets = listeners(settings) or [_bind_shared(settings)]
     admin = _admin_socket(settings)
+    _announce(settings, sockets)
     arbiter = Arbiter(
         sockets,
         settings.workers,
@@ -52,6 +67,20 @@ def _serve(app: str | None, **values: object) -> None:
         admin,
     )
     sys.exit(arbiter.run())
+
+
+def _configure_bus(settings: Settings) -> None:
+    """--bus: the default bus of the app (and of every worker), and a readiness check."""
+    if settings.bus is None:
+        return
+    import fibernet.bus
+    from fibernet.server.admin import add_readiness_check
+
+    try:
+        fibernet.bus.configure(settings.bus)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bus") from None
+    add_readiness_check(fibernet.bus.unready)
 
 
 def _admin_socket(settings: Settings) -> object:
@@ -67,7 +96,13 @@ def _admin_socket(settings: Settings) -> object:
         raise click.UsageError(f"the admin endpoint (--admin-port): {exc.message}") from None
 
 
-def _load(settings: Settings, source: object) -> tuple[object, Settings]:
+def _load(settings: Settings, source: object, startup: bool = False) -> tuple[object, Settings]:
+    """The handler and the settings for it (the module's PROTOCOL applied).  ``startup``: this
+    is the process that says, once, what looks wrong in how the app is served."""
+    if settings.patch:  # before the app's modules import socket, threading, ...
+        from fibernet.patch import patch_all
+
+        logging.getLogger("fibernet.patch").info("patched for fibers: %s", ", ".join(patch_all()))
     handler, declared = load_app(settings.app, settings.app_dir, settings.factory)
     if declared is not None and source is click.core.ParameterSource.DEFAULT:
         if declared not in ("tcp", "http"):
@@ -75,22 +110,72 @@ def _load(settings: Settings, source: object) -> tuple[object, Settings]:
                 f"{settings.app}'s module declares PROTOCOL = {declared!r}", param_hint="APP"
             )
         settings = dataclasses.replace(settings, protocol=declared)
+    handler, settings = _interface(handler, settings, source)
+    if settings.protocol == "tcp":
+        if startup:
+            _check_http_only_flags(settings)
+            why = hints.startup_hint(handler)  # type: ignore[arg-type]
+            if why is not None and source is click.core.ParameterSource.DEFAULT:
+                log.warning("%s", hints.advice(settings.app, why))
+        handler = hints.guard_tcp_handler(handler, settings.app)  # type: ignore[arg-type]
     return handler, settings
 
 
-def _probe(settings: Settings, source: object) -> None:
+def _interface(handler: object, settings: Settings, source: object) -> tuple[object, Settings]:
+    """A WSGI app (--interface wsgi, or auto and it takes environ and start_response) is
+    served over HTTP through the WSGI adapter; an ASGI app is refused with the reason."""
+    from fibernet.server.wsgi import WSGIApp, detect_interface
+
+    interface = settings.interface
+    if interface == "auto":
+        try:
+            interface = detect_interface(handler)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise click.BadParameter(f"{settings.app}: {exc}", param_hint="APP") from None
+    if interface != "wsgi":
+        return handler, settings
+    if settings.protocol != "http" and source is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter(f"a WSGI app speaks HTTP, not {settings.protocol}", param_hint="--protocol")
+    wsgi = WSGIApp(handler, multiprocess=settings.workers > 1)  # type: ignore[arg-type]
+    return wsgi, dataclasses.replace(settings, protocol="http")
+
+
+def _check_http_only_flags(settings: Settings) -> None:
+    """An HTTP-only option (its help starts with "HTTP:") given to a TCP server: refused on the
+    command line; from the environment (maybe shared by several services) a warning."""
+    ctx = click.get_current_context()
+    for f in dataclasses.fields(Settings):
+        if not f.metadata.get("help", "").startswith("HTTP:"):
+            continue
+        where = ctx.get_parameter_source(f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if where is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{flag} applies to HTTP only, and {settings.app} is served as TCP "
+                                   "(add --protocol http, or set PROTOCOL = 'http' in its module)")
+        if where is click.core.ParameterSource.ENVIRONMENT:
+            log.warning("%s=%s is ignored: it applies to HTTP only, and %s is served as TCP",
+                        Settings.env_name(f.name), getattr(settings, f.name), settings.app)
+
+
+def _probe(settings: Settings, source: object) -> Settings:
+    """Load the app in a child process (so that the supervisor never imports it) and return
+    the settings as the app's module makes them (its PROTOCOL)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
         code = 0
         try:
-            _load(settings, source)
-        except click.ClickException as exc:
+            _, loaded = _load(settings, source, startup=True)
+            os.write(w, loaded.protocol.encode())
+        except click.BadParameter as exc:
             # The bare message: it is raised again below as a BadParameter of APP, which
             # adds "Invalid value for APP: " itself.
             os.write(w, exc.message.encode())
             code = 2
+        except click.ClickException as exc:
+            os.write(w, exc.message.encode())
+            code = 3
         except BaseException as exc:  # noqa: BLE001
             os.write(w, f"{type(exc).__name__}: {exc}".encode())
             code = 2
@@ -99,8 +184,30 @@ def _probe(settings: Settings, source: object) -> None:
     with os.fdopen(r, "rb") as f:
         message = f.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    code = os.waitstatus_to_exitcode(status)
+    if code == 3:
+        raise click.UsageError(message)
+    if code != 0:
         raise click.BadParameter(message or "the app failed to load", param_hint="APP")
+    return dataclasses.replace(settings, protocol=message)
+
+
+def listen_url(protocol: str, address: object) -> str:
+    """Where a listening socket is, as a user types it: ``http://127.0.0.1:8000``,
+    ``tcp://[::1]:9000``, ``unix:/run/app.sock``."""
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        return f"{protocol}://{f'[{host}]' if ':' in host else host}:{port}"
+    if isinstance(address, bytes):  # an abstract Unix socket
+        address = "@" + address.lstrip(b"\0").decode(errors="replace")
+    return f"unix:{address}"
+
+
+def _announce(settings: Settings, sockets: list) -> None:
+    """The startup line: where the app listens, as URLs, and how to stop it."""
+    urls = dict.fromkeys(listen_url(settings.protocol, s.getsockname()) for s in sockets)
+    workers = f" in {settings.workers} worker processes" if settings.workers > 1 else ""
+    log.info("%s listening at %s%s (Ctrl-C or SIGTERM stops it)", settings.app, ", ".join(urls), workers)
 
 
 def _worker(settings: Settings, source: object, sockets: list, ready: object, report: object) -> None:
@@ -117,6 +224,8 @@ def _worker(settings: Settings, source: object, sockets: list, ready: object, re
         on_ready=ready,
         parent=int(os.environ["FIBERNET_SUPERVISOR_PID"]),  # type: ignore[arg-type]
         report=report,
+        block_warning=settings.block_warning,
+        worker_timeout=settings.worker_timeout,
     )  # type: ignore[arg-type]
 
 
@@ -127,13 +236,25 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
         idle_timeout=settings.idle_timeout if settings.protocol == "tcp" else None,
         backlog=settings.backlog,
         graceful_timeout=settings.graceful_timeout,
+        handshake_timeout=settings.handshake_timeout,
     )
     if settings.protocol == "http":
         # Every HTTP limit that is a setting (a flag and a variable) is taken from it.
         names = [f.name for f in dataclasses.fields(HttpLimits) if hasattr(settings, f.name)]
         http_limits = HttpLimits(**{name: getattr(settings, name) for name in names})
+        forwarded = ForwardedPolicy(settings.forwarded_allow_ips) if settings.proxy_headers else None
+        websocket = WebSocketLimits(
+            max_size=settings.ws_max_size,
+            max_queue=settings.ws_max_queue,
+            ping_interval=settings.ws_ping_interval or None,
+            ping_timeout=settings.ws_ping_timeout,
+            close_timeout=settings.ws_close_timeout,
+            send_timeout=http_limits.send_timeout,
+            per_message_deflate=settings.ws_per_message_deflate,
+        )
         handler = http_handler(
-            handler, HttpConfig(http_limits, settings.access_log, settings.limit_concurrency)
+            handler,
+            HttpConfig(http_limits, settings.access_log, settings.limit_concurrency, forwarded, websocket),
         )  # type: ignore[arg-type]
     return Server(
         handler,
@@ -143,7 +264,36 @@ def build_server(handler: object, settings: Settings, sockets: list | None) -> S
         limits=limits,  # type: ignore[arg-type]
         name=settings.app,
         sockets=sockets,
+        ssl=tls_config(settings),
+        proxy_protocol=settings.proxy_protocol,
     )
+
+
+def tls_config(settings: Settings) -> TLSConfig | None:
+    """What the --ssl-* options say (None: no TLS); the files are read by the server, in
+    each worker, and again on SIGHUP."""
+    if settings.ssl_certfile is None:
+        if settings.ssl_keyfile is not None:
+            raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
+        return None
+    return TLSConfig(
+        settings.ssl_certfile,
+        settings.ssl_keyfile,
+        settings.ssl_keyfile_password,
+        settings.ssl_ca_certs,
+        settings.ssl_cert_reqs,
+        settings.ssl_ciphers,
+        ("http/1.1",) if settings.protocol == "http" else (),
+    )
+
+
+def _check_tls(tls: TLSConfig) -> None:
+    try:
+        tls.context()
+    except (OSError, ValueError) as exc:  # a missing file, a bad PEM, a wrong password, a bad cipher list
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        files = tls.certfile + (f" (key {tls.keyfile})" if tls.keyfile else "")
+        raise click.UsageError(f"TLS: cannot load the certificate {files}: {reason}") from None
 
 
 def _bind(server: Server, settings: Settings) -> None:
@@ -195,8 +345,9 @@ serve = click.Command(
         click.Argument(["app"], required=False, envvar=Settings.env_name("app")),
         *Settings.click_options(),
     ],
-    help="Serve APP (module:attribute, a handler run for each connection); with no APP, the "
-    "built-in echo handler.  Every option can also be set as FIBERNET_<OPTION>.",
+    help="Serve APP (module:attribute, a handler run for each connection, or for each request "
+    "with --protocol http); with no APP, the built-in echo handler.  APP and every option can "
+    "also be set in the environment (FIBERNET_APP, and the variable shown beside each option).",
 )
 cli.add_command(serve)
 

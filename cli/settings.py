@@ -26,6 +26,11 @@ class Settings:
     protocol: str = _opt(
         "tcp", "the protocol the handler speaks (a module may set PROTOCOL)", click.Choice(["tcp", "http"])
     )
+    interface: str = _opt(
+        "auto",
+        "what APP is: a fibernet handler, or a WSGI app (environ, start_response); auto tells them apart",
+        click.Choice(["auto", "fibernet", "wsgi"]),
+    )
     app_dir: str = _opt(".", "look for the APP module in this directory first", str)
     host: str = _opt("127.0.0.1", "the address to bind", str)
     port: int = _opt(8000, "the TCP port to bind (0: any free port)", click.IntRange(0, 65535))
@@ -76,12 +81,85 @@ class Settings:
     max_head_size: int = _opt(16 * 1024, "HTTP: the largest request head (bytes; 431)", click.IntRange(256))
     max_header_count: int = _opt(100, "HTTP: the most header fields in a request (431)", click.IntRange(1))
     max_request_line: int = _opt(8190, "HTTP: the longest request target (bytes; 414)", click.IntRange(16))
+    max_field_size: int = _opt(
+        8192, "HTTP: the largest header field, name and value (bytes; 431)", click.IntRange(64)
+    )
+    min_body_rate: float = _opt(
+        240.0,
+        "HTTP: the least average request body rate after --body-rate-grace (bytes/s; 408; 0: none)",
+        click.FloatRange(0),
+    )
+    body_rate_grace: float = _opt(
+        5.0,
+        "HTTP: the time a request body is given before --min-body-rate applies (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    ws_max_size: int = _opt(
+        1024 * 1024, "WebSocket: the largest message (bytes; closed with 1009 beyond)", click.IntRange(1)
+    )
+    ws_max_queue: int = _opt(
+        16, "WebSocket: messages waiting for the app before reading pauses", click.IntRange(1)
+    )
+    ws_ping_interval: float = _opt(
+        20.0, "WebSocket: ping a peer silent this long (seconds; 0: never)", click.FloatRange(0)
+    )
+    ws_ping_timeout: float = _opt(
+        20.0,
+        "WebSocket: drop a pinged peer silent this long (seconds; 1011)",
+        click.FloatRange(0, min_open=True),
+    )
+    ws_close_timeout: float = _opt(
+        5.0,
+        "WebSocket: wait this long for the peer's close reply (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    ws_per_message_deflate: bool = _opt(True, "WebSocket: accept permessage-deflate compression", bool)
     access_log: bool = _opt(False, "HTTP: log one line per request", bool)
     admin_port: int | None = _opt(
         None, "serve /healthz, /readyz, /metrics and /fibers on this port", click.IntRange(1, 65535)
     )
     admin_host: str = _opt(
         "127.0.0.1", "the address of the admin endpoint (0.0.0.0 for a kubelet's probes)", str
+    )
+    block_warning: float = _opt(
+        0.1,
+        "log a scheduler held by one fiber for longer than this, with its stack (seconds; 0: off)",
+        click.FloatRange(0),
+    )
+    worker_timeout: float | None = _opt(
+        None,
+        "with --workers: kill and replace a worker whose schedulers are all blocked this long (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    patch: bool = _opt(
+        False,
+        "make the standard library's blocking calls (socket, ssl, select, time.sleep, locks) "
+        "suspend only the calling fiber: fibernet.patch_all(), before the app is imported",
+        bool,
+    )
+    # -- TLS and the proxy in front (fibernet/net/tls.py, fibernet/server/proxy.py) --
+    ssl_certfile: str | None = _opt(None, "serve TLS with this certificate (PEM, chain after it)", str)
+    ssl_keyfile: str | None = _opt(None, "the certificate's private key (PEM; default: in the certfile)", str)
+    ssl_keyfile_password: str | None = _opt(None, "the password of an encrypted private key", str)
+    ssl_ca_certs: str | None = _opt(None, "the CA certificates client certificates are checked against", str)
+    ssl_cert_reqs: int = _opt(
+        0, "client certificates: 0 not asked, 1 optional, 2 required (ssl.CERT_*)", click.IntRange(0, 2)
+    )
+    ssl_ciphers: str | None = _opt(None, "the OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)", str)
+    handshake_timeout: float = _opt(
+        10.0,
+        "the PROXY header and the TLS handshake must be done within this (seconds)",
+        click.FloatRange(0, min_open=True),
+    )
+    proxy_protocol: bool = _opt(False, "every connection starts with a PROXY protocol header (v1 or v2)", bool)
+    proxy_headers: bool = _opt(
+        True, "HTTP: take the client and scheme from X-Forwarded-For/-Proto or Forwarded of trusted peers", bool
+    )
+    forwarded_allow_ips: str = _opt(
+        "127.0.0.1", "the peers trusted with proxy headers: addresses, networks, or *", str
+    )
+    bus: str | None = _opt(
+        None, "join workers and instances over this broker (redis://host:port/db): see fibernet.bus", str
     )
     log_level: str = _opt(
         "info",
@@ -110,6 +188,7 @@ class Settings:
                     default=f.default,
                     show_default=True,
                     envvar=cls.env_name(f.name),
+                    show_envvar=True,
                     help=f.metadata["help"],
                 )
             )

@@ -1,6 +1,6 @@
 """fibernet: Guile Fibers for Python on greenlet, and a server framework on top.
 
-The public names of the contract in DESIGN.md live here.  A fiber is a greenlet run by a
+The public names live here (the README's table lists them).  A fiber is a greenlet run by a
 scheduler (one OS thread with an epoll loop); fibers talk over thread-safe channels, and
 everything that can block is a Concurrent-ML operation that can be wrapped, put in a choice,
 and performed.
@@ -14,6 +14,7 @@ from fibernet.errors import (
     Timeout,
 )
 from fibernet.net.readiness import readable_op, writable_op
+from fibernet.net.threadpool import run_in_thread
 from fibernet.ops import (
     NOT_READY,
     BaseOp,
@@ -32,6 +33,7 @@ from fibernet.ops import (
     wrap,
 )
 from fibernet.parallel import parallel_map, shared
+from fibernet.patch import patch_all, patched, unpatch_all
 from fibernet.runtime import (
     Fiber,
     MockClock,
@@ -78,9 +80,12 @@ __all__ = [
     "guard",
     "never",
     "parallel_map",
+    "patch_all",
+    "patched",
     "perform",
     "readable_op",
     "run",
+    "run_in_thread",
     "scheduler_by_name",
     "schedulers",
     "serve",
@@ -89,6 +94,7 @@ __all__ = [
     "sleep",
     "spawn",
     "timer_op",
+    "unpatch_all",
     "wait_op",
     "with_nack",
     "wrap",

@@ -198,14 +198,17 @@ class ActorRef:
         """The call as an operation: completes with the reply, or raises ActorDead.
 
         The request is sent when the choice is performed.  If the mailbox is full (and
-        blocks), a fiber of its own waits for room, so the choice is not held up: if the
+        blocks), a fiber of its own (on the actor's scheduler, if the caller is a plain
+        thread) waits for room, so the choice is not held up: if the
         choice takes another branch first, the request is withdrawn (CML's withNack)."""
 
         def make(nack: Operation) -> Operation:
             reply: Channel = Channel(1)
             message = Message(body, reply)
             if not self._try_send(message):
-                spawn(self._send_later, message, nack, name=f"call_op to {self.name}")
+                # From a plain thread, the actor's own scheduler runs the fiber that waits.
+                sched = getattr(_tls, "scheduler", None) or self._fiber.scheduler
+                spawn(self._send_later, message, nack, name=f"call_op to {self.name}", scheduler=sched)
             return wrap(reply.get_op(), _unwrap)
 
         return with_nack(make)
@@ -254,8 +257,10 @@ class ActorRef:
             else:
                 timers = sched._timers
                 timer = timers.add(deadline, partial(state.complete, 1, None))
-                sched._park()
-                timers.cancel(timer)  # (a no-op if it fired)
+                try:
+                    sched._park()
+                finally:  # (also when killed at shutdown)
+                    timers.cancel(timer)  # (a no-op if it fired)
             fiber._op_state = None
             fiber.state = RUNNING
             index = state.index

@@ -9,53 +9,42 @@ from __future__ import annotations
 import collections.abc as _abc
 import json as _json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
-from urllib.parse import parse_qsl
+from http import HTTPStatus as _HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
 
 from fibernet.errors import FibernetError
 
-_REASONS = {
-    100: "Continue",
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    204: "No Content",
-    301: "Moved Permanently",
-    302: "Found",
-    303: "See Other",
-    304: "Not Modified",
-    307: "Temporary Redirect",
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    409: "Conflict",
-    411: "Length Required",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    415: "Unsupported Media Type",
-    417: "Expectation Failed",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
+if TYPE_CHECKING:
+    from fibernet.server.websocket import WebSocket
+
+# Every registered status (http.HTTPStatus), with RFC 9110's newer phrases.
+_REASONS = {status.value: status.phrase for status in _HTTPStatus}
+_REASONS.update({413: "Content Too Large", 422: "Unprocessable Content"})
 
 
 def reason_phrase(status: int) -> str:
-    return _REASONS.get(status, "Unknown")
+    """The reason phrase of ``status``; "" for an unregistered one (RFC 9112 4 allows it)."""
+    return _REASONS.get(status, "")
 
 
 class BodyTooLarge(FibernetError):
     """The request body is larger than the server's limit (answered with 413)."""
+
+
+class BadWebSocketUpgrade(FibernetError):
+    """``accept_websocket()`` on a request that is not a valid WebSocket upgrade (answered
+    with 400 unless the app catches it)."""
+
+
+class WebSocketClosed(FibernetError):
+    """The WebSocket is closed: ``code`` is the close code (1000 normal, 1001 going away,
+    1006 cut without a close frame, 1009 message too big, ...), ``reason`` the peer's text."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with code {code}" + (f": {reason}" if reason else ""))
+        self.code = code
+        self.reason = reason
 
 
 class Headers:
@@ -113,7 +102,8 @@ _json_encode = _json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(obj
 
 
 class _WireHeaders(Headers):
-    """:class:`Headers` over the parser's raw fields, decoded on first use."""
+    """:class:`Headers` over the parser's raw fields, decoded on first use (a value loses
+    the whitespace after it, which llhttp keeps)."""
 
     __slots__ = ("_raw",)
 
@@ -121,25 +111,32 @@ class _WireHeaders(Headers):
         # Only reached while ``_items`` is unset (slots raise AttributeError then).
         if name != "_items":
             raise AttributeError(name)
-        items = self._items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw]
+        items = self._items = [(k.decode("latin-1"), v.decode("latin-1").rstrip(" \t")) for k, v in self._raw]
         return items
 
 
 class Request:
     """An HTTP request.  The body is read on demand: :meth:`body` whole, :meth:`stream` in
-    chunks; a body the handler does not read is drained by the server afterwards."""
+    chunks; a body the handler does not read is drained by the server afterwards.
+
+    ``target`` is the request target as sent; ``path`` its path, percent-decoded (UTF-8;
+    ``%2F`` too becomes ``/``, as in Starlette and uvicorn), ``raw_path`` the path as sent
+    (to tell ``/a%2Fb`` from ``/a/b``), and ``query`` the query string as sent."""
 
     __slots__ = (
         "method",
         "target",
         "path",
+        "raw_path",
         "query",
         "http_version",
         "headers",
         "client",
+        "scheme",
         "_body_source",
         "_body",
         "_consumed",
+        "_websocket",
     )
 
     def __init__(
@@ -150,15 +147,18 @@ class Request:
         http_version: str = "1.1",
         client: Any = None,
         body: bytes | Callable[[], bytes] = b"",
+        scheme: str = "http",
     ) -> None:
         self.method = method
         self.target = target
-        path, _, query = target.partition("?")
-        self.path = path
+        raw_path, _, query = target.partition("?")
+        self.raw_path = raw_path
+        self.path = unquote(raw_path) if "%" in raw_path else raw_path
         self.query = query
         self.http_version = http_version
         self.headers = headers
         self.client = client
+        self.scheme = scheme  # "https" over TLS (or as a trusted proxy says)
         if callable(body):
             self._body_source: Callable[[], bytes] | None = body
             self._body: bytes | None = None
@@ -202,6 +202,18 @@ class Request:
     def json(self) -> Any:
         return _json.loads(self.body())
 
+    def accept_websocket(self, subprotocol: str | None = None) -> WebSocket:
+        """Take this request's connection as a WebSocket (the 101 response is sent now).  The
+        app talks on it in its own fiber; when the app returns, the WebSocket is closed with
+        the close handshake.  Raises :class:`BadWebSocketUpgrade` (400) if the request is
+        not a valid WebSocket upgrade."""
+        accept = getattr(self, "_websocket", None)  # set by the server on upgrade requests
+        if accept is None:
+            raise BadWebSocketUpgrade(
+                "not a WebSocket upgrade request (it needs Connection: Upgrade and Upgrade: websocket)"
+            )
+        return accept(self, subprotocol)
+
 
 class Response:
     """An HTTP response.  ``body`` is bytes, str (UTF-8), or an iterable of bytes/str chunks
@@ -228,10 +240,13 @@ class Response:
         self.headers = headers
         if content_type is not None:
             headers.add("content-type", content_type)
-        if body.__class__ is not bytes and isinstance(body, str):
-            if "content-type" not in headers and body:
-                headers.add("content-type", "text/plain; charset=utf-8")
-            body = body.encode()
+        if body.__class__ is not bytes:
+            if isinstance(body, str):
+                if "content-type" not in headers and body:
+                    headers.add("content-type", "text/plain; charset=utf-8")
+                body = body.encode()
+            else:
+                _check_body(body)
         self.body = body
 
     @classmethod
@@ -246,9 +261,27 @@ class Response:
         return f"<Response {self.status}>"
 
 
+_CHUNK_TYPES = (bytes, bytearray, memoryview, str)
+
+
+def _check_body(body: Any) -> None:
+    """Refuse a body that is not bytes, str or an iterable of them (a list or tuple is
+    looked at whole; a lazy iterable's chunks are checked as they are sent)."""
+    if isinstance(body, (bytearray, memoryview)):
+        return
+    if isinstance(body, (list, tuple)):
+        for chunk in body:
+            if not isinstance(chunk, _CHUNK_TYPES):
+                raise TypeError(f"a response body chunk must be bytes or str, not {type(chunk).__name__}")
+        return
+    if not isinstance(body, _abc.Iterable) or isinstance(body, (int, dict, set, frozenset)):
+        raise TypeError(f"a response body must be bytes, str or an iterable of them, not {type(body).__name__}")
+
+
 class Router:
     """Method and path to handler, exact paths only: ``@router.route("/hello", "GET")``.
 
+    Routes match the percent-decoded ``request.path`` (``/caf%C3%A9`` is ``/café``).
     Unknown paths get 404; a known path with another method gets 405 with ``Allow``.
     """
 

@@ -23,10 +23,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 HOST = "127.0.0.1"
-PEER_PACKAGES = ["gevent", "trio", "uvloop", "uvicorn", "aiohttp", "httptools"]
+PEER_PACKAGES = ["gevent", "trio", "uvloop", "uvicorn", "aiohttp", "httptools", "websockets", "wsproto"]
 # fibernet's own dependencies, so that the other benchmark scripts can run on the peers'
 # interpreter too (they import fibernet from this checkout)
-FIBERNET_DEPS = ["greenlet", "httptools", "click"]
+FIBERNET_DEPS = ["greenlet", "httptools", "click", "prometheus_client", "wsproto"]
 TCP_IMPLS = ("fibernet", "asyncio-streams", "uvloop-streams", "uvloop-proto", "gevent", "trio")
 TCP_EXTRA = ("raw-epoll", "fibernet-t2")
 HTTP_IMPLS = ("fibernet", "uvicorn", "gevent", "aiohttp")
@@ -40,7 +40,7 @@ NEEDS = {  # modules a peer server imports
     "aiohttp": ["aiohttp"],
 }
 WORKLOADS = {"echo": "tcp", "churn": "tcp", "http": "http", "http-open": "http"}
-BENCHES = ("echo", "http_hello", "primitives", "actors")
+BENCHES = ("echo", "http_hello", "https_hello", "primitives", "actors", "ws_echo")
 
 
 # --------------------------------------------------------------------------

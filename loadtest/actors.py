@@ -38,8 +38,8 @@ implementations
 
 How to read the table: ``median`` over rounds; ``spread`` = (max - min) / median, a noise
 indicator; ``fibernet ratio`` = fibernet's median (one scheduler, same workload) / the row's
-median: above 1 means fibernet is faster than that row.  ``bar`` is the issue's acceptance
-bar: at least 1.0x gevent's and asyncio's rates on one scheduler (applied to both
+median: above 1 means fibernet is faster than that row.  ``bar`` is fibernet's target
+(the acceptance bar): at least 1.0x gevent's and asyncio's rates on one scheduler (applied to both
 workloads, since a call with a 5 s timeout is fibernet's default).  The exit status is 1 if
 a bar fails or a measurement errors.
 """

@@ -10,9 +10,10 @@ Run from the repository root::
 
 ``bench NAME [ARGS...]`` runs one of the other benchmark scripts, ``loadtest/NAME.py ARGS``
 (``echo``: TCP echo; ``http_hello``: HTTP hello under wrk; ``actors``: actor calls;
-``primitives``: channels, spawn, choice), on the peers' interpreter, so that the peers they
-measure fibernet beside come from the peers' environment: this is how the benchmarks the
-other issues ask for are run.  ARGS go to the script as they are (``bench echo --help``).
+``primitives``: channels, spawn, choice; ``ws_echo``: WebSocket echo), on the peers'
+interpreter, so that the peers they measure fibernet beside come from the peers'
+environment: this is how fibernet's benchmarks are meant to be run.  ARGS go to the script
+as they are (``bench echo --help``).
 
 Servers (each in its own process, ``taskset -c SERVER_CPU``, default 0):
 

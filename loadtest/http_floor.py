@@ -17,14 +17,14 @@ it beside the others under ``wrk`` (the row ``greenlet-floor``).
 ``--layer`` measures in-process, with no socket, the CPU time per request of
 
 * fibernet's HTTP layer: the connection loop of ``fibernet/server/http.py`` with its
-  ``ServerProtocol`` (httptools plus the limits and checks the issue asks for), the hello
+  ``ServerProtocol`` (httptools plus fibernet's limits and checks), the hello
   app, and the response (its cached wire form), fed wrk's request over a fake socket;
 * a bare ``httptools`` parse of the same request with the two callbacks the minimal server
   uses.
 
 Their difference is what HTTP/1.1 done properly costs over a canned response.  Added to the
 greenlet floor it is a lower bound for a greenlet-based server that does the HTTP work (no
-runtime features at all), which ``http_hello.py`` sets beside the issue's bar.
+runtime features at all), which ``http_hello.py`` sets beside fibernet's target.
 """
 
 from __future__ import annotations

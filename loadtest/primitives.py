@@ -51,7 +51,7 @@ How to read the table: ``median`` is the median over rounds; ``spread`` is
 (max - min) / median over rounds, a noise indicator.  ``fibernet ratio`` is
 fibernet's median divided by that row's median: for rates (more=better) a
 ratio above 1 means fibernet is faster; for bytes (less=better) a ratio below
-1 means fibernet uses less.  ``bar`` is the acceptance bar from the issue and
+1 means fibernet uses less.  ``bar`` is fibernet's target (acceptance bar) and
 ``result`` says whether the measured medians meet it ("left behind" and "wrong
 results" use the worst round instead of the median).  The exit status is 1 if
 any bar fails or any measurement errors.

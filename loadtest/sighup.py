@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     servers = (args.servers or ("fibernet,gunicorn" if args.peers_python else "fibernet")).split(",")
     tools = [t for t in args.tools.split(",") if shutil.which(t) or print(f"{t}: not installed, skipped")]
-    print(f"SIGHUP at {args.hup_at:g}s of {args.duration:g}s, {args.runs} run(s) each; 2 workers, 50 connections")
+    print(f"SIGHUP at {args.hup_at:g}s of {args.duration:g}s, {args.runs} run(s) each; "
+          "2 workers, 50 connections")
     bad = 0
     for tool in tools:
         for server in servers:

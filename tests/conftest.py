@@ -19,17 +19,23 @@
   per interpreter, not per call; compare CPython gh-106905, pytest #10763).
 - ``fake_systemd``: systemd's end of ``$NOTIFY_SOCKET`` (sd_notify), with each message's
   sender pid.
+- ``requires(name)`` (a fixture; ``program(name)`` as a function): the path of an outside
+  program a test drives (curl, wrk, h2load, haproxy, systemd-analyze); when it is absent the
+  test skips, naming the Debian package, or fails under CI (``CI`` set), where ``.ci/run``
+  installs them.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import shutil
 import socket
 import struct
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +195,38 @@ def fake_systemd(tmp_path):
     listener = FakeSystemd(str(tmp_path / "notify.sock"))
     yield listener
     listener.close()
+
+
+# -- outside programs ---------------------------------------------------------------------------
+
+# The programs tests drive, and the Debian package of each (.ci/run installs them).
+PROGRAMS = {
+    "curl": "curl",
+    "wrk": "wrk",
+    "h2load": "nghttp2-client",
+    "haproxy": "haproxy",
+    "systemd-analyze": "systemd",
+}
+
+
+def program(name: str, install: str | None = None) -> str:
+    """The path of program ``name``: on PATH, beside ``sys.executable`` (a pip package's
+    program in a venv that is not activated) or in an sbin folder (haproxy is in /usr/sbin,
+    which a non-login PATH may lack).  Absent, the test skips saying how to install it
+    (``install``, or the Debian package of :data:`PROGRAMS`); under CI it fails instead."""
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), str(Path(sys.executable).parent),
+                              "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    path = shutil.which(name, path=search)
+    if path is not None:
+        return path
+    how = install or f"Debian package {PROGRAMS[name]}: apt-get install {PROGRAMS[name]}"
+    message = f"{name} is not installed ({how})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; .ci/run must install it")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def requires():
+    """``requires("wrk")``: the program's path, or the test skips naming its package."""
+    return program

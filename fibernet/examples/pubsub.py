@@ -13,6 +13,11 @@ Commands, one per line::
                               "MSG <topic> <message>"
 
 Anything else gets "ERR ...".
+
+With a bus (``fibernet serve ... --bus redis://host:port/db``, or ``FIBERNET_BUS``), a PUB
+goes to the bus topic ``pubsub:<topic>``, and each process's topic actor hands what comes
+from the bus to its own subscribers, so all workers and instances share the topics; the
+reply is then "OK PUB <topic> *", since no process knows how many subscribers the others reach.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import threading
 
 import fibernet as fn
+import fibernet.bus
 from fibernet.actors import Actor, ActorRef, ChildSpec, Supervisor, start, whereis
 from fibernet.net.streams import LimitOverrun, Stream
 
@@ -31,6 +37,26 @@ class Topic(Actor):
     def __init__(self, name: str) -> None:
         self.topic = name
         self.subscribers: dict[object, fn.Channel] = {}
+        self.bus = fibernet.bus.default() if fibernet.bus.configured() else None
+        self.remote: fibernet.bus.Subscription | None = None
+
+    def started(self) -> None:
+        if self.bus is not None:  # what any process publishes comes to this actor as "deliver"
+            self.bus.wait_connected(self.bus.timeout)  # so SUB is confirmed when it answers OK
+            self.remote = self.bus.subscribe(f"pubsub:{self.topic}")
+            fn.spawn(self._forward, self.remote, self.ref, name=f"pubsub-bus {self.topic}")
+
+    @staticmethod
+    def _forward(remote: fibernet.bus.Subscription, ref: ActorRef) -> None:
+        try:
+            for message in remote:
+                ref.cast(("deliver", None, message))
+        except fn.FibernetError:  # the topic actor ended
+            remote.close()
+
+    def stopped(self, reason) -> None:
+        if self.remote is not None:
+            self.remote.close()
 
     def handle_call(self, body):
         kind, key, arg = body
@@ -39,7 +65,10 @@ class Topic(Actor):
             return True
         if kind == "unsub":
             return self.subscribers.pop(key, None) is not None
-        if kind == "pub":
+        if kind == "pub" and self.bus is not None:
+            self.bus.publish(f"pubsub:{self.topic}", arg)
+            return "*"
+        if kind in ("pub", "deliver"):
             line = f"MSG {self.topic} {arg}\n".encode()
             reached = 0
             for k, outbox in list(self.subscribers.items()):

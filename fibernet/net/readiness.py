@@ -1,7 +1,9 @@
-"""Readiness operations on descriptors: the seed's resume-on-readable-fd / writable-fd as
+"""Readiness operations on descriptors: Guile Fibers' resume-on-readable-fd / writable-fd as
 operations, so a read can sit in a choice with a timer.
 
-The scheduler's poller arms the descriptor with EPOLLONESHOT when the operation blocks.
+The scheduler's poller arms the descriptor with EPOLLONESHOT when the operation blocks; a
+descriptor a fibernet socket registered edge-triggered is looked at first, in the try phase,
+for an edge that came while nobody waited.  From a plain thread the thread blocks in poll().
 If the descriptor is closed under a waiting fiber (through ``notify_closing``, as fibernet's
 sockets do), the operation raises ``OSError(EBADF)`` instead of hanging (Guile Fibers
 issue #80).
@@ -47,17 +49,22 @@ class FdWait(OpState):
         self.complete(0, _ready_value(err) if err else NOTHING)  # (ready: no call to make a value)
 
 
-def _not_ready() -> Any:
-    return NOT_READY
-
-
 class _FdOp(BaseOp):
     __slots__ = ("fd", "events")
 
     def __init__(self, fd: int, events: int) -> None:
         self.fd = fd
         self.events = events
-        super().__init__(_not_ready, self._block, None, self._what)
+        super().__init__(self._try, self._block, None, self._what)
+
+    def _try(self) -> Any:
+        # A descriptor registered edge-triggered (a fibernet socket's) signals readiness
+        # once: if that edge came while nobody waited, the poller kept it, and blocking now
+        # would wait for an edge that never comes.  (One-shot watches are level-triggered.)
+        sched = getattr(_tls, "scheduler", None)
+        if sched is not None and sched._poller.stored_edge(self.fd, self.events):
+            return NOTHING
+        return NOT_READY
 
     def _block(self, state: OpState, index: int):
         return state.ctx.watch_fd(self.fd, self.events, partial(_on_ready, state, index))

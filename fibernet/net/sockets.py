@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket as _socket
+import ssl as _ssl
 import time
 from functools import partial
 from typing import Any
@@ -33,6 +34,9 @@ from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls, current_fiber, spawn
 
 _CLOSED_FD = -1
+# The socket class as fibernet found it: its own sockets stay plain ones after patch_all()
+# (which replaces ``socket.socket`` with a cooperative subclass for blocking-style code).
+_StdSocket = _socket.socket
 
 
 class Socket:
@@ -51,6 +55,7 @@ class Socket:
         "_waiting",
         "_expires",
         "_timer",
+        "peer",
         "__weakref__",
     )
 
@@ -73,6 +78,8 @@ class Socket:
         self._waiting: OpState | None = None
         self._expires = 0.0
         self._timer: list | None = None
+        # The client's address when a proxy in front told it (the PROXY protocol); else None.
+        self.peer: Any = None
 
     def __repr__(self) -> str:
         return f"<fibernet Socket fd={self._fd} {self._sock!r}>"
@@ -127,7 +134,12 @@ class Socket:
                 if timer is not None:
                     sched._timers.cancel(timer)
                 self._timer = sched._timers.add(expires, self._on_deadline)
-        sched._park()
+        try:
+            sched._park()
+        except BaseException:  # killed at shutdown (GreenletExit): leave no watch behind
+            self._waiting = None
+            poller.unwatch(fd, events, state)
+            raise
         fiber._op_state = None
         fiber.state = RUNNING
         self._waiting = None
@@ -179,6 +191,20 @@ class Socket:
             self.bytes_in += n
             self.active = True
             return data
+
+    def recv_nowait(self, bufsize: int) -> bytes | None:
+        """What has arrived, up to ``bufsize`` bytes, without waiting: None if nothing has,
+        b"" at end of stream."""
+        try:
+            data = self._sock.recv(bufsize)
+        except BlockingIOError:
+            self._drained = True
+            return None
+        n = len(data)
+        self._drained = 0 < n < bufsize
+        self.bytes_in += n
+        self.active = True
+        return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
         sock = self._sock
@@ -241,11 +267,11 @@ class Socket:
         sock = self._sock
         while True:
             try:
-                conn, addr = sock.accept()
+                fd, addr = sock._accept()
             except BlockingIOError:
                 self._wait(EPOLLIN)
                 continue
-            return Socket(configure(conn)), addr
+            return Socket(configure(_StdSocket(sock.family, sock.type, sock.proto, fd))), addr
 
     def shutdown(self, how: int = _socket.SHUT_WR) -> None:
         """Half-close: by default stop sending (the peer reads end of stream) and keep reading."""
@@ -277,7 +303,9 @@ class Socket:
     # -- delegation -------------------------------------------------------------------------
 
     def getpeername(self) -> Any:
-        return self._sock.getpeername()
+        """The peer's address: the client's, when a proxy in front told it (``peer``)."""
+        peer = self.peer
+        return self._sock.getpeername() if peer is None else peer
 
     def getsockname(self) -> Any:
         return self._sock.getsockname()
@@ -315,11 +343,34 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def connect(host: str, port: int, timeout: float | None = None) -> Socket:
+def connect(
+    host: str,
+    port: int,
+    timeout: float | None = None,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> Any:
     """Open a TCP connection; ``timeout`` bounds the whole connect (resolution included).
 
-    Names are resolved on the thread pool, never on a scheduler thread.
+    Names are resolved on the thread pool, never on a scheduler thread.  With ``ssl`` (a
+    client context, e.g. ``ssl.create_default_context()``) the connection is TLS: a
+    :class:`~fibernet.net.tls.TLSSocket`, its handshake done (within ``timeout``), the
+    certificate checked against ``server_hostname`` (default: ``host``).
     """
+    sock = _connect_tcp(host, port, timeout)
+    if ssl is None:
+        return sock
+    from fibernet.net.tls import client_socket
+
+    try:
+        return client_socket(sock, ssl, server_hostname or host)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _connect_tcp(host: str, port: int, timeout: float | None) -> Socket:
     deadline = None if timeout is None else time.monotonic() + timeout
     if _is_ip_literal(host):
         infos = _socket.getaddrinfo(host, port, type=_socket.SOCK_STREAM, flags=_socket.AI_NUMERICHOST)
@@ -336,7 +387,7 @@ def connect(host: str, port: int, timeout: float | None = None) -> Socket:
     for family, type_, proto, _name, address in infos:
         # The connect gets what is left of the timeout; the socket keeps the whole one.
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        sock = Socket(configure(_socket.socket(family, type_, proto)), left)
+        sock = Socket(configure(_StdSocket(family, type_, proto)), left)
         try:
             _connect(sock, address)
         except OSError as exc:
@@ -376,7 +427,7 @@ def listen(
     else:
         infos = run_in_thread(_socket.getaddrinfo, host, port, 0, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE)
     family, type_, proto, _name, address = infos[0]
-    sock = _socket.socket(family, type_, proto)
+    sock = _StdSocket(family, type_, proto)
     try:
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         if reuse_port:

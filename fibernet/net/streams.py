@@ -42,16 +42,18 @@ class LimitOverrun(FibernetError, ValueError):
 class Stream:
     """A buffered reader and writer over a :class:`Socket`."""
 
-    __slots__ = ("sock", "_buf", "_eof")
+    __slots__ = ("sock", "_raw", "_buf", "_eof")
 
     def __init__(self, sock: Socket) -> None:
-        self.sock = sock
+        self.sock = sock  # a Socket, or a TLSSocket (then ``_raw`` is the Socket under it)
+        self._raw = getattr(sock, "raw", sock)
         self._buf = bytearray()
         self._eof = False
 
     @classmethod
-    def connect(cls, host: str, port: int, timeout: float | None = None) -> Stream:
-        return cls(connect(host, port, timeout))
+    def connect(cls, host: str, port: int, timeout: float | None = None, **tls: Any) -> Stream:
+        """A stream over :func:`~fibernet.net.sockets.connect` (``ssl=``, ``server_hostname=``)."""
+        return cls(connect(host, port, timeout, **tls))
 
     def __enter__(self) -> Stream:
         return self
@@ -106,13 +108,9 @@ class Stream:
 
     def _fill(self) -> bool:
         """Read what has arrived without blocking; False if nothing has (EAGAIN)."""
-        sock = self.sock
-        try:
-            data = sock.sock.recv(_CHUNK)
-        except BlockingIOError:
+        data = self.sock.recv_nowait(_CHUNK)
+        if data is None:
             return False
-        sock.bytes_in += len(data)
-        sock.active = True
         if data:
             self._buf += data
         else:
@@ -152,7 +150,7 @@ class Stream:
 
         def arm(state: OpState, index: int, watch: list) -> None:
             sched = state.ctx
-            sock = self.sock
+            sock = self._raw
             if sched not in sock._pollers:
                 sched._poller.register_edge(sock.fileno(), sock)
                 sock._pollers.append(sched)

@@ -1,6 +1,6 @@
 """The thread pool for calls that block: name resolution, file I/O, user code.
 
-The seed's Pitfalls chapter names them: ``getaddrinfo`` and local file I/O block a scheduler
+Guile Fibers' manual (its Pitfalls chapter) names them: ``getaddrinfo`` and local file I/O block a scheduler
 thread whatever epoll says.  ``run_in_thread(fn, *args)`` runs the call on a pool thread
 and suspends only the calling fiber; the pool thread completes the fiber's operation through
 the scheduler's thread-safe wake-up.  The pool is the standard library's

@@ -1,4 +1,4 @@
-"""Channels: share memory by communicating (the seed's ``channels.scm``).
+"""Channels: share memory by communicating (Guile Fibers' ``fibers/channels.scm``).
 
 ``Channel()`` is an unbuffered rendezvous: a put completes when a get takes its message, and
 the other way round.  ``Channel(capacity=N)`` holds up to N messages.  Channels are
@@ -12,7 +12,7 @@ owner's cancel function removes it if nobody has, so no waiter outlives its oper
 ``close()`` ends the channel: blocked putters and getters raise :class:`ChannelClosed`, later
 puts raise it, gets drain what is buffered and then raise it, and iteration stops.
 
-``put`` and ``get`` are the seed's one-liners over ``put_op`` / ``get_op`` with the try and
+``put`` and ``get`` are Guile Fibers' one-liners over ``put_op`` / ``get_op`` with the try and
 block phases fused under one lock acquisition, since they are the hot path of every server.
 """
 
@@ -261,7 +261,11 @@ class Channel(Generic[T]):
 
     def _suspend(self, sched, fiber, state: OpState, queue: deque, entry: tuple) -> Any:
         """Suspend in a fused put/get until completed; handle cancellation."""
-        sched._park()
+        try:
+            sched._park()
+        except BaseException:  # killed at shutdown (GreenletExit): leave no waiter behind
+            self._drop(queue, entry)
+            raise
         fiber._op_state = None
         fiber.state = RUNNING
         if state.index == -1:

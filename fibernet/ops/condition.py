@@ -1,7 +1,7 @@
-"""Conditions: one-shot events (the seed's ``conditions.scm``).
+"""Conditions: one-shot events (Guile Fibers' ``fibers/conditions.scm``).
 
 ``signal()`` wakes every waiter, and every wait after it completes at once.  The tricky
-interleaving is the seed's: the condition may be signalled between a waiter's try and its
+interleaving is the one Guile Fibers handles: the condition may be signalled between a waiter's try and its
 block, so block re-checks, holding the lock, before it publishes the waiter.
 """
 

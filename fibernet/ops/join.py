@@ -1,4 +1,8 @@
-"""Joining a fiber as an operation: Crow's ``await`` on a future, usable in a choice."""
+"""Joining a fiber as an operation: Crow's ``await`` on a future, usable in a choice.
+
+The runtime's ``Fiber.join`` and ``Fiber.join_op`` call the functions this module registers
+with ``fibernet.runtime.fiber`` when it is imported: the runtime never imports the layer above.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 from fibernet.errors import Timeout
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, choice, perform, wrap
 from fibernet.ops.timers import wait_op
+from fibernet.runtime import fiber as _fiber
 from fibernet.runtime.fiber import DONE, LOCK, Fiber
 from fibernet.runtime.scheduler import current_fiber
 
@@ -53,3 +58,6 @@ def join(fiber: Fiber, timeout: float | None) -> Any:
     if timeout is not None:
         op = choice(op, wrap(wait_op(timeout), _timed_out(fiber, timeout)))
     return perform(op)
+
+
+_fiber.register_join(join, join_op)  # what Fiber.join and Fiber.join_op call

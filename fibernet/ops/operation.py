@@ -1,4 +1,4 @@
-"""Concurrent ML operations: the whole protocol (the seed's ``operations.scm``).
+"""Concurrent ML operations: the whole protocol (Guile Fibers' ``fibers/operations.scm``).
 
 An operation is a description of something that may block.  ``perform(op)`` makes it happen,
 in two phases:
@@ -24,19 +24,18 @@ A base operation is three functions (Guile's make-base-operation):
 An operation with no result completes with ``NOTHING``; wrap functions over it take no
 argument (``wrap(wait_op(1), lambda: "timeout")``) and ``perform`` returns None.
 
-Beyond the seed, from CML: ``guard`` (build the operation at perform time), ``with_nack``
+Beyond Guile Fibers, from Concurrent ML (Reppy): ``guard`` (build the operation at perform time), ``with_nack``
 (learn that a choice chose another branch), ``always`` and ``never``.
 """
 
 from __future__ import annotations
 
 import random
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from fibernet.errors import Cancelled
+from fibernet.ops.plain_thread import ThreadOwner
 from fibernet.runtime.fiber import LOCK, RUNNING
 from fibernet.runtime.scheduler import _tls
 
@@ -202,7 +201,11 @@ class _WithNack(Operation):
 
         nack = Condition()
         lo = len(entries)
-        _check_op(self.make(nack.wait_op()), "with_nack's function")._flatten(entries, wraps, nacks)
+        try:
+            _check_op(self.make(nack.wait_op()), "with_nack's function")._flatten(entries, wraps, nacks)
+        except BaseException:  # the function may have handed the nack on before it raised
+            nack.signal()
+            raise
         nacks.append((nack, lo, len(entries)))
 
 
@@ -236,8 +239,10 @@ def guard(make_op: Callable[[], Operation]) -> Operation:
 
 def with_nack(make_op: Callable[[Operation], Operation]) -> Operation:
     """CML withNack: ``make_op(nack)`` builds the operation at perform time; ``nack`` is an
-    operation that completes if the enclosing choice completes another branch instead (or
-    the perform is abandoned), so a server can stop work nobody waits for."""
+    operation that completes if the perform does not complete this operation: another
+    branch of the choice wins, or control leaves the perform by an exception (a guard or a
+    try function that raises, a cancel, the fiber killed at shutdown) -- so a server can
+    stop work nobody waits for."""
     return _WithNack(make_op)
 
 
@@ -293,6 +298,11 @@ def _signal_nacks(nacks: list, winner: int) -> None:
             cond.signal()
 
 
+def _signal_all(nacks: list) -> None:
+    for cond, _lo, _hi in nacks:
+        cond.signal()
+
+
 def perform(op: Operation) -> Any:
     """Perform ``op``: complete it, blocking (suspending the fiber) until it can."""
     sched = getattr(_tls, "scheduler", None)
@@ -312,40 +322,52 @@ def perform(op: Operation) -> Any:
     else:
         entries = []
         nacks = []
-        op._flatten(entries, (), nacks)
-        n = len(entries)
-        start = int(random.random() * n) if n > 1 else 0
-        for k in range(n):
-            i = (start + k) % n
-            base, wraps = entries[i]
-            value = base.try_fn()
-            if value is not NOT_READY:
-                if nacks:
-                    _signal_nacks(nacks, i)
-                return _deliver(base, value, wraps)
+        found = -1
+        try:  # (a guard or a try function that raises still fires the nacks made so far)
+            op._flatten(entries, (), nacks)
+            n = len(entries)
+            start = int(random.random() * n) if n > 1 else 0
+            for k in range(n):
+                i = (start + k) % n
+                value = entries[i][0].try_fn()
+                if value is not NOT_READY:
+                    found = i
+                    break
+        except BaseException:
+            _signal_all(nacks)
+            raise
+        if found >= 0:
+            if nacks:
+                _signal_nacks(nacks, found)
+            base, wraps = entries[found]
+            return _deliver(base, value, wraps)
 
     # -- phase 2: block --------------------------------------------------------------------
     if fiber is None:
-        owner = _ThreadOwner()
+        owner = ThreadOwner()
         state = OpState(owner, owner, op)
     else:
         state = OpState(fiber, sched, op)
-        fiber._block_on(state)
     cancels: list = []
+    parked = False
     try:
+        if fiber is not None:
+            fiber._block_on(state)  # raises Cancelled if a cancel is pending
         for i, (base, _wraps) in enumerate(entries):
             cancels.append(base.block_fn(state, i))
             if state.done:
                 break
+        if not state.done or state.woken:
+            parked = True
+            if fiber is None:
+                owner.wait(state)
+            else:
+                sched._park()
     except BaseException:
-        _abandon(state, cancels, nacks, fiber, sched)
+        # A block function raised, a cancel came first, or the fiber is being killed (the
+        # runtime's shutdown throws GreenletExit into a fiber that ignored Cancelled).
+        _abandon(state, cancels, nacks, fiber, sched, parked)
         raise
-
-    if not state.done or state.woken:
-        if fiber is None:
-            owner.wait(state)
-        else:
-            sched._park()
     if fiber is not None:
         fiber._op_state = None
         fiber.state = RUNNING
@@ -358,8 +380,7 @@ def perform(op: Operation) -> Any:
     if index == _CANCELLED:
         with LOCK:
             fiber._cancel_pending = False
-        for cond, _lo, _hi in nacks:
-            cond.signal()
+        _signal_all(nacks)
         raise Cancelled()
     if nacks:
         _signal_nacks(nacks, index)
@@ -367,12 +388,13 @@ def perform(op: Operation) -> Any:
     return _deliver(base, state.value, wraps)
 
 
-def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any) -> None:
-    """A block function raised: take the state out of play and release every branch."""
+def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any, parked: bool) -> None:
+    """The perform ends by an exception: take the state out of play (nobody may complete it
+    now) and release every branch it registered; every nack fires."""
     with LOCK:
         pending_wake = state.woken
         state.done = True
-    if pending_wake:  # someone completed us meanwhile: consume its wake-up
+    if pending_wake and not parked:  # someone completed us meanwhile: consume its wake-up
         if fiber is None:
             state.owner.wait(state)
         else:
@@ -383,49 +405,4 @@ def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any)
     for cancel in cancels:
         if cancel is not None:
             cancel()
-    for cond, _lo, _hi in nacks:
-        cond.signal()
-
-
-class _ThreadOwner:
-    """Performs an operation on a plain thread that runs no scheduler: the thread blocks.
-
-    It is both the owner (``_wake``) and the context (``now``, ``add_timer``) of the state.
-    """
-
-    __slots__ = ("_lock", "_timers")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._timers: list[list] = []
-
-    now = staticmethod(time.monotonic)
-
-    def _wake(self) -> None:
-        self._lock.release()
-
-    def add_timer(self, deadline: float, callback: Callable[[], object]) -> Callable[[], None]:
-        entry = [deadline, callback]
-        self._timers.append(entry)
-        return lambda: self._timers.remove(entry) if entry in self._timers else None
-
-    def watch_fd(self, fd: int, events: int, callback: Any) -> Any:
-        raise RuntimeError("waiting on a descriptor needs a fiber: perform it inside fibernet.run()")
-
-    def wait(self, state: OpState) -> None:
-        while True:
-            if not self._timers:
-                self._lock.acquire()
-                return
-            deadline = min(e[0] for e in self._timers)
-            timeout = deadline - time.monotonic()
-            if timeout > 0 and self._lock.acquire(timeout=timeout):
-                return
-            for entry in [e for e in self._timers if e[0] <= time.monotonic()]:
-                self._timers.remove(entry)
-                entry[1]()
-            if state.done:
-                if state.woken:
-                    self._lock.acquire()
-                return
+    _signal_all(nacks)

@@ -1,4 +1,4 @@
-"""Timer operations (the seed's ``timers.scm``): ``wait_op``, ``timer_op`` and ``sleep``.
+"""Timer operations (Guile Fibers' ``fibers/timers.scm``): ``wait_op``, ``timer_op`` and ``sleep``.
 
 Deadlines are on the performer's clock (``time.monotonic`` unless a test injected a
 :class:`~fibernet.runtime.clock.MockClock`).  ``wait_op(s)`` counts from the moment it is

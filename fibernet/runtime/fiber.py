@@ -5,13 +5,20 @@ scheduler first runs it; the scheduler then lends it a greenlet on its own threa
 runner greenlet left over by a fiber that finished, so a fiber that never suspends costs no
 greenlet of its own).  Until then the fiber may be stolen by another scheduler.
 
+Each fiber runs in its own ``contextvars`` context, copied from its spawner's when it is
+spawned: runner greenlets are reused, and nothing one fiber sets is seen by another.
+
 The outcome comes back at ``join``: the value, or the exception raised again in the joiner.
-An exception that nobody ever retrieves is logged with the fiber's name when the fiber is
-garbage collected (asyncio's "exception was never retrieved").
+An exception that nobody retrieves (by a join, ``result``, ``exception``, or a done callback
+that does) is logged with the fiber's name by its scheduler, at the end of the turn in which
+the last reference to the fiber went away -- nobody can join it then -- or when the runtime
+ends, if something still holds the fiber.  A weak reference's callback only queues the
+report: nothing is logged from a finalizer, so nothing runs inside the garbage collector.
 """
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import threading
@@ -40,18 +47,36 @@ _ids = itertools.count(1)
 LOCK = threading.Lock()
 
 
+# Waiting for a fiber is an operation, so it belongs to the layer above: ``fibernet.ops.join``
+# registers its two functions here when it is imported (``import fibernet`` does), and the
+# runtime never imports that layer.
+_join_functions: dict[str, Callable[..., Any]] = {}
+
+
+def register_join(join: Callable[..., Any], join_op: Callable[..., Any]) -> None:
+    """Called by ``fibernet.ops.join``: ``join(fiber, timeout)`` and ``join_op(fiber)``
+    implement :meth:`Fiber.join` and :meth:`Fiber.join_op`."""
+    _join_functions["join"] = join
+    _join_functions["join_op"] = join_op
+
+
+def _joining(what: str) -> Callable[..., Any]:
+    try:
+        return _join_functions[what]
+    except KeyError:
+        raise RuntimeError("joining a fiber needs fibernet.ops (import fibernet)") from None
+
+
 class _Unretrieved:
-    """Logs a fiber's exception if it is dropped before anyone joined the fiber."""
+    """A fiber's exception that nobody has retrieved yet (``exc`` is cleared when someone
+    does).  The fiber's scheduler reports it if it is still set when the fiber can no longer
+    be joined: see ``Scheduler._watch_unjoined``.  It never logs from a finalizer."""
 
     __slots__ = ("name", "exc")
 
     def __init__(self, name: str, exc: BaseException) -> None:
         self.name = name
         self.exc = exc
-
-    def __del__(self) -> None:
-        if self.exc is not None:
-            log.error("fiber %s raised and was never joined", self.name, exc_info=self.exc)
 
 
 class Fiber:
@@ -73,6 +98,7 @@ class Fiber:
         "_cancel_pending",
         "_unretrieved",
         "_callbacks",
+        "_context",
         "__weakref__",
     )
 
@@ -98,6 +124,11 @@ class Fiber:
         self._cancel_pending = False
         self._unretrieved: _Unretrieved | None = None
         self._callbacks: list[Callable[[Fiber], object]] | None = None
+        # Its own contextvars context, a copy of its spawner's now (as asyncio and trio do);
+        # the scheduler hands it to the runner greenlet that starts the fiber.  An empty copy
+        # is not kept: started with None, the fiber gets a fresh context if it sets a variable.
+        context = contextvars.copy_context()
+        self._context: contextvars.Context | None = context if context else None
 
     # -- identity and introspection ----------------------------------------------------
 
@@ -155,15 +186,11 @@ class Fiber:
         """
         if self.state is DONE:
             return self.result()
-        from fibernet.ops.join import join
-
-        return join(self, timeout)
+        return _joining("join")(self, timeout)
 
     def join_op(self):
         """An operation that completes when the fiber finishes, with its value (or raises)."""
-        from fibernet.ops.join import join_op
-
-        return join_op(self)
+        return _joining("join_op")(self)
 
     def add_done_callback(self, fn: Callable[[Fiber], object]) -> None:
         """Call ``fn(fiber)`` when the fiber finishes, however it finishes (also if it is
@@ -244,6 +271,9 @@ class Fiber:
             self._finish(None, exc)
         else:
             self._finish(value, None)
+        # A traceback's frames keep this one (their f_back) with its last locals: drop them,
+        # or the fiber and its exception would be a cycle that only the collector frees.
+        self = fn = args = value = None
 
     def _finish(self, value: Any, exc: BaseException | None) -> None:
         if self._name is None:
@@ -259,6 +289,10 @@ class Fiber:
             self._joiners = None
             callbacks = self._callbacks
             self._callbacks = None
+        unretrieved = None
+        if not joiners and exc is not None and not isinstance(exc, Cancelled):
+            # (Made before the done callbacks run: one that takes the exception retrieves it.)
+            unretrieved = self._unretrieved = _Unretrieved(self.name, exc)
         if callbacks:
             for fn in callbacks:
                 try:
@@ -268,8 +302,6 @@ class Fiber:
         if joiners:
             for st, index in joiners:
                 st.complete(index, None)
-        elif exc is not None and not isinstance(exc, Cancelled):
-            self._unretrieved = _Unretrieved(self.name, exc)
         sched = self.scheduler
         if sched is not None:
-            sched._fiber_ended(self, exc)
+            sched._fiber_ended(self, exc, unretrieved)

@@ -110,6 +110,20 @@ class Poller:
         w.pending &= ~events
         return True
 
+    def stored_edge(self, fd: int, events: int) -> bool:
+        """For the try phase of a readiness operation: did an edge for ``events`` come while
+        nobody waited, and is the descriptor still ready?  A stale edge (its data was read
+        since) is forgotten; a live one is left for the socket's own next wait."""
+        w = self._watches.get(fd)
+        if w is None or not w.pending & events:
+            return False
+        p = select.poll()
+        p.register(fd, select.POLLIN if events == EPOLLIN else select.POLLOUT)
+        if p.poll(0):
+            return True
+        w.pending &= ~events
+        return False
+
     def unwatch(self, fd: int, events: int, callback: Callback) -> None:
         """Forget a callback that lost a choice or whose fiber was cancelled."""
         w = self._watches.get(fd)

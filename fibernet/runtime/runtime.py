@@ -56,6 +56,7 @@ class Runtime:
             raise RuntimeError("a Runtime runs once")
         first = self.schedulers[0]
         main_fiber = Fiber(self._main, (main, args), name="main")
+        main_fiber.add_done_callback(Fiber.exception)  # run() raises it: it is retrieved
         first.spawn(main_fiber)
         with _live_lock:
             _live.append(self)

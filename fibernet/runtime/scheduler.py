@@ -1,6 +1,6 @@
 """The scheduler: one per OS thread, and THE loop.
 
-A turn (the seed's Design chapter):
+A turn (as in the Design section of Guile Fibers' manual, https://github.com/wingo/fibers):
 
 1. I/O: poll the descriptors, without waiting if anything is runnable, else until the next
    timer (or forever).  Fibers on other threads wake this one through its eventfd.
@@ -15,7 +15,7 @@ same as through the loop, and the budget bounds how long I/O and timers wait.
 
 Fibers spawned with ``parallel=True`` wait in a separate "stealable" queue: they have not
 started, so no greenlet binds them to this thread yet, and an idle scheduler of the same
-runtime may take them (work stealing, which the seed's Status chapter left unfinished).
+runtime may take them (work stealing, which Guile Fibers 0.3 left unfinished).
 
 The run queue is a ``collections.deque``: ``append`` and ``popleft`` are atomic under the GIL,
 so it is also the thread-safe inbox for resumes from other threads.  The ``_sleeping`` flag
@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -37,7 +38,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from fibernet.errors import Cancelled, NoScheduler
 from fibernet.runtime.clock import REAL_CLOCK, Clock
-from fibernet.runtime.fiber import NEW, RUNNING, Fiber
+from fibernet.runtime.fiber import LOCK, NEW, RUNNING, Fiber
 from fibernet.runtime.poller import Poller
 from fibernet.runtime.timers import TimerQueue
 from fibernet.runtime.wakeup import WakeupFd
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from fibernet.runtime.runtime import Runtime
 
 log = logging.getLogger("fibernet.scheduler")
+fiber_log = logging.getLogger("fibernet.fiber")  # fibers' unjoined exceptions
 
 _tls = threading.local()
 _MAX_FREE_RUNNERS = 16
@@ -86,6 +88,10 @@ class Scheduler:
         self._free_runners: list[greenlet] = []
         self._budget = 0  # fiber runs left in this turn (0 outside step 3 of a turn)
         self._fibers: set[Fiber] = set()  # started and not finished
+        # Fibers that ended with an exception nobody has retrieved (weakly held), and those
+        # of them whose last reference has gone since (queued by the weak reference callback).
+        self._unjoined: dict[weakref.ref, Any] = {}
+        self._dropped: deque[weakref.ref] = deque()
         self.turns = 0
 
     def __repr__(self) -> str:
@@ -191,12 +197,19 @@ class Scheduler:
         fiber.state = RUNNING
         self._fibers.add(fiber)
         fiber._greenlet = runner
+        runner.gr_context = fiber._context  # the fiber's own context (the runner's is stale)
+        fiber._context = None
 
     # -- introspection --------------------------------------------------------------------
 
     def fibers(self) -> list[Fiber]:
-        """The live fibers of this scheduler: started ones, then those not yet started."""
-        return list(self._fibers) + [f for f in list(self._runq) if f.state is NEW] + list(self._stealable)
+        """The live fibers of this scheduler: started ones, then those not yet started.
+
+        Safe from any thread, while this scheduler (and those waking its fibers) change the
+        sets it copies: see ``_snapshot``."""
+        started = _snapshot(self._fibers)
+        queued = _snapshot(self._runq)
+        return started + [f for f in queued if f.state is NEW] + _snapshot(self._stealable)
 
     def pending_timers(self) -> int:
         return len(self._timers)
@@ -286,6 +299,8 @@ class Scheduler:
                 greenlet_for(runq.popleft()).switch()
             self._budget = 0
             self.current = None
+        if self._dropped:
+            self._report_unjoined()
 
     def _run_fiber(self, fiber: Fiber) -> None:
         self._greenlet_for(fiber).switch()
@@ -323,7 +338,10 @@ class Scheduler:
                     runq.appendleft(fiber)  # give it back: the loop runs it after this ends
                     self._budget += 1
                     return
-                runners.append(getcurrent())
+                me = getcurrent()
+                me.gr_context = None  # an idle runner keeps nothing of its last fiber alive
+                runners.append(me)
+                me = None
                 target = self._greenlet_for(fiber)
                 fiber = None
                 target.switch()  # back here when the runner is reused: self.current is set
@@ -332,15 +350,48 @@ class Scheduler:
             self.current = None
             if len(runners) >= _MAX_FREE_RUNNERS:
                 return
-            runners.append(getcurrent())
+            me = getcurrent()
+            me.gr_context = None  # an idle runner keeps nothing of its last fiber alive
+            runners.append(me)
+            me = None
             hub.switch()
 
-    def _fiber_ended(self, fiber: Fiber, exc: BaseException | None) -> None:
+    def _fiber_ended(self, fiber: Fiber, exc: BaseException | None, unretrieved: Any) -> None:
         self._fibers.discard(fiber)
         if exc is not None and self.runtime is not None:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 fiber.exception()  # run() raises it: retrieved, not "never joined"
                 self.runtime._fatal(exc)
+        if unretrieved is not None and unretrieved.exc is not None:
+            # Report it once nobody can join the fiber any more: when its last reference goes.
+            self._unjoined[weakref.ref(fiber, self._unjoined_dropped)] = unretrieved
+
+    def _unjoined_dropped(self, ref: weakref.ref) -> None:
+        """A weak reference's callback (any thread, perhaps inside the garbage collector):
+        only queue the report for the loop, and wake it."""
+        self._dropped.append(ref)
+        if self._sleeping:
+            self._wakeup.wake()
+
+    def _report_unjoined(self, runtime_ended: bool = False) -> None:
+        """Log the exceptions of fibers that ended unjoined and that nobody can join now
+        (and, when the runtime ends, of those still held: no turn will come after)."""
+        unjoined = self._unjoined
+        dropped = self._dropped
+        while dropped:
+            record = unjoined.pop(dropped.popleft(), None)
+            if record is not None and record.exc is not None:
+                fiber_log.error("fiber %s raised and was never joined", record.name, exc_info=record.exc)
+        if runtime_ended:
+            records = list(unjoined.values())
+            unjoined.clear()  # (its weak references die with it: no callback comes later)
+            for record in records:
+                if record.exc is not None:
+                    fiber_log.error(
+                        "fiber %s raised and was never joined (still held when its runtime ended)",
+                        record.name,
+                        exc_info=record.exc,
+                    )
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -364,8 +415,15 @@ class Scheduler:
                     self._poller.poll(0.001)
             for fiber in list(self._fibers):
                 log.warning("fiber %s ignored cancellation; killing it", fiber.name)
+                with LOCK:  # what it waits on may complete no more (a put into a dead fiber)
+                    st = fiber._op_state
+                    if st is not None and not st.done:
+                        st.index = -1
+                        st.value = None
+                        st.done = True
                 g = fiber._greenlet
                 if g is not None and not g.dead:
+                    # GreenletExit comes out of its wait, which releases what it registered.
                     self.current = fiber
                     try:
                         g.throw(GreenletExit)
@@ -375,11 +433,29 @@ class Scheduler:
                     fiber.exception()  # the warning above said it: not "never joined" too
                 self._fibers.discard(fiber)
             self._free_runners.clear()
+            self.current = None
+            self._report_unjoined(runtime_ended=True)
         finally:
             self._timers.clear()
             self._poller.close()
             self._wakeup.close()
             self._leave()
+
+
+def _snapshot(container: Any) -> list:
+    """A list copy of a set or deque that other threads may be changing meanwhile.
+
+    ``copy()`` is one C call (atomic under the GIL) that on a free-threaded CPython holds the
+    container's own lock (deque: since gh-144809); where it still iterates, a concurrent change
+    makes it raise RuntimeError ("mutated during iteration") and we copy again.  Nothing on
+    the paths that change these containers pays for it.
+    """
+    for _ in range(1000):
+        try:
+            return list(container.copy())
+        except RuntimeError:
+            continue
+    raise RuntimeError("could not copy a container that other threads keep changing")
 
 
 # -- the fiber-level calls of the public API -------------------------------------------------
@@ -396,6 +472,10 @@ def spawn(
 
     The fiber runs on the current scheduler, or on ``scheduler`` (from any thread).  With
     ``parallel=True`` any scheduler of the runtime may run it (idle ones steal it).
+
+    The fiber runs in its own ``contextvars`` context, a copy of the caller's taken now (as
+    asyncio's ``create_task`` and trio's ``start_soon`` do): it sees the context variables
+    set before the spawn, and what either side sets afterwards the other never sees.
     """
     if not callable(fn):
         raise TypeError(f"spawn() needs a callable, not {type(fn).__name__}")

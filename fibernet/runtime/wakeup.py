@@ -1,6 +1,6 @@
 """The wake-up descriptor: how another thread gets a sleeping scheduler out of epoll.
 
-An eventfd (Linux), as the seed's schedulers use.  ``wake`` is cheap to call often: only the
+An eventfd (Linux), as Guile Fibers' schedulers use.  ``wake`` is cheap to call often: only the
 first call after a drain writes.
 """
 

@@ -2,13 +2,16 @@
 
 ``http_handler(app)`` turns ``app(request) -> Response`` into a TCP handler for
 :class:`~fibernet.server.tcp.Server`.  Per connection: read a head (keep-alive idle timeout
-before its first byte, an absolute deadline after it: 408), call the app with a request whose
-body is pulled from the socket on demand (``Expect: 100-continue`` answered on the first
-read), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
+before its first byte, an absolute deadline after it, empty lines included: 408), call the
+app with a request whose body is pulled from the socket on demand (``Expect: 100-continue``
+answered on the first read; 408 if no byte comes for ``body_timeout``, or if the body comes
+slower than ``min_body_rate`` once ``body_rate_grace`` is over), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
 not read of the body (up to ``max_drain``, else close), and go on while keep-alive holds.
 Pipelined requests are answered in order because one fiber answers them one at a time.
 
 A handler's exception gives a 500 and is logged; a bad request gives its status and a close.
+An offer to upgrade the protocol (``Upgrade: h2c``) is ignored: the request is answered as
+HTTP/1.1 (the app sees the Upgrade field); CONNECT gets 501.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fibernet.errors import Cancelled
-from fibernet.http import BodyTooLarge, Request, Response
+from fibernet.http import BadWebSocketUpgrade, BodyTooLarge, Request, Response
 from fibernet.net.sockets import Socket
 from fibernet.server.http_protocol import (
     _DATE,
     _DEAD,
-    _HEAD,
     _IDLE,
     END,
     HttpError,
@@ -39,6 +42,8 @@ from fibernet.server.http_protocol import (
     fields_block,
     http_date,
 )
+from fibernet.server.metrics import BUCKETS, LATENCY, SUM, add, http_stats, new_counts
+from fibernet.server.websocket import WebSocketLimits, serve_upgrade
 
 log = logging.getLogger("fibernet.http")
 access_log = logging.getLogger("fibernet.access")
@@ -53,6 +58,8 @@ class HttpConfig:
     limits: HttpLimits = field(default_factory=HttpLimits)
     access_log: bool = False
     limit_concurrency: int | None = None  # connections served at once; beyond: 503 and close
+    forwarded: Any = None  # a server.proxy.ForwardedPolicy: trusted proxies name the client
+    websocket: WebSocketLimits = field(default_factory=WebSocketLimits)
 
 
 class _Close(Exception):
@@ -63,12 +70,14 @@ class _Body:
     """The body source of one request: ``source()`` gives the next piece, b"" at the end
     (``Expect: 100-continue`` answered on the first call)."""
 
-    __slots__ = ("conn", "expect", "done")
+    __slots__ = ("conn", "expect", "done", "received", "waited")
 
     def __init__(self, conn: _Connection, expect: bool) -> None:
         self.conn = conn
         self.expect = expect  # the client waits for 100 Continue, not answered yet
         self.done = False
+        self.received = 0  # body bytes so far
+        self.waited = 0.0  # seconds spent waiting for them (the data rate's clock)
 
     def __call__(self) -> bytes:
         if self.done:
@@ -76,10 +85,11 @@ class _Body:
         if self.expect:
             self.expect = False
             self.conn._send(_CONTINUE)
-        event = self.conn._body_event()
+        event = self.conn._body_event(self)
         if event is END:
             self.done = True
             return b""
+        self.received += len(event)
         return event
 
 
@@ -93,6 +103,7 @@ class _Connection:
         "client",
         "_deadline",
         "answered",
+        "counts",
         "_draining",
     )
 
@@ -104,6 +115,7 @@ class _Connection:
         draining: list[bool] | None = None,
     ) -> None:
         self.answered = 0  # requests answered (the server's request counter sums these)
+        self.counts = new_counts()  # by status class, and latency (fibernet.server.metrics)
         self._draining = draining or [False]
         self.app = app
         self.config = config
@@ -162,9 +174,11 @@ class _Connection:
                 if proto.in_head and self._deadline is None:
                     self._deadline = time.monotonic() + limits.head_timeout
 
-    def _body_event(self) -> Any:
-        """The next piece of a request body (bytes) or END."""
+    def _body_event(self, source: _Body) -> Any:
+        """The next piece of a request body (bytes) or END, under the body's timeout and
+        data rate (its clock runs only while the server waits for body bytes)."""
         events = self.proto._events
+        limits = self.limits
         while True:
             if events:
                 event = events.popleft()
@@ -173,10 +187,21 @@ class _Connection:
                 return event
             if self.proto._state == _DEAD:
                 raise _Close()
-            self._receive(
-                self.limits.body_timeout,
-                HttpError(408, f"no request body bytes for {self.limits.body_timeout}s"),
-            )
+            timeout = limits.body_timeout
+            on_timeout = HttpError(408, f"no request body bytes for {timeout}s")
+            rate = limits.min_body_rate
+            if rate:
+                left = limits.body_rate_grace + source.received / rate - source.waited
+                if left < timeout:
+                    timeout = left
+                    on_timeout = HttpError(408, f"request body slower than {rate:g} bytes/s")
+                    if left <= 0:
+                        raise on_timeout
+            started = time.monotonic()
+            try:
+                self._receive(timeout, on_timeout)
+            finally:
+                source.waited += time.monotonic() - started
 
     def _drain(self, source: _Body) -> bool:
         """Read and drop what the app left of the body; False if the connection must close."""
@@ -231,10 +256,15 @@ class _Connection:
                 # the date can differ.
                 response._fast = (status, headers, len(headers._items), body, date, data)
             return data, None, keep_alive, False
+        body = iter(body)  # (not iterable: a TypeError, so a 500 before any head is sent)
         chunked = version == "1.1"
-        if not chunked:
+        length = _declared_length(headers)
+        if length is not None:  # the app knows the length (a WSGI file download, say)
+            chunked = False
+            body = _exactly(body, length)
+        elif not chunked:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
-        data = encode_head(status, block, version, keep_alive, None, chunked, date)
+        data = encode_head(status, block, version, keep_alive, length, chunked, date)
         return data, (body if with_body else None), keep_alive, chunked
 
     def _send_stream(self, body: Iterable[Any], chunked: bool) -> int:
@@ -247,6 +277,18 @@ class _Connection:
             self._send(b"0\r\n\r\n")
         return sent
 
+    # -- the upgrade hand-off ---------------------------------------------------------------
+
+    def _upgrade(self, head: RequestHead) -> Response:
+        """An upgrade request (not CONNECT): the app may take the connection with
+        ``request.accept_websocket()``; then the WebSocket ends the connection.  If it does
+        not, its response is sent as for any request (the parser stops at an upgrade, so the
+        connection then closes after it)."""
+        response = serve_upgrade(self.app, self.sock, head, self.config.websocket)
+        if response is None:
+            raise _Close()
+        return response
+
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -256,6 +298,7 @@ class _Connection:
             pass
         except HttpError as error:
             log.debug("bad request from %s: %s", self.client, error)
+            self.counts[error.status // 100] += 1
             try:
                 self.sock.timeout = self.limits.send_timeout
                 self.sock.sendall(error_response(error))
@@ -277,11 +320,17 @@ class _Connection:
         send_timeout = limits.send_timeout
         app = self.app
         client = self.client
+        scheme = getattr(sock, "scheme", "http")  # (a TLSSocket's is "https")
+        forwarded = self.config.forwarded
+        if forwarded is not None and not forwarded.trusts(client):
+            forwarded = None  # an untrusted peer's X-Forwarded-* and Forwarded are ignored
         draining = self._draining
         access = self.config.access_log
         date = _DATE
         clock = time.time
-        started = 0.0
+        monotonic = time.monotonic
+        counts = self.counts
+        latency, total, fastest = LATENCY, SUM, BUCKETS[0]
         while True:
             # -- the next request head
             if events:
@@ -301,26 +350,26 @@ class _Connection:
                 if not data:
                     raise _Close()
                 feed(data)
-                if not events and proto._state == _HEAD:
+                if not events and proto.in_head:  # (a head begun, or empty lines)
                     self._deadline = time.monotonic() + limits.head_timeout  # from the first byte
                 continue
             else:
                 head = self._next_head()
                 self._deadline = None  # (only a head that came in pieces had one)
-            if head.upgrade:
-                raise HttpError(
-                    501, f"{'CONNECT' if head.method == 'CONNECT' else 'protocol upgrade'} not supported"
-                )
+            if head.upgrade and head.method == "CONNECT":  # (another upgrade offer is ignored)
+                raise HttpError(501, "CONNECT not supported")
             head.client = client
+            head.scheme = scheme
+            if forwarded is not None:
+                forwarded.apply(head)
             if head._body is None:  # a body to read on demand
                 source = head._body_source = _Body(self, head.expect_continue)
             else:
                 source = None
-            if access:
-                started = time.monotonic()
+            started = monotonic()
             # -- the app
             try:
-                response = app(head)
+                response = app(head) if not head.upgrade else self._upgrade(head)
                 if response.__class__ is not Response and not isinstance(response, Response):
                     raise TypeError(f"the app returned {type(response).__name__}, not a Response")
                 # A client still waiting for 100 Continue may send the body or not: close after it.
@@ -355,6 +404,8 @@ class _Connection:
                 raise
             except BodyTooLarge:
                 raise HttpError(413, "request body too large") from None
+            except BadWebSocketUpgrade as error:
+                raise HttpError(400, str(error)) from None
             except Exception:
                 log.exception("app failed on %s %s from %s", head.method, head.target, _fmt(client))
                 response = _INTERNAL_ERROR
@@ -377,9 +428,20 @@ class _Connection:
                 except Exception:
                     # Too late for a 500: the head is out.  Cut the connection so the client
                     # sees a truncated response, not a complete one.
-                    log.exception("response body of %s %s failed", head.method, head.target)
+                    log.exception(
+                        "response body of %s %s failed after its head was sent; connection cut",
+                        head.method,
+                        head.target,
+                    )
                     raise _Close() from None
             self.answered += 1
+            elapsed = monotonic() - started
+            counts[response.status // 100] += 1
+            if elapsed < fastest:  # (most requests: no bisect)
+                counts[latency] += 1
+            else:
+                counts[latency + bisect_left(BUCKETS, elapsed)] += 1
+            counts[total] += elapsed
             if access:
                 if stream is None:
                     body = response.body
@@ -392,7 +454,7 @@ class _Connection:
                     head.http_version,
                     response.status,
                     sent,
-                    (time.monotonic() - started) * 1000,
+                    elapsed * 1000,
                 )
             if not keep_alive:
                 return
@@ -407,7 +469,35 @@ class _Connection:
 
 def _chunks(body: Iterable[Any]) -> Iterable[bytes]:
     for chunk in body:
-        yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+        if chunk.__class__ is bytes:
+            yield chunk
+        elif isinstance(chunk, str):
+            yield chunk.encode()
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            yield bytes(chunk)
+        else:
+            raise TypeError(f"the response body gave a {type(chunk).__name__}, not bytes or str")
+
+
+def _declared_length(headers: Any) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _exactly(body: Iterable[Any], length: int) -> Iterable[bytes]:
+    """An iterable body held to the Content-Length its app declared: cut at it, and an
+    error (the connection is cut, so the client sees a truncated response) if it is short."""
+    left = length
+    for chunk in _chunks(body):
+        if len(chunk) >= left:
+            if len(chunk) > left:
+                log.warning("response body longer than its Content-Length of %d; cut", length)
+            yield chunk[:left]
+            return
+        left -= len(chunk)
+        yield chunk
+    if left:
+        raise ValueError(f"response body {length - left} bytes, shorter than its Content-Length of {length}")
 
 
 def _fmt(addr: Any) -> str:
@@ -455,6 +545,8 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                     sock.sendall(_OVERLOADED)
                 except OSError:
                     pass
+                with lock:
+                    closed_counts[5] += 1
                 return
         conn = _Connection(app, config, sock, draining)
         with lock:
@@ -465,16 +557,21 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
             with lock:
                 conns.discard(conn)
                 closed[0] += conn.answered
+                add(closed_counts, conn.counts)
                 if limit is not None:
                     active[0] -= 1
 
     # Requests answered: those of the connections that ended, and those of the open ones
     # so far (each connection counts its own, with no lock on the way).
     closed = [0]
+    closed_counts = new_counts()
 
-    def stats() -> dict[str, int]:
+    def stats() -> dict[str, Any]:
         with lock:
-            return {"requests": closed[0] + sum(c.answered for c in conns)}
+            counts = list(closed_counts)
+            for conn in conns:
+                add(counts, conn.counts)
+            return {"requests": closed[0] + sum(c.answered for c in conns), "http": http_stats(counts)}
 
     handle.app = app  # type: ignore[attr-defined]
     handle.config = config  # type: ignore[attr-defined]
@@ -491,19 +588,25 @@ def http_server(
     threads: int = 1,
     access_log: bool = False,
     limit_concurrency: int | None = None,
+    forwarded: Any = None,
     **options: Any,
 ) -> Any:
     """A :class:`~fibernet.server.tcp.Server` that serves the HTTP app ``app``.
 
     ``options`` may name any field of :class:`HttpLimits` (``max_body_size=...``,
-    ``keepalive_timeout=...``) and any TCP limit (``max_connections=...``).
+    ``keepalive_timeout=...``), any of :class:`WebSocketLimits` with ``ws_`` before it
+    (``ws_max_size=...``) and any option of the TCP server (``max_connections=...``,
+    ``ssl=...``, ``proxy_protocol=True``); ``forwarded`` a
+    :class:`~fibernet.server.proxy.ForwardedPolicy` (trusted proxies' X-Forwarded-*).
     """
     from fibernet.server.tcp import Server
 
     http_fields = set(HttpLimits.__dataclass_fields__)
     limits = HttpLimits(**{k: v for k, v in options.items() if k in http_fields})
-    tcp_options = {k: v for k, v in options.items() if k not in http_fields}
+    ws_fields = {"ws_" + name for name in WebSocketLimits.__dataclass_fields__}
+    websocket = WebSocketLimits(**{k[3:]: v for k, v in options.items() if k in ws_fields})
+    tcp_options = {k: v for k, v in options.items() if k not in http_fields and k not in ws_fields}
     tcp_options.setdefault("idle_timeout", None)  # HTTP keeps its own, finer timeouts
-    config = HttpConfig(limits, access_log, limit_concurrency)
+    config = HttpConfig(limits, access_log, limit_concurrency, forwarded, websocket)
     name = tcp_options.pop("name", None) or getattr(app, "__qualname__", "http")
     return Server(http_handler(app, config), host, port, threads=threads, name=name, **tcp_options)

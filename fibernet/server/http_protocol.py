@@ -12,12 +12,19 @@
 httptools (llhttp) rejects most malformed input by itself but enforces no limit: a 1 MB
 header, 10,000 headers and a 70 KB URL all parse.  So the limits are enforced here, while the
 bytes arrive: the request line (414), the number of header fields and the whole head (431),
-the body (413), chunk extensions and trailers (400).  On top of llhttp: a missing or
-repeated Host on HTTP/1.1 (400), a Transfer-Encoding other than chunked alone (501; no
-other coding is decoded), chunked on HTTP/1.0 (400), Content-Length with Transfer-Encoding
-(400), a version other than 1.0 and 1.1 (505); trailers are never merged into the header
-fields; an upgrade (or CONNECT) that fibernet does not handle is reported and nothing after
-it is parsed.
+the body (413), chunk extensions and trailers (400), one header field (431), empty lines
+before a request (400).  On top of llhttp: a missing, repeated or malformed Host (400), a
+Transfer-Encoding other than chunked alone (501; no other coding is decoded), chunked on
+HTTP/1.0 (400), Content-Length with Transfer-Encoding (400), a version other than 1.0 and
+1.1 (505), a request line with no version (400, at once), an RTSP or ICE request line
+(400), ``*`` as the target of any method but OPTIONS (400), an unknown but well-formed
+method (501); trailers are never merged into the header fields.  An offer to upgrade
+(``Upgrade: h2c``, ``websocket``) is passed on (``head.upgrade``) and otherwise ignored: the
+bytes after the head are parsed as HTTP/1.1 (RFC 9110 7.8).  CONNECT is reported and
+nothing after it is parsed.
+
+``request.path`` is percent-decoded (UTF-8; ``%2F`` becomes ``/``, as in Starlette and
+uvicorn); ``request.raw_path`` keeps the path as it came.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httptools
 
@@ -41,16 +49,23 @@ class HttpLimits:
     max_header_count: int = 100
     max_head_size: int = 16 * 1024
     max_body_size: int = 1024 * 1024
+    max_field_size: int = 8192  # one header field, name and value (431), as nginx and gunicorn
     max_chunk_overhead: int = 1024  # chunk-size line with extensions, per chunk; and trailers
     max_drain: int = 64 * 1024  # an unread body up to this is drained; a larger one closes
     head_timeout: float = 10.0  # absolute, from the head's first byte (408 and close)
     body_timeout: float = 30.0  # inactivity while reading a body
     keepalive_timeout: float = 5.0  # idle between requests (closed silently)
     send_timeout: float = 30.0  # inactivity while the client does not read
+    # The least average rate of a request body once its grace period is over (408), counted
+    # only while the server waits for body bytes (as Kestrel's MinRequestBodyDataRate); 0: none.
+    min_body_rate: float = 240.0  # bytes per second
+    body_rate_grace: float = 5.0  # seconds
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+            if not value and name != "min_body_rate":
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
 
 
@@ -93,12 +108,24 @@ class _Reject(Exception):
     """Raised inside a parser callback to stop llhttp; the real error is kept aside."""
 
 
-# Parser states.  _HEAD: a request's first byte has come and its head is not complete (in
-# the request line while it has no header field yet).
-_IDLE, _HEAD, _BODY, _DEAD = range(4)
+# Parser states.  _BLANK: only empty lines have come since the last request (RFC 9112 2.2
+# lets a server skip some); _HEAD: a request's first byte has come and its head is not
+# complete (in the request line while it has no header field yet).
+_IDLE, _BLANK, _HEAD, _BODY, _DEAD = range(5)
+_MAX_BLANK = 64  # bytes of empty lines before a request (32 CRLF); more is refused (400)
 # The header fields that frame or route a request: looked at while the head is parsed.
 _SPECIAL = frozenset(
     (b"host", b"transfer-encoding", b"content-length", b"expect", b"connection", b"proxy-connection")
+)
+# A Host value: uri-host [":" port] (RFC 9110 7.2, RFC 3986 3.2.2), or empty.
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?")
+# A method llhttp does not know but that is a token (upper case, as nginx and gunicorn
+# require), at the start of a line: 501, where any other method is a bad request (400).
+_METHOD_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Z]{1,32}")
+_LLHTTP_METHODS = frozenset(
+    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH "
+    b"SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY "
+    b"SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY PRI".split()
 )
 _new = object.__new__
 
@@ -111,13 +138,22 @@ class ServerProtocol:
         self._max_head = limits.max_head_size
         self._max_line = limits.max_request_line
         self._max_fields = limits.max_header_count
+        self._max_field = limits.max_field_size
         self._max_body = limits.max_body_size
         self._parser = httptools.HttpRequestParser(self)
         self._events: deque[Any] = deque()
         self._state = _IDLE
         self._error: HttpError | None = None
         self._url = b""
-        self._last_target: tuple[bytes, str, str, str] = (b"", "", "", "")  # url, target, path, query
+        # url, target, path, query, raw path (of the last target: a keep-alive client often
+        # asks for the same one again)
+        self._last_target: tuple[bytes, str, str, str, str] = (b"", "", "", "", "")
+        self._good_host = b""  # the last Host value found valid
+        self._data = b""  # the bytes being parsed (where a request line is looked at)
+        self._pieces: list[bytes] = []  # the bytes of a head that came in more than one read
+        self._lines_of = b""  # the bytes, and where in them the last request line checked ends
+        self._line_end = 0
+        self._body_head = False  # the next head is the stand-in that frames an upgrade's body
         self._fields: list[tuple[bytes, bytes]] = []
         self._hosts = 0
         self._framing = False  # a field other than Host that _frame must look at
@@ -136,8 +172,9 @@ class ServerProtocol:
 
     @property
     def in_head(self) -> bool:
-        """True once a request's first byte has come and until its head is complete."""
-        return self._state == _HEAD
+        """True once a request's first byte (or an empty line) has come and until its head
+        is complete: the head deadline runs."""
+        return _BLANK <= self._state <= _HEAD
 
     @property
     def dead(self) -> bool:
@@ -153,17 +190,29 @@ class ServerProtocol:
         if state < _BODY:  # between requests or in a head
             n = len(data)
             if 0 < n <= self._max_head - self._head_bytes:  # the common case
+                if state == _HEAD:  # a head that came in pieces: its request line is kept
+                    self._keep_piece(data)
+                elif data[0] < 14 and self._leading_blank(data):  # (CR or LF before a request)
+                    return
                 self._head_bytes += n  # an upper bound: corrected at headers complete
+                self._data = data
                 try:
                     self._parser.feed_data(data)
                 except Exception as exc:
                     self._parse_error(exc)
                 else:
-                    if self._chunked and self._state == _BODY:
-                        self._check_overhead()
+                    state = self._state
+                    if state < _HEAD:
+                        if self._head_bytes:  # only empty lines since the last head
+                            self._blank()
+                    elif state == _BODY:
+                        if self._chunked:
+                            self._check_overhead()
+                    elif state == _HEAD:
+                        self._check_line()
                 return
             if not n:
-                if state == _IDLE:
+                if state < _HEAD:
                     self._state = _DEAD
                 else:
                     self._fail(HttpError(400, "connection closed in the middle of a request"))
@@ -171,15 +220,17 @@ class ServerProtocol:
             # Feed only what the head may still take: if it is not complete then, it is
             # too large, whatever follows.  (A further head that starts in the same read
             # is counted from there on.)
-            room = self._max_head - self._head_bytes
-            self._parse(data[:room])
-            if self._state == _HEAD:
-                if not self._fields:  # still in the request line
-                    self._fail(HttpError(414, f"request line over {self._max_line} bytes"))
-                else:
-                    self._fail(HttpError(431, f"request head over {self._max_head} bytes"))
-                return
-            self.feed(data[room:])
+            while data and self._state < _BODY:
+                room = self._max_head - self._head_bytes
+                self._parse(data[:room])
+                data = data[room:]
+                if self._state == _HEAD:
+                    if not self._fields:  # still in the request line
+                        self._fail(HttpError(414, f"request line over {self._max_line} bytes"))
+                    else:
+                        self._fail(HttpError(431, f"request head over {self._max_head} bytes"))
+                    return
+            self._parse(data)
             return
         if state == _DEAD:
             return
@@ -191,35 +242,157 @@ class ServerProtocol:
     # -- parsing ------------------------------------------------------------------------
 
     def _parse(self, data: bytes) -> None:
-        if not data or self._state == _DEAD:
+        while data:  # (a loop, not a recursion, over the heads that offer an upgrade)
+            state = self._state
+            if state == _DEAD:
+                return
+            if state < _BODY:
+                if state == _HEAD:
+                    self._keep_piece(data)
+                elif data[0] < 14 and self._leading_blank(data):
+                    return
+                self._head_bytes += len(data)  # an upper bound: corrected at headers complete
+                self._data = data
+            elif self._chunked:
+                self._body_overhead += len(data)
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                data = self._upgrade(exc.args[0])
+                continue
+            except Exception as exc:
+                self._parse_error(exc)
+                return
+            state = self._state
+            if state < _HEAD:
+                if self._head_bytes:
+                    self._blank()
+            elif state == _BODY:
+                if self._chunked:
+                    self._check_overhead()
+            elif state == _HEAD:
+                self._check_line()
             return
-        if self._state < _BODY:
-            self._head_bytes += len(data)  # an upper bound: corrected at headers complete
-        elif self._chunked:
-            self._body_overhead += len(data)
-        try:
-            self._parser.feed_data(data)
-        except Exception as exc:
-            self._parse_error(exc)
+
+    def _keep_piece(self, data: bytes) -> None:
+        if not self._pieces:
+            self._pieces.append(self._data)  # where the head began
+        self._pieces.append(data)
+
+    def _leading_blank(self, data: bytes) -> bool:
+        """Empty lines at the start of a read between requests: True if too many (refused)."""
+        blank = len(data) - len(data.lstrip(b"\r\n")) + (self._head_bytes if self._state == _BLANK else 0)
+        if blank > _MAX_BLANK:
+            self._fail(HttpError(400, f"over {_MAX_BLANK} bytes of empty lines before a request"))
+            return True
+        return False
+
+    def _blank(self) -> None:
+        """Only empty lines have come since the last head: they count against the head's
+        deadline (the connection loop sees ``in_head``) and are bounded."""
+        if self._head_bytes > _MAX_BLANK:
+            self._fail(HttpError(400, f"over {_MAX_BLANK} bytes of empty lines before a request"))
         else:
-            if self._chunked and self._state == _BODY:
-                self._check_overhead()
+            self._state = _BLANK
+
+    def _check_line(self) -> None:
+        """A head in progress: a request line that ended with no version is refused now
+        (llhttp would take it as HTTP/0.9 and wait for header fields)."""
+        if self._fields or not self._url or b"\n" not in self._data:
+            return
+        data = b"".join(self._pieces) if self._pieces else self._data
+        line = self._parser.get_method() + b" " + self._url
+        at = data.find(line)
+        while at >= 0:
+            end = at + len(line)
+            if (at == 0 or data[at - 1] == 10) and data[end : end + 1] in (b"\r", b"\n"):
+                self._fail(HttpError(400, "request line without an HTTP version"))
+                return
+            at = data.find(line, at + 1)
 
     def _parse_error(self, exc: Exception) -> None:
         if isinstance(exc, httptools.HttpParserUpgrade):
-            self._state = _DEAD  # the head (marked upgrade) is queued; nothing more is parsed
+            self._parse(self._upgrade(exc.args[0]))
         elif isinstance(exc, httptools.HttpParserCallbackError):
             self._fail(self._error or HttpError(400, "bad request"))
         elif isinstance(exc, httptools.HttpParserError):
             text = str(exc)
             if "Transfer-Encoding" in text and "Content-Length" not in text:
+                events = self._events
+                if events and events[-1].__class__ is RequestHead:
+                    events.pop()  # refused by llhttp once the head was complete: never served
                 self._fail(HttpError(501, f"unsupported transfer coding ({text})"))
             elif "Invalid HTTP version" in text:
                 self._fail(HttpError(505, text))
+            elif isinstance(exc, httptools.HttpParserInvalidMethodError) or "Invalid method for" in text:
+                method = self._unknown_method()
+                if method is None:
+                    self._fail(HttpError(400, text))
+                else:
+                    self._fail(HttpError(501, f"method {method!r} not implemented"))
             else:
                 self._fail(HttpError(400, text or "malformed request"))
         else:
             raise exc
+
+    def _head_data(self) -> bytes:
+        """The bytes of the request head being parsed (and maybe some before and after it)."""
+        pieces = self._pieces
+        if pieces:
+            self._pieces = []
+            return b"".join(pieces)
+        return self._data
+
+    def _unknown_method(self) -> str | None:
+        """The method llhttp refused if it is a well-formed token: at the start of a line,
+        followed by a space (a method cut off by the end of the bytes so far is refused)."""
+        for line in self._head_data().split(b"\n"):
+            method, space, _ = line.lstrip(b"\r").partition(b" ")
+            if space and method not in _LLHTTP_METHODS and _METHOD_TOKEN.fullmatch(method):
+                return method.decode("ascii")
+        return None
+
+    def _check_protocol(self, method: bytes, url: bytes) -> None:
+        """llhttp takes RTSP/1.x and ICE/1.x request lines and tells no one: refuse them.
+        The request line is the first line that starts with this method and target after
+        the last one looked at in the same bytes (pipelined requests come in order)."""
+        data = self._head_data()
+        start = self._line_end if self._lines_of is data else 0
+        line = method + b" " + url + b" "
+        at = data.find(line, start)
+        while at >= 0:
+            if at == 0 or data[at - 1] == 10:  # at the start of a line
+                if not data.startswith(b"HTTP/", at + len(line)):
+                    self._reject(400, "not an HTTP request line (RTSP or ICE?)")
+                break
+            at = data.find(line, at + 1)
+        if at >= 0:
+            self._lines_of = data
+            self._line_end = at + len(line)
+
+    def _upgrade(self, offset: int) -> bytes:
+        """llhttp stopped after a head that offers an upgrade (or is CONNECT): the bytes
+        left to parse as HTTP/1.1."""
+        events = self._events
+        head = next((e for e in reversed(events) if e.__class__ is RequestHead), None)
+        if head is None or head.method == "CONNECT":
+            self._state = _DEAD  # reported (the connection loop answers 501); nothing more is parsed
+            return b""
+        # An offer fibernet does not take: parse on as HTTP/1.1.  llhttp took the head as the
+        # whole message; a body is framed anew by a stand-in head (never reported).
+        rest = self._data[offset:]
+        if head._body is None:
+            if events[-1] is END:
+                events.pop()
+            self._body_head = True
+            if head.chunked:
+                framing = b"transfer-encoding: chunked"
+            else:
+                framing = b"content-length: %d" % head.content_length
+            self._data = stand_in = b"POST / HTTP/1.1\r\nhost: a\r\n" + framing + b"\r\n\r\n"
+            self._parser.feed_data(stand_in)
+        self._head_bytes = 0
+        return rest
 
     def _check_overhead(self) -> None:
         allowed = self.limits.max_chunk_overhead * (self._chunks + 1)
@@ -234,6 +407,11 @@ class ServerProtocol:
     def _reject(self, status: int, detail: str) -> None:
         self._error = HttpError(status, detail)
         raise _Reject()
+
+    def _check_host(self, value: bytes) -> None:
+        if not _HOST.fullmatch(value.rstrip(b" \t")):
+            self._reject(400, f"invalid Host {value.decode('latin-1')!r}")
+        self._good_host = value
 
     # -- llhttp callbacks ---------------------------------------------------------------
 
@@ -256,11 +434,15 @@ class ServerProtocol:
         fields = self._fields
         if len(fields) >= self._max_fields:
             self._reject(431, f"more than {self._max_fields} header fields")
+        if len(name) + len(value) > self._max_field:
+            self._reject(431, f"header field {name[:64].decode('latin-1')!r} over {self._max_field} bytes")
         name = name.lower()
         fields.append((name, value))
         if name in _SPECIAL:
             if name == b"host":
                 self._hosts += 1
+                if value != self._good_host:
+                    self._check_host(value)
                 return
             if name == b"connection" or name == b"proxy-connection":  # (llhttp reads both)
                 self._connection = True
@@ -271,7 +453,7 @@ class ServerProtocol:
             elif name == b"expect":
                 self._expect = value
             else:
-                codings = [c.strip().lower() for c in value.decode("latin-1").split(",")]
+                codings = [c.strip(" \t").lower() for c in value.decode("latin-1").split(",")]
                 if self._codings is None:
                     self._codings = codings
                 else:
@@ -288,19 +470,33 @@ class ServerProtocol:
         else:
             version = parser.get_http_version()
             if version != "1.1" and version != "1.0":
+                if version == "0.9":
+                    self._reject(400, "request line without an HTTP version")
                 self._reject(505, f"HTTP/{version} is not supported")
         # The head is the app's Request: built here, field by field (no __init__ call).
         head = _new(RequestHead)
-        head.method = method = parser.get_method().decode("ascii")
+        method_bytes = parser.get_method()
+        head.method = method = method_bytes.decode("ascii")
         url = self._url
+        # llhttp says HTTP/ for RTSP/ and ICE/ too: the protocol is looked at where the
+        # request line is when a read starts with it (else _check_protocol looks for it).
+        data = self._data
+        if (
+            self._lines_of is not data
+            and data.startswith(b"HTTP/", len(method) + len(url) + 2)
+            and not self._pieces
+        ):
+            self._lines_of = data  # (the first request of these bytes)
+            self._line_end = 1
+        else:
+            self._check_protocol(method_bytes, url)
         last = self._last_target
         if url != last[0]:  # (a keep-alive client often asks for the same target again)
-            target = url.decode("latin-1")
-            path, _, query = target.partition("?")
-            last = self._last_target = (url, target, path, query)
+            last = self._target(url, method)
         head.target = last[1]
         head.path = last[2]
         head.query = last[3]
+        head.raw_path = last[4]
         head.http_version = version
         head.headers = headers = _new(_WireHeaders)
         headers._raw = self._fields
@@ -324,11 +520,24 @@ class ServerProtocol:
             head.expect_continue = False
             self._events.append(head)
             return
-        self._frame(head, version)
-        self._events.append(head)
+        if self._frame(head, version):
+            self._events.append(head)
 
-    def _frame(self, head: RequestHead, version: str) -> None:
-        """Check the fields that frame or route the request (seen by on_header)."""
+    def _target(self, url: bytes, method: str) -> tuple[bytes, str, str, str, str]:
+        """The target, its path (percent-decoded), query and raw path."""
+        target = url.decode("latin-1")
+        if target == "*" and method != "OPTIONS":
+            self._reject(400, "only OPTIONS may have the target '*'")
+        raw_path, _, query = target.partition("?")
+        path = unquote(raw_path) if "%" in raw_path else raw_path
+        last = (url, target, path, query, raw_path)
+        if target != "*":  # (never remembered: the method decides)
+            self._last_target = last
+        return last
+
+    def _frame(self, head: RequestHead, version: str) -> bool:
+        """Check the fields that frame or route the request (seen by on_header); False for
+        the stand-in head that frames an ignored upgrade's body (not reported)."""
         hosts = self._hosts
         if hosts != 1 and (hosts or version == "1.1"):
             if hosts:
@@ -354,7 +563,7 @@ class ServerProtocol:
             if length:
                 head._body = None
         if self._expect is not None:
-            expect = self._expect.decode("latin-1")
+            expect = self._expect.decode("latin-1").rstrip(" \t")
             if expect.lower() != "100-continue":
                 self._reject(417, f"unsupported expectation {expect!r}")
             head.expect_continue = version == "1.1"
@@ -364,6 +573,10 @@ class ServerProtocol:
         self._framing = False
         self._codings = self._length = self._expect = None
         self._body_bytes = self._body_overhead = self._chunks = self._trailer_bytes = 0
+        if self._body_head:
+            self._body_head = False
+            return False
+        return True
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,6 +26,7 @@ from fibernet.ops.timers import sleep
 from fibernet.runtime.runtime import Runtime
 from fibernet.runtime.scheduler import spawn
 from fibernet.server import systemd
+from fibernet.server.monitor import Monitor
 from fibernet.server.tcp import Handler, Server
 
 log = logging.getLogger("fibernet.server")
@@ -55,6 +57,8 @@ def run_server(
     parent: int | None = None,
     admin: tuple[str, int] | socket.socket | None = None,
     report: Callable[[bytes], None] | None = None,
+    block_warning: float = 0.1,
+    worker_timeout: float | None = None,
 ) -> None:
     """Bind ``server``, run it on a runtime of ``server.threads`` schedulers in this (the
     main) thread, and stop it on SIGTERM (graceful) or SIGINT (fast).
@@ -63,11 +67,15 @@ def run_server(
     process (its supervisor) is gone.  ``admin`` serves the admin endpoint (healthz, readyz,
     metrics, fibers) at that address, or on that listening socket (which it then owns);
     ``report(line)`` is given a snapshot a second (how a worker keeps its supervisor informed).
+    A :class:`~fibernet.server.monitor.Monitor` logs a scheduler blocked longer than
+    ``block_warning`` seconds (0: no warning) and, with ``worker_timeout``, ends the process
+    when all are blocked longer than that.
     """
-    from fibernet.server.admin import WaitClock, admin_app, snapshot
+    from fibernet.server.admin import WaitClock, admin_app, refresh, snapshot
     from fibernet.server.http import http_server
 
     server.bind()
+    monitor = Monitor(block_warning, worker_timeout) if block_warning > 0 or worker_timeout else None
     admin_server = None
     if admin is not None:
         # The snapshot a second that feeds "how long" also answers /metrics and /fibers.
@@ -75,7 +83,7 @@ def run_server(
         clock = WaitClock()
 
         def current() -> list[dict]:
-            return [json.loads(latest[-1])] if latest else [snapshot(server, clock)]
+            return [refresh(json.loads(latest[-1]))] if latest else [snapshot(server, clock)]
 
         def keep(line: bytes, forward: Callable[[bytes], None] | None = report) -> None:
             latest[:] = [line]
@@ -85,18 +93,54 @@ def run_server(
         report = keep
         app = admin_app(current, lambda: server.ready.signalled and not server.draining)
         if isinstance(admin, socket.socket):
-            admin_server = http_server(app, threads=server.threads, name="admin", sockets=[admin])
+            admin_server = http_server(app, threads=1, name="admin", sockets=[admin])
         else:
-            admin_server = http_server(app, admin[0], admin[1], threads=server.threads, name="admin")
+            admin_server = http_server(app, admin[0], admin[1], threads=1, name="admin")
         admin_server.bind()
-    Runtime(server.threads).run(_main, server, on_ready, parent, admin_server, report)
+    if report is not None:
+        report = _Reporter(report)
+        if monitor is not None:
+            monitor.on_change = report.resend  # the report fiber may be the one blocked
+    if monitor is not None:
+        monitor.start()
+    if admin_server is not None:
+        admin_server.start()  # on a runtime of its own: it answers while the server's block
+    try:
+        Runtime(server.threads).run(_main, server, on_ready, parent, report)
+    finally:
+        if admin_server is not None:
+            admin_server.stop(0)
+            admin_server.wait()
+        if monitor is not None:
+            monitor.stop()
+
+
+class _Reporter:
+    """``report`` made safe to call from the monitor's thread too, which sends the last
+    snapshot again with what is blocked now."""
+
+    def __init__(self, report: Callable[[bytes], None]) -> None:
+        self._report = report
+        self._lock = threading.Lock()
+        self._last = b""
+
+    def __call__(self, line: bytes) -> None:
+        with self._lock:
+            self._last = line
+            self._report(line)
+
+    def resend(self) -> None:
+        from fibernet.server.admin import encode, refresh
+
+        with self._lock:
+            if self._last:
+                self._report(encode(refresh(json.loads(self._last))))
 
 
 def _main(
     server: Server,
     on_ready: Callable[[], None] | None,
     parent: int | None,
-    admin_server: Server | None,
     report: Callable[[bytes], None] | None,
 ) -> None:
     watcher = _SignalWatcher(server, in_worker=parent is not None)
@@ -107,15 +151,11 @@ def _main(
         helpers.append(spawn(_when_ready, server, partial(_tell_systemd, server), name="sd-notify"))
     if parent is not None:
         helpers.append(spawn(_watch_parent, server, parent, name="parent-watch"))
-    if admin_server is not None:
-        helpers.append(spawn(admin_server.run, name="admin"))
     if report is not None:
         helpers.append(spawn(_report, server, report, name="report"))
     try:
         server.run()
     finally:
-        if admin_server is not None:
-            admin_server.stop(0)
         for fiber in helpers:
             fiber.cancel()
         watcher.close()
@@ -179,6 +219,8 @@ class _SignalWatcher:
             pass
 
     def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP and not self.in_worker and _reload_tls(self.server):
+            return
         if signum in self.IGNORED:
             if not self.in_worker:
                 why = "reloading" if signum == signal.SIGHUP else "changing the number of workers"
@@ -228,6 +270,19 @@ class _SignalWatcher:
         self._fiber.cancel()
         self._reader.close()
         self._wsock.close()
+
+
+def _reload_tls(server: Server) -> bool:
+    """SIGHUP without workers: load the TLS certificate files again for new connections
+    (True), or False if the server has none to reload."""
+    try:
+        if not server.reload_tls():
+            return False
+    except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
+        log.error("SIGHUP: the TLS certificates did not load (%s); keeping those in use", exc)
+        return True
+    log.info("SIGHUP: TLS certificates reloaded")
+    return True
 
 
 def _ignore(signum: int, frame: Any) -> None:

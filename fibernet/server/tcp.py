@@ -16,12 +16,18 @@ layer is just such a handler.
   The socket is closed in ``finally``, whatever way the handler ends.
 - Graceful stop: stop accepting, let connections finish for ``grace`` seconds, then cancel
   the rest.
+- Before the handler, in the connection's fiber and within ``handshake_timeout``: the PROXY
+  protocol header (``proxy_protocol=True``; see ``server/proxy.py``), then the TLS handshake
+  (``ssl=``, a context or a :class:`~fibernet.net.tls.TLSConfig`; see ``net/tls.py``).  The
+  handler gets the TLS socket; a failed or late handshake costs that connection only, and is
+  one log line.  :meth:`Server.reload_tls` makes the context again from a ``TLSConfig``'s files.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import ssl as _ssl
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +37,8 @@ from typing import Any
 
 from fibernet.errors import Cancelled
 from fibernet.net.sockets import Socket, listen
+from fibernet.net.threadpool import run_in_thread
+from fibernet.net.tls import TLSConfig, server_handshake
 from fibernet.ops.condition import Condition
 from fibernet.ops.operation import choice, perform, wrap
 from fibernet.ops.timers import sleep, wait_op
@@ -55,6 +63,7 @@ class Limits:
     backlog: int = 1024
     accepts_per_wake: int = 64
     graceful_timeout: float = 30.0
+    handshake_timeout: float = 10.0  # the PROXY header and the TLS handshake, together
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "backlog", "accepts_per_wake"):
@@ -65,6 +74,8 @@ class Limits:
             raise ValueError(f"idle_timeout must be positive or None, not {self.idle_timeout!r}")
         if not self.graceful_timeout >= 0:
             raise ValueError(f"graceful_timeout must be >= 0, not {self.graceful_timeout!r}")
+        if not self.handshake_timeout > 0:
+            raise ValueError(f"handshake_timeout must be positive, not {self.handshake_timeout!r}")
 
 
 class _Place:
@@ -95,6 +106,8 @@ class Server:
         sockets: list[Any] | None = None,
         limits: Limits | None = None,
         name: str | None = None,
+        ssl: _ssl.SSLContext | TLSConfig | None = None,
+        proxy_protocol: bool = False,
         **limit_overrides: Any,
     ) -> None:
         if not callable(handler):
@@ -105,6 +118,11 @@ class Server:
         self.threads = threads
         self.limits = limits or Limits(**limit_overrides)
         self.name = name or getattr(handler, "__qualname__", "server")
+        if ssl is not None and not isinstance(ssl, (_ssl.SSLContext, TLSConfig)):
+            raise TypeError(f"ssl must be an ssl.SSLContext or a TLSConfig, not {type(ssl).__name__}")
+        self.tls = ssl
+        self._context = ssl.context() if isinstance(ssl, TLSConfig) else ssl  # (bad files fail here)
+        self.proxy_protocol = proxy_protocol
         self._given = sockets
         self._listeners: list[Socket] = []
         self._places: dict[Scheduler, _Place] = {}
@@ -244,7 +262,11 @@ class Server:
         """True once a stop was asked for (readiness probes should fail from then on)."""
         return self._stop.signalled
 
-    def stats(self) -> dict[str, int]:
+    def schedulers(self) -> list[Scheduler]:
+        """The schedulers the server runs on (none before it runs)."""
+        return list(self._places)
+
+    def stats(self) -> dict[str, Any]:
         places = list(self._places.values())
         live = [sock for p in places for sock in list(p.conns.values())]
         stats = {
@@ -321,8 +343,13 @@ class Server:
             self._slot_waiters.append(cond)
         cond.wait()
 
-    def _serve(self, conn: Socket, addr: Any) -> None:
+    def _serve(self, conn: Any, addr: Any) -> None:
         try:
+            if self.proxy_protocol or self._context is not None:
+                ready = self._before_handler(conn, addr)
+                if ready is None:
+                    return
+                conn = ready  # (a TLSSocket: closing it sends close_notify)
             self.handler(conn)
         except Cancelled:
             pass
@@ -332,6 +359,40 @@ class Server:
             log.exception("handler %s failed for %s", self.name, _fmt(addr))
         finally:
             conn.close()
+
+    def _before_handler(self, conn: Socket, addr: Any) -> Any:
+        """The PROXY header, then the TLS handshake, within the handshake deadline: the
+        socket for the handler, or None if the client failed (logged; the caller closes)."""
+        timeout = self.limits.handshake_timeout
+        deadline = time.monotonic() + timeout
+        stage = "PROXY header"
+        try:
+            if self.proxy_protocol:
+                from fibernet.server.proxy import read_proxy_header
+
+                conn.peer = read_proxy_header(conn, timeout)
+            context = self._context
+            if context is not None:
+                stage = "TLS handshake"
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no TLS handshake within {timeout}s")
+                return server_handshake(conn, context, left)
+        except (ValueError, OSError) as exc:  # a bad PROXY header, an SSLError, a timeout, a reset
+            log.info("%s from %s failed: %s", stage, _fmt(conn.peer or addr), _reason(exc))
+            return None
+        return conn
+
+    def reload_tls(self) -> bool:
+        """Load the certificate files again (a :class:`TLSConfig`'s) for the connections
+        accepted from now on; False if there is nothing to reload.  A file that does not load
+        raises, and the context in use stays."""
+        if not isinstance(self.tls, TLSConfig):
+            return False
+        here = current_scheduler()
+        make = self.tls.context
+        self._context = run_in_thread(make) if here is not None and here.current is not None else make()
+        return True
 
     def _closed_one(self, place: _Place, conn: Socket, fiber: Fiber) -> None:
         """The connection's fiber ended, however it ended (even cancelled before it ran)."""
@@ -443,6 +504,12 @@ def _nodelay(raw: Any) -> None:
 
     if raw.family in (_socket.AF_INET, _socket.AF_INET6):
         raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, _ssl.SSLError):
+        return exc.reason or exc.__class__.__name__
+    return str(exc) or exc.__class__.__name__
 
 
 def _fmt(addr: Any) -> str:

@@ -18,11 +18,14 @@ Signals to the supervisor, as gunicorn's:
   doubling to 10 s, reset when a worker has lived a minute), and the supervisor logs its exit
   status.
 
-A worker whose supervisor disappears stops itself.
+A worker whose supervisor disappears stops itself.  The supervisor serves the admin port
+(``--admin-port``) in its own loop, after its signals and workers, without ever blocking on
+it (:class:`~fibernet.server.admin.AdminPort`); its /metrics adds worker restarts by cause.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import json
@@ -44,7 +47,6 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
 STABLE_AFTER = 60.0
-ADMIN_TIMEOUT = 1.0  # the supervisor answers an admin request within this, or drops it
 PIPE_SIZE = 1 << 20  # a worker's reporting pipe (Linux's default limit for a user)
 
 
@@ -89,9 +91,13 @@ class Arbiter:
         self._stopping: int | None = None  # the signal that is stopping us
         self._deadline = float("inf")  # when stopping: kill workers still alive after this
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.admin = admin
+        self.restarts: collections.Counter[str] = collections.Counter()  # by cause (metrics.RESTART_CAUSES)
+        self.admin = None
+        self._admin_ready: list[int] = []  # its descriptors found ready in this turn of the loop
         if admin is not None:
-            admin.setblocking(False)
+            from fibernet.server.admin import AdminPort, admin_app
+
+            self.admin = AdminPort(admin, admin_app(self.snapshots, self._accepting, lambda: self.restarts))
 
     # -- the supervisor's loop ------------------------------------------------------------
 
@@ -109,7 +115,10 @@ class Arbiter:
                 if self._stopping is None:
                     self._spawn_missing()
                     self._retire_old_generation()
+                self._serve_admin()
         finally:
+            if self.admin is not None:
+                self.admin.close()
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -117,26 +126,43 @@ class Arbiter:
             os.close(self._sig_w)
 
     def _wait_and_dispatch(self) -> None:
-        fds = [self._sig_r] + [w.ready_fd for w in self.workers.values()]
-        if self.admin is not None:
-            fds.append(self.admin.fileno())
+        poller = select.poll()
+        poller.register(self._sig_r, select.POLLIN)
+        workers = {w.ready_fd for w in self.workers.values()}
+        for fd in workers:
+            poller.register(fd, select.POLLIN)
         timeout = 1.0
         if self._respawn_at:
             timeout = max(0.0, min(timeout, self._respawn_at - time.monotonic()))
+        if self.admin is not None:
+            for fd, events in self.admin.interest():
+                poller.register(fd, events)
+            left = self.admin.timeout()
+            if left is not None:
+                timeout = min(timeout, left)
         try:
-            readable, _, _ = select.select(fds, [], [], timeout)
+            ready = [fd for fd, _ in poller.poll(timeout * 1000)]
         except InterruptedError:  # pragma: no cover - PEP 475
-            readable = []
-        for fd in readable:
+            ready = []
+        self._admin_ready = []
+        for fd in ready:
             if fd == self._sig_r:
                 self._signals()
-            elif self.admin is not None and fd == self.admin.fileno():
-                self._admin_request()
-            else:
+            elif fd in workers:
                 self._worker_says(fd)
+            else:
+                self._admin_ready.append(fd)
         self._reap()
         if self._stopping is not None:
             self._kill_laggards()
+
+    def _serve_admin(self) -> None:
+        """The admin port's turn, last in each turn of the loop (after the signals, the
+        workers and their replacement); it never blocks (non-blocking sockets, deadlines)."""
+        if self.admin is not None:
+            for fd in self._admin_ready:
+                self.admin.handle(fd)
+            self.admin.expire()
 
     def _signals(self) -> None:
         try:
@@ -237,54 +263,12 @@ class Arbiter:
             self._announced = self.generation
             systemd.ready(f"{self.target} worker(s) of generation {self.generation} serving")
 
+    def _accepting(self) -> bool:
+        """Ready (/readyz): not stopping, and a worker accepts."""
+        return self._stopping is None and any(w.ready for w in self.workers.values())
+
     def snapshots(self) -> list[dict]:
         return [w.snapshot for w in self.workers.values() if w.snapshot is not None and not w.stopping]
-
-    def _admin_request(self) -> None:
-        """Answer one admin request, synchronously (loopback, small, bounded by a timeout)."""
-        from fibernet.server.admin import admin_app
-        from fibernet.server.http_protocol import END, ServerProtocol, response_head
-
-        try:
-            conn, _ = self.admin.accept()  # type: ignore[union-attr]
-        except BlockingIOError:
-            return
-        with conn:
-            # One second for the whole request, not per read: a client that sends a byte
-            # now and then must not hold the supervisor (its signals, its workers) up.
-            deadline = time.monotonic() + ADMIN_TIMEOUT
-            proto = ServerProtocol()
-            head = None
-            try:
-                while head is None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return
-                    conn.settimeout(left)
-                    data = conn.recv(16384)
-                    proto.feed(data)
-                    event = proto.next_event()
-                    if event is not None and event is not END:
-                        head = event
-                    if not data:
-                        return
-            except OSError:
-                return
-            if not hasattr(head, "target"):
-                return
-            from fibernet.http import Request
-
-            app = admin_app(
-                self.snapshots, lambda: self._stopping is None and any(w.ready for w in self.workers.values())
-            )
-            response = app(Request(head.method, head.target, head.headers, head.version))
-            body = bytes(response.body)  # type: ignore[arg-type]
-            try:
-                conn.settimeout(ADMIN_TIMEOUT)
-                wire = response_head(response.status, response.headers, "1.1", False, len(body), False)
-                conn.sendall(wire + body)
-            except OSError:
-                pass
 
     def _reap(self) -> None:
         while True:
@@ -310,6 +294,7 @@ class Arbiter:
             # Exit 0 without being asked (a SIGTERM sent to the worker itself, say) is no
             # crash, but the worker is still missing: replaced all the same.
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            self.restarts["killed" if os.WIFSIGNALED(status) else "exited" if clean else "failed"] += 1
             log.log(
                 logging.WARNING if clean else logging.ERROR,
                 "worker %d %s (%s) after %.1fs; replacing it in %.1fs",
@@ -344,6 +329,7 @@ class Arbiter:
         if old and self._generation_ready():
             for worker in old:
                 log.info("retiring worker %d of generation %d", worker.pid, worker.generation)
+                self.restarts["reload"] += 1
                 self._stop_worker(worker)
 
     def _spawn(self) -> None:

@@ -212,3 +212,37 @@ def test_stress_many_callers_many_actors(switchinterval):
         assert all(ref.alive for ref in refs)
 
     fn.run(main, threads=2)
+
+
+def _hold(mailbox, gate):
+    """Receive loop that takes one message, then waits for ``gate`` before answering it."""
+    for message in mailbox:
+        message.reply(gate.get())
+
+
+def test_call_op_on_a_full_mailbox_from_a_plain_thread(start_thread):
+    """The thread blocks until the request has room and is answered (no NoScheduler)."""
+    out = []
+
+    def main():
+        gate = fn.Channel()
+        ref = start(_hold, gate, mailbox=1)
+        first = fn.spawn(ref.call, "first", None)
+        fn.yield_now()  # the actor holds "first" and waits at the gate
+        ref.cast("filler")  # the mailbox is full now
+        asked = fn.Condition()
+
+        def thread():
+            asked.signal()
+            out.append(fn.perform(fn.choice(ref.call_op("from thread"), fn.wrap(fn.wait_op(20), lambda: "timeout"))))
+
+        ended = start_thread(thread)
+        asked.wait()
+        gate.put("reply 1")  # answers "first"; "filler" (a cast) takes the gate's next put
+        gate.put("filler's")
+        gate.put("reply 3")  # the thread's request, sent once there was room
+        ended.wait()
+        assert first.join() == "reply 1"
+
+    fn.run(main)
+    assert out == ["reply 3"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -19,12 +20,13 @@ import threading
 import time
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import WORKER_APP, connect, http_get, read_line, until
 
 pytestmark = pytest.mark.timeout(20)
 
-SAMPLE = re.compile(r'^(fibernet_[a-z_]+)\{worker="(\d+)"\} (\d+(?:\.\d+)?)$')
 READY = r"worker (\d+) ready \(generation 0\)"
 
 
@@ -62,26 +64,30 @@ def server(serve_process, app, app_dir, free_port, admin_port):
     return start
 
 
-def parse_metrics(text: str) -> dict[str, dict[int, float]]:
-    """Prometheus text: every line a HELP, a TYPE or a sample ``name{worker="pid"} value``,
-    each metric's HELP and TYPE before its samples.  {name: {pid: value}}."""
+def families(text: str) -> dict[str, Metric]:
+    """Prometheus text, parsed by prometheus_client's own parser: {family name: family}.  Every
+    family has its HELP and TYPE; a counter's samples end in _total."""
     assert text.endswith("\n")
+    found = {}
+    for family in text_string_to_metric_families(text):
+        assert family.name not in found, f"{family.name} twice"
+        assert family.documentation and family.type in ("gauge", "counter", "histogram"), family
+        if family.type == "counter":
+            assert all(s.name == family.name + "_total" for s in family.samples), family.samples
+        found[family.name] = family
+    return found
+
+
+def parse_metrics(text: str) -> dict[str, dict[int, float]]:
+    """The per-worker samples: {sample name: {pid: value}} (one sample per worker each)."""
     metrics: dict[str, dict[int, float]] = {}
-    described: dict[str, set[str]] = {}
-    for line in text.splitlines():
-        if line.startswith("# "):
-            kind, name, rest = line[2:].split(" ", 2)
-            assert kind in ("HELP", "TYPE") and rest, line
-            if kind == "TYPE":
-                assert rest in ("gauge", "counter"), line
-            described.setdefault(name, set()).add(kind)
-            continue
-        match = SAMPLE.match(line)
-        assert match, f"not a sample line: {line!r}"
-        name, pid, value = match.group(1), int(match.group(2)), float(match.group(3))
-        assert described.get(name) == {"HELP", "TYPE"}, f"{name} sampled before its HELP and TYPE"
-        assert pid not in metrics.setdefault(name, {}), f"two samples of {name} for worker {pid}"
-        metrics[name][pid] = value
+    for family in families(text).values():
+        for sample in family.samples:
+            if set(sample.labels) != {"worker"}:
+                continue
+            pid = int(sample.labels["worker"])
+            assert pid not in metrics.setdefault(sample.name, {}), f"two samples of {sample.name} for {pid}"
+            metrics[sample.name][pid] = sample.value
     return metrics
 
 
@@ -110,8 +116,8 @@ def test_healthz_readyz_metrics_and_fibers(server, workers):
                   "a series for every worker")
     for name, series in found.items():
         assert set(series) == pids, (name, series)
-    for name in ("connections_open", "connections_accepted", "bytes_in", "bytes_out", "fibers",
-                 "schedulers", "draining"):
+    for name in ("connections_open", "connections_accepted_total", "received_bytes_total",
+                 "sent_bytes_total", "fibers", "schedulers", "draining"):
         assert f"fibernet_{name}" in found
     assert all(v == 0 for v in found["fibernet_draining"].values())
     assert all(v == 1 for v in found["fibernet_schedulers"].values())
@@ -124,7 +130,7 @@ def test_healthz_readyz_metrics_and_fibers(server, workers):
               "the open connection in the metrics")
     until(lambda: all(v == 0 for v in metrics(server.admin)["fibernet_connections_open"].values()),
           "the closed connection gone from the metrics")
-    accepted = metrics(server.admin)["fibernet_connections_accepted"]
+    accepted = metrics(server.admin)["fibernet_connections_accepted_total"]
     assert accepted[pid] >= 1
 
     snaps = fibers(server.admin)
@@ -199,8 +205,9 @@ def test_admin_status_lines_carry_the_reason(server):
 
 
 def test_a_slow_admin_client_does_not_stall_the_supervisor(server):
-    """The supervisor reads an admin request itself, in its loop: a client that sends a byte
-    now and then must not keep it from its signals for longer than the admin timeout (1 s)."""
+    """The supervisor reads admin requests itself, in its loop, without blocking: a client
+    that sends a byte now and then must not keep it from its signals (and is dropped at its
+    1 s deadline)."""
     proc, _ = server(2, "--graceful-timeout", "5")
     stop, reading = threading.Event(), threading.Event()
 
@@ -332,3 +339,141 @@ def test_an_admin_host_that_is_not_local_exits_2_with_a_message(serve_process, a
     proc.wait_eof()
     assert f"cannot listen on 192.0.2.1:{admin_port}" in proc.log
     assert "Traceback" not in proc.log, proc.log
+
+
+# -- the supervisor's admin port: concurrent, bounded, never in the way of the workers --------------
+
+
+def test_idle_admin_connections_delay_neither_healthz_nor_a_worker_replacement(server):
+    """Idle connections to the admin port (a port scanner, a stuck probe) each wait for their
+    own deadline (1 s); /healthz on another connection is answered at once, and a worker
+    killed meanwhile is replaced after its back-off (0.1 s), not after theirs."""
+    proc, pids = server(2)
+    idle = [socket.create_connection(("127.0.0.1", server.admin), timeout=10) for _ in range(10)]
+    try:
+        status, _, body = http_get(server.admin, "/healthz", timeout=2.0)  # 10 s when served in turn
+        assert (status, body) == (200, b"ok\n")
+        idle += [socket.create_connection(("127.0.0.1", server.admin), timeout=10) for _ in range(10)]
+        victim = min(pids)
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        proc.wait_for(f"worker {victim} died (killed by SIGKILL)")
+        replacement = int(proc.wait_lines(r"started worker (\d+) \(generation 0\)", count=3)[2].group(1))
+        assert time.monotonic() - killed < 3, "the replacement waited for the idle admin connections"
+        proc.wait_for(f"worker {replacement} ready")
+        for c in idle:  # each dropped at its deadline: bounded, not held
+            assert c.recv(16) == b""
+    finally:
+        for c in idle:
+            c.close()
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+    assert "Traceback" not in proc.log
+
+
+def _http_server(serve_process, app, app_dir, port, admin, workers, *extra):
+    proc = serve_process(f"{app}:app", "--protocol", "http", "--app-dir", str(app_dir.path), "--port",
+                         str(port), "--admin-port", str(admin), "--workers", str(workers), *extra,
+                         own_group=True)
+    if workers == 1:
+        proc.wait_for(f"serving {app}:app on 127.0.0.1:{port}")
+        return proc, {proc.proc.pid}
+    return proc, {int(m.group(1)) for m in proc.wait_lines(READY, count=workers)}
+
+
+def _total(family: Metric, suffix: str, **labels: str) -> float:
+    return sum(s.value for s in family.samples
+               if s.name == family.name + suffix and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_count_requests_by_status_class_and_their_latency(serve_process, app, app_dir, free_port,
+                                                                 admin_port, workers):
+    proc, pids = _http_server(serve_process, app, app_dir, free_port, admin_port, workers)
+    for _ in range(30):
+        assert http_get(free_port, "/")[0] == 200
+    bad = socket.create_connection(("127.0.0.1", free_port), timeout=10)
+    with bad:
+        bad.sendall(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+        assert read_line(bad).startswith(b"HTTP/1.1 400")
+
+    def counted():
+        found = families(http_get(admin_port, "/metrics")[2].decode())
+        requests = found["fibernet_http_requests"]
+        if _total(requests, "_total", status="2xx") == 30 and _total(requests, "_total", status="4xx") == 1:
+            return found
+        return None
+
+    found = until(counted, "30 requests answered 200 and one 400 in the metrics")
+    requests, latency = found["fibernet_http_requests"], found["fibernet_http_request_duration_seconds"]
+    assert requests.type == "counter" and latency.type == "histogram"
+    assert {s.labels["worker"] for s in requests.samples} == {str(p) for p in pids}
+    assert {s.labels["status"] for s in requests.samples} == {"1xx", "2xx", "3xx", "4xx", "5xx"}
+    assert _total(requests, "_total", status="5xx") == 0
+    # The histogram: cumulative buckets up to +Inf, which is the count; the 30 answered requests.
+    assert _total(latency, "_count") == 30
+    assert 0 < _total(latency, "_sum") < 30 * 10
+    for pid in pids:
+        buckets = [(s.labels["le"], s.value) for s in latency.samples
+                   if s.name.endswith("_bucket") and s.labels["worker"] == str(pid)]
+        assert buckets[-1][0] == "+Inf"
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets), buckets
+        assert buckets[-1][1] == _total(latency, "_count", worker=str(pid))
+    assert ("fibernet_worker_restarts" in found) == (workers > 1)  # only a supervisor restarts workers
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+
+
+def test_metrics_count_worker_restarts_by_cause(serve_process, app, app_dir, free_port, admin_port):
+    proc, pids = _http_server(serve_process, app, app_dir, free_port, admin_port, 2)
+
+    def restarts() -> dict[str, float]:
+        family = families(http_get(admin_port, "/metrics")[2].decode())["fibernet_worker_restarts"]
+        return {s.labels["cause"]: s.value for s in family.samples}
+
+    assert restarts() == {"killed": 0, "failed": 0, "exited": 0, "reload": 0}
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    proc.wait_for(f"worker {victim} died (killed by SIGKILL)")
+    assert restarts() == {"killed": 1, "failed": 0, "exited": 0, "reload": 0}
+    proc.wait_lines(READY, count=3)
+    other = max(pids)
+    os.kill(other, signal.SIGTERM)  # a worker that ends on its own, cleanly
+    proc.wait_for(f"worker {other} exited on its own")
+    assert restarts() == {"killed": 1, "failed": 0, "exited": 1, "reload": 0}
+    proc.wait_lines(READY, count=4)
+    proc.proc.send_signal(signal.SIGHUP)
+    proc.wait_lines(r"retiring worker \d+ of generation 0", count=2)
+    assert restarts() == {"killed": 1, "failed": 0, "exited": 1, "reload": 2}
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_supervisor_out_of_descriptors_does_not_spin_on_its_admin_port(server):
+    """With no descriptor left for an admin connection, it stays queued and the port stays
+    readable: the supervisor must look again later, not poll it in a loop (a CPU at 100 %);
+    once the idle connections are dropped at their deadline, the port answers again."""
+    proc, _ = server(2)
+    pid = proc.proc.pid
+    open_now = len(os.listdir(f"/proc/{pid}/fd"))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_now + 2, hard))
+    idle = [socket.create_connection(("127.0.0.1", server.admin), timeout=10) for _ in range(6)]
+    try:
+        until(lambda: len(os.listdir(f"/proc/{pid}/fd")) >= open_now + 2, "the supervisor out of descriptors")
+        before, t0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(0.5)  # a window of time is what is measured here
+        used = (_cpu_seconds(pid) - before) / (time.monotonic() - t0)
+        assert used < 0.5, f"the supervisor used {used:.0%} of a CPU while out of descriptors"
+    finally:
+        for c in idle:
+            c.close()
+    until(lambda: http_get(server.admin, "/healthz", timeout=5)[::2] == (200, b"ok\n"), "/healthz again")
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.log

@@ -6,6 +6,7 @@ function that fails the test."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import socket
 
 import click
@@ -55,7 +56,7 @@ def _other_value(f: dataclasses.Field) -> tuple[str, object]:
     """A valid value for the field other than its default: (as typed, as parsed)."""
     kind = f.metadata["type"]
     if kind is bool:
-        return "true", not f.default
+        return ("false" if f.default else "true"), not f.default
     if isinstance(kind, click.Choice):
         choice = next(c for c in kind.choices if c != f.default)
         return choice, choice
@@ -76,6 +77,57 @@ def test_help_lists_a_flag_for_every_settings_field():
     assert "FIBERNET_" in result.output
 
 
+def test_help_shows_each_options_environment_variable():
+    result = invoke("serve", "--help")
+    assert result.exit_code == 0, result.output
+    # Each option's entry: from its line to the next option's, whitespace made single spaces.
+    entries = [" ".join(e.split()) for e in re.split(r"\n(?=  -)", result.output)]
+    for f in FIELDS:
+        entry = next(e for e in entries if e.startswith(_flag(f.name) + " "))
+        assert f"env var: FIBERNET_{f.name.upper()}" in entry, entry
+    assert "FIBERNET_APP" in result.output
+
+
+HTTP_ONLY = [f for f in FIELDS if f.metadata["help"].startswith("HTTP:")]
+
+
+def test_some_options_are_http_only():
+    assert {"keepalive_timeout", "max_body_size", "access_log"} <= {f.name for f in HTTP_ONLY}
+
+
+@pytest.mark.parametrize("field", HTTP_ONLY, ids=[f.name for f in HTTP_ONLY])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_http_only_flag_given_to_a_tcp_server_is_refused(field, workers):
+    typed, _parsed = _other_value(field)
+    args = [_flag(field.name)] if field.metadata["type"] is bool else [_flag(field.name), typed]
+    result = invoke("serve", "--port", "0", "--workers", workers, *args)
+    assert_usage_error(result, f"{_flag(field.name)} applies to HTTP only", "--protocol http")
+
+
+def test_an_http_only_flag_is_taken_by_an_http_server(app_dir, monkeypatch):
+    name = app_dir.module("PROTOCOL = 'http'\n\ndef app(request):\n    pass\n")
+    seen = {}
+
+    def run_server(server, *args, **kwargs):
+        seen["server"] = server
+        server._close_listeners()
+
+    monkeypatch.setattr(cli_main, "run_server", run_server)
+    result = invoke("serve", f"{name}:app", "--app-dir", str(app_dir.path), "--port", "0",
+                    "--keepalive-timeout", "7")
+    assert result.exit_code == 0, result.output
+    assert "server" in seen
+
+
+def test_an_http_only_variable_in_the_environment_of_a_tcp_server_is_warned_about(monkeypatch, caplog):
+    monkeypatch.setattr(cli_main, "run_server", lambda server, *a, **k: server._close_listeners())
+    result = invoke("serve", "--port", "0", env={"FIBERNET_KEEPALIVE_TIMEOUT": "7"})
+    assert result.exit_code == 0, result.output
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["FIBERNET_KEEPALIVE_TIMEOUT=7.0 is ignored: it applies to HTTP only, and "
+                        "fibernet.examples.echo:handle is served as TCP"], warnings
+
+
 def _settings(args: list[str]) -> Settings:
     """The Settings that ``fibernet serve ARGS`` builds (as the command does), without serving."""
     with serve.make_context("serve", list(args)) as ctx:
@@ -92,13 +144,14 @@ def test_every_settings_field_is_a_flag_and_an_environment_variable(field, monke
     assert option.envvar == "FIBERNET_" + field.name.upper()
 
     assert _settings([]) == Settings()  # neither: the default
-    flag_args = [_flag(field.name)] if is_bool else [_flag(field.name), typed]
+    no = "--no-" + field.name.replace("_", "-")
+    flag_args = ([no if field.default else _flag(field.name)]) if is_bool else [_flag(field.name), typed]
     assert getattr(_settings(flag_args), field.name) == parsed
     monkeypatch.setenv(option.envvar, typed)
     assert getattr(_settings([]), field.name) == parsed
     # A flag given on the command line beats the environment.
-    if is_bool:
-        assert getattr(_settings([f"--no-{field.name.replace('_', '-')}"]), field.name) is False
+    if is_bool:  # (the flag that gives the default back)
+        assert getattr(_settings([_flag(field.name) if field.default else no]), field.name) is field.default
     elif field.default is not None:
         assert getattr(_settings([_flag(field.name), str(field.default)]), field.name) == field.default
 

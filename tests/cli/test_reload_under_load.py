@@ -34,7 +34,8 @@ def _sighup(monkeypatch):
 @pytest.mark.parametrize("tool", ["wrk", "h2load"])
 def test_sighup_under_load_fails_no_request(tool, tmp_path, monkeypatch):
     if shutil.which(tool) is None:
-        pytest.skip(f"needs {tool} (Debian: {'wrk' if tool == 'wrk' else 'nghttp2-client'}; .ci/run installs it)")
+        package = "wrk" if tool == "wrk" else "nghttp2-client"
+        pytest.skip(f"needs {tool} (the Debian package {package}; .ci/run installs it)")
     sighup = _sighup(monkeypatch)
     runs = [sighup.run_once("fibernet", tool, duration=4.0, hup_at=1.5, log_dir=str(tmp_path))
             for _ in range(RUNS)]

@@ -441,7 +441,7 @@ def test_a_connection_accepted_before_the_drain_gets_its_first_request_answered(
     server.wait_for(f"serving {app.name}:app on 127.0.0.1:{free_port}")
     with connect(free_port) as c:
         # Accepted (the server counts it open), nothing sent yet; then the drain begins.
-        until(lambda: b'fibernet_connections_open{worker="%d"} 1' % server.proc.pid
+        until(lambda: b'fibernet_connections_open{worker="%d"} 1.0' % server.proc.pid
               in http_get(admin, "/metrics")[2], "the connection accepted")
         server.proc.send_signal(signal.SIGTERM)
         server.wait_for("draining 1 connection(s)")

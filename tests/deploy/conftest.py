@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import program
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
@@ -54,18 +56,9 @@ def fibernet_command() -> list[str]:
 
 
 def need_tool(name: str, install: str) -> str:
-    """The path of program ``name``: on PATH, beside ``sys.executable`` (a pip package's
-    program in a venv that is not activated) or in an sbin folder (haproxy is in /usr/sbin,
-    which a non-login PATH may lack).  ``install`` says how to get it."""
-    search = os.pathsep.join([os.environ.get("PATH", os.defpath), str(Path(sys.executable).parent),
-                              "/usr/local/sbin", "/usr/sbin", "/sbin"])
-    path = shutil.which(name, path=search)
-    if path is None:
-        message = f"{name} is not installed ({install})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; .ci/run must install it")
-        pytest.skip(message)
-    return path
+    """The path of program ``name`` (tests/conftest.py's ``program``); ``install`` says how to
+    get it."""
+    return program(name, install)
 
 
 def need_module(name: str, pip_name: str):

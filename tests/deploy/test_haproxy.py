@@ -9,7 +9,11 @@ tmp_path that answers as hello does plus an ``x-instance: two`` header, which te
 1. requests are spread over both;
 2. SIGTERM to one instance while clients send keep-alive requests through HAProxy: not one
    request fails (with a 5 s grace period, and with none: every connection cut at once);
-3. the instance started again on its port is back in rotation, under load, without a failure.
+3. the instance started again on its port is back in rotation, under load, without a failure;
+4. the TCP service (``listen tcp-service``, send-proxy-v2) gives a ``--proxy-protocol`` fibernet
+   the client's address, and the HTTP frontend's X-Forwarded-For is taken by an instance that
+   trusts HAProxy (the default 127.0.0.1) and ignored by one that does not.  The clients there
+   connect from 127.0.0.2, so their address is not HAProxy's.
 """
 
 from __future__ import annotations
@@ -78,18 +82,32 @@ def cluster(haproxy_exe, fibernet, procs, tmp_path):
             return fibernet("instance_two:app", *common, "--graceful-timeout", str(grace),
                             "--app-dir", str(tmp_path), port=port, name="fibernet-two")
 
-        def start_haproxy(self):
-            with socket.create_server(("127.0.0.1", 0), backlog=1024) as front:
+        def start_haproxy(self, tcp_service: int | None = None):
+            """HAProxy in front of instances one and two (HTTP), and of ``tcp_service`` (a
+            port) for its TCP service -- without one, of a port where nothing listens."""
+            with socket.create_server(("127.0.0.1", 0), backlog=1024) as front, \
+                    socket.create_server(("127.0.0.1", 0), backlog=1024) as tcp_front:
                 self.port = front.getsockname()[1]
+                self.tcp_port = tcp_front.getsockname()[1]
+                tcp = f"127.0.0.1:{tcp_service or closed_port()}"
                 env = {**os.environ, "FRONTEND_BIND": f"fd@{front.fileno()}",
-                       "FIBERNET1": f"127.0.0.1:{self.one.port}", "FIBERNET2": f"127.0.0.1:{self.two.port}"}
+                       "FIBERNET1": f"127.0.0.1:{self.one.port}", "FIBERNET2": f"127.0.0.1:{self.two.port}",
+                       "TCP_FRONTEND_BIND": f"fd@{tcp_front.fileno()}", "FIBERNET_TCP1": tcp,
+                       "FIBERNET_TCP2": tcp}
                 self.haproxy = procs([haproxy_exe, "-f", str(CONFIG), "-db"], env=env,
-                                     pass_fds=(front.fileno(),), name="haproxy")
-            # HAProxy owns the listening socket now; its copy here is closed.
+                                     pass_fds=(front.fileno(), tcp_front.fileno()), name="haproxy")
+            # HAProxy owns the listening sockets now; the copies here are closed.
 
     c = Cluster()
     c.tmp_path = tmp_path
     return c
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class Load:
@@ -256,3 +274,72 @@ def test_restarted_instance_is_back_in_rotation(cluster):
         load.stop()
         assert load.failures == [], load.failures[:10]
     assert load.by_instance["one"] > 0 and load.by_instance["two"] >= 100
+
+
+# -- the proxy in front: the client's address reaches fibernet -----------------------------------
+
+WHOAMI = '''\
+"""Who the client is, as fibernet sees it: over TCP a line with the peer address (then an
+echo), over HTTP the request's client host and scheme."""
+from fibernet.http import Response
+
+
+def handle(conn):
+    host, port = conn.getpeername()[:2]
+    conn.sendall(f"{host} {port}\\n".encode())
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+
+def app(request):
+    return Response(200, f"{request.client[0]} {request.scheme}".encode())
+'''
+
+CLIENT_ADDRESS = "127.0.0.2"  # (all of 127/8 is loopback: a client address HAProxy's is not)
+
+
+def from_client_address(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(10)
+    sock.bind((CLIENT_ADDRESS, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_tcp_service_gets_the_client_address_in_a_proxy_v2_header(cluster, fibernet):
+    (cluster.tmp_path / "whoami.py").write_text(WHOAMI)
+    cluster.one = cluster.start_one()
+    cluster.two = cluster.start_two()
+    tcp = fibernet("whoami:handle", "--protocol", "tcp", "--proxy-protocol", "--app-dir", str(cluster.tmp_path),
+                   name="fibernet-tcp")
+    cluster.start_haproxy(tcp_service=tcp.port)
+    for _ in range(3):
+        with from_client_address(cluster.tcp_port) as sock:
+            reader = sock.makefile("rb")
+            # The address and port of this very socket, not HAProxy's.
+            assert reader.readline() == f"{CLIENT_ADDRESS} {sock.getsockname()[1]}\n".encode()
+            sock.sendall(b"echo, untouched by the header\n")
+            assert reader.readline() == b"echo, untouched by the header\n"
+            reader.close()
+    # HAProxy's health checks send a header too (LOCAL): not one connection failed it.
+    assert "PROXY header from" not in "".join(tcp.lines)
+
+
+def test_http_x_forwarded_for_from_haproxy_is_trusted_only_as_configured(cluster, fibernet):
+    (cluster.tmp_path / "whoami.py").write_text(WHOAMI)
+    common = ("--app-dir", str(cluster.tmp_path), "--protocol", "http")
+    # One trusts HAProxy (127.0.0.1, the default); two trusts another proxy only.
+    cluster.one = fibernet("whoami:app", *common, name="fibernet-one")
+    cluster.two = fibernet("whoami:app", *common, "--forwarded-allow-ips", "10.9.9.9", name="fibernet-two")
+    cluster.start_haproxy()
+    answers = collections.Counter()
+    for _ in range(20):
+        with from_client_address(cluster.port) as sock:
+            sock.sendall(b"GET /who HTTP/1.1\r\nHost: fibernet\r\nConnection: close\r\n\r\n")
+            reader = sock.makefile("rb")
+            answer = reader.read()
+            reader.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        answers[answer.rpartition(b"\r\n\r\n")[2].decode()] += 1
+    # Round robin: each instance answered, one with the client's address, two with HAProxy's.
+    assert set(answers) == {f"{CLIENT_ADDRESS} http", "127.0.0.1 http"}, answers

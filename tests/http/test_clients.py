@@ -1,30 +1,24 @@
 """Real clients over loopback: curl, Python's http.client, h2load (pipelined HTTP/1.1) and wrk.
 
 The command-line tools come from the Debian packages curl, nghttp2-client (h2load) and wrk,
-which .ci/run installs; a test skips, saying which, when its tool is missing.
+which .ci/run installs; a test skips, naming the package, when its tool is missing
+(tests/conftest.py's ``program``).
 """
 
 from __future__ import annotations
 
 import http.client
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from fibernet.http import Response, Router
 
+from ..conftest import program
 from .conftest import CLIENT_TIMEOUT, Recorder
 
 TOOL_TIMEOUT = 30
-
-
-def tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (Debian package {package}; .ci/run installs it)")
-    return path
 
 
 def run(*argv: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -49,7 +43,7 @@ def url(server, path: str) -> str:
 
 
 def test_curl_get_reuses_the_connection(http_server):
-    curl = tool("curl", "curl")
+    curl = program("curl")
     app = make_app()
     server = http_server(app)
     result = run(curl, "-sS", "--fail", url(server, "/hello"), url(server, "/json?a=1&a=2"))
@@ -59,7 +53,7 @@ def test_curl_get_reuses_the_connection(http_server):
 
 
 def test_curl_post_with_expect_100_continue(http_server):
-    curl = tool("curl", "curl")
+    curl = program("curl")
     server = http_server(make_app())
     body = bytes(range(256)) * 40
     result = run(curl, "-sS", "-v", "--fail", "--expect100-timeout", "20", "-H", "Expect: 100-continue",
@@ -70,7 +64,7 @@ def test_curl_post_with_expect_100_continue(http_server):
 
 
 def test_curl_chunked_upload_and_chunked_download(http_server):
-    curl = tool("curl", "curl")
+    curl = program("curl")
     server = http_server(make_app())
     body = b"z" * 100_000
     up = run(curl, "-sS", "--fail", "-H", "Transfer-Encoding: chunked", "--data-binary", "@-",
@@ -85,7 +79,7 @@ def test_curl_chunked_upload_and_chunked_download(http_server):
 
 
 def test_curl_head_http10_and_errors(http_server):
-    curl = tool("curl", "curl")
+    curl = program("curl")
     server = http_server(make_app())
     head = run(curl, "-sS", "-I", url(server, "/hello"))
     assert head.returncode == 0, head.stderr
@@ -140,7 +134,7 @@ H2LOAD_LINE = re.compile(rb"requests: (\d+) total, (\d+) started, (\d+) done, (\
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_h2load_pipelined_h1_no_failures(http_server, threads):
-    h2load = tool("h2load", "nghttp2-client")
+    h2load = program("h2load")
     app = make_app()
     server = http_server(app, threads=threads)
     n = 2000
@@ -159,7 +153,7 @@ def test_h2load_pipelined_h1_no_failures(http_server, threads):
 
 
 def test_wrk_short_run_no_errors(http_server, spin_until):
-    wrk = tool("wrk", "wrk")
+    wrk = program("wrk")
     server = http_server(make_app(), threads=2)
     result = run(wrk, "-d1s", "-c10", "-t1", url(server, "/hello"))
     out = result.stdout.decode()

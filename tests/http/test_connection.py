@@ -342,19 +342,44 @@ def test_response_header_with_cr_lf_nul_is_refused_with_500(http_server, caplog,
 # -- upgrades and CONNECT --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("first", [
-    request("GET", "/chat", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket"),
-                                     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-                                     ("Sec-WebSocket-Version", "13")]),
-    request("GET", "/", headers=[("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
-                                 ("HTTP2-Settings", "AAMAAABkAAQAAP__")]),
-    request("CONNECT", "example.com:443", host="example.com:443"),
-], ids=["websocket", "h2c", "connect"])
-def test_upgrade_and_connect_get_501_and_close_never_fed_on(http_server, first):
+UPGRADE_OFFERS = [
+    [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+     ("Sec-WebSocket-Version", "13")],
+    [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQAAP__")],
+]
+
+
+@pytest.mark.parametrize("offer", UPGRADE_OFFERS, ids=["websocket", "h2c"])
+@pytest.mark.parametrize("body", [None, "content-length", "chunked"])
+def test_an_upgrade_offer_is_ignored_and_the_request_answered(http_server, offer, body):
+    """RFC 9110 7.8: a server that does not take the offer answers as HTTP/1.1; the app
+    sees the Upgrade field, reads the body, and the next request is served."""
+    app = Recorder(lambda r: Response(200, (r.headers.get("upgrade") or "-") + ":" + r.body().decode()))
+    server = http_server(app)
+    if body is None:
+        first = request("GET", "/up", headers=offer)
+        sent = b""
+    elif body == "content-length":
+        first = request("POST", "/up", b"hello", headers=offer)
+        sent = b"hello"
+    else:
+        first = request("POST", "/up", headers=[*offer, ("Transfer-Encoding", "chunked")]) + b"5\r\nhello\r\n0\r\n\r\n"
+        sent = b"hello"
+    with RawClient(server.address) as c:
+        c.send(first + request("GET", "/next"))
+        reply = c.response()
+        assert reply.status == 200 and not reply.closes
+        assert reply.body == offer[1][1].encode() + b":" + sent
+        assert c.response().body == b"-:"
+    assert app.targets == ["/up", "/next"]
+    assert app.calls[0].headers.get("upgrade") == offer[1][1]
+
+
+def test_connect_gets_501_and_close_never_fed_on(http_server):
     app = Recorder()
     server = http_server(app)
     with RawClient(server.address) as c:
-        c.send(first + SMUGGLED)
+        c.send(request("CONNECT", "example.com:443", host="example.com:443") + SMUGGLED)
         reply = c.response()
         assert reply.status == 501 and reply.closes
         assert c.at_eof()

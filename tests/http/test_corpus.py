@@ -10,6 +10,9 @@ One table, three ways through it:
    reads the body);
 3. a real server over loopback, with a recording app.
 
+2 and 3 run twice: with a fibernet app, and with a WSGI app behind
+:class:`~fibernet.server.wsgi.WSGIApp` (``--interface wsgi``), which must fail the same way.
+
 ``stage`` says where the request goes wrong: ``head`` (the app must never be called) or
 ``body`` (the head is valid, so the app is called, but reading the body raises and the app
 never returns a response).
@@ -24,6 +27,7 @@ import pytest
 
 from fibernet.http import Response
 from fibernet.server.http_protocol import END, HttpError, RequestHead, ServerProtocol
+from fibernet.server.wsgi import WSGIApp
 
 from .conftest import CLIENT_TIMEOUT, ByteReader, Recorder, drive, parse_responses
 
@@ -77,6 +81,11 @@ CORPUS = [
      pieces(req("Host: a", method_line="GET /" + "a" * 20000 + " HTTP/1.1"), 1000), 414, "head"),
     ("101-header-fields", req("Host: a", *[f"X-F{i}: v" for i in range(100)]), 431, "head"),
     ("head-over-16k-one-field", req("Host: a", "X-Big: " + "v" * (17 * 1024)), 431, "head"),
+    ("field-over-8k", req("Host: a", "X-Big: " + "v" * (9 * 1000)), 431, "head"),
+    ("field-name-over-8k", req("Host: a", "X-" + "n" * (9 * 1000) + ": v"), 431, "head"),
+    ("empty-lines-over-limit", b"\r\n" * 33 + req("Host: a"), 400, "head"),
+    ("empty-lines-over-head-size", b"\r\n" * 10000 + req("Host: a"), 400, "head"),
+    ("empty-lines-in-pieces", [b"\r\n"] * 40 + [req("Host: a")], 400, "head"),
     ("head-over-16k-many-fields", req("Host: a", *[f"X-F{i}: " + "v" * 250 for i in range(80)]), 431, "head"),
     ("1mb-header-in-pieces", pieces(ONE_MB_HEADER, 4096), 431, "head"),
     ("content-length-over-limit", post("Content-Length: 1048577"), 413, "head"),
@@ -96,6 +105,11 @@ CORPUS = [
     ("http11-without-host", req(), 400, "head"),
     ("http11-two-hosts", req("Host: a", "Host: b"), 400, "head"),
     ("http10-two-hosts", req("Host: a", "Host: b", method_line="GET / HTTP/1.0"), 400, "head"),
+    ("host-with-slash", req("Host: a/b"), 400, "head"),
+    ("host-with-space", req("Host: a b"), 400, "head"),
+    ("host-list", req("Host: a, b"), 400, "head"),
+    ("host-with-at-sign", req("Host: user@a"), 400, "head"),
+    ("host-bad-port", req("Host: a:80x"), 400, "head"),
     # -- field names and values ----------------------------------------------------------------
     ("name-with-parenthesis", req("Host: a", "X(y): z"), 400, "head"),
     ("name-with-space", req("Host: a", "X y: z"), 400, "head"),
@@ -121,14 +135,27 @@ CORPUS = [
         505,
         "head",
     ),
-    ("http-0.9-no-version", b"GET /\r\n\r\n", 505, "head"),
+    ("http-0.9-no-version", b"GET /\r\n\r\n", 400, "head"),
+    ("no-version-then-silence", b"GET /\r\n", 400, "head"),  # at once, not a 408 later
+    ("no-version-then-header", b"GET /\r\nHost: a\r\n\r\n", 400, "head"),
+    ("rtsp-1.0", req("Host: a", method_line="GET / RTSP/1.0"), 400, "head"),
+    ("rtsp-1.1", req("Host: a", method_line="GET / RTSP/1.1"), 400, "head"),
+    ("rtsp-options-star", req("Host: a", method_line="OPTIONS * RTSP/1.0"), 400, "head"),
+    ("rtsp-after-blank-lines", b"\r\n" + req("Host: a", method_line="GET / RTSP/1.1"), 400, "head"),
+    ("rtsp-in-pieces", pieces(req("Host: a", method_line="POST /x RTSP/1.0"), 3), 400, "head"),
+    ("ice-1.0", req("Host: a", method_line="SOURCE / ICE/1.0"), 400, "head"),
     ("version-letters", req("Host: a", method_line="GET / HTTP/x.y"), 400, "head"),
     ("version-lower-case", req("Host: a", method_line="GET / http/1.1"), 400, "head"),
     ("version-two-digit-minor", req("Host: a", method_line="GET / HTTP/1.10"), 400, "head"),
     # -- methods and targets -------------------------------------------------------------------
     ("method-with-at-sign", req("Host: a", method_line="G@T / HTTP/1.1"), 400, "head"),
     ("method-lower-case", req("Host: a", method_line="get / HTTP/1.1"), 400, "head"),
-    ("method-unknown", req("Host: a", method_line="FROB / HTTP/1.1"), 400, "head"),
+    ("method-unknown", req("Host: a", method_line="FROB / HTTP/1.1"), 501, "head"),
+    ("method-unknown-prefix-of-known", req("Host: a", method_line="PROPFINDX / HTTP/1.1"), 501, "head"),
+    ("method-rtsp-on-http", req("Host: a", method_line="DESCRIBE / HTTP/1.1"), 501, "head"),
+    ("method-unknown-cut-off", b"FROB", 400, "head"),  # (no space yet: not known to be a token)
+    ("star-target-not-options", req("Host: a", method_line="GET * HTTP/1.1"), 400, "head"),
+    ("star-target-delete", req("Host: a", method_line="DELETE * HTTP/1.1"), 400, "head"),
     ("tls-client-hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32, 400, "head"),
     ("space-in-target", req("Host: a", method_line="GET /a b HTTP/1.1"), 400, "head"),
     ("no-target", req("Host: a", method_line="GET  HTTP/1.1"), 400, "head"),
@@ -198,10 +225,34 @@ def test_protocol_reports_the_status(data, status, stage):
 # -- 2. the connection loop without sockets -------------------------------------------------
 
 
+class WsgiRecorder(Recorder):
+    """The :class:`Recorder`, as a WSGI app: it records the environ and reads ``wsgi.input``."""
+
+    def wsgi(self, environ, start_response):
+        with self._lock:
+            self.calls.append(environ)
+        body = environ["wsgi.input"].read()
+        with self._lock:
+            self.bodies.append(body)
+            self.completed.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+
+@pytest.fixture(params=["fibernet", "wsgi"])
+def recording_app(request):
+    """(the app to serve, the recorder): a fibernet app, or a WSGI app behind WSGIApp."""
+    if request.param == "fibernet":
+        app = Recorder(read_body=True)
+        return app, app
+    recorder = WsgiRecorder()
+    return WSGIApp(recorder.wsgi), recorder
+
+
 @pytest.mark.parametrize(("data", "status", "stage"), PARAMS)
-def test_connection_loop_answers_once_and_never_runs_the_app(data, status, stage):
-    app = Recorder(read_body=True)
-    sock = drive(app, as_pieces(data))
+def test_connection_loop_answers_once_and_never_runs_the_app(recording_app, data, status, stage):
+    served, app = recording_app
+    sock = drive(served, as_pieces(data))
     replies = parse_responses(sock.sent)
     assert len(replies) == 1, replies
     assert replies[0].status == status
@@ -232,9 +283,9 @@ def test_chunked_body_over_limit_is_cut_at_the_limit():
 
 
 @pytest.mark.parametrize(("data", "status", "stage"), PARAMS)
-def test_loopback_server_answers_the_status(http_server, data, status, stage):
-    app = Recorder(read_body=True)
-    server = http_server(app)
+def test_loopback_server_answers_the_status(http_server, recording_app, data, status, stage):
+    served, app = recording_app
+    server = http_server(served)
     with socket.create_connection(server.address[:2], timeout=CLIENT_TIMEOUT) as sock:
         for piece in as_pieces(data):
             try:
@@ -273,13 +324,20 @@ def test_trailers_never_reach_the_header_fields():
     assert app.targets == ["/", "/next"]
 
 
-
-@pytest.mark.xfail(reason="llhttp (httptools) accepts RTSP/1.0 and ICE/1.0 request lines and reports them "
-                          "as HTTP/1.0; httptools does not expose the protocol token to tell them apart",
-                   strict=True)
 @pytest.mark.parametrize("line", [b"GET / RTSP/1.0", b"DESCRIBE / RTSP/1.0", b"SOURCE / ICE/1.0"])
 def test_other_protocols_request_lines_are_refused(line):
     proto = ServerProtocol()
     proto.feed(line + b"\r\nHost: a\r\n\r\n")
     event = proto.next_event()
     assert isinstance(event, HttpError) and event.status == 400, event
+
+
+def test_rtsp_request_pipelined_after_http_ones_is_refused_and_they_are_served():
+    """The request line is looked for in order: HTTP requests before an RTSP one with the
+    same method and target are served; the RTSP one is refused."""
+    good = req("Host: a")
+    proto = ServerProtocol()
+    proto.feed(good + good + req("Host: a", method_line="GET / RTSP/1.0") + good)
+    events = list(iter(proto.next_event, None))
+    assert [type(e).__name__ for e in events] == ["RequestHead", "_End", "RequestHead", "_End", "HttpError"]
+    assert events[-1].status == 400

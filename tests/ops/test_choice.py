@@ -228,6 +228,83 @@ def test_with_nack_signals_the_nack_when_the_perform_is_cancelled():
     assert fn.run(main, clock=fn.MockClock()) == "nacked"
 
 
+def _fired(nack) -> bool:
+    """Has the nack fired?  (Its operation is then complete at once.)"""
+    return fn.perform(fn.choice(fn.wrap(nack, lambda: True), fn.wrap(fn.wait_op(5), lambda: False)))
+
+
+def _remember(nacks, then=fn.never):
+    def make(nack):
+        nacks.append(nack)
+        return then()
+
+    return make
+
+
+def test_with_nack_fires_when_a_guard_in_the_same_choice_raises():
+    def boom():
+        raise KeyError("guard")
+
+    def main():
+        nacks = []
+        with pytest.raises(KeyError):
+            fn.perform(fn.choice(fn.with_nack(_remember(nacks)), fn.guard(boom)))
+        return [_fired(n) for n in nacks]
+
+    assert fn.run(main, clock=fn.MockClock()) == [True]
+
+
+def test_with_nack_fires_when_its_own_function_raises_after_handing_the_nack_on():
+    def main():
+        nacks = []
+
+        def make(nack):
+            nacks.append(nack)
+            raise KeyError("make")
+
+        with pytest.raises(KeyError):
+            fn.perform(fn.choice(fn.with_nack(make), fn.never()))
+        inner = []
+        with pytest.raises(KeyError):  # an inner with_nack raises: the outer one fires too
+            fn.perform(fn.with_nack(lambda outer: (inner.append(outer), fn.with_nack(make))[1]))
+        return [_fired(n) for n in nacks + inner]
+
+    assert fn.run(main, clock=fn.MockClock()) == [True, True, True]
+
+
+def test_with_nack_fires_when_a_try_function_raises():
+    def bad_try():
+        raise KeyError("try")
+
+    def main():
+        nacks = []
+        bad = fn.BaseOp(bad_try, lambda state, index: None)
+        with pytest.raises(KeyError):
+            fn.perform(fn.choice(fn.with_nack(_remember(nacks)), bad))
+        return [_fired(n) for n in nacks]
+
+    # The choice tries its branches from a random one: whichever comes first, the nack fires.
+    for _ in range(8):
+        assert fn.run(main, clock=fn.MockClock()) == [True]
+
+
+def test_with_nack_fires_when_the_cancel_comes_before_the_perform_blocks():
+    def main():
+        nacks = []
+
+        def make(nack):  # the cancel lands between the try phase and the block phase
+            nacks.append(nack)
+            fn.current_fiber().cancel()
+            return fn.never()
+
+        f = fn.spawn(fn.perform, fn.with_nack(make))
+        with pytest.raises(fn.Cancelled):
+            f.join()
+        return [_fired(n) for n in nacks]
+
+    assert fn.run(main, clock=fn.MockClock()) == [True]
+
+
 def test_with_nack_lets_a_server_stop_work_nobody_waits_for():
     """The CML idiom: a client's request carries the nack; the server abandons the reply
     when the client took its timeout instead."""

@@ -3,6 +3,8 @@ waits on, and its state."""
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 
 import fibernet as fn
@@ -154,3 +156,74 @@ def test_waiting_on_describes_what_a_fiber_is_blocked_in(how, expected):
 
 def test_a_running_fiber_waits_on_nothing():
     assert fn.run(lambda: fn.current_fiber().waiting_on()) is None
+
+
+class _MutatedWhileCopied(collections.deque):
+    """A run queue whose first copy meets a concurrent mutation, as iterating a deque that
+    another thread appends to does on a free-threaded CPython ("deque mutated during
+    iteration"); later copies succeed."""
+
+    met = 0
+
+    def _meet(self):
+        if not self.met:
+            self.met += 1
+            raise RuntimeError("deque mutated during iteration")
+
+    def __iter__(self):
+        self._meet()
+        return super().__iter__()
+
+    def copy(self):
+        self._meet()
+        return collections.deque(super().__iter__())
+
+
+def test_fibers_copes_with_a_run_queue_mutated_while_it_is_copied():
+    def main():
+        sched = fn.current_scheduler()
+        queued = [fn.spawn(fn.sleep, 0, name=f"queued-{i}") for i in range(3)]
+        runq = sched._runq  # (nothing runs until it is put back: no suspension between)
+        sched._runq = _MutatedWhileCopied(runq)
+        try:
+            listed = fn.fibers()
+        finally:
+            sched._runq = runq
+        return [f.name for f in listed if f in queued]
+
+    assert fn.run(main) == ["queued-0", "queued-1", "queued-2"]
+
+
+def test_fibers_from_another_thread_while_the_schedulers_are_busy(start_thread, switchinterval):
+    """A plain thread lists the fibers over and over while two schedulers hand messages
+    back and forth (each wake appends to the other's run queue)."""
+    failures = []
+    done = fn.Condition()
+
+    def lister():
+        while not done.signalled:
+            try:
+                fn.fibers()
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                failures.append(exc)
+                return
+
+    def main():
+        other = next(s for s in fn.current_scheduler().runtime.schedulers if s is not fn.current_scheduler())
+        ping, pong = fn.Channel(), fn.Channel()
+
+        def echo():
+            for message in ping:
+                pong.put(message)
+
+        fn.spawn(echo, scheduler=other)
+        ended = start_thread(lister)
+        for i in range(3000):
+            ping.put(i)
+            assert pong.get() == i
+        ping.close()
+        done.signal()
+        ended.wait()
+
+    fn.run(main, threads=2)
+    assert failures == []

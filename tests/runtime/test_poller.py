@@ -180,12 +180,6 @@ def test_a_descriptor_number_reused_after_a_timed_out_wait_is_watched_again():
     assert fn.run(main) == "readable"
 
 
-def test_readiness_needs_a_fiber(pair):
-    a, _b = pair
-    with pytest.raises(RuntimeError):
-        fn.perform(fn.readable_op(a))
-
-
 def test_readable_op_refuses_what_is_not_a_descriptor():
     with pytest.raises(ValueError):
         fn.readable_op(-1)

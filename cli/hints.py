@@ -1,0 +1,85 @@
+"""Hints for a first-time user of ``fibernet serve``: an HTTP app served as a TCP handler.
+
+Without ``--protocol http`` (or ``PROTOCOL = "http"`` in its module) an HTTP app is called with
+each connection's socket instead of a request, so every client sees its connection close with
+no answer.  Two checks say so in one log line: at startup, a handler whose first parameter is
+named like a request; and on a connection, a TCP handler that returns a ``Response`` or fails
+while the client's bytes still waiting in the socket start with an HTTP request line.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import re
+import socket
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("fibernet.cli")
+
+REQUEST_NAMES = ("request", "req")
+_REQUEST_LINE = re.compile(rb"[A-Z]{3,10} \S+ HTTP/\d\.\d\r?\n")
+
+
+def advice(app: str, why: str) -> str:
+    return (
+        f"{app} looks like an HTTP app ({why}) but is served as a TCP handler: "
+        "run with --protocol http or set PROTOCOL = 'http' in its module"
+    )
+
+
+def startup_hint(handler: Callable[..., Any]) -> str | None:
+    """Why ``handler`` looks like an HTTP app, from its signature alone, or None."""
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):  # a builtin or an odd callable: no opinion
+        return None
+    if params and params[0].name in REQUEST_NAMES:
+        return f"its parameter is named {params[0].name!r}"
+    return None
+
+
+def looks_like_http(data: bytes) -> bool:
+    """Whether ``data`` (the first bytes from a client) starts with an HTTP/1.x request line."""
+    return _REQUEST_LINE.match(data) is not None
+
+
+def _unread_request_line(conn: Any) -> bool:
+    try:
+        data = conn.sock.recv(256, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing waiting (BlockingIOError), or the connection is gone
+        return False
+    return looks_like_http(data)
+
+
+def guard_tcp_handler(handler: Callable[..., Any], app: str) -> Callable[..., Any]:
+    """``handler`` as it is, but logging :func:`advice` once if a connection shows it is an
+    HTTP app (it returns a Response, or fails with an HTTP request line unread)."""
+    from fibernet.http import Response
+
+    warned = False
+
+    def warn(why: str) -> None:
+        nonlocal warned
+        if not warned:
+            warned = True
+            log.warning("%s", advice(app, why))
+
+    @functools.wraps(handler)
+    def guarded(conn: Any) -> Any:
+        try:
+            result = handler(conn)
+        except Exception:
+            if not warned and _unread_request_line(conn):
+                warn("a client sent an HTTP request and the handler failed")
+            raise
+        if result is not None and not warned:
+            if isinstance(result, Response):
+                warn("the handler returned a Response")
+            elif _unread_request_line(conn):
+                warn("a client sent an HTTP request and the handler returned a value")
+        return result
+
+    return guarded

@@ -1,0 +1,44 @@
+"""loadtest/ws_echo.py: its client frames what a WebSocket server reads, and its closed loop
+really echoes through fibernet's WebSocket server (the one the benchmark starts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+import ws_echo
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize("size", [1, 125, 126, 4000, 65535])
+def test_frames_decode_as_one_text_message(size):
+    payload = os.urandom(size // 2).hex().encode()[:size].ljust(size, b"a")
+    server = FrameProtocol(client=False, extensions=[])  # (reads masked frames, as a server does)
+    server.receive_bytes(ws_echo.frame(payload, ws_echo.MASK))
+    frames = list(server.received_frames())
+    assert [(f.opcode, f.payload, f.message_finished) for f in frames] == [(Opcode.TEXT, payload.decode(), True)]
+    client = FrameProtocol(client=True, extensions=[])
+    client.receive_bytes(ws_echo.frame(payload, None))
+    assert [f.payload for f in client.received_frames()] == [payload.decode()]
+
+
+def test_the_closed_loop_against_the_fibernet_server():
+    proc = subprocess.Popen(
+        [sys.executable, ws_echo.__file__, "--serve", "fibernet", "--port", "0"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), line
+        params = {"size": 300, "conns": 5, "host": "127.0.0.1", "warmup": 0.1, "duration": 0.3}
+        result = ws_echo.echo_loop(proc.pid, int(line.split()[1]), params)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert result["msgs"] > 0 and result["us_per_msg"] > 0
