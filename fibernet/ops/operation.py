@@ -36,7 +36,7 @@ from typing import Any, Generic, TypeVar
 
 from fibernet.errors import Cancelled
 from fibernet.ops.plain_thread import ThreadOwner
-from fibernet.runtime.fiber import LOCK, RUNNING
+from fibernet.runtime.fiber import RUNNING
 from fibernet.runtime.scheduler import _tls
 
 T = TypeVar("T")  # what an operation's perform returns
@@ -69,9 +69,13 @@ class Raise:
 
 
 class OpState:
-    """The shared state of one ``perform``: waiting, then done with one (index, value)."""
+    """The shared state of one ``perform``: waiting, then done with one (index, value).
 
-    __slots__ = ("done", "woken", "index", "value", "owner", "ctx", "op")
+    ``lock`` is its owner's state lock (a fiber's ``_state_lock``, a plain thread's own):
+    ``done``, ``index``, ``value`` and ``woken`` change only under it, once.
+    """
+
+    __slots__ = ("done", "woken", "index", "value", "owner", "ctx", "op", "lock")
 
     def __init__(self, owner: Any, ctx: Any, op: Any) -> None:
         self.done = False
@@ -81,13 +85,14 @@ class OpState:
         self.owner = owner
         self.ctx = ctx
         self.op = op
+        self.lock = owner._state_lock
 
     def complete(self, index: int, value: Any) -> bool:
         """Complete branch ``index`` with ``value`` and wake the performer (any thread).
 
         Returns False if the operation was already completed (by another branch).
         """
-        with LOCK:
+        with self.lock:
             if self.done:
                 return False
             self.index = index
@@ -97,25 +102,58 @@ class OpState:
         self.owner._wake()
         return True
 
-    def complete_locked(self, index: int, value: Any) -> bool:
-        """``complete`` for a caller that holds ``LOCK`` already."""
-        if self.done:
-            return False
-        self.index = index
-        self.value = value
-        self.woken = True
-        self.done = True
-        self.owner._wake()
+    def finish_self(self, index: int, value: Any) -> bool:
+        """Complete from the performer's own block phase: no wake-up.  False if another
+        branch completed it first (the caller must then undo nothing: it changed nothing)."""
+        with self.lock:
+            if self.done:
+                return False
+            self.index = index
+            self.value = value
+            self.done = True
         return True
-
-    def finish_self(self, index: int, value: Any) -> None:
-        """Complete from the performer's own block phase, holding ``LOCK``: no wake-up."""
-        self.index = index
-        self.value = value
-        self.done = True
 
     def describe(self) -> str:
         return describe(self.op)
+
+
+# What ``commit_pair`` returns.
+COMMITTED = 0
+SELF_DONE = 1  # the performer's own state was completed first (by another of its branches)
+OTHER_DONE = 2  # the other party's was: its queue entry is dead
+
+
+def commit_pair(me: OpState, my_index: int, my_value: Any, other: OpState, index: int, value: Any) -> int:
+    """Complete two states together or neither: the performer's own ``me`` (in its block
+    phase, no wake-up) and a waiting ``other`` (woken).  Both state locks are held, taken in
+    a fixed order (by ``id``), so two such commits never wait for each other in a cycle."""
+    a = me.lock
+    b = other.lock
+    if a is b:
+        b = None
+    elif id(a) > id(b):
+        a, b = b, a
+    a.acquire()
+    if b is not None:
+        b.acquire()
+    try:
+        if me.done:
+            return SELF_DONE
+        if other.done:
+            return OTHER_DONE
+        me.index = my_index
+        me.value = my_value
+        me.done = True
+        other.index = index
+        other.value = value
+        other.woken = True
+        other.done = True
+    finally:
+        if b is not None:
+            b.release()
+        a.release()
+    other.owner._wake()
+    return COMMITTED
 
 
 # -- operations --------------------------------------------------------------------------
@@ -311,7 +349,7 @@ def perform(op: Operation[T]) -> T:
     sched = getattr(_tls, "scheduler", None)
     fiber = sched.current if sched is not None else None
     if fiber is not None and fiber._cancel_pending:
-        with LOCK:
+        with fiber._state_lock:
             fiber._cancel_pending = False
         raise Cancelled()
 
@@ -381,7 +419,7 @@ def perform(op: Operation[T]) -> T:
         if j != index and cancel is not None:
             cancel()
     if index == _CANCELLED:
-        with LOCK:
+        with fiber._state_lock:
             fiber._cancel_pending = False
         _signal_all(nacks)
         raise Cancelled()
@@ -394,7 +432,7 @@ def perform(op: Operation[T]) -> T:
 def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any, parked: bool) -> None:
     """The perform ends by an exception: take the state out of play (nobody may complete it
     now) and release every branch it registered; every nack fires."""
-    with LOCK:
+    with state.lock:
         pending_wake = state.woken
         state.done = True
     if pending_wake and not parked:  # someone completed us meanwhile: consume its wake-up
