@@ -4,16 +4,22 @@
 the other way round.  ``Channel(capacity=N)`` holds up to N messages.  Channels are
 thread-safe: fibers on different schedulers and plain threads may use one channel at once.
 
-Invariants, under ``LOCK``: blocked getters exist only while the buffer is empty; blocked
-putters only while it is full (always, for a rendezvous channel).  An entry in a wait queue
-whose state was completed by another branch is dead: whoever meets it drops it, and the
-owner's cancel function removes it if nobody has, so no waiter outlives its operation.
+Each channel has its own lock, which guards its buffer, its two wait queues and ``closed``;
+a waiter's state is completed under that state's lock, taken inside the channel's (see
+``fibernet.ops.operation`` for the order), so traffic on one channel never waits for another.
+Invariants, under the channel's lock: blocked getters exist only while the buffer is empty;
+blocked putters only while it is full (always, for a rendezvous channel).  An entry in a wait
+queue whose state was completed by another branch is dead: whoever meets it drops it, and the
+owner's cancel function removes it if nobody has, so no waiter outlives its operation.  A
+choice in its block phase that meets a waiter commits both states together
+(``commit_pair``): a message is never taken by a choice that another branch has won.
 
 ``close()`` ends the channel: blocked putters and getters raise :class:`ChannelClosed`, later
 puts raise it, gets drain what is buffered and then raise it, and iteration stops.
 
 ``put`` and ``get`` are Guile Fibers' one-liners over ``put_op`` / ``get_op`` with the try and
-block phases fused under one lock acquisition, since they are the hot path of every server.
+block phases fused under one acquisition of the channel's lock, since they are the hot path of
+every server.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ in two phases:
 1. *try*: ask each base operation of the choice, starting at a random one, whether it can
    complete now without blocking.  The first that can, wins.
 2. *block*: if none can, register with every one of them under one shared :class:`OpState`,
-   suspend, and let whoever completes the state first (under ``LOCK``) choose the winner.
+   suspend, and let whoever completes the state first (under its lock) choose the winner.
    Exactly one base operation of a choice completes, once, however many threads race.  Then
    every losing branch releases what it registered (its cancel function), so a timer that
    lost a choice does not linger (Guile Fibers issue #109).
@@ -17,12 +17,31 @@ A base operation is three functions (Guile's make-base-operation):
 - ``block_fn(state, index) -> cancel | None``: arrange for ``state.complete(index, value)`` to
   be called (from any thread) when it can complete; return a function that undoes the
   arrangement.  ``state.ctx`` is the performer's scheduler (``now``, ``add_timer``,
-  ``watch_fd``).  A block function that finds it can complete at once, holding ``LOCK``,
-  calls ``state.finish_self(index, value)`` instead;
+  ``watch_fd``).  A block function that finds it can complete at once calls
+  ``state.finish_self(index, value)`` instead, and does nothing if that returns False;
 - ``wrap_fn(value)`` (optional): turns the raw value into the operation's result.
 
 An operation with no result completes with ``NOTHING``; wrap functions over it take no
 argument (``wrap(wait_op(1), lambda: "timeout")``) and ``perform`` returns None.
+
+Locking (there is no process-wide lock; Guile Fibers swaps an atomic box per state from
+W(aiting) to C(laimed) to S(ynced), and a lock per state plays that box here):
+
+- ``OpState.lock`` guards the state's one change from waiting to done.  It is its owner's
+  state lock: a fiber's (striped by fiber id, ``fibernet.runtime.fiber``, and also guarding
+  its ``_op_state`` and ``_cancel_pending``, so a cancel never misses a fiber about to block),
+  or a plain thread's own.  ``complete`` takes it, so does ``finish_self``.
+- An object waiters queue on has a lock of its own (a channel's, a condition's, a fiber's
+  join lock), which guards its queues and is taken *before* any state lock, never the other
+  way round; nobody holds two such object locks at once.
+- A performer in its block phase is in the queues of its earlier branches, so another
+  thread may complete it at any moment.  When a later branch meets a waiter (a choice's
+  ``get_op`` finding a blocked putter), both states must complete or neither:
+  ``commit_pair`` holds both state locks, taken in a fixed order (by ``id``; one lock taken
+  once if they share it), so it never deadlocks with the commit of the same two in the
+  other direction.  It completes neither if either is done already: a dead waiter is dropped,
+  a performer found done stops.  The waiter is woken only after both are committed.
+- Wake-ups (``owner._wake``) happen after the state's lock is released.
 
 Beyond Guile Fibers, from Concurrent ML: ``guard`` (build the operation at perform time), ``with_nack``
 (learn that a choice chose another branch), ``always`` and ``never``.
