@@ -85,13 +85,18 @@ class Channel(Generic[T]):
         if fiber is None:
             perform(self.put_op(message))
             return
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (acquire and release: half the cost of ``with`` on the hot path)
+        try:
             result = self._give(message)
             if result is NOT_READY:
                 state = OpState(fiber, sched, self._what_put)
+                state.lock = lock  # (a fused wait: only this channel and a cancel complete it)
                 fiber._block_on(state)  # (raises Cancelled if a cancel is pending)
                 entry = (state, 0, message)
                 self._putters.append(entry)
+        finally:
+            lock.release()
         if result is NOT_READY:
             result = self._suspend(sched, fiber, state, self._putters, entry)
         if type(result) is Raise:
@@ -103,13 +108,18 @@ class Channel(Generic[T]):
         fiber = sched.current if sched is not None else None
         if fiber is None:
             return perform(self.get_op())
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             result = self._take()
             if result is NOT_READY:
                 state = OpState(fiber, sched, self._what_get)
+                state.lock = lock
                 fiber._block_on(state)
                 entry = (state, 0)
                 self._getters.append(entry)
+        finally:
+            lock.release()
         if result is NOT_READY:
             result = self._suspend(sched, fiber, state, self._getters, entry)
         if type(result) is Raise:
@@ -181,7 +191,8 @@ class Channel(Generic[T]):
 
     # -- the try phase (the channel's lock held) -----------------------------------------
     #
-    # The performer has no state in any queue yet: completing a waiter is one claim.
+    # The performer has no state in any queue yet: completing a waiter is one claim, under
+    # the waiter's state lock -- or none more, for a fused wait, whose lock is the channel's.
 
     def _take(self) -> Any:
         buf = self._buf
@@ -193,7 +204,7 @@ class Channel(Generic[T]):
             return message
         while putters:
             state, index, message = putters.popleft()
-            if state.complete(index, NOTHING):
+            if state.complete_holding(self._lock, index, NOTHING):
                 return message
         return _closed() if self._closed else NOT_READY
 
@@ -203,7 +214,7 @@ class Channel(Generic[T]):
         getters = self._getters
         while getters:
             state, index = getters.popleft()
-            if state.complete(index, message):
+            if state.complete_holding(self._lock, index, message):
                 return NOTHING
         if len(self._buf) < self.capacity:
             self._buf.append(message)
@@ -215,7 +226,7 @@ class Channel(Generic[T]):
         putters = self._putters
         while putters:
             state, index, message = putters.popleft()
-            if state.complete(index, NOTHING):
+            if state.complete_holding(self._lock, index, NOTHING):
                 self._buf.append(message)
                 return
 
@@ -245,7 +256,7 @@ class Channel(Generic[T]):
                     buf.popleft()
                     self._refill()
                 return None
-            if self._meet(self._putters, state, index, _TAKE):
+            if self._meet(self._putters, state, index, _TAKE, self._lock):
                 return None
             if self._closed:
                 state.finish_self(index, _closed())
@@ -261,7 +272,7 @@ class Channel(Generic[T]):
             if self._closed:
                 state.finish_self(index, _closed())
                 return None
-            if self._meet(self._getters, state, index, message):
+            if self._meet(self._getters, state, index, message, self._lock):
                 return None
             if len(self._buf) < self.capacity:
                 if state.finish_self(index, NOTHING):
@@ -272,7 +283,7 @@ class Channel(Generic[T]):
         return partial(self._drop, self._putters, entry)
 
     @staticmethod
-    def _meet(queue: deque, me: OpState, index: int, message: Any) -> bool:
+    def _meet(queue: deque, me: OpState, index: int, message: Any, held: Any) -> bool:
         """Commit ``me`` (branch ``index``) with the first live waiter of ``queue`` that is not
         its own: a putter's if ``message`` is ``_TAKE``, else a getter's, given ``message``.
         True if ``me`` is done now (committed here, or by another branch first)."""
@@ -287,9 +298,9 @@ class Channel(Generic[T]):
                 own.append(entry)
                 continue
             if message is _TAKE:
-                outcome = commit_pair(me, index, entry[2], other, entry[1], NOTHING)
+                outcome = commit_pair(held, me, index, entry[2], other, entry[1], NOTHING)
             else:
-                outcome = commit_pair(me, index, NOTHING, other, entry[1], message)
+                outcome = commit_pair(held, me, index, NOTHING, other, entry[1], message)
             if outcome != OTHER_DONE:  # (a dead entry is dropped)
                 if outcome == SELF_DONE:
                     queue.appendleft(entry)  # still live: leave it for the next party

@@ -111,13 +111,31 @@ class OpState:
 
         Returns False if the operation was already completed (by another branch).
         """
-        with self.lock:
+        lock = self.lock
+        lock.acquire()  # (acquire and release: half the cost of ``with`` on this hot path)
+        try:
             if self.done:
                 return False
             self.index = index
             self.value = value
             self.woken = True
             self.done = True
+        finally:
+            lock.release()
+        self.owner._wake()
+        return True
+
+    def complete_holding(self, held: Any, index: int, value: Any) -> bool:
+        """``complete`` for a caller that holds the lock ``held``, which may be this state's
+        own (a fused channel wait's state lock is its channel's): then it is not taken again."""
+        if self.lock is not held:
+            return self.complete(index, value)
+        if self.done:
+            return False
+        self.index = index
+        self.value = value
+        self.woken = True
+        self.done = True
         self.owner._wake()
         return True
 
@@ -142,13 +160,16 @@ SELF_DONE = 1  # the performer's own state was completed first (by another of it
 OTHER_DONE = 2  # the other party's was: its queue entry is dead
 
 
-def commit_pair(me: OpState, my_index: int, my_value: Any, other: OpState, index: int, value: Any) -> int:
+def commit_pair(
+    held: Any, me: OpState, my_index: int, my_value: Any, other: OpState, index: int, value: Any
+) -> int:
     """Complete two states together or neither: the performer's own ``me`` (in its block
-    phase, no wake-up) and a waiting ``other`` (woken).  Both state locks are held, taken in
-    a fixed order (by ``id``), so two such commits never wait for each other in a cycle."""
+    phase, no wake-up) and a waiting ``other`` (woken).  The caller holds the lock ``held``
+    (its object's, which may be ``other``'s own); the states' other locks are taken in a
+    fixed order (by ``id``), so two such commits never wait for each other in a cycle."""
     a = me.lock
     b = other.lock
-    if a is b:
+    if b is held or b is a:
         b = None
     elif id(a) > id(b):
         a, b = b, a

@@ -48,8 +48,9 @@ _ids = itertools.count(1)
 # no allocation, and fibers with ids less than _STRIPES apart never share one).
 #
 # - A fiber's *state lock* (``Fiber._state_lock``) guards its ``_op_state`` and
-#   ``_cancel_pending``, and the claim of every OpState it performs (``OpState.lock`` is its
-#   owner's state lock): see ``fibernet.ops.operation`` for the order in which they nest.
+#   ``_cancel_pending`` (a cancel never misses a fiber about to block), and the completion of
+#   the OpStates it performs (``OpState.lock``: its owner's state lock, or for a fused channel
+#   wait the channel's).  See ``fibernet.ops.operation`` for the order in which they nest.
 # - A fiber's *join lock* (``join_lock(fiber)``) guards its ``_joiners``, ``_callbacks`` and its
 #   move to DONE, so a joiner either registers before the fiber ends or sees it DONE.
 _STRIPES = 256
@@ -227,30 +228,31 @@ class Fiber(Generic[T]):
         Thread-safe.  A suspended fiber is woken at once and releases what its operation
         registered; a fiber that has not started finishes as cancelled without running.
         """
-        with self._state_lock:  # (the lock of every state it performs: st.lock)
+        with self._state_lock:
             if self.state is DONE:
                 return
             self._cancel_pending = True
             st = self._op_state
-            if st is None or st.done:
-                return
-            st.index = -1
-            st.value = None
-            st.done = True
-            # The performer may still be in its block phase; ``woken`` tells it that a wake-up
-            # is on its way, so it suspends to consume it instead of being resumed again later.
-            st.woken = True
-        st.owner._wake()
+        if st is not None:
+            # (Under the state's own lock, after the fiber's: it may be a channel's.)  The
+            # performer may still be in its block phase; the completion sets ``woken``, which
+            # tells it that a wake-up is on its way, so it suspends to consume it instead of
+            # being resumed again later.
+            st.complete(-1, None)
 
     def _block_on(self, state: Any) -> None:
         """Make ``state`` (an OpState) what the fiber waits on, just before it suspends, so
         ``cancel`` can complete it; raises ``Cancelled`` instead if a cancel is pending."""
-        with self._state_lock:
+        lock = self._state_lock
+        lock.acquire()  # (acquire and release: half the cost of ``with``; every wait comes here)
+        try:
             if self._cancel_pending:
                 self._cancel_pending = False
                 raise Cancelled()
             self._op_state = state
             self.state = SUSPENDED
+        finally:
+            lock.release()
 
     # -- called by the scheduler ---------------------------------------------------------
 

@@ -232,7 +232,7 @@ def snapshot(state):
 
 def test_commit_pair_completes_both_states_or_neither():
     me, other = OpState(Owner(), None, None), OpState(Owner(), None, None)
-    assert commit_pair(me, 1, "m", other, 0, NOTHING) == COMMITTED
+    assert commit_pair(None, me, 1, "m", other, 0, NOTHING) == COMMITTED
     assert snapshot(me) == (True, 1, "m", False, 0)  # the performer is running: no wake-up
     assert snapshot(other) == (True, 0, NOTHING, True, 1)
 
@@ -240,14 +240,14 @@ def test_commit_pair_completes_both_states_or_neither():
     # keeps waiting, untouched, for somebody else.
     me, other = OpState(Owner(), None, None), OpState(Owner(), None, None)
     assert me.complete(2, "timer")
-    assert commit_pair(me, 1, "m", other, 0, NOTHING) == SELF_DONE
+    assert commit_pair(None, me, 1, "m", other, 0, NOTHING) == SELF_DONE
     assert snapshot(me)[:3] == (True, 2, "timer")
     assert snapshot(other) == (False, 0, None, False, 0)
 
     # The waiter's was: the performer's stays free for its next candidate.
     me, other = OpState(Owner(), None, None), OpState(Owner(), None, None)
     assert other.complete(3, "elsewhere")
-    assert commit_pair(me, 1, "m", other, 0, NOTHING) == OTHER_DONE
+    assert commit_pair(None, me, 1, "m", other, 0, NOTHING) == OTHER_DONE
     assert snapshot(me) == (False, 0, None, False, 0)
     assert snapshot(other)[:3] == (True, 3, "elsewhere")
 
@@ -265,7 +265,7 @@ def test_commit_pair_commits_the_performer_before_anyone_sees_the_waiter_complet
             rival.append(me.complete(9, "rival"))
 
     other = OpState(Waker(), None, None)
-    assert commit_pair(me, 1, "m", other, 0, NOTHING) == COMMITTED
+    assert commit_pair(None, me, 1, "m", other, 0, NOTHING) == COMMITTED
     assert rival == [False]
     assert snapshot(me)[:3] == (True, 1, "m") and snapshot(other)[:2] == (True, 0)
 
@@ -273,8 +273,22 @@ def test_commit_pair_commits_the_performer_before_anyone_sees_the_waiter_complet
 def test_commit_pair_of_two_states_under_one_lock_takes_it_once():
     owner = Owner()  # (two fibers whose ids share a stripe share a state lock)
     me, other = OpState(owner, None, None), OpState(owner, None, None)
-    assert commit_pair(me, 0, "m", other, 1, NOTHING) == COMMITTED
+    assert commit_pair(None, me, 0, "m", other, 1, NOTHING) == COMMITTED
     assert me.done and other.done and not owner._state_lock.locked()
+
+
+@pytest.mark.timeout(10)
+def test_commit_pair_does_not_take_again_the_lock_its_caller_holds():
+    """A fused put or get waits under its channel's lock: a choice that meets it there (the
+    channel's lock held) commits without taking that lock again, and leaves it held."""
+    channel_lock = threading.Lock()
+    me, other = OpState(Owner(), None, None), OpState(Owner(), None, None)
+    other.lock = channel_lock
+    with channel_lock:
+        assert commit_pair(channel_lock, me, 1, "m", other, 0, NOTHING) == COMMITTED
+        assert channel_lock.locked()
+    assert snapshot(me)[:3] == (True, 1, "m") and snapshot(other) == (True, 0, NOTHING, True, 1)
+    assert not me.lock.locked()
 
 
 def test_commit_pairs_in_opposite_directions_never_deadlock(switchinterval):
@@ -286,7 +300,8 @@ def test_commit_pairs_in_opposite_directions_never_deadlock(switchinterval):
     def commit_many(first, second):
         outcomes = Counter()
         for i in range(n):
-            outcomes[commit_pair(OpState(first, None, None), 0, i, OpState(second, None, None), 0, i)] += 1
+            me, other = OpState(first, None, None), OpState(second, None, None)
+            outcomes[commit_pair(None, me, 0, i, other, 0, i)] += 1
         results[first] = outcomes
 
     threads = [threading.Thread(target=commit_many, args=p, daemon=True) for p in ((a, b), (b, a))]
