@@ -302,12 +302,16 @@ class Fiber(Generic[T]):
         self._value = value
         self._exc = exc
         self._op_state = None
-        with join_lock(self):
+        lock = _JOIN_LOCKS[self.id % _STRIPES]  # (join_lock(self), on every fiber's way out)
+        lock.acquire()
+        try:
             self.state = DONE
             joiners = self._joiners
             self._joiners = None
             callbacks = self._callbacks
             self._callbacks = None
+        finally:
+            lock.release()
         unretrieved = None
         if not joiners and exc is not None and not isinstance(exc, Cancelled):
             # (Made before the done callbacks run: one that takes the exception retrieves it.)
