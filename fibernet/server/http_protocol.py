@@ -353,7 +353,9 @@ class ServerProtocol:
         The request line is the first line that starts with this method and target in
         the bytes of the head: from the start for the first head of a read (after empty
         lines: at most _MAX_BLANK bytes), else after the last request line looked at
-        (pipelined requests come in order; the first one of a read was at its start)."""
+        (pipelined requests come in order; the first one of a read was at its start).  A
+        request pipelined right after a body need not start a line: if no line starts with
+        it, the first place after the last request line is taken."""
         first = self._head_bytes  # (0 once a head was complete in this read)
         data = self._head_data()
         if first:
@@ -361,11 +363,13 @@ class ServerProtocol:
         else:
             start = self._line_end if self._lines_of is data else 1
         line = method + b" " + url + b" "
-        at = data.find(line, start)
+        at = anywhere = data.find(line, start)
         while at >= 0 and at and data[at - 1] != 10:  # (not at the start of a line)
             at = data.find(line, at + 1)
         if at < 0:
-            return
+            if first or anywhere < 0:
+                return
+            at = anywhere
         if not data.startswith(b"HTTP/", at + len(line)):
             self._reject(400, "not an HTTP request line (RTSP or ICE?)")
         if first and at > _MAX_BLANK and not data[:at].strip(b"\r\n"):

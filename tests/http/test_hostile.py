@@ -229,6 +229,16 @@ def test_a_body_at_a_good_rate_outlasts_the_grace(http_server):
     assert reply.status == 200 and reply.body == b"%d" % (pieces * 500)
 
 
+@pytest.mark.parametrize("protocol", [b"RTSP/1.0", b"ICE/1.0"])
+def test_a_non_http_request_line_pipelined_right_after_a_body_is_refused(protocol):
+    """The request line that follows a body with no line end between them is still found."""
+    app = Recorder()
+    first = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+    data = first + b"GET /r " + protocol + b"\r\nHost: a\r\n\r\n"
+    assert [r.status for r in parse_responses(drive(app, data).sent)] == [200, 400]
+    assert [r.path for r in app.calls] == ["/"]
+
+
 # -- header whitespace -----------------------------------------------------------------------
 
 
