@@ -204,7 +204,7 @@ class Channel(Generic[T]):
             return message
         while putters:
             state, index, message = putters.popleft()
-            if state.complete_holding(self._lock, index, NOTHING):
+            if state.complete(index, NOTHING, self._lock):
                 return message
         return _closed() if self._closed else NOT_READY
 
@@ -214,7 +214,7 @@ class Channel(Generic[T]):
         getters = self._getters
         while getters:
             state, index = getters.popleft()
-            if state.complete_holding(self._lock, index, message):
+            if state.complete(index, message, self._lock):
                 return NOTHING
         if len(self._buf) < self.capacity:
             self._buf.append(message)
@@ -226,7 +226,7 @@ class Channel(Generic[T]):
         putters = self._putters
         while putters:
             state, index, message = putters.popleft()
-            if state.complete_holding(self._lock, index, NOTHING):
+            if state.complete(index, NOTHING, self._lock):
                 self._buf.append(message)
                 return
 

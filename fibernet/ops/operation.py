@@ -106,13 +106,18 @@ class OpState:
         self.op = op
         self.lock = owner._state_lock
 
-    def complete(self, index: int, value: Any) -> bool:
+    def complete(self, index: int, value: Any, held: Any = None) -> bool:
         """Complete branch ``index`` with ``value`` and wake the performer (any thread).
 
-        Returns False if the operation was already completed (by another branch).
+        Returns False if the operation was already completed (by another branch).  A caller
+        that holds a lock passes it as ``held``: if it is this state's own (a fused channel
+        wait's state lock is its channel's), it is not taken again.
         """
         lock = self.lock
-        lock.acquire()  # (acquire and release: half the cost of ``with`` on this hot path)
+        if lock is held:
+            lock = None
+        else:
+            lock.acquire()  # (acquire and release: half the cost of ``with`` on this hot path)
         try:
             if self.done:
                 return False
@@ -121,21 +126,8 @@ class OpState:
             self.woken = True
             self.done = True
         finally:
-            lock.release()
-        self.owner._wake()
-        return True
-
-    def complete_holding(self, held: Any, index: int, value: Any) -> bool:
-        """``complete`` for a caller that holds the lock ``held``, which may be this state's
-        own (a fused channel wait's state lock is its channel's): then it is not taken again."""
-        if self.lock is not held:
-            return self.complete(index, value)
-        if self.done:
-            return False
-        self.index = index
-        self.value = value
-        self.woken = True
-        self.done = True
+            if lock is not None:
+                lock.release()
         self.owner._wake()
         return True
 
