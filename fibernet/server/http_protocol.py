@@ -181,6 +181,15 @@ class ServerProtocol:
     def dead(self) -> bool:
         return self._state == _DEAD
 
+    def clean(self) -> bool:
+        """Between requests with nothing kept of them (then another connection may take
+        this parser); the bytes last parsed are let go."""
+        if self._state != _IDLE or self._events or self._pieces or self._body_head or self._head_bytes:
+            return False
+        self._data = self._lines_of = b""
+        self._line_end = 0
+        return True
+
     def next_event(self) -> Any:
         """The next event, or None if more bytes are needed."""
         return self._events.popleft() if self._events else None

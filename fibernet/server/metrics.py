@@ -1,10 +1,10 @@
 """``/metrics``: the workers' counters in Prometheus's text format, through ``prometheus_client``.
 
-Counting costs a request three list increments and no lock: each HTTP connection counts its
-own requests (by status class) and their latency (histogram buckets and sum) in a plain list
-(:func:`new_counts`: ``counts[status // 100]``, ``counts[LATENCY + bisect_left(BUCKETS,
-seconds)]``, ``counts[SUM]``); a connection's list joins its server's totals when it
-ends, and :meth:`Server.stats` sums the totals and the open connections' lists.  A worker
+Counting costs a request three list increments and no lock: the HTTP connections of each
+scheduler thread count their requests (by status class) and their latency (histogram buckets
+and sum) in a plain list that only that thread writes (:func:`new_counts`: ``counts[status //
+100]``, ``counts[LATENCY + bisect_left(BUCKETS, seconds)]``, ``counts[SUM]``), and
+:meth:`Server.stats` sums the threads' lists.  A worker
 sends those stats to its supervisor in the snapshot it sends every second anyway, so
 nothing crosses processes per request, and no ``PROMETHEUS_MULTIPROC_DIR`` (a file per
 process, a lock and an mmap write per update) is needed.  prometheus_client is imported at
