@@ -7,7 +7,7 @@ keep-alive timeout long enough for the run (fibernet ``--keepalive-timeout 600
 open 10 keep-alive connections with one ``GET /hello`` each and close them (warm-up), read
 the server's VmRSS (``/proc/PID/status``, the process and its descendants), open N
 connections in batches of 100, each with one request answered (so each is idle between
-requests, waiting for the next head), wait 0.5 s, read VmRSS again.  Reported: (RSS after -
+requests, waiting for the next head), wait 2 s (fibernet parks a connection idle for 1 s), read VmRSS again.  Reported: (RSS after -
 RSS before) / N, in bytes and KiB.  Then every connection sends a second request, and the
 run counts the ones answered 200 ``Hello, World!`` (all must be).  Connections close with an
 RST (SO_LINGER 0), so no TIME_WAIT piles up.  The driver raises its RLIMIT_NOFILE to the hard
@@ -28,7 +28,7 @@ REQUEST = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
 BODY = b"Hello, World!"
 WARM_CONNS = 10
 BATCH = 100
-SETTLE = 0.5
+SETTLE = 2.0  # longer than fibernet's park_after (1 s): every idle connection has parked
 KEEPALIVE = "600"
 
 

@@ -316,7 +316,9 @@ class _Connection(Parked):
 
     @property
     def park_timeout(self) -> float:
-        return self.limits.keepalive_timeout
+        """What is left of the keep-alive timeout once the fiber has waited ``park_after``."""
+        limits = self.limits
+        return max(0.0, limits.keepalive_timeout - limits.park_after)
 
     def resume(self, sock: Socket) -> Parked | None:
         """Bytes came on the parked connection: serve on (in a new fiber)."""
@@ -399,7 +401,9 @@ class _Connection(Parked):
         monotonic = time.monotonic
         counts = self.counts
         latency, total, fastest = LATENCY, SUM, BUCKETS[0]
-        parks = self._done is not None and sock.__class__ is Socket  # (not a TLS socket)
+        # Park between requests (once idle for park_after) if the server can: not a TLS socket.
+        parks = self._done is not None and sock.__class__ is Socket and limits.park_after < keepalive_timeout
+        park_after = limits.park_after
         while True:
             # -- the next request head
             if events:
@@ -412,9 +416,7 @@ class _Connection(Parked):
                 # Between requests: wait for the next one, for the keep-alive timeout,
                 # draining or not (see drain() in http_handler).  Parked, with no fiber,
                 # if the server can; else in this fiber.
-                if parks:
-                    if not ready:
-                        return self._park()
+                if ready:  # resumed: bytes came
                     ready = False
                     try:
                         data = sock.recv_nowait(_RECV)
@@ -422,6 +424,16 @@ class _Connection(Parked):
                         raise _Close() from None
                     if data is None:
                         return self._park()
+                elif parks:
+                    if not park_after:
+                        return self._park()
+                    sock.timeout = park_after
+                    try:
+                        data = recv(_RECV)
+                    except TimeoutError:
+                        return self._park()  # idle: wait on with no fiber
+                    except OSError:
+                        raise _Close() from None
                 else:
                     sock.timeout = keepalive_timeout
                     try:

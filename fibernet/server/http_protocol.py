@@ -60,12 +60,16 @@ class HttpLimits:
     # only while the server waits for body bytes (as Kestrel's MinRequestBodyDataRate); 0: none.
     min_body_rate: float = 240.0  # bytes per second
     body_rate_grace: float = 5.0  # seconds
+    # An idle keep-alive connection waits this long in its fiber, then parks with none (its
+    # fiber ends; the server resumes it when bytes come): a busy connection keeps its fiber,
+    # an idle one costs no greenlet.  0: park at once.
+    park_after: float = 1.0
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
-            if not value and name != "min_body_rate":
+            if not value and name not in ("min_body_rate", "park_after"):
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
 
 
