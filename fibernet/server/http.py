@@ -29,6 +29,7 @@ from typing import Any
 from fibernet.errors import Cancelled
 from fibernet.http import BadWebSocketUpgrade, BodyTooLarge, Request, Response
 from fibernet.net.sockets import Socket
+from fibernet.runtime.scheduler import current_scheduler
 from fibernet.server.http_protocol import (
     _DATE,
     _DEAD,
@@ -402,8 +403,15 @@ class _Connection(Parked):
         counts = self.counts
         latency, total, fastest = LATENCY, SUM, BUCKETS[0]
         # Park between requests (once idle for park_after) if the server can: not a TLS socket.
-        parks = self._done is not None and sock.__class__ is Socket and limits.park_after < keepalive_timeout
+        sched = current_scheduler()
+        parks = (
+            self._done is not None
+            and sock.__class__ is Socket
+            and sched is not None
+            and limits.park_after < keepalive_timeout
+        )
         park_after = limits.park_after
+        park_over = limits.park_over
         while True:
             # -- the next request head
             if events:
@@ -425,7 +433,7 @@ class _Connection(Parked):
                     if data is None:
                         return self._park()
                 elif parks:
-                    if not park_after:
+                    if not park_after or sched.fiber_count() > park_over:
                         return self._park()
                     sock.timeout = park_after
                     try:

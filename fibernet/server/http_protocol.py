@@ -62,14 +62,16 @@ class HttpLimits:
     body_rate_grace: float = 5.0  # seconds
     # An idle keep-alive connection waits this long in its fiber, then parks with none (its
     # fiber ends; the server resumes it when bytes come): a busy connection keeps its fiber,
-    # an idle one costs no greenlet.  0: park at once.
+    # an idle one costs no greenlet.  0: park at once.  It parks at once, too, while its
+    # scheduler runs more than park_over fibers (many connections: memory comes first).
     park_after: float = 1.0
+    park_over: int = 128
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
-            if not value and name not in ("min_body_rate", "park_after"):
+            if not value and name not in ("min_body_rate", "park_after", "park_over"):
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
 
 

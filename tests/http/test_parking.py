@@ -171,3 +171,24 @@ def test_the_keep_alive_timeout_closes_a_parked_connection():
             clock_server.clock.advance(0.2)
             assert c.at_eof()  # closed quietly, with no response
         assert probe(server)["parked"] == 0
+
+
+def test_many_connections_park_at_once_beyond_park_over(http_server):
+    """Idle connections keep their fibers for park_after (30 s here) only while the
+    scheduler runs at most park_over fibers; beyond, they park at once."""
+    server = serve_probed(http_server, park_after=30.0, park_over=10, keepalive_timeout=60.0)
+    before = probe(server)
+    clients = [RawClient(server.address) for _ in range(40)]
+    try:
+        for c in clients:  # one at a time: each is idle when the next one comes
+            c.send(request("GET", "/one"))
+            assert c.response().status == 200
+        during = probe(server)
+        assert during["fibers"] <= 10 + 1, during  # (+1: the probe's own)
+        assert during["parked"] >= 40 - 10 + before["fibers"] - 1, during
+        for c in clients:
+            c.send(request("GET", "/two"))
+            assert c.response().body == b"hello /two"
+    finally:
+        for c in clients:
+            c.close()
