@@ -7,9 +7,10 @@ keep-alive timeout long enough for the run (fibernet ``--keepalive-timeout 600
 open 10 keep-alive connections with one ``GET /hello`` each and close them (warm-up), read
 the server's VmRSS (``/proc/PID/status``, the process and its descendants), open N
 connections in batches of 100, each with one request answered (so each is idle between
-requests, waiting for the next head), wait 2 s (fibernet parks a connection idle for 1 s), read VmRSS again.  Reported: (RSS after -
-RSS before) / N, in bytes and KiB.  Then every connection sends a second request, and the
-run counts the ones answered 200 ``Hello, World!`` (all must be).  Connections close with an
+requests, waiting for the next head), wait 2 s (fibernet parks a connection idle for 1 s),
+read VmRSS again.  Reported: (RSS after - RSS before) / N, in bytes and KiB.  Then every
+connection sends a second request, and the run counts the ones answered 200 ``Hello,
+World!`` (all must be).  Connections close with an
 RST (SO_LINGER 0), so no TIME_WAIT piles up.  The driver raises its RLIMIT_NOFILE to the hard
 limit before it starts the server, which inherits it.
 """
@@ -173,8 +174,9 @@ def check_bar(rows: list[dict]) -> list[dict]:
     return [
         {
             "bar": f"fibernet: idle keep-alive HTTP connection <= {BAR_BYTES} B, every one answers again",
-            "measured": None if value is None else f"{value:.0f} B/conn, second requests all answered: "
-            f"{ours['second_ok']}",
+            "measured": None
+            if value is None
+            else f"{value:.0f} B/conn, second requests all answered: {ours['second_ok']}",
             "pass": None if value is None else value <= BAR_BYTES and ours["second_ok"],
         }
     ]
@@ -182,8 +184,17 @@ def check_bar(rows: list[dict]) -> list[dict]:
 
 def render(rows: list[dict]) -> str:
     return _bench.format_table(
-        ["server", "idle conns", "B/conn", "KiB/conn", "spread", "RSS after MiB", "2nd req all OK",
-         "fibernet ratio", "rounds"],
+        [
+            "server",
+            "idle conns",
+            "B/conn",
+            "KiB/conn",
+            "spread",
+            "RSS after MiB",
+            "2nd req all OK",
+            "fibernet ratio",
+            "rounds",
+        ],
         [
             [
                 r["impl"],

@@ -7,6 +7,8 @@ Run from the repository root::
     python loadtest/http_hello.py --quick    # smoke run: 1 round of 2 s
     python loadtest/http_hello.py --json out/http_hello.json
     python loadtest/http_hello.py --profile /tmp/fibernet.prof   # cProfile fibernet under wrk
+    python loadtest/http_hello.py --idle-conns 10000   # memory per idle keep-alive connection
+                                                       # (fibernet, uvicorn, gevent; _http_idle.py)
 
 (The module is not called ``http.py``: that name would shadow the standard library's
 ``http`` package for every script in this directory.)
@@ -348,9 +350,8 @@ def server_command(impl: str, port: int, extra: list[str] | None = None) -> list
     if impl == "fibernet":
         return fibernet_serve(_exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port, *extra)
     if impl == "fibernet-nomonitor":
-        return fibernet_serve(
-            _exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port, "--block-warning", "0", *extra
-        )
+        cli = _exe("fibernet", FIBERNET_CLI)
+        return fibernet_serve(cli, "fibernet.examples.hello:app", port, "--block-warning", "0", *extra)
     if impl == "fibernet-raw":
         return fibernet_serve(
             _exe("fibernet", FIBERNET_CLI),
@@ -556,7 +557,8 @@ def measure_idle(impl: str, params: dict) -> dict:
         except Exception as exc:
             stop_server(proc, 5.0)
             log.seek(0)
-            raise RuntimeError(f"{exc}\nserver: {shlex.join(cmd)}\nserver output:\n{log.read()[-3000:]}") from None
+            output = log.read()[-3000:]
+            raise RuntimeError(f"{exc}\nserver: {shlex.join(cmd)}\nserver output:\n{output}") from None
         stop_server(proc)
     result["server_command"] = shlex.join(cmd)
     return result
@@ -1041,7 +1043,8 @@ def main_idle(args, params: dict) -> int:
     print(f"command: {command}", flush=True)
     for impl in args.impls:
         extra = _http_idle.server_options(impl, args.idle_conns)
-        print(f"  {impl:<13} " + shlex.join(server_command(impl, 0, extra)).replace("--port 0", "--port PORT"))
+        line = shlex.join(server_command(impl, 0, extra)).replace("--port 0", "--port PORT")
+        print(f"  {impl:<13} {line}")
     samples = _bench.run_interleaved(__file__, plan, args.rounds, args.wrk_cpu, args.timeout)
     rows = _http_idle.summarise(samples, args.impls, IDLE)
     checks = _http_idle.check_bar(rows)

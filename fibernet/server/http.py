@@ -9,6 +9,9 @@ slower than ``min_body_rate`` once ``body_rate_grace`` is over), send the respon
 for an iterable body on HTTP/1.1), drain what the app did not read of the body (up to
 ``max_drain``, else close), and go on while keep-alive holds.
 Pipelined requests are answered in order because one fiber answers them one at a time.
+Between requests an idle connection parks (``Parked``, see ``server/tcp.py``): its fiber
+ends once idle for ``park_after`` (at once while its scheduler runs over ``park_over``
+fibers), and a new one takes it on when bytes come, under the same keep-alive timeout.
 
 A handler's exception gives a 500 and is logged; a bad request gives its status and a close.
 An offer to upgrade the protocol (``Upgrade: h2c``) is ignored: the request is answered as

@@ -15,7 +15,10 @@ layer is just such a handler.
 - A handler's exception is logged with the peer address and closes that connection only.
   The socket is closed in ``finally``, whatever way the handler ends.
 - Graceful stop: stop accepting, let connections finish for ``grace`` seconds, then cancel
-  the rest.
+  the rest (and close the parked ones).
+- Parking: a handler may return a :class:`Parked` to wait for its connection's next bytes
+  with no fiber; the server watches the socket and resumes it in a new fiber (the HTTP
+  layer parks its idle keep-alive connections so: an idle one costs no greenlet).
 - Before the handler, in the connection's fiber and within ``handshake_timeout``: the PROXY
   protocol header (``proxy_protocol=True``; see ``server/proxy.py``), then the TLS handshake
   (``ssl=``, a context or a :class:`~fibernet.net.tls.TLSConfig`; see ``net/tls.py``).  The
@@ -552,7 +555,12 @@ class Server:
     def _close_parked(self, places: list[_Place]) -> None:
         """The grace period is over: close the parked connections, each on its own thread."""
         closers = [
-            spawn(_close_all_parked, place, name=f"{self.name}:close parked@{place.sched.name}", scheduler=place.sched)
+            spawn(
+                _close_all_parked,
+                place,
+                name=f"{self.name}:close parked@{place.sched.name}",
+                scheduler=place.sched,
+            )
             for place in places
             if place.parked and not place.sched._stopping
         ]
