@@ -68,6 +68,7 @@ class Series:
 WORKER_SERIES = [
     Series("connections_open", "fibernet_connections_open", "gauge", "Connections open now"),
     Series("connections_accepted", "fibernet_connections_accepted", "counter", "Connections accepted"),
+    Series("connections_parked", "fibernet_connections_parked", "gauge", "Connections idle with no fiber"),
     Series("bytes_in", "fibernet_received_bytes", "counter", "Bytes received from clients"),
     Series("bytes_out", "fibernet_sent_bytes", "counter", "Bytes sent to clients"),
     Series("fibers", "fibernet_fibers", "gauge", "Live fibers"),
