@@ -377,7 +377,7 @@ class _Connection(Parked):
         self._ended()
         return None
 
-    def _serve(self, ready: bool) -> Parked | None:
+    def _serve(self, ready: bool = False) -> Parked | None:
         """Answer requests one at a time until the connection ends (raises _Close or
         HttpError), or parks between requests (returns self).  The common case -- a whole
         bodiless request in one read, a bytes response the app returned before -- runs
