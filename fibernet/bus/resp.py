@@ -40,6 +40,7 @@ from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
 from fibernet.ops.operation import choice, perform, wrap
 from fibernet.ops.timers import wait_op
+from fibernet.runtime.scheduler import yield_now
 
 log = logging.getLogger("fibernet.bus")
 
@@ -273,6 +274,7 @@ class Link:
                     sink = pending.popleft()
                     if sink is not None:
                         sink(reply)
+                yield_now()  # the fibers just handed a message or reply run before this one reads on
                 continue
             batch = [value]
             try:
