@@ -153,11 +153,12 @@ class Link:
         by the caller if the connection is idle, else queued in the outbox.  False if the
         outbox is full; ChannelClosed once it is closed.  Never blocks."""
         with self._lock:
-            if self._idle and not self.outbox.closed:
+            stream = self._stream
+            if self._idle and stream is not None and not self.outbox.closed:
                 if self.ordered:
                     self._pending.append(sink)  # before the write: its reply may come at once
                 try:
-                    n = self._stream.sock.send_nowait(frame)  # type: ignore[union-attr]
+                    n = stream.sock.send_nowait(frame)
                 except OSError:
                     n = 0  # the connection's fiber finds out when it reads, and reconnects
                 if n == len(frame):
