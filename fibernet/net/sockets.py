@@ -264,6 +264,16 @@ class Socket:
             self.active = True
             return n
 
+    def send_nowait(self, data: Any) -> int:
+        """Send what the kernel takes now, without waiting: how many bytes (0 if none)."""
+        try:
+            n = self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        self.bytes_out += n
+        self.active = True
+        return n
+
     def sendall(self, data: Any) -> None:
         """Send every byte; suspends while the peer does not read (backpressure)."""
         sock = self._sock
