@@ -387,7 +387,9 @@ class ServerProtocol:
             at = anywhere
         if not data.startswith(b"HTTP/", at + len(line)):
             self._reject(400, "not an HTTP request line (RTSP or ICE?)")
-        if first and at > _MAX_BLANK and not data[:at].strip(b"\r\n"):
+        # (empty lines of earlier reads count too: every byte fed since the last head and
+        # before these bytes was one)
+        if first and first - len(data) + at > _MAX_BLANK and not data[:at].strip(b"\r\n"):
             self._reject(400, _TOO_MANY_BLANK)
         self._lines_of = data
         self._line_end = at + len(line)
