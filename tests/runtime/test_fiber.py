@@ -278,7 +278,9 @@ def test_cancel_a_fiber_that_has_not_started():
             assert f.state == "done"
         return "ok"
 
-    assert fn.run(main, threads=2) == "ok"
+    # One thread: with two, the other one may steal the parallel fiber and run it before
+    # the cancel (seen under load); a cancel racing a steal is the stress tests' part.
+    assert fn.run(main, threads=1) == "ok"
     assert ran == []
 
 
