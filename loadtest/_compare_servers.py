@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+import _proc
 from _bench import fmt_num, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,7 +27,7 @@ HOST = "127.0.0.1"
 PEER_PACKAGES = ["gevent", "trio", "uvloop", "uvicorn", "aiohttp", "httptools", "websockets", "wsproto"]
 # fibernet's own dependencies, so that the other benchmark scripts can run on the peers'
 # interpreter too (they import fibernet from this checkout)
-FIBERNET_DEPS = ["greenlet", "httptools", "click", "prometheus_client", "wsproto"]
+FIBERNET_DEPS = ["greenlet", "httptools", "click", "prometheus_client", "wsproto", "psutil"]
 TCP_IMPLS = ("fibernet", "asyncio-streams", "uvloop-streams", "uvloop-proto", "gevent", "trio")
 TCP_EXTRA = ("raw-epoll", "fibernet-t2")
 HTTP_IMPLS = ("fibernet", "uvicorn", "gevent", "aiohttp")
@@ -128,20 +129,7 @@ def load_sleeps() -> int:
 def wakeups(pid: int) -> int:
     """Voluntary context switches of every thread of ``pid``: how often it went to sleep
     (in epoll_wait, mostly).  Per request, it says how much work each wake-up found."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as fh:
-                for line in fh:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return _proc.ctx_switches(pid, voluntary_only=True)
 
 
 def server_cpu_seconds(pid: int) -> float:

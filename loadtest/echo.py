@@ -86,6 +86,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _proc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
 
 BACKLOG = 1024
@@ -408,50 +409,24 @@ class ServerProcess:
         self._stderr.close()
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 def proc_cpu(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of process ``pid``, all its threads."""
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        fields = fh.read().rsplit(b")", 1)[1].split()
-    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+    return _proc.cpu_times(pid)
 
 
 def proc_ctxsw(pid: int) -> int:
     """Context switches (voluntary + involuntary) of the live threads of process ``pid``."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
-                        total += int(value)
-        except FileNotFoundError:  # the thread ended
-            pass
-    return total
+    return _proc.ctx_switches(pid)
 
 
-def cpus_busy(cpus: list[int]) -> float:
-    """Seconds the given CPUs spent not idle (anyone's work), from /proc/stat."""
-    wanted = {f"cpu{c}" for c in cpus}
-    busy = 0
-    with open("/proc/stat") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields and fields[0] in wanted:
-                ticks = [int(x) for x in fields[1:8]]  # user nice system idle iowait irq softirq
-                busy += sum(ticks) - ticks[3] - ticks[4]
-    return busy / _CLK_TCK
+cpus_busy = _proc.cpus_busy
 
 
 def proc_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    rss = _proc.rss_bytes(pid)
+    if rss is None:
+        raise RuntimeError(f"no VmRSS for pid {pid}")
+    return rss // 1024
 
 
 # --------------------------------------------------------------------------

@@ -92,6 +92,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _proc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
 from http_floor import CANNED as _CANNED  # noqa: E402
 from http_floor import NOT_FOUND as _NOT_FOUND  # noqa: E402
@@ -380,63 +381,13 @@ def wrk_command(params: dict, port: int, duration: float) -> list[str]:
 # --------------------------------------------------------------------------
 # driver side: one measurement (runs in its own subprocess, pinned to the wrk CPU)
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            text = fh.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields:
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(utime, stime) of ``pid`` (all its threads) and of its live descendants, seconds."""
-    user = system = 0
-    for p in [pid, *_descendants(pid)]:
-        fields = _stat_fields(p)
-        if fields:
-            user += int(fields[11])  # utime: field 14 of /proc/PID/stat
-            system += int(fields[12])  # stime: field 15
-    return user / _CLK_TCK, system / _CLK_TCK
+    return _proc.cpu_times(pid, descendants=True)
 
 
-def cpu_busy_seconds(cpu: int) -> tuple[float, float]:
-    """(user+nice+system, steal) seconds of one CPU so far, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        for line in fh:
-            if line.startswith(f"cpu{cpu} "):
-                f = [int(x) for x in line.split()[1:9]]
-                return (f[0] + f[1] + f[2]) / _CLK_TCK, f[7] / _CLK_TCK
-    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
-
-
-def rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+cpu_busy_seconds = _proc.cpu_user_steal
+rss_bytes = _proc.rss_bytes
 
 
 def check_hello(port: int) -> dict:

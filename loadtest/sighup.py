@@ -35,6 +35,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import psutil
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("wrk", "h2load")
 
@@ -102,14 +104,10 @@ def failures(tool: str, output: str) -> tuple[int, int, str]:
 
 
 def children(pid: int) -> set[int]:
-    found: set[int] = set()
     try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found.update(int(c) for c in f.read().split())
-    except FileNotFoundError:
-        pass
-    return found
+        return {c.pid for c in psutil.Process(pid).children()}
+    except psutil.Error:
+        return set()
 
 
 def free_port() -> int:
