@@ -49,8 +49,8 @@ def looks_like_http(data: bytes) -> bool:
 def _unread_request_line(conn: Any) -> bool:
     try:
         data = conn.sock.recv(256, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except OSError:  # nothing waiting (BlockingIOError), or the connection is gone
-        return False
+    except (OSError, ValueError, AttributeError):  # nothing waiting (BlockingIOError), the
+        return False  # connection gone, or a wrapper whose socket cannot be peeked at
     return looks_like_http(data)
 
 

@@ -193,22 +193,30 @@ def _probe(settings: Settings, source: object) -> Settings:
     return dataclasses.replace(settings, protocol=message)
 
 
-def listen_url(protocol: str, address: object) -> str:
+def listen_url(scheme: str, address: object) -> str:
     """Where a listening socket is, as a user types it: ``http://127.0.0.1:8000``,
     ``tcp://[::1]:9000``, ``unix:/run/app.sock``."""
     if isinstance(address, tuple):
         host, port = address[:2]
-        return f"{protocol}://{f'[{host}]' if ':' in host else host}:{port}"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
     if isinstance(address, bytes):  # an abstract Unix socket
         address = "@" + address.lstrip(b"\0").decode(errors="replace")
     return f"unix:{address}"
 
 
+def serving_urls(settings: Settings, sockets: list) -> list[str]:
+    """The URLs of ``sockets`` (once each), with https:// or tls:// when serving TLS."""
+    scheme = settings.protocol
+    if settings.ssl_certfile is not None:
+        scheme = {"http": "https", "tcp": "tls"}[scheme]
+    return list(dict.fromkeys(listen_url(scheme, s.getsockname()) for s in sockets))
+
+
 def _announce(settings: Settings, sockets: list) -> None:
     """The startup line: where the app listens, as URLs, and how to stop it."""
-    urls = dict.fromkeys(listen_url(settings.protocol, s.getsockname()) for s in sockets)
+    urls = ", ".join(serving_urls(settings, sockets))
     workers = f" in {settings.workers} worker processes" if settings.workers > 1 else ""
-    log.info("%s listening at %s%s (Ctrl-C or SIGTERM stops it)", settings.app, ", ".join(urls), workers)
+    log.info("%s listening at %s%s (Ctrl-C or SIGTERM stops it)", settings.app, urls, workers)
 
 
 def _worker(settings: Settings, source: object, sockets: list, ready: object, report: object) -> None:

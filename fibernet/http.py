@@ -10,13 +10,10 @@ import collections.abc as _abc
 import json as _json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus as _HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from fibernet.errors import FibernetError
-
-if TYPE_CHECKING:
-    from fibernet.server.websocket import WebSocket
 
 # Every registered status (http.HTTPStatus), with RFC 9110's newer phrases.
 _REASONS = {status.value: status.phrase for status in _HTTPStatus}
@@ -202,8 +199,9 @@ class Request:
     def json(self) -> Any:
         return _json.loads(self.body())
 
-    def accept_websocket(self, subprotocol: str | None = None) -> WebSocket:
-        """Take this request's connection as a WebSocket (the 101 response is sent now).  The
+    def accept_websocket(self, subprotocol: str | None = None) -> Any:
+        """Take this request's connection as a WebSocket, a
+        :class:`fibernet.server.websocket.WebSocket` (the 101 response is sent now).  The
         app talks on it in its own fiber; when the app returns, the WebSocket is closed with
         the close handshake.  Raises :class:`BadWebSocketUpgrade` (400) if the request is
         not a valid WebSocket upgrade."""

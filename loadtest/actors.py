@@ -247,12 +247,15 @@ def dispatch(workload: str, impl: str, params: dict) -> dict:
 IMPLS = ("fibernet", "gevent", "asyncio", "fibernet-2sched", "fibernet-2sched-2cpu")
 BAR_PEERS = ("gevent", "asyncio")
 BAR_RATIO = 1.0
+NEEDS = {"gevent": ("gevent",)}  # the modules a peer imports; missing, its rows are skipped
 
 
 def build_plan(args) -> list[tuple]:
     plan = []
     for workload in args.workloads:
         for impl in args.impls:
+            if impl in args.skipped:
+                continue
             if impl == "fibernet-2sched-2cpu":
                 plan.append((workload, impl, {"n": args.cross_n}, args.cpus2))
             elif impl == "fibernet-2sched":
@@ -277,6 +280,9 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
         for workload in args.workloads:
             ours = _bench.median(samples.values(workload, "fibernet", key))
             for impl in args.impls:
+                if impl in args.skipped:
+                    rows.append(dict(_bench.skipped_row(workload, key, impl, unit), n=None))
+                    continue
                 values = samples.values(workload, impl, key)
                 errors = len(samples.errors.get((workload, impl), []))
                 if not values and not errors:
@@ -363,6 +369,7 @@ def parse_args(argv=None):
     args.workloads = _bench.comma_list(parser, args.workloads, TIMEOUTS, "--workloads")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
+    args.skipped = _bench.missing_peers(args.impls, NEEDS)
     return args
 
 
@@ -387,6 +394,7 @@ def main(argv=None) -> int:
     if args.profile:
         return profile(args)
     plan = build_plan(args)
+    _bench.note_skipped(args.skipped, "actors")
     print(_bench.describe_plan(__file__, plan, args.rounds, args.cpu), flush=True)
     samples = _bench.run_interleaved(__file__, plan, args.rounds, args.cpu, args.timeout)
     rows = summarise(samples, args)

@@ -742,7 +742,8 @@ def parse_args(argv=None):
     args.workloads = _bench.comma_list(parser, args.workloads, WORKLOADS, "--workloads")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
-    args.skipped = _bench.missing_peers(args.impls, {name: getattr(IMPLS[name], "needs", ()) for name in IMPLS})
+    needs = {name: getattr(IMPLS[name], "needs", ()) for name in IMPLS}
+    args.skipped = _bench.missing_peers(args.impls, needs)
     return args
 
 

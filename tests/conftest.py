@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import gc
+import glob
 import os
 import shutil
 import socket
@@ -207,16 +208,21 @@ PROGRAMS = {
     "h2load": "nghttp2-client",
     "haproxy": "haproxy",
     "systemd-analyze": "systemd",
+    "redis-server": "redis-server",
+    "initdb": "postgresql",
+    "chromium": "chromium",
 }
 
 
 def program(name: str, install: str | None = None) -> str:
     """The path of program ``name``: on PATH, beside ``sys.executable`` (a pip package's
     program in a venv that is not activated) or in an sbin folder (haproxy is in /usr/sbin,
-    which a non-login PATH may lack).  Absent, the test skips saying how to install it
-    (``install``, or the Debian package of :data:`PROGRAMS`); under CI it fails instead."""
+    which a non-login PATH may lack) or PostgreSQL's folder (initdb, the newest version).
+    Absent, the test skips saying how to install it (``install``, or the Debian package of
+    :data:`PROGRAMS`); under CI it fails instead."""
     search = os.pathsep.join([os.environ.get("PATH", os.defpath), str(Path(sys.executable).parent),
-                              "/usr/local/sbin", "/usr/sbin", "/sbin"])
+                              "/usr/local/sbin", "/usr/sbin", "/sbin",
+                              *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)])
     path = shutil.which(name, path=search)
     if path is not None:
         return path

@@ -1,4 +1,5 @@
-"""The outside programs the tests drive (curl, openssl, wrk, h2load, haproxy, systemd-analyze): a test
+"""The outside programs the tests drive (curl, openssl, wrk, h2load, haproxy, systemd-analyze,
+redis-server, PostgreSQL's initdb, chromium): a test
 that needs one skips, naming its Debian package, when it is absent (fails under CI); the
 README's test section lists them and ``.ci/run`` installs every one."""
 
@@ -16,7 +17,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_the_list_names_the_programs_the_tests_drive():
-    assert set(PROGRAMS) == {"curl", "openssl", "wrk", "h2load", "haproxy", "systemd-analyze"}
+    assert set(PROGRAMS) == {
+        "curl", "openssl", "wrk", "h2load", "haproxy", "systemd-analyze", "redis-server", "initdb", "chromium"
+    }
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))

@@ -24,7 +24,7 @@ A base operation is three functions (Guile's make-base-operation):
 An operation with no result completes with ``NOTHING``; wrap functions over it take no
 argument (``wrap(wait_op(1), lambda: "timeout")``) and ``perform`` returns None.
 
-Beyond Guile Fibers, from Concurrent ML (Reppy): ``guard`` (build the operation at perform time), ``with_nack``
+Beyond Guile Fibers, from Concurrent ML: ``guard`` (build the operation at perform time), ``with_nack``
 (learn that a choice chose another branch), ``always`` and ``never``.
 """
 

@@ -285,7 +285,8 @@ class _Connection:
     def _upgrade(self, head: RequestHead) -> Response:
         """An upgrade request (not CONNECT): the app may take the connection with
         ``request.accept_websocket()``; then the WebSocket ends the connection (and a drain
-        closes it with 1001).  If it does not, its response is sent as for any request."""
+        closes it with 1001).  If it does not, the offer is ignored (RFC 9110 7.8): its
+        response is sent as for any request and the connection goes on as HTTP/1.1."""
         response = serve_upgrade(self.app, self.sock, head, self.config.websocket, self)
         if response is None:
             raise _Close()

@@ -171,7 +171,10 @@ class WebSocket:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake and wait (up to the close deadline) for the peer's reply;
-        then the connection ends.  Does nothing if already closed."""
+        then the connection ends.  Does nothing if already closed.  ``code`` is one a
+        peer may send (RFC 6455 7.4): 1000-1003, 1007-1014, or 3000-4999 for applications."""
+        if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+            raise ValueError(f"{code} is not a close code an endpoint may send")
         if self.close_code is not None or self._closing.signalled:
             return
         self._closing.signal()

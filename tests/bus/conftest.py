@@ -96,8 +96,10 @@ class Forwarder:
         self._socks: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -118,6 +120,10 @@ class Forwarder:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target))
             with self._lock:
+                if self._stopping:  # accepted as stop() began: cut it too
+                    client.close()
+                    upstream.close()
+                    return
                 self._socks += [client, upstream]
             self._spawn(self._pipe, client, upstream)
             self._spawn(self._pipe, upstream, client)
@@ -136,6 +142,8 @@ class Forwarder:
                 pass
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
         if self._listener is not None:
             self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()

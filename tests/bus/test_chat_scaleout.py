@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 
@@ -104,10 +103,8 @@ def members_of(admin: int) -> int:
     return sum(f["name"].startswith("chat-writer") for s in snaps for f in s["fibers"])
 
 
-def test_one_room_across_two_instances_behind_haproxy(redis, serve, members):
-    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
-    if haproxy is None:
-        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
+def test_one_room_across_two_instances_behind_haproxy(redis, serve, members, requires):
+    haproxy = requires("haproxy")
     ports, admins = [free_port(), free_port()], [free_port(), free_port()]
     for port, admin in zip(ports, admins, strict=True):
         serve("--port", str(port), "--admin-port", str(admin), "--bus", redis.url).wait_for("serving")

@@ -12,6 +12,7 @@ import socket
 import click
 import pytest
 from click.testing import CliRunner
+from fibernet_cli import hints
 from fibernet_cli import main as cli_main
 from fibernet_cli.main import cli, serve
 from fibernet_cli.settings import Settings
@@ -249,6 +250,39 @@ def test_a_good_app_reaches_the_server_with_its_settings(app_dir, monkeypatch):
     assert server.handler.__module__ == name
 
 
+# -- the startup line's URLs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "family, address, settings, url",
+    [
+        (socket.AF_INET, ("127.0.0.1", 0), {}, "tcp://127.0.0.1:{port}"),
+        (socket.AF_INET, ("127.0.0.1", 0), {"protocol": "http"}, "http://127.0.0.1:{port}"),
+        (socket.AF_INET, ("127.0.0.1", 0), {"protocol": "http", "ssl_certfile": "c.pem"},
+         "https://127.0.0.1:{port}"),
+        (socket.AF_INET, ("127.0.0.1", 0), {"ssl_certfile": "c.pem"}, "tls://127.0.0.1:{port}"),
+        (socket.AF_INET6, ("::1", 0), {"protocol": "http"}, "http://[::1]:{port}"),
+        (socket.AF_UNIX, "\0fibernet-test-abstract", {}, "unix:@fibernet-test-abstract"),
+    ],
+    ids=["tcp", "http", "https", "tls", "ipv6", "abstract-unix"],
+)
+def test_serving_urls(family, address, settings, url):
+    with socket.socket(family, socket.SOCK_STREAM) as one, socket.socket(family, socket.SOCK_STREAM) as two:
+        try:
+            one.bind(address)
+        except OSError as exc:  # no IPv6 on this machine
+            pytest.skip(f"cannot bind {address}: {exc}")
+        port = one.getsockname()[1] if family != socket.AF_UNIX else None
+        if family == socket.AF_UNIX:
+            two.bind("\0fibernet-test-abstract-2")
+            expected = [url, "unix:@fibernet-test-abstract-2"]
+            socks = [one, two]
+        else:
+            expected = [url.format(port=port)]
+            socks = [one, one]  # the same address twice (listeners of several threads): once
+        assert cli_main.serving_urls(Settings(**settings), socks) == expected
+
+
 # -- a port in use ---------------------------------------------------------------------------------
 
 
@@ -268,3 +302,30 @@ def test_a_port_another_fibernet_server_listens_on_is_in_use():
         result = invoke("serve", "--port", str(port), "--threads", "2")
         other.stop(0)
     assert_usage_error(result, f"127.0.0.1:{port} is already in use")
+
+
+# -- hints: an HTTP app served as TCP --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data, http", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+    (b"POST /submit?a=1 HTTP/1.0\n", True),
+    (b"GET / HTTP/1.1", False),  # no end of line yet: not enough to say
+    (b"hello there\n", False),
+    (b"", False),
+])
+def test_looks_like_http(data, http):
+    assert hints.looks_like_http(data) is http
+
+
+def test_startup_hint_reads_the_first_parameters_name():
+    def app(request):
+        pass
+
+    def handle(conn):
+        pass
+
+    assert hints.startup_hint(app) == "its parameter is named 'request'"
+    assert hints.startup_hint(lambda req: None) == "its parameter is named 'req'"
+    assert hints.startup_hint(handle) is None
+    assert hints.startup_hint(print) is None  # a builtin: no opinion

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import sys
 
 import pytest
@@ -34,10 +33,8 @@ def _sighup(monkeypatch):
 
 
 @pytest.mark.parametrize("tool", ["wrk", "h2load"])
-def test_sighup_under_load_fails_no_request(tool, tmp_path, monkeypatch):
-    if shutil.which(tool) is None:
-        package = "wrk" if tool == "wrk" else "nghttp2-client"
-        pytest.skip(f"needs {tool} (the Debian package {package}; .ci/run installs it)")
+def test_sighup_under_load_fails_no_request(tool, tmp_path, monkeypatch, requires):
+    requires(tool)  # skips naming the Debian package when it is absent
     sighup = _sighup(monkeypatch)
     runs = [sighup.run_once("fibernet", tool, duration=5.0, hup_at=1.0, log_dir=str(tmp_path))
             for _ in range(RUNS)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import select
-import shutil
 import socket
 import subprocess
 import time
@@ -258,14 +257,14 @@ def test_a_transfer_coding_llhttp_refuses_after_the_head_never_reaches_the_app()
 # -- upgrade offers: the real curl -----------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (.ci/run installs it)")
 @pytest.mark.parametrize("extra", [[], ["--data", "posted"]], ids=["get", "post"])
-def test_curl_http2_upgrade_offer_is_answered_as_http11(http_server, extra):
+def test_curl_http2_upgrade_offer_is_answered_as_http11(http_server, extra, requires):
+    curl = requires("curl")
     app = Recorder(lambda r: Response(200, b"hello " + r.body()))
     server = http_server(app)
     host, port = server.address[:2]
     out = subprocess.run(
-        ["curl", "-sS", "--http2", "--max-time", "10", "-w", "\n%{http_code} %{http_version}", *extra,
+        [curl, "-sS", "--http2", "--max-time", "10", "-w", "\n%{http_code} %{http_version}", *extra,
          f"http://{host}:{port}/"],
         capture_output=True, timeout=30, check=False,
     )

@@ -101,3 +101,13 @@ def test_a_normal_install_has_the_loadtest_scripts(tmp_path):
 
     as_module = run([python, "-m", "fibernet", "--version"], cwd=elsewhere)
     assert as_module.returncode == 0 and "0." in as_module.stdout, as_module
+
+
+def test_actors_skips_a_peer_that_is_not_installed():
+    done = without(["gevent"], os.path.join(LOADTEST, "actors.py"), "--quick", "--impls", "fibernet,gevent",
+                   "--workloads", "call", "--cpu", "none", "--n", "2000")
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "skipped, not installed: gevent (no module 'gevent')" in done.stdout, done.stdout
+    gevent = [line for line in done.stdout.splitlines() if line.startswith("call ") and "| gevent " in line]
+    assert len(gevent) == 2 and all(line.endswith("skipped (not installed)") for line in gevent), done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr

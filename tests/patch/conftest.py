@@ -28,6 +28,8 @@ import fibernet
 from fibernet.http import Response
 from fibernet.testing import serve
 
+from ..conftest import program
+
 HERE = pathlib.Path(__file__).parent
 DELAY = 0.5
 
@@ -82,9 +84,7 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, bound: float = 30.0
 
 @pytest.fixture(scope="module")
 def redis_server():
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed (.ci/run installs Debian's redis-server)")
+    exe = program("redis-server")
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
@@ -113,16 +113,9 @@ def redis_server():
             proc.wait(10)
 
 
-def _pg_bin() -> pathlib.Path | None:
-    versions = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return versions[-1].parent if versions else None
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    bindir = pathlib.Path(program("initdb")).parent
     as_user: list[str] = []
     user = "postgres"
     if os.geteuid() == 0:  # the server refuses to run as root

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
-import shutil
 import subprocess
 import time
 
@@ -18,7 +16,6 @@ from websockets.sync.client import connect
 from fibernet.examples import chat
 from fibernet.testing import serve
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -26,21 +23,16 @@ FLAGS = [
 ]
 WAIT = 15.0  # seconds any one step may take in the browser
 
-pytestmark = [
-    pytest.mark.timeout(60),
-    pytest.mark.skipif(
-        not os.access(CHROMIUM, os.X_OK), reason="chromium is not installed (.ci/run installs it)"
-    ),
-]
+pytestmark = pytest.mark.timeout(60)
 
 
 class Browser:
     """A headless Chromium and one CDP connection to it (flat sessions, one per page)."""
 
-    def __init__(self, profile) -> None:
+    def __init__(self, chromium: str, profile) -> None:
         self._stack = contextlib.ExitStack()
         self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         # Chromium writes the port it chose, and the browser's endpoint, when it listens.
@@ -131,11 +123,11 @@ def _recv_until(ws, text: str) -> list[str]:
             return lines
 
 
-def test_two_pages_and_a_websockets_client_share_the_room(tmp_path):
+def test_two_pages_and_a_websockets_client_share_the_room(tmp_path, requires):
     with serve(chat.app, "http") as server:
         host, port = server.address[:2]
         base = f"http://{host}:{port}/"
-        browser = Browser(tmp_path / "profile")
+        browser = Browser(requires("chromium"), tmp_path / "profile")
         try:
             first = browser.open(base)
             first_name = _lines_with(browser, first, "* you are ")[0][len("* you are "):]

@@ -104,6 +104,26 @@ def test_close_codes_both_ways():
         assert seen == [(4000, "bye")]
 
 
+def test_a_close_code_no_endpoint_may_send_is_refused():
+    refused: list = []
+
+    def app(request):
+        ws = request.accept_websocket()
+        for code in (999, 1005, 1006, 2000, 5000):
+            try:
+                ws.close(code)
+            except ValueError as exc:
+                refused.append(code)
+                assert str(code) in str(exc)
+        ws.close(4999, "fine")
+
+    with serve(app, "http") as server, connect(url(server)) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.rcvd.code == 4999
+    assert refused == [999, 1005, 1006, 2000, 5000]
+
+
 def test_app_return_closes_with_1000_and_error_with_1011():
     def app(request):
         ws = request.accept_websocket()
