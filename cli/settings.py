@@ -151,9 +151,13 @@ class Settings:
         "the PROXY header and the TLS handshake must be done within this (seconds)",
         click.FloatRange(0, min_open=True),
     )
-    proxy_protocol: bool = _opt(False, "every connection starts with a PROXY protocol header (v1 or v2)", bool)
+    proxy_protocol: bool = _opt(
+        False, "every connection starts with a PROXY protocol header (v1 or v2)", bool
+    )
     proxy_headers: bool = _opt(
-        True, "HTTP: take the client and scheme from X-Forwarded-For/-Proto or Forwarded of trusted peers", bool
+        True,
+        "HTTP: take the client and scheme from X-Forwarded-For/-Proto or Forwarded of trusted peers",
+        bool,
     )
     forwarded_allow_ips: str = _opt(
         "127.0.0.1", "the peers trusted with proxy headers: addresses, networks, or *", str

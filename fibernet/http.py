@@ -273,7 +273,9 @@ def _check_body(body: Any) -> None:
                 raise TypeError(f"a response body chunk must be bytes or str, not {type(chunk).__name__}")
         return
     if not isinstance(body, _abc.Iterable) or isinstance(body, (int, dict, set, frozenset)):
-        raise TypeError(f"a response body must be bytes, str or an iterable of them, not {type(body).__name__}")
+        raise TypeError(
+            f"a response body must be bytes, str or an iterable of them, not {type(body).__name__}"
+        )
 
 
 class Router:

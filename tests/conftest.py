@@ -237,3 +237,14 @@ def program(name: str, install: str | None = None) -> str:
 def requires():
     """``requires("wrk")``: the program's path, or the test skips naming its package."""
     return program
+
+
+@pytest.fixture
+def pair():
+    """Two connected non-blocking sockets (a socketpair), closed after the test."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()

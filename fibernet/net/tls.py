@@ -92,7 +92,9 @@ class TLSSocket:
         self.raw = raw
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
-        self._ssl = context.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname)
+        self._ssl = context.wrap_bio(
+            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+        )
         self._ready = False  # the handshake is done (close sends close_notify only then)
 
     def __repr__(self) -> str:

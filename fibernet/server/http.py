@@ -5,8 +5,9 @@
 before its first byte, an absolute deadline after it, empty lines included: 408), call the
 app with a request whose body is pulled from the socket on demand (``Expect: 100-continue``
 answered on the first read; 408 if no byte comes for ``body_timeout``, or if the body comes
-slower than ``min_body_rate`` once ``body_rate_grace`` is over), send the response (chunked for an iterable body on HTTP/1.1), drain what the app did
-not read of the body (up to ``max_drain``, else close), and go on while keep-alive holds.
+slower than ``min_body_rate`` once ``body_rate_grace`` is over), send the response (chunked
+for an iterable body on HTTP/1.1), drain what the app did not read of the body (up to
+``max_drain``, else close), and go on while keep-alive holds.
 Pipelined requests are answered in order because one fiber answers them one at a time.
 
 A handler's exception gives a 500 and is logged; a bad request gives its status and a close.

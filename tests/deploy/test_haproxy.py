@@ -310,7 +310,8 @@ def test_tcp_service_gets_the_client_address_in_a_proxy_v2_header(cluster, fiber
     (cluster.tmp_path / "whoami.py").write_text(WHOAMI)
     cluster.one = cluster.start_one()
     cluster.two = cluster.start_two()
-    tcp = fibernet("whoami:handle", "--protocol", "tcp", "--proxy-protocol", "--app-dir", str(cluster.tmp_path),
+    tcp = fibernet("whoami:handle", "--protocol", "tcp", "--proxy-protocol",
+                   "--app-dir", str(cluster.tmp_path),
                    name="fibernet-tcp")
     cluster.start_haproxy(tcp_service=tcp.port)
     for _ in range(3):

@@ -363,7 +363,8 @@ def test_an_upgrade_offer_is_ignored_and_the_request_answered(http_server, offer
         first = request("POST", "/up", b"hello", headers=offer)
         sent = b"hello"
     else:
-        first = request("POST", "/up", headers=[*offer, ("Transfer-Encoding", "chunked")]) + b"5\r\nhello\r\n0\r\n\r\n"
+        chunked = [*offer, ("Transfer-Encoding", "chunked")]
+        first = request("POST", "/up", headers=chunked) + b"5\r\nhello\r\n0\r\n\r\n"
         sent = b"hello"
     with RawClient(server.address) as c:
         c.send(first + request("GET", "/next"))

@@ -77,16 +77,6 @@ def test_a_stored_edge_whose_data_was_read_since_is_not_readiness(spin_until):
 # -- from a plain thread: the thread blocks in poll() --------------------------------------------
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 def test_readable_op_from_a_plain_thread_blocks_until_data(pair, start_thread):
     a, b = pair
     out = []

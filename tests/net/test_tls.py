@@ -38,7 +38,9 @@ def test_connect_with_ssl_checks_the_name_and_moves_megabytes(tls_echo, certs):
     payload = bytes(range(256)) * 8192  # 2 MiB: many records, both ways at once
 
     def main():
-        conn = connect("127.0.0.1", tls_echo, timeout=10, ssl=certs.client_context(), server_hostname="localhost")
+        conn = connect(
+            "127.0.0.1", tls_echo, timeout=10, ssl=certs.client_context(), server_hostname="localhost"
+        )
         try:
             assert isinstance(conn, TLSSocket) and conn.version() == "TLSv1.3"
             writer = fn.spawn(conn.sendall, payload)
@@ -58,7 +60,9 @@ def test_connect_with_ssl_checks_the_name_and_moves_megabytes(tls_echo, certs):
 def test_a_name_the_certificate_does_not_carry_is_refused(tls_echo, certs):
     def main():
         with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch|doesn't match"):
-            connect("127.0.0.1", tls_echo, timeout=10, ssl=certs.client_context(), server_hostname="example.org")
+            connect(
+                "127.0.0.1", tls_echo, timeout=10, ssl=certs.client_context(), server_hostname="example.org"
+            )
 
     fn.run(main)
 
@@ -68,12 +72,14 @@ def test_a_stream_over_tls_reads_lines_and_its_ops_sit_in_a_choice(tls_echo, cer
         with Stream.connect("127.0.0.1", tls_echo, 10, ssl=certs.client_context(),
                             server_hostname="localhost") as stream:
             # Nothing sent yet: a readline op loses to a timer, and loses nothing.
-            assert fn.perform(fn.choice(stream.readline_op(), fn.wrap(fn.wait_op(0.05), lambda: "timeout"))) == "timeout"
+            soon = fn.wrap(fn.wait_op(0.05), lambda: "timeout")
+            assert fn.perform(fn.choice(stream.readline_op(), soon)) == "timeout"
             stream.write(b"one\ntwo\nthr")
             assert stream.readline() == b"one\n"
             assert fn.perform(stream.readline_op()) == b"two\n"
             stream.write(b"ee\n")
-            assert fn.perform(fn.choice(stream.readline_op(), fn.wrap(fn.wait_op(10), lambda: "timeout"))) == b"three\n"
+            late = fn.wrap(fn.wait_op(10), lambda: "timeout")
+            assert fn.perform(fn.choice(stream.readline_op(), late)) == b"three\n"
 
     fn.run(main)
 

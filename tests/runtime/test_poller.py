@@ -16,16 +16,6 @@ from fibernet.net.readiness import notify_closing
 pytestmark = pytest.mark.timeout(20)
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 def readable_or_timeout(f, seconds):
     return fn.perform(
         fn.choice(

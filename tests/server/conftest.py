@@ -17,6 +17,8 @@ import pytest
 
 import fibernet as fn
 
+from ..cli.conftest import free_port  # noqa: F401 - the fixture, for the tests that start `fibernet serve`
+
 NEEDED_FDS = 4096
 
 

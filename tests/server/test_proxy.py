@@ -55,7 +55,10 @@ def test_parse_complete_headers(data, expected):
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"PRO", b"PROXY TCP4 1.2.3.4", V2_SIGNATURE[:5], V2_SIGNATURE + b"\x21\x11\x00", v2("1.2.3.4", 5)[:27]],
+    [
+        b"", b"PRO", b"PROXY TCP4 1.2.3.4", V2_SIGNATURE[:5], V2_SIGNATURE + b"\x21\x11\x00",
+        v2("1.2.3.4", 5)[:27],
+    ],
 )
 def test_parse_incomplete_headers_ask_for_more(data):
     assert parse_proxy_header(data) is None
@@ -110,7 +113,8 @@ def exchange(port: int, *pieces: bytes) -> bytes:
 
 def test_tcp_handler_sees_the_client_of_a_v1_or_v2_header(servers):
     port = servers(tell_peer, proxy_protocol=True).address[1]
-    assert exchange(port, b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 8000\r\npayload") == b"203.0.113.7 51234\npayload"
+    header = b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 8000\r\n"
+    assert exchange(port, header + b"payload") == b"203.0.113.7 51234\npayload"
     assert exchange(port, v2("2001:db8::9", 4711) + b"payload") == b"2001:db8::9 4711\npayload"
     # A header in pieces, and the client's bytes right behind it in the same segment.
     header = v2("198.51.100.1", 9)
@@ -152,7 +156,8 @@ def test_http_request_client_comes_from_the_header_even_before_tls(servers, tmp_
     plain = http_server(who, proxy_protocol=True).start()
     tls = http_server(who, proxy_protocol=True, ssl=TLSConfig(certs.server_pem)).start()
     try:
-        answer = exchange(plain.address[1], v2("192.0.2.44", 1234) + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        get = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        answer = exchange(plain.address[1], v2("192.0.2.44", 1234) + get)
         assert answer.endswith(b"http 192.0.2.44:1234")
         with socket.create_connection(("127.0.0.1", tls.address[1]), timeout=10) as raw:
             raw.sendall(b"PROXY TCP4 192.0.2.45 127.0.0.1 777 443\r\n")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from ..cli.conftest import ServerProcess, free_port  # noqa: F401 - a fixture
+from ..cli.conftest import ServerProcess
 from ..tls_support import make_certs
 
 pytestmark = pytest.mark.timeout(60)
