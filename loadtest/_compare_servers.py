@@ -19,6 +19,7 @@ import time
 
 import _proc
 from _bench import fmt_num, free_port
+from peers import _serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -49,17 +50,16 @@ BENCHES = ("echo", "http_hello", "https_hello", "primitives", "actors", "ws_echo
 
 
 def server_command(kind: str, impl: str, port: int, peers_python: str) -> list[str]:
-    own = impl.startswith("fibernet")
-    py = sys.executable if own else peers_python
+    py = None if impl.startswith("fibernet") else peers_python
     if kind == "tcp":
-        return [py, os.path.join(HERE, "echo.py"), "--serve", impl, "--host", HOST, "--port", str(port)]
-    from http_hello import FIBERNET_CLI, fibernet_serve, uvicorn_serve
+        from echo import SERVERS
+
+        return _serve.command(*SERVERS[impl], python=py, host=HOST, port=port)
+    from http_hello import FIBERNET_CLI, fibernet_serve, server_command
 
     if impl == "fibernet":
         return fibernet_serve(FIBERNET_CLI, "fibernet.examples.hello:app", port)
-    if impl == "uvicorn":
-        return uvicorn_serve([py, "-m", "uvicorn"], port)
-    return [py, os.path.join(HERE, "http_hello.py"), "--serve", impl, str(port)]
+    return server_command(impl, port, py)
 
 
 class Server:

@@ -17,7 +17,7 @@ as they are (``bench echo --help``).
 
 Servers (each in its own process, ``taskset -c SERVER_CPU``, default 0):
 
-* TCP echo (workloads ``echo``, ``churn``): ``loadtest/echo.py --serve IMPL`` for fibernet,
+* TCP echo (workloads ``echo``, ``churn``): ``loadtest/peers/echo_*.py`` for fibernet,
   asyncio-streams, uvloop-streams, uvloop-proto, gevent, trio (and raw-epoll, fibernet-t2);
 * HTTP hello (workloads ``http``, ``http-open``): ``fibernet serve fibernet.examples.hello:app``,
   uvicorn (httptools, uvloop, raw ASGI), gevent.pywsgi, aiohttp (and uvloop-proto) as

@@ -7,7 +7,7 @@ Run from the repository root::
     python loadtest/echo.py --json out/echo.json
     python loadtest/echo.py --profile fibernet --sizes 64   # cProfile of one server under load
 
-Servers (``python loadtest/echo.py --serve IMPL`` runs one in the foreground)::
+Servers (``loadtest/peers/echo_*.py``, each runs one in the foreground)::
 
     fibernet         fibernet.Server(fibernet.examples.echo.handle, threads=1), run the way
                      ``fibernet serve`` runs it (run_server: the runtime on the main thread)
@@ -63,9 +63,7 @@ fails or any measurement errors.
 
 from __future__ import annotations
 
-import argparse
 import os
-import resource
 import selectors
 import shlex
 import shutil
@@ -88,9 +86,8 @@ if HERE not in sys.path:
 import _bench  # noqa: E402
 import _proc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
+from peers import _serve  # noqa: E402
 
-BACKLOG = 1024
-RECV_SIZE = 65536
 CLIENT_BOUND = 0.90  # client CPU fraction from which msgs/s measures the load generator
 STALL_SECONDS = 15.0  # no echo at all for this long: the server is stuck
 READY_TIMEOUT = 30.0
@@ -99,248 +96,26 @@ IDLE_WARM_CONNS = 10
 IDLE_SETTLE = 0.5
 
 
-def _raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
-
-
-def _nodelay(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _ready(port: int) -> None:
-    """The line the load generator waits for."""
-    print(f"READY {port}", flush=True)
-
-
-# --------------------------------------------------------------------------
-# servers: each serve_X(host, port) binds, calls _ready(port) and serves forever
-
-
-def serve_fibernet(host: str, port: int, threads: int = 1, block_warning: float = 0.1) -> None:
-    from fibernet.examples.echo import handle
-    from fibernet.server.serving import run_server
-    from fibernet.server.tcp import Server
-
-    server = Server(handle, host, port, threads=threads, idle_timeout=None, max_connections=20_000)
-    server.bind()
-    _ready(server.address[1])
-    run_server(server, block_warning=block_warning)  # 0: the scheduler monitor off
-
-
-def serve_gevent(host: str, port: int) -> None:
-    from gevent.server import StreamServer
-
-    def handle(sock, _addr) -> None:
-        _nodelay(sock)
-        try:
-            while data := sock.recv(RECV_SIZE):
-                sock.sendall(data)
-        except OSError:
-            pass
-
-    server = StreamServer((host, port), handle, backlog=BACKLOG)
-    server.start()
-    _ready(server.server_port)
-    server.serve_forever()
-
-
-async def _asyncio_streams(host: str, port: int) -> None:
-    import asyncio
-
-    async def handle(reader, writer) -> None:
-        try:
-            while data := await reader.read(RECV_SIZE):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, host, port, backlog=BACKLOG)
-    _ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
-
-
-def serve_asyncio_streams(host: str, port: int) -> None:
-    import asyncio
-
-    asyncio.run(_asyncio_streams(host, port))
-
-
-def _uvloop_run(coro) -> None:
-    import asyncio
-
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
-
-
-def serve_uvloop_streams(host: str, port: int) -> None:
-    _uvloop_run(_asyncio_streams(host, port))
-
-
-def serve_uvloop_proto(host: str, port: int) -> None:
-    import asyncio
-
-    class Echo(asyncio.Protocol):
-        transport = None
-
-        def connection_made(self, transport) -> None:
-            self.transport = transport
-
-        def data_received(self, data: bytes) -> None:
-            self.transport.write(data)
-
-        def connection_lost(self, exc) -> None:
-            self.transport = None
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(Echo, host, port, backlog=BACKLOG)
-        _ready(server.sockets[0].getsockname()[1])
-        await server.serve_forever()
-
-    _uvloop_run(main())
-
-
-def serve_trio(host: str, port: int) -> None:
-    import trio
-
-    async def handle(stream) -> None:
-        try:
-            while data := await stream.receive_some(RECV_SIZE):
-                await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(partial(trio.serve_tcp, handle, port, host=host, backlog=BACKLOG))
-            _ready(listeners[0].socket.getsockname()[1])
-
-    trio.run(main)
-
-
-def serve_raw_epoll(host: str, port: int) -> None:
-    import select
-
-    EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((host, port))
-    lsock.listen(BACKLOG)
-    lsock.setblocking(False)
-    lfd = lsock.fileno()
-    ep = select.epoll()
-    ep.register(lfd, EPOLLIN)
-    conns: dict[int, socket.socket] = {}
-    unsent: dict[int, bytes] = {}  # a partial send: stop reading until it is flushed
-    _ready(lsock.getsockname()[1])
-
-    def drop(fd: int) -> None:
-        ep.unregister(fd)
-        conns.pop(fd).close()
-        unsent.pop(fd, None)
-
-    while True:
-        for fd, ev in ep.poll():
-            if fd == lfd:
-                while True:
-                    try:
-                        conn, _ = lsock.accept()
-                    except BlockingIOError:
-                        break
-                    conn.setblocking(False)
-                    _nodelay(conn)
-                    conns[conn.fileno()] = conn
-                    ep.register(conn.fileno(), EPOLLIN)
-                continue
-            conn = conns[fd]
-            if fd in unsent:  # writable again (or an error: send raises)
-                data = unsent.pop(fd)
-            else:
-                try:
-                    data = conn.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    drop(fd)
-                    continue
-            try:
-                n = conn.send(data)
-            except BlockingIOError:
-                n = 0
-            except OSError:
-                drop(fd)
-                continue
-            if n < len(data):
-                unsent[fd] = data[n:]
-                ep.modify(fd, EPOLLOUT)
-            elif ev & EPOLLOUT:
-                ep.modify(fd, EPOLLIN)
-
-
+# the servers (loadtest/peers/NAME.py ARGS), by implementation
 SERVERS = {
-    "fibernet": partial(serve_fibernet, threads=1),
-    "fibernet-t2": partial(serve_fibernet, threads=2),
-    "fibernet-nomonitor": partial(serve_fibernet, threads=1, block_warning=0),
-    "gevent": serve_gevent,
-    "asyncio-streams": serve_asyncio_streams,
-    "uvloop-streams": serve_uvloop_streams,
-    "uvloop-proto": serve_uvloop_proto,
-    "trio": serve_trio,
-    "raw-epoll": serve_raw_epoll,
+    "fibernet": ("echo_fibernet",),
+    "fibernet-t2": ("echo_fibernet", "--threads", "2"),
+    "fibernet-nomonitor": ("echo_fibernet", "--block-warning", "0"),
+    "gevent": ("echo_gevent",),
+    "asyncio-streams": ("echo_asyncio",),
+    "uvloop-streams": ("echo_asyncio", "--loop", "uvloop"),
+    "uvloop-proto": ("echo_asyncio", "--loop", "uvloop", "--api", "protocol"),
+    "trio": ("echo_trio",),
+    "raw-epoll": ("echo_epoll",),
 }
 IMPLS = tuple(SERVERS)
 
 
-def serve_main(argv: list[str]) -> int:
-    """``echo.py --serve IMPL [--host H] [--port P] [--profile-out PATH]``.
-
-    With ``--profile-out``, SIGUSR2 starts cProfile (on the main thread) and SIGUSR1 stops
-    it, writes the stats to PATH and exits.
-    """
-    parser = argparse.ArgumentParser(prog="echo.py --serve")
-    parser.add_argument("--serve", required=True, choices=IMPLS)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--profile-out")
-    args = parser.parse_args(argv)
-    _raise_nofile()
-    if args.profile_out:
-        import cProfile
-
-        profiler = cProfile.Profile()
-
-        def start(*_: object) -> None:
-            profiler.enable()
-
-        def dump(*_: object) -> None:
-            profiler.disable()
-            profiler.dump_stats(args.profile_out)
-            os._exit(0)
-
-        signal.signal(signal.SIGUSR2, start)
-        signal.signal(signal.SIGUSR1, dump)
-    SERVERS[args.serve](args.host, args.port)
-    return 0
-
-
-# --------------------------------------------------------------------------
-# the server process, seen from the load generator
-
-
-def server_command(impl: str, host: str, cpu: int | None, profile_out: str | None = None) -> list[str]:
-    """``echo.py --serve IMPL``, under ``taskset -c CPU`` when there is one."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--serve", impl, "--host", host, "--port", "0"]
+def server_command(impl: str, host: str, cpu: int | None, profile_out: str | None = None,
+                   python: str | None = None) -> list[str]:
+    """``loadtest/peers/NAME.py`` serving IMPL, under ``taskset -c CPU`` when there is one."""
+    name, *options = SERVERS[impl]
+    cmd = _serve.command(name, *options, python=python, host=host)
     if profile_out:
         cmd += ["--profile-out", profile_out]
     if cpu is not None and shutil.which("taskset"):
@@ -349,7 +124,7 @@ def server_command(impl: str, host: str, cpu: int | None, profile_out: str | Non
 
 
 class ServerProcess:
-    """``echo.py --serve IMPL`` in a process pinned to ``cpu``; ``port`` once it is READY."""
+    """IMPL's server (``server_command``) in a process pinned to ``cpu``; ``port`` once it is READY."""
 
     def __init__(self, impl: str, host: str, cpu: int | None, profile_out: str | None = None) -> None:
         cmd = server_command(impl, host, cpu, profile_out)
@@ -463,7 +238,7 @@ def echo_load(server: ServerProcess, params: dict) -> dict:
     for _ in range(nconns):
         s = socket.create_connection((host, server.port), timeout=10)
         s.settimeout(None)  # blocking: sendall never meets EAGAIN (see below)
-        _nodelay(s)
+        _serve.nodelay(s)
         socks.append(s)
     # Level-triggered epoll, blocking sockets: recv_into is only called when epoll says
     # readable, so it does not block; sendall may, but only while the server reads the
@@ -477,7 +252,7 @@ def echo_load(server: ServerProcess, params: dict) -> dict:
         fd = s.fileno()
         recv_into[fd], sendall[fd], left[fd] = s.recv_into, s.sendall, size
         ep.register(fd, select.EPOLLIN)
-    buf = bytearray(max(RECV_SIZE, size))
+    buf = bytearray(max(_serve.RECV_SIZE, size))
     poll = ep.poll
     msgs = 0
     marks: list[Mark] = []
@@ -588,7 +363,7 @@ def _close_all(socks: list[socket.socket]) -> None:
 
 def idle_load(server: ServerProcess, params: dict) -> dict:
     wanted, host = params["conns"], params["host"]
-    limit = _raise_nofile()  # the server raises its own to the same hard limit
+    limit = _serve.raise_nofile()  # the server raises its own to the same hard limit
     n = min(wanted, limit - 64)  # the largest count this machine allows
     if n < 100:
         raise RuntimeError(f"RLIMIT_NOFILE is {limit}: too few descriptors for an idle test")
@@ -1171,8 +946,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        sys.exit(serve_main(sys.argv[1:]))
     if _bench.is_child():
         sys.exit(_bench.serve_child(dispatch))
     sys.exit(main())

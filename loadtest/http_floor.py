@@ -44,29 +44,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # the repository root, for `import fibernet`
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-BODY = b"Hello, World!"
-CANNED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
-NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nnot found\n"
+from peers._serve import BODY, CANNED, NOT_FOUND, canned_parser  # noqa: E402,F401
+
 # wrk's request, byte for byte (as loadtest/_load_workloads.py sends it)
 WRK_REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 RECV = 65536
-
-
-def canned_parser(out: list[bytes]) -> httptools.HttpRequestParser:
-    """An httptools parser that appends to ``out`` the canned response to each request it
-    completes (hello for /hello, else 404): the least an HTTP server can do per request."""
-
-    class Callbacks:
-        __slots__ = ("url",)
-
-        def on_url(self, url: bytes) -> None:
-            self.url = url
-
-        def on_message_complete(self) -> None:
-            out.append(CANNED if self.url == b"/hello" else NOT_FOUND)
-
-    return httptools.HttpRequestParser(Callbacks())
 
 
 def serve(port: int, host: str = "127.0.0.1", ready=None) -> None:

@@ -17,7 +17,7 @@ fibernet
     ``fibernet serve fibernet.examples.hello:app --threads 1`` (the CLI, one scheduler thread).
 uvicorn
     ``uvicorn --http httptools --loop uvloop --no-access-log`` serving a raw ASGI app
-    (``asgi_app`` below, no framework).
+    (``loadtest/peers/hello_asgi.py``, no framework).
 gevent
     ``gevent.pywsgi.WSGIServer`` (``log=None``) with a WSGI app.
 aiohttp
@@ -35,7 +35,7 @@ greenlet-floor
     greenlet floor plus that is printed beside the uvicorn bar.
 fibernet-raw
     the same canned-response httptools loop as a fibernet *TCP* handler (``fibernet serve
-    http_hello:fibernet_raw --protocol tcp``): fibernet's runtime floor -- fibers, epoll and
+    hello_raw:handle --app-dir loadtest/peers --protocol tcp``): fibernet's runtime floor -- fibers, epoll and
     socket calls without the HTTP layer.  Informational: the gap between it and ``fibernet``
     is the cost of fibernet's HTTP layer, the gap between it and ``uvloop-proto`` the cost of
     the fiber runtime.
@@ -94,173 +94,13 @@ if HERE not in sys.path:
 import _bench  # noqa: E402
 import _proc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
-from http_floor import CANNED as _CANNED  # noqa: E402
-from http_floor import NOT_FOUND as _NOT_FOUND  # noqa: E402
+from peers import _serve, hello_asgi  # noqa: E402
 
-SERVE_FLAG = "--serve"
 HOST = "127.0.0.1"
 PATH = "/hello"
-BODY = b"Hello, World!"
+BODY = _serve.BODY
 WORKLOAD = "hello"
-
-# --------------------------------------------------------------------------
-# the peer servers (run as `python loadtest/http_hello.py --serve IMPL PORT`, or by uvicorn)
-
-
-async def asgi_app(scope, receive, send):
-    """A raw ASGI app for uvicorn: no framework."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["path"] == PATH:
-        status, body = 200, BODY
-    else:
-        status, body = 404, b"not found\n"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def wsgi_app(environ, start_response):
-    if environ["PATH_INFO"] == PATH:
-        status, body = "200 OK", BODY
-    else:
-        status, body = "404 Not Found", b"not found\n"
-    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-
-
-def serve_gevent(port: int) -> None:
-    from gevent.pywsgi import WSGIServer
-
-    WSGIServer((HOST, port), wsgi_app, log=None).serve_forever()
-
-
-def serve_aiohttp(port: int) -> None:
-    from aiohttp import web
-
-    async def hello(request):
-        return web.Response(text=BODY.decode())  # text/plain; charset=utf-8
-
-    app = web.Application()
-    app.router.add_get(PATH, hello)
-    web.run_app(app, host=HOST, port=port, access_log=None, print=None)
-
-
-def serve_uvloop_proto(port: int) -> None:
-    """The ~minimal reference: uvloop + httptools, a canned keep-alive response."""
-    import asyncio
-
-    import httptools
-    import uvloop
-
-    class HelloProtocol(asyncio.Protocol):
-        __slots__ = ("transport", "parser", "url")
-
-        def connection_made(self, transport):
-            self.transport = transport
-            self.parser = httptools.HttpRequestParser(self)
-            self.url = b""
-
-        def data_received(self, data):
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserError:
-                self.transport.close()
-
-        def on_url(self, url):
-            self.url = url
-
-        def on_message_complete(self):
-            self.transport.write(_CANNED if self.url == b"/hello" else _NOT_FOUND)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = loop.create_future()
-        loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
-        loop.add_signal_handler(signal.SIGINT, stop.set_result, None)
-        server = await loop.create_server(HelloProtocol, HOST, port, backlog=1024)
-        await stop
-        server.close()
-
-    uvloop.run(main())
-
-
-def fibernet_raw(sock) -> None:
-    """A fibernet *TCP* handler doing what the uvloop protocol does (httptools, canned
-    keep-alive response), for ``fibernet serve http_hello:fibernet_raw --protocol tcp``:
-    fibernet's runtime floor (fibers, epoll, socket calls) without its HTTP layer."""
-    import httptools
-    from http_floor import canned_parser
-
-    out: list[bytes] = []
-    parser = canned_parser(out)
-    while data := sock.recv(65536):
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserError:
-            return
-        if out:
-            sock.sendall(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-
-
-def serve_fibernet_cprofile(port: int, out: str, clock: str = "cpu", target: str = "fibernet") -> None:
-    """fibernet's hello app (``target`` "fibernet"; "fibernet-raw": the ``fibernet_raw`` TCP
-    handler) served as ``fibernet serve`` does (``run_server``, one scheduler thread) under
-    cProfile; the stats go to ``out`` when the server stops (SIGINT/SIGTERM).
-
-    The profiler is enabled before the runtime starts on purpose: with greenlet on CPython
-    3.11 a greenlet that was switched out before ``Profile.enable()`` (the scheduler's hub)
-    stays unprofiled, and its epoll/timer work would silently go missing.
-
-    ``clock`` "cpu" times with ``time.thread_time`` (CPU time of the one scheduler thread:
-    neither time blocked in epoll nor time preempted by other processes counts; slower),
-    "wall" with cProfile's default wall clock.
-    """
-    import cProfile
-
-    from fibernet.examples.hello import app
-    from fibernet.server.http import http_server
-    from fibernet.server.serving import run_server
-    from fibernet.server.tcp import Server
-
-    if target == "fibernet":
-        server = http_server(app, HOST, port, threads=1)
-    else:
-        server = Server(fibernet_raw, HOST, port, threads=1)
-    prof = cProfile.Profile(time.thread_time) if clock == "cpu" else cProfile.Profile()
-    prof.enable()
-    try:
-        run_server(server)
-    finally:
-        prof.disable()
-        prof.dump_stats(out)
-
-
-SERVE = {
-    "gevent": serve_gevent,
-    "aiohttp": serve_aiohttp,
-    "uvloop-proto": serve_uvloop_proto,
-    "fibernet-cprofile": serve_fibernet_cprofile,
-}
-
-
-def serve_main(argv: list[str]) -> int:
-    """``--serve IMPL PORT [ARG...]``: run one of the peer servers in the foreground."""
-    impl, port = argv[2], int(argv[3])
-    SERVE[impl](port, *argv[4:])
-    return 0
+PEERS = {"gevent": "hello_wsgi", "aiohttp": "hello_aiohttp", "uvloop-proto": "hello_uvloop"}
 
 
 # --------------------------------------------------------------------------
@@ -321,48 +161,25 @@ def fibernet_serve(cli: list[str], target: str, port: int, *options: str) -> lis
 
 
 def uvicorn_serve(uvicorn: list[str], port: int) -> list[str]:
-    """uvicorn (httptools, uvloop, no access log) serving ``asgi_app`` on HOST:port."""
-    return [
-        *uvicorn,
-        "--http",
-        "httptools",
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--app-dir",
-        HERE,
-        "http_hello:asgi_app",
-    ]
+    """uvicorn (httptools, uvloop, no access log) serving ``peers/hello_asgi.py`` on HOST:port."""
+    return [*uvicorn, *hello_asgi.uvicorn_args(HOST, port)]
 
 
-def server_command(impl: str, port: int) -> list[str]:
+def server_command(impl: str, port: int, python: str | None = None) -> list[str]:
+    fibernet = _exe("fibernet", FIBERNET_CLI)
     if impl == "fibernet":
-        return fibernet_serve(_exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port)
+        return fibernet_serve(fibernet, "fibernet.examples.hello:app", port)
     if impl == "fibernet-nomonitor":
-        return fibernet_serve(
-            _exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port, "--block-warning", "0"
-        )
+        return fibernet_serve(fibernet, "fibernet.examples.hello:app", port, "--block-warning", "0")
     if impl == "fibernet-raw":
-        return fibernet_serve(
-            _exe("fibernet", FIBERNET_CLI),
-            "http_hello:fibernet_raw",
-            port,
-            "--app-dir",
-            HERE,
-            "--protocol",
-            "tcp",
-        )
+        raw = ("--app-dir", _serve.HERE, "--protocol", "tcp")
+        return fibernet_serve(fibernet, "hello_raw:handle", port, *raw)
     if impl == "greenlet-floor":
         return [sys.executable, os.path.join(HERE, "http_floor.py"), "--serve", str(port)]
     if impl == "uvicorn":
-        return uvicorn_serve(_exe("uvicorn", [sys.executable, "-m", "uvicorn"]), port)
-    return [sys.executable, os.path.abspath(__file__), SERVE_FLAG, impl, str(port)]
+        uvicorn = [python, "-m", "uvicorn"] if python else _exe("uvicorn", [sys.executable, "-m", "uvicorn"])
+        return uvicorn_serve(uvicorn, port)
+    return _serve.command(PEERS[impl], python=python, host=HOST, port=port)
 
 
 def wrk_command(params: dict, port: int, duration: float) -> list[str]:
@@ -560,19 +377,9 @@ def profile_fibernet(args, params: dict) -> int:
 
     port = _bench.free_port(HOST)
     out = args.profile
-    cmd = [
-        "taskset",
-        "-c",
-        str(params["server_cpu"]),
-        sys.executable,
-        os.path.abspath(__file__),
-        SERVE_FLAG,
-        "fibernet-cprofile",
-        str(port),
-        out,
-        args.profile_clock,
-        args.profile_target,
-    ]
+    cmd = ["taskset", "-c", str(params["server_cpu"])]
+    cmd += _serve.command("hello_profile", "--out", out, "--clock", args.profile_clock,
+                          "--target", args.profile_target, host=HOST, port=port)
     wrk = wrk_command(params, port, args.duration)
     print(
         f"command: {_bench.command_line()}\nserver:  {shlex.join(cmd)}\nload:    {shlex.join(wrk)}",
@@ -835,7 +642,7 @@ def parse_args(argv=None):
         "--profile-target",
         choices=("fibernet", "fibernet-raw"),
         default="fibernet",
-        help="what --profile serves: the hello app (default) or the fibernet_raw TCP handler",
+        help="what --profile serves: the hello app (default) or the peers/hello_raw.py TCP handler",
     )
     parser.add_argument(
         "--profile-clock",
@@ -887,9 +694,7 @@ def main(argv=None) -> int:
     for impl in args.impls:
         print(
             f"  {impl:<13} taskset -c {args.server_cpu} "
-            + shlex.join(server_command(impl, 0))
-            .replace("--port 0", "--port PORT")
-            .replace(f"{SERVE_FLAG} {impl} 0", f"{SERVE_FLAG} {impl} PORT")
+            + shlex.join(server_command(impl, 0)).replace("--port 0", "--port PORT")
         )
     print(
         "load: " + shlex.join(wrk_command(params, 0, args.warmup)).replace(":0/", ":PORT/") + "   (warm-up)"
@@ -945,6 +750,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     if _bench.is_child():
         sys.exit(_bench.serve_child(dispatch))
-    if len(sys.argv) > 1 and sys.argv[1] == SERVE_FLAG:
-        sys.exit(serve_main(sys.argv))
     sys.exit(main())

@@ -39,12 +39,7 @@ import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("wrk", "h2load")
-
-
-def wsgi_hello(environ: dict, start_response) -> list[bytes]:  # noqa: ANN001 - WSGI
-    """gunicorn's app: the same answer as fibernet.examples.hello."""
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
-    return [b"Hello, World!"]
+PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers")  # gunicorn: hello_wsgi.py
 
 
 @dataclass
@@ -71,8 +66,7 @@ def server_command(server: str, port: int, peers_python: str | None) -> list[str
                 "--port", str(port), "--workers", "2"]
     if server == "gunicorn":
         return [peers_python or sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2",
-                "-b", f"127.0.0.1:{port}", "--chdir", os.path.dirname(os.path.abspath(__file__)),
-                "sighup:wsgi_hello"]
+                "-b", f"127.0.0.1:{port}", "--chdir", PEERS, "hello_wsgi:app"]
     raise ValueError(f"unknown server {server!r}")
 
 

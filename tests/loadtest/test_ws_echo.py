@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 import ws_echo
@@ -29,7 +28,7 @@ def test_frames_decode_as_one_text_message(size):
 
 def test_the_closed_loop_against_the_fibernet_server():
     proc = subprocess.Popen(
-        [sys.executable, ws_echo.__file__, "--serve", "fibernet", "--port", "0"],
+        ws_echo.server_command("fibernet", "127.0.0.1", None),
         stdout=subprocess.PIPE, text=True,
     )
     try:
