@@ -6,7 +6,6 @@ pinned to the load CPUs), wrk for ``--wrk-check``, and the peers' environment.
 from __future__ import annotations
 
 import os
-import re
 import resource
 import shlex
 import shutil
@@ -18,6 +17,7 @@ import tempfile
 import time
 
 import _proc
+import _wrk
 from _bench import fmt_num, free_port
 from peers import _serve
 
@@ -160,25 +160,13 @@ def load_config(workload: str, port: int, params: dict, **over):
 
 
 def run_wrk(port: int, params: dict, duration: float) -> dict:
-    cmd = [
-        params["wrk"],
-        "-t1",
-        f"-c{params['connections']}",
-        f"-d{duration:g}s",
-        "--latency",
-        f"http://{HOST}:{port}/hello",
-    ]
+    url = f"http://{HOST}:{port}/hello"
+    cmd = _wrk.command(params["wrk"], url, 1, params["connections"], duration)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed: {proc.stderr}{proc.stdout}")
-    from http_hello import parse_wrk
-
-    parsed = parse_wrk(proc.stdout)
-    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    lat = {}
-    for p in ("50", "90", "99"):
-        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", proc.stdout, re.M)
-        lat[p] = float(m.group(1)) * units[m.group(2)] if m else None
+    parsed = _wrk.result(proc.stdout)
+    lat = {p: parsed["latency_us"][p] / 1e3 for p in ("50", "90", "99")}  # ms
     return {
         "rate": parsed["rps"],
         "requests": parsed["requests"],

@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -93,6 +92,7 @@ if HERE not in sys.path:
 
 import _bench  # noqa: E402
 import _proc  # noqa: E402
+import _wrk  # noqa: E402
 from _bench import fmt_num  # noqa: E402
 from peers import _serve, hello_asgi  # noqa: E402
 
@@ -183,16 +183,9 @@ def server_command(impl: str, port: int, python: str | None = None) -> list[str]
 
 
 def wrk_command(params: dict, port: int, duration: float) -> list[str]:
-    return [
-        "taskset",
-        "-c",
-        str(params["wrk_cpu"]),
-        params["wrk"],
-        f"-t{params['wrk_threads']}",
-        f"-c{params['connections']}",
-        f"-d{duration:g}s",
-        f"http://{HOST}:{port}{PATH}",
-    ]
+    url = f"http://{HOST}:{port}{PATH}"
+    wrk = _wrk.command(params["wrk"], url, params["wrk_threads"], params["connections"], duration)
+    return ["taskset", "-c", str(params["wrk_cpu"]), *wrk]
 
 
 # --------------------------------------------------------------------------
@@ -251,39 +244,12 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> dict:
         return check_hello(port)
 
 
-_WRK_PATTERNS = {
-    "requests": re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)\b", re.M),
-    "rps": re.compile(r"^Requests/sec:\s*([\d.]+)", re.M),
-    "socket": re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"),
-    "non2xx": re.compile(r"Non-2xx or 3xx responses: (\d+)"),
-}
-_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
-
-
-def parse_wrk(text: str) -> dict:
-    m = _WRK_PATTERNS["requests"].search(text)
-    rps = _WRK_PATTERNS["rps"].search(text)
-    if not m or not rps:
-        raise RuntimeError("cannot parse wrk's output:\n" + text)
-    sock = _WRK_PATTERNS["socket"].search(text)
-    non2xx = _WRK_PATTERNS["non2xx"].search(text)
-    counts = [int(g) for g in sock.groups()] if sock else [0] * 4
-    errors = dict(zip(("connect", "read", "write", "timeout"), counts, strict=True))
-    errors["non2xx"] = int(non2xx.group(1)) if non2xx else 0
-    return {
-        "requests": int(m.group(1)),
-        "wrk_seconds": float(m.group(2)) * _UNIT[m.group(3)],
-        "rps": float(rps.group(1)),
-        "errors": errors,
-    }
-
-
 def run_wrk(params: dict, port: int, duration: float) -> tuple[dict, str]:
     cmd = wrk_command(params, port, duration)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {shlex.join(cmd)}\n{proc.stderr}{proc.stdout}")
-    return parse_wrk(proc.stdout), proc.stdout
+    return _wrk.result(proc.stdout), proc.stdout
 
 
 def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> tuple[float, bool]:

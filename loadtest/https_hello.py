@@ -39,6 +39,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _wrk  # noqa: E402
 import http_hello as hh  # noqa: E402
 
 IMPLS = ("fibernet", "uvicorn")
@@ -88,12 +89,12 @@ def wait_ready(proc: subprocess.Popen, port: int, cert: str, timeout: float = 30
 
 
 def wrk(args, port: int, duration: float) -> dict:
-    cmd = ["taskset", "-c", str(args.wrk_cpu), "wrk", "-t1", f"-c{args.connections}", f"-d{duration:g}s"]
-    if args.close:
-        cmd += ["-H", "Connection: close"]
-    out = subprocess.run([*cmd, f"https://{hh.HOST}:{port}{hh.PATH}"], capture_output=True, text=True,
+    extra = ["-H", "Connection: close"] if args.close else []
+    url = f"https://{hh.HOST}:{port}{hh.PATH}"
+    cmd = _wrk.command("wrk", url, 1, args.connections, duration, *extra)
+    out = subprocess.run(["taskset", "-c", str(args.wrk_cpu), *cmd], capture_output=True, text=True,
                          timeout=duration + 60, check=True).stdout
-    return hh.parse_wrk(out)
+    return _wrk.result(out)
 
 
 def measure(impl: str, args, cert: str, key: str) -> dict:
