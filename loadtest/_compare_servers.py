@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -25,10 +24,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 HOST = "127.0.0.1"
-PEER_PACKAGES = ["gevent", "trio", "uvloop", "uvicorn", "aiohttp", "httptools", "websockets", "wsproto"]
-# fibernet's own dependencies, so that the other benchmark scripts can run on the peers'
-# interpreter too (they import fibernet from this checkout)
-FIBERNET_DEPS = ["greenlet", "httptools", "click", "prometheus_client", "wsproto", "psutil"]
 TCP_IMPLS = ("fibernet", "asyncio-streams", "uvloop-streams", "uvloop-proto", "gevent", "trio")
 TCP_EXTRA = ("raw-epoll", "fibernet-t2")
 HTTP_IMPLS = ("fibernet", "uvicorn", "gevent", "aiohttp")
@@ -42,7 +37,6 @@ NEEDS = {  # modules a peer server imports
     "aiohttp": ["aiohttp"],
 }
 WORKLOADS = {"echo": "tcp", "churn": "tcp", "http": "http", "http-open": "http"}
-BENCHES = ("echo", "http_hello", "https_hello", "primitives", "actors", "ws_echo")
 
 
 # --------------------------------------------------------------------------
@@ -251,44 +245,3 @@ def measure(workload: str, impl: str, params: dict) -> dict:
         f"errors {out['errors']}"
     )
     return out
-
-
-# --------------------------------------------------------------------------
-# the peers' environment
-
-
-def make_env(directory: str) -> str:
-    """``python -m venv DIR`` and pip install the peers (and fibernet's own dependencies, for
-    the other benchmark scripts) into it, unless they all import there already; returns its
-    python.  Nothing is installed into this interpreter's environment."""
-    python = os.path.join(directory, "bin", "python")
-    if not os.path.exists(python):
-        print(f"making the peers' environment {directory}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", directory], check=True)
-    packages = PEER_PACKAGES + [p for p in FIBERNET_DEPS if p not in PEER_PACKAGES]
-    if importable(python, packages):
-        return python
-    print(f"installing into {directory}: {' '.join(packages)}", file=sys.stderr)
-    subprocess.run([python, "-m", "pip", "install", "-q", *packages], check=True)
-    return python
-
-
-def importable(python: str, modules: list[str]) -> bool:
-    code = "; ".join(f"import {m}" for m in modules) or "pass"
-    try:
-        return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def peers_python(args) -> tuple[str, str]:
-    """(the peers' python, a sentence saying where the peers come from)."""
-    if args.make_env:
-        py = make_env(args.make_env)
-        return py, f"peers from the environment {args.make_env} (made or updated by --make-env)"
-    if args.peers_python:
-        return args.peers_python, f"peers from {args.peers_python}"
-    return sys.executable, (
-        f"peers from THIS environment ({sys.executable}), as no --peers-python or --make-env was "
-        "given; use --make-env DIR to keep them out of fibernet's environment"
-    )
