@@ -8,16 +8,13 @@ from __future__ import annotations
 import os
 import resource
 import shlex
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
 import time
 
 import _proc
 import _wrk
 from _bench import fmt_num, free_port
+from _server import ServerProcess
 from peers import _serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,53 +53,6 @@ def server_command(kind: str, impl: str, port: int, peers_python: str) -> list[s
     return server_command(impl, port, py)
 
 
-class Server:
-    """A server process pinned to ``cpu``, listening on ``port`` once started."""
-
-    def __init__(self, cmd: list[str], port: int, cpu: str, timeout: float) -> None:
-        self.port = port
-        self.cmd = ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") else cmd
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-        self.log = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(
-            self.cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode}\n{self.tail()}")
-            try:
-                with socket.create_connection((HOST, port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f"the server did not listen within {timeout:g}s\n{self.tail()}"
-                    ) from None
-                time.sleep(0.05)  # polling a child process we cannot get an event from
-
-    def tail(self) -> str:
-        self.log.seek(0)
-        return f"server: {shlex.join(self.cmd)}\n" + self.log.read()[-2000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-
-
 def load_cpu_seconds() -> float:
     """CPU seconds of the load side: this driver and its finished children (wrk, load
     processes)."""
@@ -127,10 +77,7 @@ def wakeups(pid: int) -> int:
 
 
 def server_cpu_seconds(pid: int) -> float:
-    from http_hello import cpu_seconds
-
-    user, system = cpu_seconds(pid)
-    return user + system
+    return sum(_proc.cpu_times(pid, descendants=True))
 
 
 # --------------------------------------------------------------------------
@@ -180,7 +127,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
     impl_server = "fibernet" if workload == "wrk-check" else impl
     port = free_port(HOST)
     cmd = server_command(kind, impl_server, port, params["peers_python"])
-    server = Server(cmd, port, params["server_cpu"], params["start_timeout"])
+    server = ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"])
     try:
         probe_workload = "echo" if kind == "tcp" else "http"
         check = load.run_load(load_config(probe_workload, port, params, connections=2, count=20, rate=None))
@@ -193,10 +140,10 @@ def measure(workload: str, impl: str, params: dict) -> dict:
             load.run_load(
                 load_config(workload if kind == "tcp" else "http", port, params, duration=params["warmup"])
             )
-        cpu0, t0 = server_cpu_seconds(server.proc.pid), time.perf_counter()
+        cpu0, t0 = server_cpu_seconds(server.pid), time.perf_counter()
         load0 = load_cpu_seconds()
         sleeps0 = load_sleeps()
-        wake0 = wakeups(server.proc.pid)
+        wake0 = wakeups(server.pid)
         if tool == "wrk":
             out = run_wrk(port, params, params["duration"])
         else:
@@ -215,17 +162,18 @@ def measure(workload: str, impl: str, params: dict) -> dict:
                 "errors": res.error_total,
                 "error_kinds": res.errors,
             }
-        cpu = server_cpu_seconds(server.proc.pid) - cpu0
+        cpu = server_cpu_seconds(server.pid) - cpu0
         load_cpu = load_cpu_seconds() - load0
         slept = load_sleeps() - sleeps0
-        woke = wakeups(server.proc.pid) - wake0
+        woke = wakeups(server.pid) - wake0
         wall = time.perf_counter() - t0
         if server.proc.poll() is not None:
             raise RuntimeError(f"the server died during the run\n{server.tail()}")
     except Exception as exc:
         raise RuntimeError(f"{exc}\n{server.tail()}") from None
     finally:
-        server.stop()
+        server.stop(10)
+        server.log.close()
     n = out["requests"]
     out.update(
         server_cpu_s=cpu,
@@ -235,7 +183,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
         server_wakeups_per_msg=woke / n if n else None,
         load_us_per_msg=1e6 * load_cpu / n if n else None,
         load_sleeps_per_msg=slept / n if n else None,
-        server_command=shlex.join(server.cmd),
+        server_command=shlex.join(server.command),
     )
     out["summary"] = (
         f"{fmt_num(out['rate'])}/s p50 {fmt_num(out['p50'])} ms p99 {fmt_num(out['p99'])} ms, "

@@ -64,9 +64,7 @@ fails or any measurement errors.
 from __future__ import annotations
 
 import os
-import selectors
 import shlex
-import shutil
 import signal
 import socket
 import struct
@@ -75,7 +73,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -86,6 +83,7 @@ if HERE not in sys.path:
 import _bench  # noqa: E402
 import _proc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
+from _server import ServerProcess, pinned  # noqa: E402
 from peers import _serve  # noqa: E402
 
 CLIENT_BOUND = 0.90  # client CPU fraction from which msgs/s measures the load generator
@@ -111,90 +109,17 @@ SERVERS = {
 IMPLS = tuple(SERVERS)
 
 
-def server_command(impl: str, host: str, cpu: int | None, profile_out: str | None = None,
+def server_command(impl: str, host: str, profile_out: str | None = None,
                    python: str | None = None) -> list[str]:
-    """``loadtest/peers/NAME.py`` serving IMPL, under ``taskset -c CPU`` when there is one."""
+    """``loadtest/peers/NAME.py`` serving IMPL."""
     name, *options = SERVERS[impl]
-    cmd = _serve.command(name, *options, python=python, host=host)
-    if profile_out:
-        cmd += ["--profile-out", profile_out]
-    if cpu is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(cpu), *cmd]
-    return cmd
+    return _serve.command(name, *options, *(["--profile-out", profile_out] if profile_out else []),
+                          python=python, host=host)
 
 
-class ServerProcess:
-    """IMPL's server (``server_command``) in a process pinned to ``cpu``; ``port`` once it is READY."""
-
-    def __init__(self, impl: str, host: str, cpu: int | None, profile_out: str | None = None) -> None:
-        cmd = server_command(impl, host, cpu, profile_out)
-        preexec = None
-        if cpu is not None and cmd[0] != "taskset":
-            preexec = partial(os.sched_setaffinity, 0, {cpu})
-        self.impl = impl
-        self.command = cmd
-        self._stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, preexec_fn=preexec, cwd=ROOT
-        )
-        self.pid = self.proc.pid  # taskset execs the server: same pid
-        self.port = self._wait_ready()
-
-    def _wait_ready(self) -> int:
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + READY_TIMEOUT
-        try:
-            while time.monotonic() < deadline:
-                if sel.select(0.2):
-                    line = self.proc.stdout.readline()
-                    if line.startswith("READY "):
-                        return int(line.split()[1])
-                    if not line:
-                        break
-                if self.proc.poll() is not None:
-                    break
-        finally:
-            sel.close()
-        self.kill()
-        raise RuntimeError(f"server {self.impl} did not get ready\n{self.stderr_tail()}")
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        self._stderr.seek(0)
-        text = self._stderr.read().strip().splitlines()
-        return "server stderr:\n" + "\n".join("  " + ln for ln in text[-lines:]) if text else ""
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"server {self.impl} exited with status {self.proc.returncode}\n{self.stderr_tail()}"
-            )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
-        self._stderr.close()
-
-
-def proc_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of process ``pid``, all its threads."""
-    return _proc.cpu_times(pid)
-
-
-def proc_ctxsw(pid: int) -> int:
-    """Context switches (voluntary + involuntary) of the live threads of process ``pid``."""
-    return _proc.ctx_switches(pid)
-
-
-cpus_busy = _proc.cpus_busy
+def start_server(impl: str, params: dict) -> ServerProcess:
+    cmd = server_command(impl, params["host"], params.get("profile_out"))
+    return ServerProcess(cmd, params["server_cpu"], timeout=READY_TIMEOUT, name=f"server {impl}")
 
 
 def proc_rss_kib(pid: int) -> int:
@@ -223,9 +148,10 @@ class Mark:
 
     @classmethod
     def take(cls, msgs: int, server_pid: int, cpus: list[int]) -> Mark:
-        su, ss = proc_cpu(server_pid)
+        su, ss = _proc.cpu_times(server_pid)
         t = os.times()
-        return cls(time.monotonic(), msgs, su, ss, t.user, t.system, cpus_busy(cpus), proc_ctxsw(server_pid))
+        busy, switches = _proc.cpus_busy(cpus), _proc.ctx_switches(server_pid)
+        return cls(time.monotonic(), msgs, su, ss, t.user, t.system, busy, switches)
 
 
 def echo_load(server: ServerProcess, params: dict) -> dict:
@@ -401,9 +327,9 @@ def wait_quiet(cpus: list[int], limit: float, timeout: float) -> tuple[float, fl
     other work over a 0.25 s sample; returns (seconds waited, last busy level in CPUs)."""
     started = time.monotonic()
     while True:
-        b0, t0 = cpus_busy(cpus), time.monotonic()
+        b0, t0 = _proc.cpus_busy(cpus), time.monotonic()
         time.sleep(0.25)
-        busy = (cpus_busy(cpus) - b0) / (time.monotonic() - t0)
+        busy = (_proc.cpus_busy(cpus) - b0) / (time.monotonic() - t0)
         waited = time.monotonic() - started
         if busy <= limit or waited >= timeout:
             return waited, busy
@@ -446,7 +372,7 @@ def measure_echo(impl: str, params: dict) -> dict:
     for attempt in range(1 + params.get("retries", 0)):
         started = time.monotonic()
         waited, busy = wait_quiet(cpus, limit, min(params.get("quiet_timeout", 0.0), bank.balance()))
-        with ServerProcess(impl, params["host"], server_cpu, params.get("profile_out")) as server:
+        with start_server(impl, params) as server:
             result = echo_load(server, params)
             if not params.get("profile_out"):
                 server.check_alive()
@@ -472,7 +398,7 @@ def dispatch(workload: str, impl: str, params: dict) -> dict:
     if params["kind"] == "echo":
         result = measure_echo(impl, params)
     else:
-        with ServerProcess(impl, params["host"], params["server_cpu"]) as server:
+        with start_server(impl, params) as server:
             result = idle_load(server, params)
             server.check_alive()
     result["server_cpus"] = [params["server_cpu"]]
@@ -877,7 +803,7 @@ def main(argv=None) -> int:
             f"{args.client_cpu} that starts its server pinned to CPU {args.server_cpu}, e.g.:\n  "
             + _bench.example_child(__file__, plan, args.client_cpu)
             + "\n  server: "
-            + shlex.join(server_command(plan[0][1], args.host, args.server_cpu)),
+            + shlex.join(pinned(server_command(plan[0][1], args.host), args.server_cpu)),
             flush=True,
         )
         samples = _bench.run_interleaved(__file__, plan, args.rounds, args.client_cpu, args.timeout)

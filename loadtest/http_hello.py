@@ -76,11 +76,8 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -94,6 +91,7 @@ import _bench  # noqa: E402
 import _proc  # noqa: E402
 import _wrk  # noqa: E402
 from _bench import fmt_num  # noqa: E402
+from _server import ServerProcess, pinned  # noqa: E402
 from peers import _serve, hello_asgi  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -191,15 +189,6 @@ def wrk_command(params: dict, port: int, duration: float) -> list[str]:
 # --------------------------------------------------------------------------
 # driver side: one measurement (runs in its own subprocess, pinned to the wrk CPU)
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(utime, stime) of ``pid`` (all its threads) and of its live descendants, seconds."""
-    return _proc.cpu_times(pid, descendants=True)
-
-
-cpu_busy_seconds = _proc.cpu_user_steal
-rss_bytes = _proc.rss_bytes
-
-
 def check_hello(port: int) -> dict:
     """Two GETs over one connection: both must be 200 'Hello, World!' text/plain, keep-alive."""
     import http.client
@@ -228,22 +217,6 @@ def check_hello(port: int) -> dict:
     return headers
 
 
-def wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode} before answering")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                pass
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not listen on port {port} within {timeout:g}s") from None
-            time.sleep(0.05)
-            continue
-        return check_hello(port)
-
-
 def run_wrk(params: dict, port: int, duration: float) -> tuple[dict, str]:
     cmd = wrk_command(params, port, duration)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
@@ -252,50 +225,27 @@ def run_wrk(params: dict, port: int, duration: float) -> tuple[dict, str]:
     return _wrk.result(proc.stdout), proc.stdout
 
 
-def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> tuple[float, bool]:
-    """SIGTERM, then SIGKILL after ``grace`` s; returns (seconds to exit, killed?)."""
-    started = time.monotonic()
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return time.monotonic() - started, True
-    return time.monotonic() - started, False
-
-
 def measure(workload: str, impl: str, params: dict) -> dict:
     port = _bench.free_port(HOST)
-    cmd = ["taskset", "-c", str(params["server_cpu"]), *server_command(impl, port)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
+    cmd = server_command(impl, port)
+    with ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"]) as server:
         try:
-            headers = wait_ready(proc, port, params["start_timeout"])
+            headers = check_hello(port)
             run_wrk(params, port, params["warmup"])
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server died during the warm-up (exit {proc.returncode})")
-            box0 = cpu_busy_seconds(params["server_cpu"])
-            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            server.check_alive()
+            box0 = _proc.cpu_user_steal(params["server_cpu"])
+            cpu0, t0 = _proc.cpu_times(server.pid, descendants=True), time.perf_counter()
             result, wrk_text = run_wrk(params, port, params["duration"])
-            cpu1, wall = cpu_seconds(proc.pid), time.perf_counter() - t0
-            box1 = cpu_busy_seconds(params["server_cpu"])
-            rss = rss_bytes(proc.pid)
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server died during the run (exit {proc.returncode})")
+            cpu1, wall = _proc.cpu_times(server.pid, descendants=True), time.perf_counter() - t0
+            box1 = _proc.cpu_user_steal(params["server_cpu"])
+            rss = _proc.rss_bytes(server.pid)
+            server.check_alive()
         except Exception as exc:
-            stop_server(proc, 5.0)
-            log.seek(0)
-            raise RuntimeError(
-                f"{exc}\nserver: {shlex.join(cmd)}\nserver output:\n{log.read()[-3000:]}"
-            ) from None
-        stop_seconds, killed = stop_server(proc)
-        log.seek(0)
-        server_log = log.read()[-3000:]
+            server.stop(5.0)
+            raise RuntimeError(f"{exc}\n{server.tail()}") from None
+        stop_seconds, killed = server.stop()
+        server_log = server.output()
+        cmd = server.command
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = user + system
     n = result["requests"]
@@ -343,21 +293,17 @@ def profile_fibernet(args, params: dict) -> int:
 
     port = _bench.free_port(HOST)
     out = args.profile
-    cmd = ["taskset", "-c", str(params["server_cpu"])]
-    cmd += _serve.command("hello_profile", "--out", out, "--clock", args.profile_clock,
-                          "--target", args.profile_target, host=HOST, port=port)
+    cmd = _serve.command("hello_profile", "--out", out, "--clock", args.profile_clock,
+                         "--target", args.profile_target, host=HOST, port=port)
     wrk = wrk_command(params, port, args.duration)
-    print(
-        f"command: {_bench.command_line()}\nserver:  {shlex.join(cmd)}\nload:    {shlex.join(wrk)}",
-        flush=True,
-    )
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
-    try:
-        wait_ready(proc, port, params["start_timeout"])  # 2 requests
-        result, text = run_wrk(params, port, args.duration)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+    print(f"command: {_bench.command_line()}\nserver:  {shlex.join(pinned(cmd, params['server_cpu']))}\n"
+          f"load:    {shlex.join(wrk)}", flush=True)
+    with ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"]) as server:
+        try:
+            check_hello(port)  # 2 requests
+            result, text = run_wrk(params, port, args.duration)
+        finally:
+            server.stop(30)  # (it writes the stats as it stops)
     print(text)
     requests = result["requests"] + 2
     stats = pstats.Stats(out)

@@ -39,8 +39,10 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _proc  # noqa: E402
 import _wrk  # noqa: E402
 import http_hello as hh  # noqa: E402
+from _server import ServerProcess  # noqa: E402
 
 IMPLS = ("fibernet", "uvicorn")
 # fibernet's CLI from this checkout on any interpreter with its dependencies (the peers'):
@@ -99,17 +101,13 @@ def wrk(args, port: int, duration: float) -> dict:
 
 def measure(impl: str, args, cert: str, key: str) -> dict:
     port = _bench.free_port(hh.HOST)
-    cmd = ["taskset", "-c", str(args.server_cpu), *server_command(impl, port, cert, key)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_ready(proc, port, cert)
+    with ServerProcess(server_command(impl, port, cert, key), args.server_cpu, port) as server:
+        wait_ready(server.proc, port, cert)
         wrk(args, port, 1.0)
-        before = sum(hh.cpu_seconds(proc.pid))
+        before = sum(_proc.cpu_times(server.pid, descendants=True))
         result = wrk(args, port, args.duration)
-        used = sum(hh.cpu_seconds(proc.pid)) - before
-    finally:
-        hh.stop_server(proc)
-        proc.stderr.close()
+        used = sum(_proc.cpu_times(server.pid, descendants=True)) - before
+        server.stop()
     result["cpu_us"] = used / max(1, result["requests"]) * 1e6
     return result
 

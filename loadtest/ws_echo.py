@@ -48,6 +48,7 @@ if HERE not in sys.path:
 
 import _bench  # noqa: E402
 from _bench import fmt_num  # noqa: E402
+from _server import ServerProcess, pinned  # noqa: E402
 from echo import CLIENT_BOUND, STALL_SECONDS, Mark  # noqa: E402
 from peers import _serve  # noqa: E402
 
@@ -62,11 +63,6 @@ SERVERS = {
     "uvicorn-wsproto": ("ws_uvicorn", "--ws", "wsproto"),
 }
 IMPLS = tuple(SERVERS)
-
-
-def server_command(impl: str, host: str, cpu: int | None) -> list[str]:
-    cmd = _serve.command(*SERVERS[impl], host=host)
-    return ["taskset", "-c", str(cpu), *cmd] if cpu is not None else cmd
 
 
 # --------------------------------------------------------------------------
@@ -107,23 +103,10 @@ def open_ws(host: str, port: int) -> socket.socket:
 
 
 def measure(workload: str, impl: str, params: dict) -> dict:
-    from echo import proc_cpu  # noqa: F401 - (Mark.take reads it)
-
     _serve.raise_nofile()
-    import subprocess
-
-    cmd = server_command(impl, params["host"], params["server_cpu"])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"{impl} did not start: {line!r}\n{proc.stderr.read()[-2000:]}")
-        return echo_loop(proc.pid, int(line.split()[1]), params)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    cmd = _serve.command(*SERVERS[impl], host=params["host"])
+    with ServerProcess(cmd, params["server_cpu"], name=impl) as server:
+        return echo_loop(server.pid, server.port, params)
 
 
 def echo_loop(server_pid: int, port: int, params: dict) -> dict:
@@ -279,7 +262,8 @@ def main(argv=None) -> int:
     plan = [(workload, impl, params) for impl in args.impls]
     print(f"command: {_bench.command_line()}", flush=True)
     print(_bench.describe_plan(__file__, plan, args.rounds, args.client_cpu), flush=True)
-    print("  server: " + shlex.join(server_command("fibernet", args.host, args.server_cpu)), flush=True)
+    server = pinned(_serve.command("ws_fibernet", host=args.host), args.server_cpu)
+    print("  server: " + shlex.join(server), flush=True)
     samples = _bench.run_interleaved(__file__, plan, args.rounds, args.client_cpu, args.timeout)
     print(
         f"\nWebSocket echo, closed loop, {args.conns} connections, {args.size} B text messages, "
