@@ -420,18 +420,9 @@ def build_plan(args) -> list[tuple[str, str, dict]]:
     plan = []
     if "echo" in args.workloads:
         for size in args.sizes:
-            params = {
-                **common,
-                "kind": "echo",
-                "size": size,
-                "conns": args.conns,
-                "warmup": args.warmup,
-                "duration": args.duration,
-                "max_others": args.max_others,
-                "retries": args.retries,
-                "quiet_timeout": args.quiet_timeout,
-                "time_bank": args.time_bank,
-            }
+            params = {**common, "kind": "echo", "size": size, "conns": args.conns, "warmup": args.warmup,
+                      "duration": args.duration, "max_others": args.max_others, "retries": args.retries,
+                      "quiet_timeout": args.quiet_timeout, "time_bank": args.time_bank}
             plan += [(f"echo-{size_label(size)}", impl, params) for impl in args.impls]
     if "idle" in args.workloads:
         params = {**common, "kind": "idle", "conns": args.idle_conns}
@@ -443,72 +434,48 @@ def _med(samples: _bench.Samples, workload: str, impl: str, key: str) -> float |
     return _bench.median(samples.values(workload, impl, key))
 
 
+def _rows(samples: _bench.Samples, args, workload: str, key: str, medians: tuple[str, ...]) -> list[dict]:
+    """A row per implementation measured in ``workload``: the medians of ``key`` (its spread,
+    fibernet's ratio) and of ``medians``."""
+    rows = []
+    ours = _med(samples, workload, "fibernet", key)
+    for impl in args.impls:
+        values = samples.values(workload, impl, key)
+        errors = len(samples.errors.get((workload, impl), []))
+        if values or errors:
+            mid = _bench.median(values)
+            rows.append({"workload": workload, "impl": impl, key: mid, "rounds": len(values),
+                         "errors": errors,
+                         "ratio": None if impl == "fibernet" else _bench.ratio(ours, mid),
+                         **{k: _med(samples, workload, impl, k) for k in medians}})
+    return rows
+
+
 def summarise_echo(samples: _bench.Samples, args) -> list[dict]:
     rows = []
     for size in args.sizes if "echo" in args.workloads else []:
         w = f"echo-{size_label(size)}"
-        ours = _med(samples, w, "fibernet", "us_per_msg")
-        for impl in args.impls:
-            values = samples.values(w, impl, "us_per_msg")
-            errors = len(samples.errors.get((w, impl), []))
-            if not values and not errors:
-                continue
-            us = _bench.median(values)
-            client_cpu = _med(samples, w, impl, "client_cpu")
-            rows.append(
-                {
-                    "workload": w,
-                    "size": size,
-                    "impl": impl,
-                    "rate": _med(samples, w, impl, "rate"),
-                    "rate_spread": _bench.spread(samples.values(w, impl, "rate")),
-                    "us_per_msg": us,
-                    "us_min": min(values) if values else None,
-                    "us_spread": _bench.spread(values),
-                    "us_per_msg_sys": _med(samples, w, impl, "us_per_msg_sys"),
-                    "server_cpu": _med(samples, w, impl, "server_cpu"),
-                    "client_cpu": client_cpu,
-                    "others_cpu": _med(samples, w, impl, "others_cpu"),
-                    "server_ctxsw_per_msg": _med(samples, w, impl, "server_ctxsw_per_msg"),
-                    "client_bound": client_cpu is not None and client_cpu >= CLIENT_BOUND,
-                    "ratio": None if impl == "fibernet" else _bench.ratio(ours, us),
-                    "rounds": len(values),
-                    "errors": errors,
-                }
-            )
+        medians = ("rate", "us_per_msg_sys", "server_cpu", "client_cpu", "others_cpu", "server_ctxsw_per_msg")
+        for row in _rows(samples, args, w, "us_per_msg", medians):
+            values = samples.values(w, row["impl"], "us_per_msg")
+            cli = row["client_cpu"]
+            rates = samples.values(w, row["impl"], "rate")
+            rows.append({**row, "size": size, "rate_spread": _bench.spread(rates),
+                         "us_min": min(values) if values else None, "us_spread": _bench.spread(values),
+                         "client_bound": cli is not None and cli >= CLIENT_BOUND})
     return rows
 
 
 def summarise_idle(samples: _bench.Samples, args) -> list[dict]:
-    rows = []
     if "idle" not in args.workloads:
-        return rows
-    ours = _med(samples, "idle", "fibernet", "kib_per_conn")
-    for impl in args.impls:
-        values = samples.values("idle", impl, "kib_per_conn")
-        errors = len(samples.errors.get(("idle", impl), []))
-        if not values and not errors:
-            continue
-        kib = _bench.median(values)
-        rows.append(
-            {
-                "workload": "idle",
-                "impl": impl,
-                "conns": _med(samples, "idle", impl, "conns"),
-                "kib_per_conn": kib,
-                "spread": _bench.spread(values),
-                "rss0_mib": _scale(_med(samples, "idle", impl, "rss0_kib"), 1 / 1024),
-                "rss1_mib": _scale(_med(samples, "idle", impl, "rss1_kib"), 1 / 1024),
-                "ratio": None if impl == "fibernet" else _bench.ratio(ours, kib),
-                "rounds": len(values),
-                "errors": errors,
-            }
-        )
+        return []
+    rows = _rows(samples, args, "idle", "kib_per_conn", ("conns", "rss0_kib", "rss1_kib"))
+    for row in rows:
+        row["spread"] = _bench.spread(samples.values("idle", row["impl"], "kib_per_conn"))
+        for k in ("rss0", "rss1"):
+            kib = row.pop(f"{k}_kib")
+            row[f"{k}_mib"] = None if kib is None else kib / 1024
     return rows
-
-
-def _scale(value: float | None, factor: float) -> float | None:
-    return None if value is None else value * factor
 
 
 @dataclass(frozen=True)
@@ -541,9 +508,8 @@ class Bar:
             value = ours
             ok = None if ours is None else ours <= self.max_value
             measured = "-" if ours is None else f"{_num(ours)} {self.unit}"
-        if errors:
-            ok = False
-        return {"bar": self.text, "value": value, "measured": measured, "pass": ok, "errors": errors}
+        return {"bar": self.text, "value": value, "measured": measured, "pass": False if errors else ok,
+                "errors": errors}
 
 
 def _num(value: float | None) -> str:
@@ -558,38 +524,14 @@ def build_bars(args) -> list[Bar]:
         w, label = f"echo-{size_label(size)}", size_label(size)
         for peer, limit in (("gevent", 0.6), ("uvloop-streams", 1.0)):
             if peer in args.impls:
-                bars.append(
-                    Bar(
-                        w,
-                        "us_per_msg",
-                        f"{label}: server CPU/msg fibernet <= {limit:g}x {peer}",
-                        peer=peer,
-                        max_ratio=limit,
-                        unit="us",
-                    )
-                )
+                bars.append(Bar(w, "us_per_msg", f"{label}: server CPU/msg fibernet <= {limit:g}x {peer}",
+                                peer=peer, max_ratio=limit, unit="us"))
         if "fibernet-t2" in args.impls:
-            bars.append(
-                Bar(
-                    w,
-                    "rate",
-                    f"{label}: msgs/s fibernet threads=2 >= 0.9x threads=1",
-                    ours="fibernet-t2",
-                    peer="fibernet",
-                    min_ratio=0.9,
-                    unit="msgs/s",
-                )
-            )
+            bars.append(Bar(w, "rate", f"{label}: msgs/s fibernet threads=2 >= 0.9x threads=1",
+                            ours="fibernet-t2", peer="fibernet", min_ratio=0.9, unit="msgs/s"))
     if "idle" in args.workloads:
-        bars.append(
-            Bar(
-                "idle",
-                "kib_per_conn",
-                f"idle memory at {args.idle_conns:,} conns: fibernet <= 4 KiB/conn",
-                max_value=4.0,
-                unit="KiB/conn",
-            )
-        )
+        text = f"idle memory at {args.idle_conns:,} conns: fibernet <= 4 KiB/conn"
+        bars.append(Bar("idle", "kib_per_conn", text, max_value=4.0, unit="KiB/conn"))
     return bars
 
 
@@ -599,69 +541,32 @@ def _verdict(ok: bool | None, errors: int | bool = 0) -> str:
     return {True: "PASS", False: "FAIL", None: "n/a"}[ok]
 
 
+def _fixed(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _rounds(r: dict) -> str | int:
+    return f"ERROR x{r['errors']}" if r["errors"] else r["rounds"]
+
+
 def render_echo(rows: list[dict]) -> str:
-    table = [
-        [
-            size_label(r["size"]),
-            r["impl"],
-            fmt_num(r["rate"]) + ("*" if r["client_bound"] else ""),
-            _bench.fmt_pct(r["rate_spread"]),
-            "-" if r["us_per_msg"] is None else f"{r['us_per_msg']:.1f}",
-            "-" if r["us_per_msg_sys"] is None else f"{r['us_per_msg_sys']:.1f}",
-            _bench.fmt_pct(r["us_spread"]),
-            "-" if r["us_min"] is None else f"{r['us_min']:.1f}",
-            _bench.fmt_pct(r["server_cpu"]),
-            _bench.fmt_pct(r["client_cpu"]),
-            _bench.fmt_pct(r["others_cpu"]),
-            "-" if r["server_ctxsw_per_msg"] is None else f"{r['server_ctxsw_per_msg']:.3f}",
-            _bench.fmt_ratio(r["ratio"]),
-            f"ERROR x{r['errors']}" if r["errors"] else r["rounds"],
-        ]
-        for r in rows
-    ]
-    headers = [
-        "size",
-        "impl",
-        "msgs/s",
-        "spread",
-        "server us/msg",
-        "of it sys",
-        "spread",
-        "min",
-        "srv CPU",
-        "cli CPU",
-        "others",
-        "srv ctxsw/msg",
-        "fibernet ratio",
-        "rounds",
-    ]
+    pct = _bench.fmt_pct
+    table = [[size_label(r["size"]), r["impl"], fmt_num(r["rate"]) + ("*" if r["client_bound"] else ""),
+              pct(r["rate_spread"]), _fixed(r["us_per_msg"]), _fixed(r["us_per_msg_sys"]),
+              pct(r["us_spread"]), _fixed(r["us_min"]), pct(r["server_cpu"]), pct(r["client_cpu"]),
+              pct(r["others_cpu"]), _fixed(r["server_ctxsw_per_msg"], 3), _bench.fmt_ratio(r["ratio"]),
+              _rounds(r)] for r in rows]
+    headers = ["size", "impl", "msgs/s", "spread", "server us/msg", "of it sys", "spread", "min", "srv CPU",
+               "cli CPU", "others", "srv ctxsw/msg", "fibernet ratio", "rounds"]
     return _bench.format_table(headers, table)
 
 
 def render_idle(rows: list[dict]) -> str:
-    table = [
-        [
-            r["impl"],
-            "-" if r["conns"] is None else f"{r['conns']:,.0f}",
-            "-" if r["kib_per_conn"] is None else f"{r['kib_per_conn']:.2f}",
-            _bench.fmt_pct(r["spread"]),
-            "-" if r["rss0_mib"] is None else f"{r['rss0_mib']:.1f}",
-            "-" if r["rss1_mib"] is None else f"{r['rss1_mib']:.1f}",
-            _bench.fmt_ratio(r["ratio"]),
-            f"ERROR x{r['errors']}" if r["errors"] else r["rounds"],
-        ]
-        for r in rows
-    ]
-    headers = [
-        "impl",
-        "idle conns",
-        "KiB/conn",
-        "spread",
-        "RSS before MiB",
-        "RSS after MiB",
-        "fibernet ratio",
-        "rounds",
-    ]
+    table = [[r["impl"], "-" if r["conns"] is None else f"{r['conns']:,.0f}", _fixed(r["kib_per_conn"], 2),
+              _bench.fmt_pct(r["spread"]), _fixed(r["rss0_mib"]), _fixed(r["rss1_mib"]),
+              _bench.fmt_ratio(r["ratio"]), _rounds(r)] for r in rows]
+    headers = ["impl", "idle conns", "KiB/conn", "spread", "RSS before MiB", "RSS after MiB",
+               "fibernet ratio", "rounds"]
     return _bench.format_table(headers, table)
 
 
