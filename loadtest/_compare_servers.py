@@ -109,13 +109,8 @@ def run_wrk(port: int, params: dict, duration: float) -> dict:
     parsed = _wrk.result(proc.stdout)
     lat = {p: parsed["latency_us"][p] / 1e3 for p in ("50", "90", "99")}  # ms
     return {
-        "rate": parsed["rps"],
-        "requests": parsed["requests"],
-        "p50": lat["50"],
-        "p90": lat["90"],
-        "p99": lat["99"],
-        "errors": sum(parsed["errors"].values()),
-        "error_kinds": parsed["errors"],
+        "rate": parsed["rps"], "requests": parsed["requests"], "p50": lat["50"], "p90": lat["90"],
+        "p99": lat["99"], "errors": sum(parsed["errors"].values()), "error_kinds": parsed["errors"],
         "output": proc.stdout,
     }
 
@@ -153,14 +148,8 @@ def measure(workload: str, impl: str, params: dict) -> dict:
             )
             lat = res.latency()
             out = {
-                "rate": res.rate,
-                "requests": res.requests,
-                "p50": lat["p50"],
-                "p90": lat["p90"],
-                "p99": lat["p99"],
-                "max": lat["max"],
-                "errors": res.error_total,
-                "error_kinds": res.errors,
+                "rate": res.rate, "requests": res.requests, "p50": lat["p50"], "p90": lat["p90"],
+                "p99": lat["p99"], "max": lat["max"], "errors": res.error_total, "error_kinds": res.errors,
             }
         cpu = server_cpu_seconds(server.pid) - cpu0
         load_cpu = load_cpu_seconds() - load0
@@ -176,13 +165,9 @@ def measure(workload: str, impl: str, params: dict) -> dict:
         server.log.close()
     n = out["requests"]
     out.update(
-        server_cpu_s=cpu,
-        server_us_per_msg=1e6 * cpu / n if n else None,
-        server_cpu_util=cpu / wall,
-        load_cpu_util=load_cpu / wall,
-        server_wakeups_per_msg=woke / n if n else None,
-        load_us_per_msg=1e6 * load_cpu / n if n else None,
-        load_sleeps_per_msg=slept / n if n else None,
+        server_cpu_s=cpu, server_us_per_msg=1e6 * cpu / n if n else None, server_cpu_util=cpu / wall,
+        load_cpu_util=load_cpu / wall, server_wakeups_per_msg=woke / n if n else None,
+        load_us_per_msg=1e6 * load_cpu / n if n else None, load_sleeps_per_msg=slept / n if n else None,
         server_command=shlex.join(server.command),
     )
     out["summary"] = (

@@ -545,10 +545,7 @@ class Engine:
             ticks += 1
             self.emit(
                 {
-                    "tick": ticks,
-                    "elapsed": _now() - self.t0,
-                    "ok": rec.ok,
-                    "errors": rec.error_total(),
+                    "tick": ticks, "elapsed": _now() - self.t0, "ok": rec.ok, "errors": rec.error_total(),
                     "issued": self.issued,
                 }
             )

@@ -221,14 +221,8 @@ class Http:
     name = "http"
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        method: str = "GET",
-        path: str = "/",
-        headers: list[tuple[str, str]] | None = None,
-        body: bytes = b"",
-        keepalive: bool = True,
+        self, host: str, port: int, method: str = "GET", path: str = "/",
+        headers: list[tuple[str, str]] | None = None, body: bytes = b"", keepalive: bool = True,
     ) -> None:
         self.method = method.upper()
         self.path = path

@@ -24,10 +24,7 @@ def result(output: str) -> dict:
     data = json.loads(line)
     seconds = data["seconds"]
     return {
-        "requests": data["requests"],
-        "wrk_seconds": seconds,
-        "rps": data["requests"] / seconds if seconds else 0.0,
-        "errors": data["errors"],
-        "latency_us": data["latency_us"],
-        "bytes": data["bytes"],
+        "requests": data["requests"], "wrk_seconds": seconds,
+        "rps": data["requests"] / seconds if seconds else 0.0, "errors": data["errors"],
+        "latency_us": data["latency_us"], "bytes": data["bytes"],
     }

@@ -96,29 +96,15 @@ def table(samples: _bench.Samples, workload: str, impls: list[str]) -> str:
         errors = sum(r.get("errors", 0) for r in samples.results[(workload, impl)])
         rows.append(
             [
-                impl,
-                fmt_num(rate),
-                _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
-                fmt_num(med(samples, workload, impl, "p50")),
-                fmt_num(med(samples, workload, impl, "p99")),
-                fmt_num(cpu),
-                fmt_ratio(_bench.ratio(ours_rate, rate)),
-                fmt_ratio(_bench.ratio(ours_cpu, cpu)),
-                errors,
-                len(samples.results[(workload, impl)]),
+                impl, fmt_num(rate), _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
+                fmt_num(med(samples, workload, impl, "p50")), fmt_num(med(samples, workload, impl, "p99")),
+                fmt_num(cpu), fmt_ratio(_bench.ratio(ours_rate, rate)),
+                fmt_ratio(_bench.ratio(ours_cpu, cpu)), errors, len(samples.results[(workload, impl)]),
             ]
         )
     head = [
-        "server",
-        "req/s",
-        "spread",
-        "p50 ms",
-        "p99 ms",
-        "srv us/msg",
-        "fibernet rate x",
-        "fibernet CPU x",
-        "errors",
-        "rounds",
+        "server", "req/s", "spread", "p50 ms", "p99 ms", "srv us/msg", "fibernet rate x", "fibernet CPU x",
+        "errors", "rounds",
     ]
     return _bench.format_table(head, rows)
 
@@ -129,11 +115,9 @@ def wrk_table(samples: _bench.Samples) -> str:
     for tool in ("wrk", "load"):
         rows.append(
             [
-                tool,
-                fmt_num(med(samples, w, tool, "rate")),
+                tool, fmt_num(med(samples, w, tool, "rate")),
                 _bench.fmt_pct(_bench.spread(samples.values(w, tool, "rate"))),
-                fmt_num(med(samples, w, tool, "p50")),
-                fmt_num(med(samples, w, tool, "p99")),
+                fmt_num(med(samples, w, tool, "p50")), fmt_num(med(samples, w, tool, "p99")),
                 fmt_num(med(samples, w, tool, "server_us_per_msg")),
                 _bench.fmt_pct(med(samples, w, tool, "server_cpu_util")),
                 _bench.fmt_pct(med(samples, w, tool, "load_cpu_util")),
@@ -206,17 +190,9 @@ def parse_args(argv=None):
 
 def plan_for(args, py: str, log) -> tuple[list, dict[str, list[str]]]:
     params = {
-        "peers_python": py,
-        "server_cpu": args.server_cpu,
-        "duration": args.duration,
-        "warmup": args.warmup,
-        "connections": args.connections,
-        "size": args.size,
-        "churn_connections": args.churn_connections,
-        "rate": args.rate,
-        "processes": args.processes,
-        "start_timeout": args.start_timeout,
-        "wrk": args.wrk,
+        "peers_python": py, "server_cpu": args.server_cpu, "duration": args.duration, "warmup": args.warmup,
+        "connections": args.connections, "size": args.size, "churn_connections": args.churn_connections,
+        "rate": args.rate, "processes": args.processes, "start_timeout": args.start_timeout, "wrk": args.wrk,
     }
     if args.wrk_check:
         return [("wrk-check", t, params) for t in ("wrk", "load")], {"wrk-check": ["wrk", "load"]}

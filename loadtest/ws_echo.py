@@ -57,8 +57,7 @@ MASK = b"\x1f\x2e\x3d\x4c"
 
 # the servers (loadtest/peers/NAME.py ARGS), by implementation
 SERVERS = {
-    "fibernet": ("ws_fibernet",),
-    "websockets": ("ws_websockets",),
+    "fibernet": ("ws_fibernet",), "websockets": ("ws_websockets",),
     "uvicorn-websockets": ("ws_uvicorn", "--ws", "websockets"),
     "uvicorn-wsproto": ("ws_uvicorn", "--ws", "wsproto"),
 }
@@ -170,11 +169,8 @@ def echo_loop(server_pid: int, port: int, params: dict) -> dict:
     server = (b.srv_user - a.srv_user) + (b.srv_sys - a.srv_sys)
     client = (b.cli_user - a.cli_user) + (b.cli_sys - a.cli_sys)
     out = {
-        "rate": count / window,
-        "us_per_msg": 1e6 * server / count,
-        "server_cpu": server / window,
-        "client_cpu": client / window,
-        "msgs": count,
+        "rate": count / window, "us_per_msg": 1e6 * server / count, "server_cpu": server / window,
+        "client_cpu": client / window, "msgs": count,
     }
     out["summary"] = (
         f"{fmt_num(out['rate'])} msgs/s, server {out['us_per_msg']:.1f} us/msg "
@@ -197,11 +193,9 @@ def summarise(samples: _bench.Samples, impls: list[str], workload: str) -> str:
         bound = "*" if client is not None and client >= CLIENT_BOUND else ""
         rows.append(
             [
-                impl,
-                fmt_num(rate) + bound,
+                impl, fmt_num(rate) + bound,
                 _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
-                "-" if us is None else f"{us:.1f}",
-                _bench.fmt_pct(med(impl, "server_cpu")),
+                "-" if us is None else f"{us:.1f}", _bench.fmt_pct(med(impl, "server_cpu")),
                 _bench.fmt_pct(client),
                 "-" if impl == "fibernet" else _bench.fmt_ratio(_bench.ratio(ours_us, us)),
                 "-" if impl == "fibernet" else _bench.fmt_ratio(_bench.ratio(ours_rate, rate)),
@@ -209,15 +203,8 @@ def summarise(samples: _bench.Samples, impls: list[str], workload: str) -> str:
             ]
         )
     head = [
-        "server",
-        "msgs/s",
-        "spread",
-        "server us/msg",
-        "srv CPU",
-        "cli CPU",
-        "fibernet CPU x",
-        "fibernet rate x",
-        "rounds",
+        "server", "msgs/s", "spread", "server us/msg", "srv CPU", "cli CPU", "fibernet CPU x",
+        "fibernet rate x", "rounds",
     ]
     return _bench.format_table(head, rows)
 
