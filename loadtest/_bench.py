@@ -135,8 +135,8 @@ def note_skipped(skipped: dict[str, str], bench: str) -> None:
     """One line about the peers that are not installed, and how to run them all."""
     if skipped:
         which = ", ".join(f"{impl} (no module {module!r})" for impl, module in skipped.items())
-        print(f"skipped, not installed: {which}; python loadtest/compare.py --make-env DIR bench {bench} "
-              "runs every peer", flush=True)
+        print(f"skipped, not installed: {which}; fibernet loadtest --make-env DIR {bench} runs every peer",
+              flush=True)
 
 
 def skipped_row(workload: str, metric: str, impl: str, unit: str) -> dict:

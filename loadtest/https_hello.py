@@ -3,8 +3,8 @@
 
 Run from the repository root, the peers from their own environment::
 
-    python loadtest/compare.py --make-env /tmp/peers bench https_hello
-    python loadtest/compare.py --peers-python /tmp/peers/bin/python bench https_hello --close
+    fibernet loadtest --make-env /tmp/peers https_hello
+    fibernet loadtest --peers-python /tmp/peers/bin/python https_hello --close
 
 Both servers get one self-signed certificate (``openssl req``, RSA 2048, made in a temporary
 directory) through the same flags (``--ssl-certfile``/``--ssl-keyfile``: uvicorn's names are

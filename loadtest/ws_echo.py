@@ -2,8 +2,8 @@
 
 Run from the repository root, the peers from their own environment::
 
-    python loadtest/compare.py --make-env /tmp/peers bench ws_echo          # 3 rounds
-    python loadtest/compare.py --make-env /tmp/peers bench ws_echo --quick  # 1 round of 2 s
+    fibernet loadtest --make-env /tmp/peers ws_echo          # 3 rounds
+    fibernet loadtest --make-env /tmp/peers ws_echo --quick  # 1 round of 2 s
     python loadtest/peers/ws_fibernet.py --port 8765                        # one server, foreground
 
 Servers (``loadtest/peers/ws_*.py``, each in its own process pinned to ``--server-cpu``),

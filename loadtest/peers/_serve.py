@@ -62,6 +62,19 @@ def ready(port: int) -> None:
     print(f"READY {port}", flush=True)
 
 
+def accept_all(lsock: socket.socket, each: Callable[[socket.socket], None]) -> None:
+    """Accept every connection waiting on the non-blocking listener ``lsock``: each one
+    non-blocking, with TCP_NODELAY, goes to ``each``."""
+    while True:
+        try:
+            conn, _ = lsock.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        nodelay(conn)
+        each(conn)
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket (SO_REUSEADDR, backlog 1024), for servers that take one."""
     sock = socket.socket()

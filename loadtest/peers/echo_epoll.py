@@ -19,6 +19,10 @@ def serve(host: str, port: int) -> None:
     unsent: dict[int, bytes] = {}  # a partial send: stop reading until it is flushed
     _serve.ready(lsock.getsockname()[1])
 
+    def add(conn) -> None:
+        conns[conn.fileno()] = conn
+        ep.register(conn.fileno(), EPOLLIN)
+
     def drop(fd: int) -> None:
         ep.unregister(fd)
         conns.pop(fd).close()
@@ -27,15 +31,7 @@ def serve(host: str, port: int) -> None:
     while True:
         for fd, ev in ep.poll():
             if fd == lfd:
-                while True:
-                    try:
-                        conn, _ = lsock.accept()
-                    except BlockingIOError:
-                        break
-                    conn.setblocking(False)
-                    _serve.nodelay(conn)
-                    conns[conn.fileno()] = conn
-                    ep.register(conn.fileno(), EPOLLIN)
+                _serve.accept_all(lsock, add)
                 continue
             conn = conns[fd]
             if fd in unsent:  # writable again (or an error: send raises)

@@ -4,12 +4,13 @@ larger than the socket buffer, errors and reconnects), and the request bytes wrk
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
 
 from fibernet.http import Response
+
+from .conftest import each_request
 
 pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")
 
@@ -153,14 +154,9 @@ def test_closed_loop_answers_written_a_byte_at_a_time(load, tcp_server):
     answer = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world"
 
     def dribble(conn):
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        got = b""
-        while data := conn.recv(65536):
-            got += data
-            while b"\r\n\r\n" in got:
-                got = got.split(b"\r\n\r\n", 1)[1]
-                for i in range(len(answer)):
-                    conn.sendall(answer[i : i + 1])
+        for _ in each_request(conn):
+            for i in range(len(answer)):
+                conn.sendall(answer[i : i + 1])
 
     host, port = tcp_server(dribble)
     result = load.run_load(load.Config("http", host, port, connections=3, count=30))

@@ -4,7 +4,6 @@ and the errors it must tell apart (refused, timeout, closed early, wrong bytes, 
 from __future__ import annotations
 
 import itertools
-import socket
 import threading
 
 import pytest
@@ -12,6 +11,8 @@ import pytest
 from fibernet.examples.echo import handle as echo_handle
 from fibernet.http import Response
 from fibernet.net.streams import Stream
+
+from .conftest import each_request
 
 pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")
 
@@ -203,18 +204,13 @@ def test_http_counts_length_chunked_and_bad_answers(load, tcp_server):
     turn = itertools.count()
 
     def answer(conn):
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        got = b""
-        while data := conn.recv(65536):
-            got += data
-            while b"\r\n\r\n" in got:
-                got = got.split(b"\r\n\r\n", 1)[1]
-                k = next(turn) % 4
-                if k == 1:
-                    conn.sendall(chunked[:50])
-                    conn.sendall(chunked[50:])
-                else:
-                    conn.sendall((length, None, length, bad)[k])
+        for _ in each_request(conn):
+            k = next(turn) % 4
+            if k == 1:
+                conn.sendall(chunked[:50])
+                conn.sendall(chunked[50:])
+            else:
+                conn.sendall((length, None, length, bad)[k])
 
     host, port = tcp_server(answer)
     result = load.run_load(load.Config("http", host, port, connections=1, count=20, timeout=5))
