@@ -28,7 +28,7 @@ says so.
 
 One measurement (a fresh driver process pinned to the load CPUs, default 1): start the
 server, check it with a few requests, warm up (``--warmup`` s), read the server's CPU time
-(utime + stime of its process and children, the kernel's accounting in /proc/PID/stat),
+(utime + stime of its process and children, the kernel's accounting read by psutil),
 run load.py in-process (or ``--processes`` load processes) for ``--duration`` s, read the
 CPU time again, stop the server.  Reported per workload and server (medians over
 ``--rounds`` interleaved rounds: for round: for workload: for server): requests/s, p50 and

@@ -39,7 +39,7 @@ echo-<size>
 
     * msgs/s: round trips completed in the window / window length;
     * server us/msg: the server process's CPU time (utime + stime of all its threads, from
-      /proc/<pid>/stat) over the window / round trips in the window.  This stays valid
+      psutil) over the window / round trips in the window.  This stays valid
       when the load generator is the bottleneck;
     * srv CPU and cli CPU: each process's CPU time / window.  A client at ~100 % means
       msgs/s measures the load generator (marked ``*``); the server then idles part of
@@ -47,7 +47,7 @@ echo-<size>
 
 idle
     Memory per idle connection: the client opens 10 connections, does one 1-byte round
-    trip on each and closes them (warm-up), reads the server's VmRSS (/proc/<pid>/status),
+    trip on each and closes them (warm-up), reads the server's resident memory (psutil),
     then opens ``--idle-conns`` connections (default 10,000) in batches of 100, with a
     1-byte round trip on each (so the server has accepted it and its handler is waiting
     for the next read), waits 0.5 s and reads VmRSS again.  Reported: (RSS after - RSS
