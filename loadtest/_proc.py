@@ -40,13 +40,23 @@ def cpu_times(pid: int, descendants: bool = False) -> tuple[float, float]:
     return user, system
 
 
-def rss_bytes(pid: int) -> int | None:
-    """Resident memory of ``pid`` in bytes, or None once it has gone."""
+def rss_bytes(pid: int, descendants: bool = False) -> int | None:
+    """Resident memory of ``pid`` in bytes (plus its live descendants' when ``descendants``),
+    or None once it has gone."""
     proc = _process(pid)
+    if proc is None:
+        return None
     try:
-        return proc.memory_info().rss if proc else None
+        procs = [proc, *proc.children(recursive=True)] if descendants else [proc]
+        total = proc.memory_info().rss
     except psutil.Error:
         return None
+    for p in procs[1:]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:  # a child that ended meanwhile
+            continue
+    return total
 
 
 def ctx_switches(pid: int, voluntary_only: bool = False) -> int:

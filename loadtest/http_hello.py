@@ -7,6 +7,8 @@ Run from the repository root::
     python loadtest/http_hello.py --quick    # smoke run: 1 round of 2 s
     python loadtest/http_hello.py --json out/http_hello.json
     python loadtest/http_hello.py --profile /tmp/fibernet.prof   # cProfile fibernet under wrk
+    python loadtest/http_hello.py --idle-conns 10000   # memory per idle keep-alive connection
+                                                       # (fibernet, uvicorn, gevent; _http_idle.py)
 
 (The module is not called ``http.py``: that name would shadow the standard library's
 ``http`` package for every script in this directory.)
@@ -88,6 +90,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _http_idle  # noqa: E402
 import _proc  # noqa: E402
 import _wrk  # noqa: E402
 from _bench import fmt_num  # noqa: E402
@@ -99,6 +102,7 @@ PATH = "/hello"
 BODY = _serve.BODY
 WORKLOAD = "hello"
 PEERS = {"gevent": "hello_wsgi", "aiohttp": "hello_aiohttp", "uvloop-proto": "hello_uvloop"}
+IDLE = "idle"  # --idle-conns N: memory per idle keep-alive connection (loadtest/_http_idle.py)
 
 
 # --------------------------------------------------------------------------
@@ -163,12 +167,16 @@ def uvicorn_serve(uvicorn: list[str], port: int) -> list[str]:
     return [*uvicorn, *hello_asgi.uvicorn_args(HOST, port)]
 
 
-def server_command(impl: str, port: int, python: str | None = None) -> list[str]:
+def server_command(impl: str, port: int, extra: list[str] | None = None,
+                   python: str | None = None) -> list[str]:
+    """The command line of ``impl`` on ``port`` (with ``extra`` options: fibernet's and uvicorn's), its
+    peers on ``python``."""
+    extra = extra or []
     fibernet = _exe("fibernet", FIBERNET_CLI)
     if impl == "fibernet":
-        return fibernet_serve(fibernet, "fibernet.examples.hello:app", port)
+        return fibernet_serve(fibernet, "fibernet.examples.hello:app", port, *extra)
     if impl == "fibernet-nomonitor":
-        return fibernet_serve(fibernet, "fibernet.examples.hello:app", port, "--block-warning", "0")
+        return fibernet_serve(fibernet, "fibernet.examples.hello:app", port, "--block-warning", "0", *extra)
     if impl == "fibernet-raw":
         raw = ("--app-dir", _serve.HERE, "--protocol", "tcp")
         return fibernet_serve(fibernet, "hello_raw:handle", port, *raw)
@@ -176,7 +184,7 @@ def server_command(impl: str, port: int, python: str | None = None) -> list[str]
         return [sys.executable, os.path.join(HERE, "http_floor.py"), "--serve", str(port)]
     if impl == "uvicorn":
         uvicorn = [python, "-m", "uvicorn"] if python else _exe("uvicorn", [sys.executable, "-m", "uvicorn"])
-        return uvicorn_serve(uvicorn, port)
+        return uvicorn_serve(uvicorn, port) + extra
     return _serve.command(PEERS[impl], python=python, host=HOST, port=port)
 
 
@@ -223,6 +231,25 @@ def run_wrk(params: dict, port: int, duration: float) -> tuple[dict, str]:
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {shlex.join(cmd)}\n{proc.stderr}{proc.stdout}")
     return _wrk.result(proc.stdout), proc.stdout
+
+
+def measure_idle(impl: str, params: dict) -> dict:
+    """``--idle-conns``: memory per idle keep-alive connection (see loadtest/_http_idle.py)."""
+    _http_idle.raise_nofile()  # (the server inherits it)
+    port = _bench.free_port(HOST)
+    cmd = server_command(impl, port, _http_idle.server_options(impl, params["conns"]))
+    with ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"]) as server:
+        try:
+            check_hello(port)
+            rss = lambda: (_proc.rss_bytes(server.pid, descendants=True) or 0) // 1024  # noqa: E731
+            result = _http_idle.idle_load(port, params["conns"], rss)
+            server.check_alive()
+        except Exception as exc:
+            server.stop(5.0)
+            raise RuntimeError(f"{exc}\n{server.tail()}") from None
+        server.stop()
+        result["server_command"] = shlex.join(server.command)
+    return result
 
 
 def measure(workload: str, impl: str, params: dict) -> dict:
@@ -279,6 +306,8 @@ def measure(workload: str, impl: str, params: dict) -> dict:
 
 
 def dispatch(workload: str, impl: str, params: dict) -> dict:
+    if workload == IDLE:
+        return measure_idle(impl, params)
     return measure(workload, impl, params)
 
 
@@ -538,9 +567,16 @@ def parse_args(argv=None):
         "--wrk-cpu", type=int, default=1, help="CPU wrk (and the driver) is pinned to (default 1)"
     )
     parser.add_argument(
-        "--impls", default=",".join(DEFAULT_IMPLS), help=f"comma list out of {','.join(IMPLS)} (default: all)"
+        "--impls", help=f"comma list out of {','.join(IMPLS)} (default: all)"
     )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
+    parser.add_argument(
+        "--idle-conns",
+        type=int,
+        metavar="N",
+        help="instead of wrk: memory per idle keep-alive connection at N connections "
+        "(default impls then: fibernet,uvicorn,gevent)",
+    )
     parser.add_argument("--start-timeout", type=float, default=30, help="seconds a server may take to answer")
     parser.add_argument("--timeout", type=float, default=120, help="per-measurement timeout, seconds")
     parser.add_argument(
@@ -566,6 +602,8 @@ def parse_args(argv=None):
     _bench.fill_defaults(
         args, {"rounds": 1, "duration": 2.0} if args.quick else {"rounds": 3, "duration": 5.0}
     )
+    if args.impls is None:
+        args.impls = "fibernet,uvicorn,gevent" if args.idle_conns else ",".join(DEFAULT_IMPLS)
     args.impls = _bench.comma_list(parser, args.impls, IMPLS, "--impls")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
@@ -595,6 +633,8 @@ def main(argv=None) -> int:
     }
     if args.profile:
         return profile_fibernet(args, params)
+    if args.idle_conns:
+        return main_idle(args, params)
     plan = [(WORKLOAD, impl, params) for impl in args.impls]
     command = _bench.command_line()
     print(f"command: {command}", flush=True)
@@ -656,6 +696,29 @@ def main(argv=None) -> int:
             "samples": samples.to_json(),
         },
     )
+    return _bench.exit_status(checks, samples)
+
+
+def main_idle(args, params: dict) -> int:
+    params = {**params, "conns": args.idle_conns}
+    plan = [(IDLE, impl, params) for impl in args.impls]
+    command = _bench.command_line()
+    print(f"command: {command}", flush=True)
+    for impl in args.impls:
+        extra = _http_idle.server_options(impl, args.idle_conns)
+        line = shlex.join(server_command(impl, 0, extra)).replace("--port 0", "--port PORT")
+        print(f"  {impl:<13} {line}")
+    samples = _bench.run_interleaved(__file__, plan, args.rounds, args.wrk_cpu, args.timeout)
+    rows = _http_idle.summarise(samples, args.impls, IDLE)
+    checks = _http_idle.check_bar(rows)
+    print(f"\nMemory per idle keep-alive HTTP connection (server VmRSS growth / connections), "
+          f"median of {args.rounds} round(s):")
+    print(_http_idle.render(rows))
+    print()
+    print(render_checks(checks))
+    print(f"command: {command}")
+    _bench.save_json(args.json, {"command": command, "args": vars(args), "rows": rows, "checks": checks,
+                                 "samples": samples.to_json()})
     return _bench.exit_status(checks, samples)
 
 
