@@ -27,6 +27,7 @@ import threading
 
 import fibernet as fn
 import fibernet.bus
+from fibernet.examples._lines import write_lines
 from fibernet.http import Request, Response, Router, WebSocketClosed
 from fibernet.net.streams import LimitOverrun, Stream
 
@@ -126,16 +127,6 @@ def said(inbox: fn.Channel, key: object, name: str, text: str) -> None:
         inbox.put(("say", key, text))
 
 
-def _writer(conn, outbox: fn.Channel) -> None:
-    try:
-        for line in outbox:
-            conn.sendall(line)
-    except OSError:
-        pass
-    finally:
-        conn.shutdown()  # the client reads its last line, then the end of the stream
-
-
 def handle(conn) -> None:
     inbox = ROOM.inbox()
     try:
@@ -147,7 +138,7 @@ def handle(conn) -> None:
     key = object()
     outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
     outbox.put(f"* you are {name}\n".encode())
-    writer = fn.spawn(_writer, conn, outbox, name=f"chat-writer {name}")
+    writer = fn.spawn(write_lines, conn, outbox, name=f"chat-writer {name}")
     stream = Stream(conn)
     inbox.put(("join", key, (name, outbox)))
     try:
