@@ -413,15 +413,22 @@ def _loadtest_dir() -> str:
 
 
 @cli.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                      "allow_interspersed_args": False},
+    add_help_option=False,
 )
+@click.option("--peers-python", metavar="PATH", help="Run SCRIPT on this interpreter (the peers').")
+@click.option("--make-env", metavar="DIR",
+              help="Run SCRIPT in the peers' venv DIR (made, and the peers pip-installed, if needed).")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def loadtest(ctx: click.Context, script: str | None, args: tuple[str, ...]) -> None:
+def loadtest(ctx: click.Context, peers_python: str | None, make_env: str | None, script: str | None,
+             args: tuple[str, ...]) -> None:
     """Run SCRIPT of fibernet's load generator and benchmarks with ARGS (SCRIPT --help: its
-    own options); with no SCRIPT, list them.  The load generator needs the loadtest extra:
-    pip install 'fibernet[loadtest]'."""
+    own options); with no SCRIPT, list them.  With --make-env or --peers-python the script runs
+    on the peers' interpreter, so that the peers it measures come from there.  The load
+    generator needs the loadtest extra: pip install 'fibernet[loadtest]'."""
     import subprocess
 
     folder = _loadtest_dir()
@@ -436,7 +443,20 @@ def loadtest(ctx: click.Context, script: str | None, args: tuple[str, ...]) -> N
         return
     if script not in scripts:
         raise click.BadParameter(f"{script!r} is not one of {', '.join(scripts)}", param_hint="SCRIPT")
-    sys.exit(subprocess.call([sys.executable, os.path.join(folder, script + ".py"), *args]))
+    python, env = sys.executable, None
+    if peers_python or make_env:
+        sys.path.insert(0, folder)
+        from _peers import peers_python as find
+
+        python, where = find(make_env, peers_python)
+        click.echo(where, err=True)
+        # the script imports fibernet from beside the loadtest folder, what it starts by name
+        # comes from the peers' bin/ first
+        path = [os.path.dirname(python), os.environ.get("PATH", "")]
+        env = dict(os.environ, PATH=os.pathsep.join(path),
+                   PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(folder),
+                                                            os.environ.get("PYTHONPATH")])))
+    sys.exit(subprocess.call([python, os.path.join(folder, script + ".py"), *args], env=env))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -135,8 +135,8 @@ def note_skipped(skipped: dict[str, str], bench: str) -> None:
     """One line about the peers that are not installed, and how to run them all."""
     if skipped:
         which = ", ".join(f"{impl} (no module {module!r})" for impl, module in skipped.items())
-        print(f"skipped, not installed: {which}; python loadtest/compare.py --make-env DIR bench {bench} "
-              "runs every peer", flush=True)
+        print(f"skipped, not installed: {which}; fibernet loadtest --make-env DIR {bench} runs every peer",
+              flush=True)
 
 
 def skipped_row(workload: str, metric: str, impl: str, unit: str) -> dict:
@@ -311,12 +311,8 @@ class Samples:
 
 
 def run_interleaved(
-    module: str,
-    plan: Sequence[tuple[str, str, dict] | tuple[str, str, dict, int | str | None]],
-    rounds: int,
-    cpu: int | str | None,
-    timeout: float = 600.0,
-    log: Callable[[str], None] | None = None,
+    module: str, plan: Sequence[tuple[str, str, dict] | tuple[str, str, dict, int | str | None]], rounds: int,
+    cpu: int | str | None, timeout: float = 600.0, log: Callable[[str], None] | None = None,
 ) -> Samples:
     """for round in rounds: for (workload, impl, params) in plan: run_child(...).
 
@@ -419,11 +415,8 @@ def environment() -> dict:
     except OSError:
         loadavg = None
     return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_at_end": loadavg,
+        "python": sys.version.split()[0], "implementation": platform.python_implementation(),
+        "platform": platform.platform(), "cpu_count": os.cpu_count(), "loadavg_at_end": loadavg,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -6,27 +6,21 @@ pinned to the load CPUs), wrk for ``--wrk-check``, and the peers' environment.
 from __future__ import annotations
 
 import os
-import re
 import resource
 import shlex
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 
+import _proc
+import _wrk
 from _bench import fmt_num, free_port
+from _server import ServerProcess
+from peers import _serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 HOST = "127.0.0.1"
-PEER_PACKAGES = ["gevent", "trio", "uvloop", "uvicorn", "aiohttp", "httptools", "websockets", "wsproto"]
-# fibernet's own dependencies, so that the other benchmark scripts can run on the peers'
-# interpreter too (they import fibernet from this checkout)
-FIBERNET_DEPS = ["greenlet", "httptools", "click", "prometheus_client", "wsproto"]
 TCP_IMPLS = ("fibernet", "asyncio-streams", "uvloop-streams", "uvloop-proto", "gevent", "trio")
 TCP_EXTRA = ("raw-epoll", "fibernet-t2")
 HTTP_IMPLS = ("fibernet", "uvicorn", "gevent", "aiohttp")
@@ -40,7 +34,6 @@ NEEDS = {  # modules a peer server imports
     "aiohttp": ["aiohttp"],
 }
 WORKLOADS = {"echo": "tcp", "churn": "tcp", "http": "http", "http-open": "http"}
-BENCHES = ("echo", "http_hello", "https_hello", "primitives", "actors", "ws_echo")
 
 
 # --------------------------------------------------------------------------
@@ -48,64 +41,16 @@ BENCHES = ("echo", "http_hello", "https_hello", "primitives", "actors", "ws_echo
 
 
 def server_command(kind: str, impl: str, port: int, peers_python: str) -> list[str]:
-    own = impl.startswith("fibernet")
-    py = sys.executable if own else peers_python
+    py = None if impl.startswith("fibernet") else peers_python
     if kind == "tcp":
-        return [py, os.path.join(HERE, "echo.py"), "--serve", impl, "--host", HOST, "--port", str(port)]
-    from http_hello import FIBERNET_CLI, fibernet_serve, uvicorn_serve
+        from echo import SERVERS
+
+        return _serve.command(*SERVERS[impl], python=py, host=HOST, port=port)
+    from http_hello import FIBERNET_CLI, fibernet_serve, server_command
 
     if impl == "fibernet":
         return fibernet_serve(FIBERNET_CLI, "fibernet.examples.hello:app", port)
-    if impl == "uvicorn":
-        return uvicorn_serve([py, "-m", "uvicorn"], port)
-    return [py, os.path.join(HERE, "http_hello.py"), "--serve", impl, str(port)]
-
-
-class Server:
-    """A server process pinned to ``cpu``, listening on ``port`` once started."""
-
-    def __init__(self, cmd: list[str], port: int, cpu: str, timeout: float) -> None:
-        self.port = port
-        self.cmd = ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") else cmd
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-        self.log = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(
-            self.cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode}\n{self.tail()}")
-            try:
-                with socket.create_connection((HOST, port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f"the server did not listen within {timeout:g}s\n{self.tail()}"
-                    ) from None
-                time.sleep(0.05)  # polling a child process we cannot get an event from
-
-    def tail(self) -> str:
-        self.log.seek(0)
-        return f"server: {shlex.join(self.cmd)}\n" + self.log.read()[-2000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
+    return server_command(impl, port, py)
 
 
 def load_cpu_seconds() -> float:
@@ -128,27 +73,11 @@ def load_sleeps() -> int:
 def wakeups(pid: int) -> int:
     """Voluntary context switches of every thread of ``pid``: how often it went to sleep
     (in epoll_wait, mostly).  Per request, it says how much work each wake-up found."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as fh:
-                for line in fh:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return _proc.ctx_switches(pid, voluntary_only=True)
 
 
 def server_cpu_seconds(pid: int) -> float:
-    from http_hello import cpu_seconds
-
-    user, system = cpu_seconds(pid)
-    return user + system
+    return sum(_proc.cpu_times(pid, descendants=True))
 
 
 # --------------------------------------------------------------------------
@@ -172,33 +101,16 @@ def load_config(workload: str, port: int, params: dict, **over):
 
 
 def run_wrk(port: int, params: dict, duration: float) -> dict:
-    cmd = [
-        params["wrk"],
-        "-t1",
-        f"-c{params['connections']}",
-        f"-d{duration:g}s",
-        "--latency",
-        f"http://{HOST}:{port}/hello",
-    ]
+    url = f"http://{HOST}:{port}/hello"
+    cmd = _wrk.command(params["wrk"], url, 1, params["connections"], duration)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed: {proc.stderr}{proc.stdout}")
-    from http_hello import parse_wrk
-
-    parsed = parse_wrk(proc.stdout)
-    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    lat = {}
-    for p in ("50", "90", "99"):
-        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", proc.stdout, re.M)
-        lat[p] = float(m.group(1)) * units[m.group(2)] if m else None
+    parsed = _wrk.result(proc.stdout)
+    lat = {p: parsed["latency_us"][p] / 1e3 for p in ("50", "90", "99")}  # ms
     return {
-        "rate": parsed["rps"],
-        "requests": parsed["requests"],
-        "p50": lat["50"],
-        "p90": lat["90"],
-        "p99": lat["99"],
-        "errors": sum(parsed["errors"].values()),
-        "error_kinds": parsed["errors"],
+        "rate": parsed["rps"], "requests": parsed["requests"], "p50": lat["50"], "p90": lat["90"],
+        "p99": lat["99"], "errors": sum(parsed["errors"].values()), "error_kinds": parsed["errors"],
         "output": proc.stdout,
     }
 
@@ -210,7 +122,7 @@ def measure(workload: str, impl: str, params: dict) -> dict:
     impl_server = "fibernet" if workload == "wrk-check" else impl
     port = free_port(HOST)
     cmd = server_command(kind, impl_server, port, params["peers_python"])
-    server = Server(cmd, port, params["server_cpu"], params["start_timeout"])
+    server = ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"])
     try:
         probe_workload = "echo" if kind == "tcp" else "http"
         check = load.run_load(load_config(probe_workload, port, params, connections=2, count=20, rate=None))
@@ -223,10 +135,10 @@ def measure(workload: str, impl: str, params: dict) -> dict:
             load.run_load(
                 load_config(workload if kind == "tcp" else "http", port, params, duration=params["warmup"])
             )
-        cpu0, t0 = server_cpu_seconds(server.proc.pid), time.perf_counter()
+        cpu0, t0 = server_cpu_seconds(server.pid), time.perf_counter()
         load0 = load_cpu_seconds()
         sleeps0 = load_sleeps()
-        wake0 = wakeups(server.proc.pid)
+        wake0 = wakeups(server.pid)
         if tool == "wrk":
             out = run_wrk(port, params, params["duration"])
         else:
@@ -236,36 +148,27 @@ def measure(workload: str, impl: str, params: dict) -> dict:
             )
             lat = res.latency()
             out = {
-                "rate": res.rate,
-                "requests": res.requests,
-                "p50": lat["p50"],
-                "p90": lat["p90"],
-                "p99": lat["p99"],
-                "max": lat["max"],
-                "errors": res.error_total,
-                "error_kinds": res.errors,
+                "rate": res.rate, "requests": res.requests, "p50": lat["p50"], "p90": lat["p90"],
+                "p99": lat["p99"], "max": lat["max"], "errors": res.error_total, "error_kinds": res.errors,
             }
-        cpu = server_cpu_seconds(server.proc.pid) - cpu0
+        cpu = server_cpu_seconds(server.pid) - cpu0
         load_cpu = load_cpu_seconds() - load0
         slept = load_sleeps() - sleeps0
-        woke = wakeups(server.proc.pid) - wake0
+        woke = wakeups(server.pid) - wake0
         wall = time.perf_counter() - t0
         if server.proc.poll() is not None:
             raise RuntimeError(f"the server died during the run\n{server.tail()}")
     except Exception as exc:
         raise RuntimeError(f"{exc}\n{server.tail()}") from None
     finally:
-        server.stop()
+        server.stop(10)
+        server.log.close()
     n = out["requests"]
     out.update(
-        server_cpu_s=cpu,
-        server_us_per_msg=1e6 * cpu / n if n else None,
-        server_cpu_util=cpu / wall,
-        load_cpu_util=load_cpu / wall,
-        server_wakeups_per_msg=woke / n if n else None,
-        load_us_per_msg=1e6 * load_cpu / n if n else None,
-        load_sleeps_per_msg=slept / n if n else None,
-        server_command=shlex.join(server.cmd),
+        server_cpu_s=cpu, server_us_per_msg=1e6 * cpu / n if n else None, server_cpu_util=cpu / wall,
+        load_cpu_util=load_cpu / wall, server_wakeups_per_msg=woke / n if n else None,
+        load_us_per_msg=1e6 * load_cpu / n if n else None, load_sleeps_per_msg=slept / n if n else None,
+        server_command=shlex.join(server.command),
     )
     out["summary"] = (
         f"{fmt_num(out['rate'])}/s p50 {fmt_num(out['p50'])} ms p99 {fmt_num(out['p99'])} ms, "
@@ -275,44 +178,3 @@ def measure(workload: str, impl: str, params: dict) -> dict:
         f"errors {out['errors']}"
     )
     return out
-
-
-# --------------------------------------------------------------------------
-# the peers' environment
-
-
-def make_env(directory: str) -> str:
-    """``python -m venv DIR`` and pip install the peers (and fibernet's own dependencies, for
-    the other benchmark scripts) into it, unless they all import there already; returns its
-    python.  Nothing is installed into this interpreter's environment."""
-    python = os.path.join(directory, "bin", "python")
-    if not os.path.exists(python):
-        print(f"making the peers' environment {directory}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", directory], check=True)
-    packages = PEER_PACKAGES + [p for p in FIBERNET_DEPS if p not in PEER_PACKAGES]
-    if importable(python, packages):
-        return python
-    print(f"installing into {directory}: {' '.join(packages)}", file=sys.stderr)
-    subprocess.run([python, "-m", "pip", "install", "-q", *packages], check=True)
-    return python
-
-
-def importable(python: str, modules: list[str]) -> bool:
-    code = "; ".join(f"import {m}" for m in modules) or "pass"
-    try:
-        return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def peers_python(args) -> tuple[str, str]:
-    """(the peers' python, a sentence saying where the peers come from)."""
-    if args.make_env:
-        py = make_env(args.make_env)
-        return py, f"peers from the environment {args.make_env} (made or updated by --make-env)"
-    if args.peers_python:
-        return args.peers_python, f"peers from {args.peers_python}"
-    return sys.executable, (
-        f"peers from THIS environment ({sys.executable}), as no --peers-python or --make-env was "
-        "given; use --make-env DIR to keep them out of fibernet's environment"
-    )

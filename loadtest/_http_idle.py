@@ -17,13 +17,13 @@ limit before it starts the server, which inherits it.
 
 from __future__ import annotations
 
-import resource
 import socket
 import struct
 import time
 from collections.abc import Callable
 
 import _bench
+from peers._serve import raise_nofile
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
 BODY = b"Hello, World!"
@@ -40,14 +40,6 @@ def server_options(impl: str, conns: int) -> list[str]:
     if impl == "uvicorn":
         return ["--timeout-keep-alive", KEEPALIVE]
     return []
-
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
 
 
 def read_response(sock: socket.socket) -> tuple[int, bytes]:

@@ -56,29 +56,24 @@ _now = time.monotonic
 
 
 class Conn:
-    """A connection: a fibernet :class:`Socket` and the bytes received and not yet parsed."""
+    """A connection: a fibernet :class:`Socket` and the workload's reader of its answers."""
 
-    __slots__ = ("sock", "buf", "eof")
+    __slots__ = ("sock", "reader", "eof")
 
-    def __init__(self, sock: Socket) -> None:
+    def __init__(self, sock: Socket, reader: Any) -> None:
         self.sock = sock
-        self.buf = bytearray()
+        self.reader = reader
         self.eof = False
 
-    def read_response(self, parse: Callable[[bytearray, int, bool], int | None], seq: int) -> None:
-        """Read until ``parse`` finds answer ``seq`` whole (in a fiber: waits suspend it)."""
-        buf = self.buf
-        while True:
-            if buf or self.eof:
-                n = parse(buf, seq, self.eof)
-                if n is not None:
-                    del buf[:n]
-                    return
+    def read_response(self, seq: int) -> None:
+        """Read until answer ``seq`` is whole (in a fiber: waits suspend it)."""
+        take = self.reader.take
+        data = b""
+        while not take(data, seq, self.eof):
+            if self.eof:
+                raise ClosedEarly("closed before the whole answer came")
             data = self.sock.recv(CHUNK)
-            if data:
-                buf += data
-            else:
-                self.eof = True
+            self.eof = not data
 
     def write(self, data: Any) -> None:
         self.sock.sendall(data)
@@ -96,7 +91,7 @@ WAITING, SENDING, RECONNECTING, RETIRED = 1, 2, 3, 4
 class Link:
     """A connection of the callback-driven closed loop."""
 
-    __slots__ = ("index", "sock", "raw", "fd", "buf", "eof", "seq", "start", "deadline", "state")
+    __slots__ = ("index", "sock", "raw", "fd", "reader", "eof", "seq", "start", "deadline", "state")
     __slots__ += ("timer", "on_readable", "on_timer")
 
     def __init__(self, index: int) -> None:
@@ -104,7 +99,7 @@ class Link:
         self.sock: Socket | None = None
         self.raw: Any = None  # the socket module's socket inside ``sock``
         self.fd = -1
-        self.buf = bytearray()
+        self.reader: Any = None
         self.eof = False
         self.seq = 0
         self.start = 0.0
@@ -114,11 +109,11 @@ class Link:
         self.on_readable: Callable[[int], None] | None = None
         self.on_timer: Callable[[], None] | None = None
 
-    def attach(self, sock: Socket) -> None:
-        self.sock = sock
+    def attach(self, conn: Conn) -> None:
+        self.sock = sock = conn.sock
         self.raw = sock.sock
         self.fd = sock.fileno()
-        self.buf = bytearray()
+        self.reader = conn.reader
         self.eof = False
 
 
@@ -158,7 +153,7 @@ class Engine:
             fn.perform(fn.timer_op(due))
 
     def connect(self) -> Conn:
-        conn = Conn(connect(self.cfg.host, self.cfg.port, self.cfg.timeout))
+        conn = Conn(connect(self.cfg.host, self.cfg.port, self.cfg.timeout), self.workload.reader())
         self.rec.connects += 1
         return conn
 
@@ -187,7 +182,7 @@ class Engine:
         """One request at a time on a kept connection (pipeline depth 1), in a fiber: the
         open loop (the closed loop is ``run_callbacks``)."""
         wl, rec = self.workload, self.rec
-        request, parse = wl.request, wl.parse
+        request = wl.request
         try:
             while (token := self.next_token()) is not None:
                 seq, due = token
@@ -197,7 +192,7 @@ class Engine:
                 start = _now() if due is None else due
                 try:
                     stream.write(request(seq))
-                    stream.read_response(parse, seq)
+                    stream.read_response(seq)
                 except EXCHANGE_ERRORS as exc:
                     rec.error(_now(), exc, classify(exc))
                     stream.close()
@@ -220,7 +215,7 @@ class Engine:
                 continue
             try:
                 stream.write(wl.request(seq))
-                stream.read_response(wl.parse, seq)
+                stream.read_response(seq)
             except EXCHANGE_ERRORS as exc:
                 rec.error(_now(), exc, classify(exc))
                 continue
@@ -271,7 +266,7 @@ class Engine:
                 if item is None:
                     return
                 try:
-                    stream.read_response(wl.parse, item[0])
+                    stream.read_response(item[0])
                 except EXCHANGE_ERRORS as exc:
                     fail(exc)
                     return
@@ -331,7 +326,7 @@ class Engine:
                 if conn is None:
                     fn.spawn(self._reconnect, link, name=f"load-{link.index}")
                 else:
-                    link.attach(conn.sock)
+                    link.attach(conn)
                     self._next(link)
                     if self.crash:
                         break
@@ -362,9 +357,7 @@ class Engine:
         sched = self.sched
         watch = sched.watch_fd
         add_timer = sched.add_timer
-        wl = self.workload
-        parse = wl.parse
-        request = wl.request
+        request = self.workload.request
         success = self.rec.success
         timeout = self.cfg.timeout
         count = self.count
@@ -380,44 +373,33 @@ class Engine:
                     lost(link, OSError(err, os.strerror(err)))
                     return
                 raw = link.raw
-                buf = link.buf
                 try:
                     data = raw.recv(CHUNK)
                     if not data:
                         link.eof = True
                     elif len(data) == CHUNK:  # more may be there: read it all (edge-triggered)
-                        buf += data
-                        data = b""
-                        while more := raw.recv(CHUNK):
-                            buf += more
-                        link.eof = True
+                        data = bytearray(data)
+                        try:
+                            while more := raw.recv(CHUNK):
+                                data += more
+                            link.eof = True
+                        except BlockingIOError:
+                            pass
                 except BlockingIOError:
-                    data = b""
+                    data = b""  # a readiness without bytes
                 except OSError as exc:
                     lost(link, exc)
                     return
                 eof = link.eof
                 try:
-                    if buf:  # (rare: the answer came in parts)
-                        buf += data
-                        n = parse(buf, link.seq, eof)
-                        if n is not None:
-                            del buf[:n]
-                    elif data or eof:
-                        n = parse(data, link.seq, eof)
-                        if n is None:
-                            buf += data
-                        elif n < len(data):
-                            buf += data[n:]  # more than one answer: the rest waits for a request
-                    else:
-                        n = None  # a readiness without bytes
-                    if n is None and eof:
-                        raise ClosedEarly(f"closed after {len(buf)} bytes of an answer")
+                    whole = link.reader.take(data, link.seq, eof)
+                    if not whole and eof:
+                        raise ClosedEarly("closed before the whole answer came")
                 except EXCHANGE_ERRORS as exc:
                     lost(link, exc)
                     return
                 now = now_()
-                if n is None:  # part of the answer: wait for the rest
+                if not whole:  # part of the answer: wait for the rest
                     link.deadline = now + timeout
                     watch(link.fd, EPOLLIN, link.on_readable)
                     return
@@ -509,7 +491,7 @@ class Engine:
             while (token := self.next_token()) is not None:
                 if (conn := self.try_connect()) is None:
                     continue
-                link.attach(conn.sock)
+                link.attach(conn)
                 self._send(link, token[0])
                 return
             self._retire(link)
@@ -563,10 +545,7 @@ class Engine:
             ticks += 1
             self.emit(
                 {
-                    "tick": ticks,
-                    "elapsed": _now() - self.t0,
-                    "ok": rec.ok,
-                    "errors": rec.error_total(),
+                    "tick": ticks, "elapsed": _now() - self.t0, "ok": rec.ok, "errors": rec.error_total(),
                     "issued": self.issued,
                 }
             )

@@ -108,15 +108,10 @@ class Recorder:
         """This process's record as JSON-able data, for a parent to merge."""
         self.flush()
         return {
-            "ok": self.ok,
-            "errors": dict(self.errors),
-            "error_samples": dict(self.error_samples),
+            "ok": self.ok, "errors": dict(self.errors), "error_samples": dict(self.error_samples),
             "statuses": {str(k): v for k, v in (statuses or self.statuses).items()},
-            "connects": self.connects,
-            "elapsed": self.last,
-            "timeline_ok": self.timeline_ok,
-            "timeline_err": self.timeline_err,
-            "histogram": self.hist.encode().decode("ascii"),
+            "connects": self.connects, "elapsed": self.last, "timeline_ok": self.timeline_ok,
+            "timeline_err": self.timeline_err, "histogram": self.hist.encode().decode("ascii"),
         }
 
 
@@ -189,8 +184,7 @@ class Result:
         if not self.requests:
             return {k: None for k in ("min", "mean", "stdev", "p50", "p90", "p99", "p99.9", "max")}
         out: dict[str, float | None] = {
-            "min": _ms(hist.get_min_value()),
-            "mean": _ms(hist.get_mean_value()),
+            "min": _ms(hist.get_min_value()), "mean": _ms(hist.get_mean_value()),
             "stdev": _ms(hist.get_stddev()),
         }
         for p in PERCENTILES:
@@ -222,14 +216,11 @@ class Result:
             "latency_ms": self.latency(),
             "latency_unit": "ms",
             "timeline": {
-                "interval_s": TIMELINE_INTERVAL,
-                "requests": self.timeline_ok,
-                "errors": self.timeline_err,
+                "interval_s": TIMELINE_INTERVAL, "requests": self.timeline_ok, "errors": self.timeline_err,
             },
             "histogram": {
                 "encoding": "HdrHistogram V2 compressed, base64 (hdrh.histogram.HdrHistogram.decode)",
-                "unit": "us",
-                "data": self.hist.encode().decode("ascii"),
+                "unit": "us", "data": self.hist.encode().decode("ascii"),
             },
         }
 
@@ -285,9 +276,7 @@ def render(result: Result, fmt_num: Any, format_table: Any) -> str:
     lat = result.latency()
     rows = [
         [
-            f"{result.requests:,}",
-            f"{fmt_num(result.rate)}/s",
-            f"{result.error_total:,}",
+            f"{result.requests:,}", f"{fmt_num(result.rate)}/s", f"{result.error_total:,}",
             *(fmt_ms(lat[k]) for k in ("p50", "p90", "p99", "p99.9", "max")),
         ]
     ]
@@ -302,8 +291,7 @@ def render(result: Result, fmt_num: Any, format_table: Any) -> str:
         )
     if result.statuses:
         lines += [
-            "",
-            "HTTP statuses: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(result.statuses.items())),
+            "", "HTTP statuses: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(result.statuses.items())),
         ]
     if cfg.get("rate"):
         achieved = result.rate / cfg["rate"] if cfg["rate"] else 0

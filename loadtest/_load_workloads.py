@@ -1,11 +1,12 @@
 """The workloads of ``loadtest/load.py``: what one request is and how its answer is checked.
 
-A workload builds the bytes of request ``seq`` (``request``) and parses one answer from the
-bytes received so far (``parse(buf, seq, eof)``): the length of the answer at the start of
-``buf`` once it is all there (checked: one of the exceptions below when it is wrong), or
-None while more bytes are needed (at end of stream, ``eof``, a missing part is
-:class:`ClosedEarly` instead).  Parsing from a buffer, not reading from a stream, lets the
-engine run an exchange from a readiness callback as well as from a fiber.
+A workload builds the bytes of request ``seq`` (``request``) and gives each connection a
+reader of its answers (``reader()``): ``take(data, seq, eof)`` adds the bytes received and
+says whether answer ``seq`` is whole (checked: one of the exceptions below when it is wrong;
+at end of stream, ``eof``, a missing part is :class:`ClosedEarly`).  Taking bytes, not
+reading from a stream, lets the engine run an exchange from a readiness callback as well as
+from a fiber.  Echo and line answers are parsed from a buffer (``parse(buf, seq, eof)``: the
+answer's length once it is all there, else None); HTTP answers by httptools' response parser.
 ``per_request_connection`` says whether every request opens its own connection (churn,
 HTTP without keep-alive).
 
@@ -27,12 +28,13 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+import httptools
+
 from fibernet.net.streams import IncompleteRead, LimitOverrun
 
 WORKLOADS = ("echo", "line", "http", "churn")
 PHASES = 251
 HEAD_LIMIT = 64 * 1024
-HEAD_CACHE = 64  # parsed response heads kept (identical heads are parsed once)
 
 
 class BadResponse(Exception):
@@ -107,6 +109,9 @@ class Echo:
     def describe(self) -> str:
         return f"echo {self.size} B"
 
+    def reader(self) -> Buffered:
+        return Buffered(self.parse)
+
     def request(self, seq: int) -> Any:
         return self.payloads[seq % PHASES]
 
@@ -155,6 +160,9 @@ class Line:
         what = self.expect if isinstance(self.expect, str) else repr(self.expect)
         return f"line {self.size} B, expect {what}"
 
+    def reader(self) -> Buffered:
+        return Buffered(self.parse)
+
     def request(self, seq: int) -> bytes:
         return self.lines[seq % len(self.lines)]
 
@@ -178,18 +186,43 @@ class Line:
         return end
 
 
+class Buffered:
+    """The reader of a connection for a workload that parses from a buffer (echo, line): it
+    keeps the bytes not parsed yet (part of an answer, or answers to later requests)."""
+
+    __slots__ = ("parse", "buf")
+
+    def __init__(self, parse: Any) -> None:
+        self.parse = parse
+        self.buf = bytearray()
+
+    def take(self, data: Any, seq: int, eof: bool) -> bool:
+        """Add ``data``; True once answer ``seq`` is whole (and consumed)."""
+        buf = self.buf
+        if buf:  # (rare: the answer came in parts)
+            buf += data
+            n = self.parse(buf, seq, eof)
+            if n is None:
+                return False
+            del buf[:n]
+            return True
+        if not data and not eof:
+            return False
+        n = self.parse(data, seq, eof)
+        if n is None:
+            buf += data
+            return False
+        if n < len(data):
+            buf += data[n:]  # more than one answer: the rest waits for its request
+        return True
+
+
 class Http:
     name = "http"
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        method: str = "GET",
-        path: str = "/",
-        headers: list[tuple[str, str]] | None = None,
-        body: bytes = b"",
-        keepalive: bool = True,
+        self, host: str, port: int, method: str = "GET", path: str = "/",
+        headers: list[tuple[str, str]] | None = None, body: bytes = b"", keepalive: bool = True,
     ) -> None:
         self.method = method.upper()
         self.path = path
@@ -204,13 +237,8 @@ class Http:
             lines.append(f"content-length: {len(body)}")
         if not keepalive and "connection" not in names:
             lines.append("connection: close")
-        self.head_only = self.method == "HEAD"
         self.bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         self.statuses: dict[int, int] = {}
-        self.heads: dict[bytes, tuple[int, int | None, bool, bool]] = {}
-        self.fast: tuple[bytes, int, int] | None = None
-        self.last_head = b""  # the head parsed last and what it says: most answers repeat it
-        self.last_parsed: tuple[int, int | None, bool, bool] = (0, None, False, False)
 
     def describe(self) -> str:
         return f"http {self.method} {self.path}" + ("" if self.keepalive else " (connection: close)")
@@ -218,134 +246,115 @@ class Http:
     def request(self, seq: int) -> bytes:
         return self.bytes
 
-    def parse(self, buf: bytearray, seq: int, eof: bool) -> int | None:
-        fast = self.fast  # the last answer, if plain: (its head, its length, its status)
-        if fast is not None and len(buf) >= fast[1] and buf.startswith(fast[0]):
-            self.statuses[fast[2]] += 1
-            return fast[1]
-        self.fast = None
-        pos = 0
-        while True:
-            last = self.last_head
-            if last and buf.startswith(last, pos):  # the head of the answer before: no search
-                end = pos + len(last)
-                parsed = self.last_parsed
-            else:
-                i = buf.find(b"\r\n\r\n", pos)
-                if i < 0 or i + 4 - pos > HEAD_LIMIT:
-                    if len(buf) - pos >= HEAD_LIMIT:
-                        raise BadResponse(f"no end of the response head within {HEAD_LIMIT} bytes")
-                    if eof:
-                        raise ClosedEarly(f"closed after {len(buf) - pos} bytes of a response head")
-                    return None
-                end = i + 4
-                parsed = self._head(bytes(buf[pos:end]))
-            status, length, chunked, close = parsed
-            pos = end
-            if status >= 200:
-                break  # 1xx: an interim answer, the real one follows
-        if self.head_only or status in (204, 304):
-            total = pos
-        elif chunked:
-            total = self._chunked_end(buf, pos, eof)
-            if total is None:
-                return None
-        elif length is not None:
-            total = pos + length
-            if len(buf) < total:
-                if eof:
-                    raise ClosedEarly(f"closed after {len(buf) - pos} of {length} body bytes")
-                return None
-        else:  # delimited by the close
-            if not eof:
-                return None
-            total = len(buf)
-            close = True
-        statuses = self.statuses
+    def reader(self) -> Answers:
+        if self.method == "HEAD":
+            return HeadAnswers(self)
+        return Answers(self) if self.keepalive else ClosingAnswers(self)
+
+
+class Answers:
+    """The answers on one connection, parsed by httptools' response parser as they come:
+    framing (content-length, chunked, none for 1xx, 204 and 304), status and keep-alive.
+    Each whole answer is counted by status, and must be 2xx and keep the connection open."""
+
+    __slots__ = ("wl", "parser", "whole", "head", "error")
+
+    def __init__(self, wl: Http) -> None:
+        self.wl = wl
+        self.parser = httptools.HttpResponseParser(self)
+        self.whole = 0  # answers parsed and not yet taken
+        self.head = False  # the head of an answer is parsed, its body not yet
+        self.error: BaseException | None = None
+
+    # httptools' callbacks
+    def on_headers_complete(self) -> None:
+        self.head = True
+
+    def on_message_complete(self) -> None:
+        self.head = False
+        status = self.parser.get_status_code()
+        if status < 200:
+            return  # an interim answer: the real one follows
+        statuses = self.wl.statuses
         statuses[status] = statuses.get(status, 0) + 1
-        if not 200 <= status < 300:
-            raise BadStatus(status)
-        if close and self.keepalive:
-            raise ClosedEarly("the server closes the connection after the response (no keep-alive)")
-        if length is not None and not chunked and total == end + length and end == len(self.last_head):
-            # a plain answer (2xx, one head, content-length, kept): the next one that starts
-            # with the same head is taken by its length alone
-            self.fast = (self.last_head, total, status)
-        return total
+        self.whole += 1
+        if self.error is None:
+            if not 200 <= status < 300:
+                self.error = BadStatus(status)
+            elif self.wl.keepalive and not self.parser.should_keep_alive():
+                self.error = ClosedEarly("the server closes the connection after the response "
+                                         "(no keep-alive)")
 
-    def _head(self, head: bytes) -> tuple[int, int | None, bool, bool]:
-        heads = self.heads
-        parsed = heads.get(head)
-        if parsed is None:
-            parsed = self._parse_head(head)
-            if len(heads) >= HEAD_CACHE:  # a Date field makes a new head every second
-                heads.clear()
-            heads[head] = parsed
-        self.last_head, self.last_parsed = head, parsed
-        return parsed
+    def feed(self, data: Any) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise BadResponse(f"bad HTTP answer: {exc}") from None
 
-    @staticmethod
-    def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
-        lines = head[:-4].split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise BadResponse(f"bad status line {lines[0][:80]!r}")
-        status = int(parts[1])
-        length = None
-        chunked = False
-        close = parts[0] == b"HTTP/1.0"
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise BadResponse(f"bad header line {line[:80]!r}")
-            name = name.strip().lower()
-            value = value.strip()
-            if name == b"content-length":
-                if not value.isdigit():
-                    raise BadResponse(f"bad content-length {value[:40]!r}")
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = value.lower().endswith(b"chunked")
-            elif name == b"connection":
-                tokens = {t.strip() for t in value.lower().split(b",")}
-                if b"close" in tokens:
-                    close = True
-                elif b"keep-alive" in tokens:
-                    close = False
-        return status, length, chunked, close
+    def ends_at_close(self) -> bool:
+        """Whether the answer being parsed may end with the stream (its fields say the server
+        closes; its last bytes then tell whether it was whole)."""
+        return not self.parser.should_keep_alive()
 
-    @staticmethod
-    def _chunked_end(buf: bytearray, pos: int, eof: bool) -> int | None:
-        """Where a chunked body that starts at ``pos`` ends (trailer included), or None."""
-        while True:
-            i = buf.find(b"\r\n", pos)
-            if i < 0:
-                break
-            size_line = bytes(buf[pos:i])
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadResponse(f"bad chunk size {size_line[:40]!r}") from None
-            pos = i + 2
-            if size == 0:
-                while True:  # trailer fields, up to the empty line
-                    i = buf.find(b"\r\n", pos)
-                    if i < 0:
-                        break
-                    if i == pos:
-                        return pos + 2
-                    pos = i + 2
-                break
-            pos += size + 2
-            if len(buf) < pos:
-                break
-            if buf[pos - 2 : pos] != b"\r\n":
-                raise BadResponse("a chunk does not end with CRLF")
-        if len(buf) - pos >= HEAD_LIMIT:
-            raise BadResponse(f"no end of a chunk line within {HEAD_LIMIT} bytes")
-        if eof:
-            raise ClosedEarly("closed inside a chunked body")
-        return None
+    def take(self, data: Any, seq: int, eof: bool) -> bool:
+        """Add ``data``; True once the next answer is whole (and consumed)."""
+        if data:
+            self.feed(data)
+        if eof and not self.whole:
+            if not self.head or not self.ends_at_close():
+                raise ClosedEarly("closed inside an answer")
+            self.on_message_complete()  # a body delimited by the close
+        if self.error is not None:
+            raise self.error
+        if self.whole:
+            self.whole -= 1
+            return True
+        return False
+
+
+class ClosingAnswers(Answers):
+    """The answers of ``connection: close`` requests: a body without a length or chunks runs
+    up to the close, so the framing fields are looked at."""
+
+    __slots__ = ("framed", "fields")
+
+    def __init__(self, wl: Http) -> None:
+        super().__init__(wl)
+        self.framed = self.fields = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self.fields = True
+
+    def on_headers_complete(self) -> None:
+        self.head = True
+        self.framed, self.fields = self.fields, False
+
+    def ends_at_close(self) -> bool:
+        return not self.framed
+
+
+class HeadAnswers(Answers):
+    """The answers to HEAD, which have no body whatever their fields say: each head (up to its
+    empty line) goes to a parser of its own."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, wl: Http) -> None:
+        super().__init__(wl)
+        self.buf = bytearray()
+
+    def feed(self, data: Any) -> None:
+        buf = self.buf
+        buf += data
+        while (end := buf.find(b"\r\n\r\n")) >= 0:
+            self.parser = httptools.HttpResponseParser(self)
+            super().feed(bytes(buf[: end + 4]))
+            del buf[: end + 4]
+            if self.head:  # (1xx, 204 and 304 complete by themselves)
+                self.on_message_complete()
+        if len(buf) > HEAD_LIMIT:
+            raise BadResponse(f"no end of the response head within {HEAD_LIMIT} bytes")
 
 
 def make_workload(cfg: Any) -> Any:

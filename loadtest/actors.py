@@ -128,13 +128,8 @@ def run_fibernet(n: int, timeout: float | None, threads: int, profile: bool = Fa
     if same != (threads == 1):
         raise RuntimeError(f"caller and callee placed wrongly for threads={threads}: {places}")
     result = {
-        "rate": n / seconds,
-        "cpu_rate": n / cpu,
-        "seconds": seconds,
-        "cpu_seconds": cpu,
-        "n": n,
-        "caller_scheduler": places["caller"][0],
-        "callee_scheduler": places["callee"][0],
+        "rate": n / seconds, "cpu_rate": n / cpu, "seconds": seconds, "cpu_seconds": cpu, "n": n,
+        "caller_scheduler": places["caller"][0], "callee_scheduler": places["callee"][0],
         "same_thread": places["caller"][1] == places["callee"][1],
     }
     if profiler is not None:
@@ -265,10 +260,7 @@ def build_plan(args) -> list[tuple]:
     return plan
 
 
-METRICS = (
-    ("rate", "calls/s, wall clock (more=better)"),
-    ("cpu_rate", "calls per CPU second (more=better)"),
-)
+METRICS = (("rate", "calls/s, wall clock (more=better)"), ("cpu_rate", "calls per CPU second (more=better)"))
 
 
 def summarise(samples: _bench.Samples, args) -> list[dict]:
@@ -297,17 +289,9 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
                     verdict = False
                 rows.append(
                     {
-                        "metric": key,
-                        "unit": unit,
-                        "workload": workload,
-                        "impl": impl,
-                        "value": value,
-                        "spread": _bench.spread(values),
-                        "rounds": len(values),
-                        "errors": errors,
-                        "ratio": ratio,
-                        "bar": bar,
-                        "pass": verdict,
+                        "metric": key, "unit": unit, "workload": workload, "impl": impl, "value": value,
+                        "spread": _bench.spread(values), "rounds": len(values), "errors": errors,
+                        "ratio": ratio, "bar": bar, "pass": verdict,
                         "n": (samples.results.get((workload, impl)) or [{}])[0].get("n"),
                     }
                 )
@@ -317,15 +301,8 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
 def render_rows(rows: list[dict]) -> str:
     table = [
         [
-            r["workload"],
-            r["impl"],
-            fmt_num(r["n"]),
-            fmt_num(r["value"]),
-            r["unit"],
-            _bench.fmt_pct(r["spread"]),
-            _bench.fmt_ratio(r["ratio"]),
-            r["bar"] or "-",
-            _bench.result_cell(r),
+            r["workload"], r["impl"], fmt_num(r["n"]), fmt_num(r["value"]), r["unit"],
+            _bench.fmt_pct(r["spread"]), _bench.fmt_ratio(r["ratio"]), r["bar"] or "-", _bench.result_cell(r),
         ]
         for r in rows
     ]
@@ -351,8 +328,7 @@ def parse_args(argv=None):
     parser.add_argument("--workloads", default=",".join(TIMEOUTS), help="comma list (default: %(default)s)")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     parser.add_argument(
-        "--profile",
-        action="store_true",
+        "--profile", action="store_true",
         help="instead of the comparison: cProfile fibernet's call path on one scheduler (top 25 by tottime)",
     )
     parser.add_argument("--timeout", type=float, default=600, help="per-child timeout, seconds")

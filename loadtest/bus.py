@@ -132,10 +132,8 @@ CHILDREN = {"fibernet": child_fibernet_sub, "redis-py": child_redispy_sub, "host
 
 def start_child(kind: str, url: str, n: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", kind, url, str(n)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, __file__, "--child", kind, url, str(n)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
     )
     line = proc.stdout.readline().strip()
     if line != "ready":
@@ -192,13 +190,8 @@ def run_pubsub(impl: str, url: str, n: int, rate: float | None = None) -> dict:
     result = finish_child(proc)
     workload = "pubsub" if rate is None else "pubsub-paced"
     return {
-        "workload": workload,
-        "impl": impl,
-        "n": n,
-        "rate": n / result["seconds"],
-        "sent": sent,
-        "lost": result["lost"],
-        **percentiles(result["lat"]),
+        "workload": workload, "impl": impl, "n": n, "rate": n / result["seconds"], "sent": sent,
+        "lost": result["lost"], **percentiles(result["lat"]),
     }
 
 
@@ -238,16 +231,7 @@ def start_redis(directory: str) -> tuple[subprocess.Popen, str]:
     port = _bench.free_port()
     proc = subprocess.Popen(
         [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            directory,
-            "--save",
-            "",
-            "--appendonly",
+            exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", "", "--appendonly",
             "no",
         ],
         stdout=subprocess.DEVNULL,
@@ -289,28 +273,13 @@ def main(argv=None) -> int:
                 redis_proc.kill()
                 redis_proc.wait()
     headers = [
-        "workload",
-        "impl",
-        "n",
-        "per second",
-        "sent/s",
-        "p50 us",
-        "p90 us",
-        "p99 us",
-        "max us",
-        "lost",
+        "workload", "impl", "n", "per second", "sent/s", "p50 us", "p90 us", "p99 us", "max us", "lost",
     ]
     table = [
         [
-            r["workload"],
-            r["impl"],
-            r["n"],
-            _bench.fmt_num(r["rate"]),
-            _bench.fmt_num(r["sent"]) if "sent" in r else "-",
-            _bench.fmt_num(r["p50_us"]),
-            _bench.fmt_num(r["p90_us"]),
-            _bench.fmt_num(r["p99_us"]),
-            _bench.fmt_num(r["max_us"]),
+            r["workload"], r["impl"], r["n"], _bench.fmt_num(r["rate"]),
+            _bench.fmt_num(r["sent"]) if "sent" in r else "-", _bench.fmt_num(r["p50_us"]),
+            _bench.fmt_num(r["p90_us"]), _bench.fmt_num(r["p99_us"]), _bench.fmt_num(r["max_us"]),
             r.get("lost", "-"),
         ]
         for r in rows

@@ -6,18 +6,14 @@ Run from the repository root::
     python loadtest/compare.py --peers-python /tmp/peers/bin/python          # the same, made once
     python loadtest/compare.py --quick --workloads http --impls fibernet,uvicorn
     python loadtest/compare.py --wrk-check                   # load.py against wrk, same server
-    python loadtest/compare.py --make-env /tmp/peers bench actors --quick  # the other benchmarks
 
-``bench NAME [ARGS...]`` runs one of the other benchmark scripts, ``loadtest/NAME.py ARGS``
-(``echo``: TCP echo; ``http_hello``: HTTP hello under wrk; ``actors``: actor calls;
-``primitives``: channels, spawn, choice; ``ws_echo``: WebSocket echo), on the peers'
-interpreter, so that the peers they measure fibernet beside come from the peers'
-environment: this is how fibernet's benchmarks are meant to be run.  ARGS go to the script
-as they are (``bench echo --help``).
+The other benchmarks run on the peers' interpreter the same way, through ``fibernet loadtest
+--make-env DIR NAME ARGS`` (or ``--peers-python PATH``): ``echo``, ``http_hello``, ``actors``,
+``primitives``, ``ws_echo``.
 
 Servers (each in its own process, ``taskset -c SERVER_CPU``, default 0):
 
-* TCP echo (workloads ``echo``, ``churn``): ``loadtest/echo.py --serve IMPL`` for fibernet,
+* TCP echo (workloads ``echo``, ``churn``): ``loadtest/peers/echo_*.py`` for fibernet,
   asyncio-streams, uvloop-streams, uvloop-proto, gevent, trio (and raw-epoll, fibernet-t2);
 * HTTP hello (workloads ``http``, ``http-open``): ``fibernet serve fibernet.examples.hello:app``,
   uvicorn (httptools, uvloop, raw ASGI), gevent.pywsgi, aiohttp (and uvloop-proto) as
@@ -32,7 +28,7 @@ says so.
 
 One measurement (a fresh driver process pinned to the load CPUs, default 1): start the
 server, check it with a few requests, warm up (``--warmup`` s), read the server's CPU time
-(utime + stime of its process and children, the kernel's accounting in /proc/PID/stat),
+(utime + stime of its process and children, the kernel's accounting read by psutil),
 run load.py in-process (or ``--processes`` load processes) for ``--duration`` s, read the
 CPU time again, stop the server.  Reported per workload and server (medians over
 ``--rounds`` interleaved rounds: for round: for workload: for server): requests/s, p50 and
@@ -57,9 +53,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,17 +65,15 @@ if HERE not in sys.path:
 import _bench  # noqa: E402
 from _bench import fmt_num, fmt_ratio  # noqa: E402
 from _compare_servers import (  # noqa: E402
-    BENCHES,
     HTTP_EXTRA,
     HTTP_IMPLS,
     NEEDS,
     TCP_EXTRA,
     TCP_IMPLS,
     WORKLOADS,
-    importable,
     measure,
-    peers_python,
 )
+from _peers import importable, peers_python  # noqa: E402
 
 # --------------------------------------------------------------------------
 # summary
@@ -104,29 +96,15 @@ def table(samples: _bench.Samples, workload: str, impls: list[str]) -> str:
         errors = sum(r.get("errors", 0) for r in samples.results[(workload, impl)])
         rows.append(
             [
-                impl,
-                fmt_num(rate),
-                _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
-                fmt_num(med(samples, workload, impl, "p50")),
-                fmt_num(med(samples, workload, impl, "p99")),
-                fmt_num(cpu),
-                fmt_ratio(_bench.ratio(ours_rate, rate)),
-                fmt_ratio(_bench.ratio(ours_cpu, cpu)),
-                errors,
-                len(samples.results[(workload, impl)]),
+                impl, fmt_num(rate), _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
+                fmt_num(med(samples, workload, impl, "p50")), fmt_num(med(samples, workload, impl, "p99")),
+                fmt_num(cpu), fmt_ratio(_bench.ratio(ours_rate, rate)),
+                fmt_ratio(_bench.ratio(ours_cpu, cpu)), errors, len(samples.results[(workload, impl)]),
             ]
         )
     head = [
-        "server",
-        "req/s",
-        "spread",
-        "p50 ms",
-        "p99 ms",
-        "srv us/msg",
-        "fibernet rate x",
-        "fibernet CPU x",
-        "errors",
-        "rounds",
+        "server", "req/s", "spread", "p50 ms", "p99 ms", "srv us/msg", "fibernet rate x", "fibernet CPU x",
+        "errors", "rounds",
     ]
     return _bench.format_table(head, rows)
 
@@ -137,11 +115,9 @@ def wrk_table(samples: _bench.Samples) -> str:
     for tool in ("wrk", "load"):
         rows.append(
             [
-                tool,
-                fmt_num(med(samples, w, tool, "rate")),
+                tool, fmt_num(med(samples, w, tool, "rate")),
                 _bench.fmt_pct(_bench.spread(samples.values(w, tool, "rate"))),
-                fmt_num(med(samples, w, tool, "p50")),
-                fmt_num(med(samples, w, tool, "p99")),
+                fmt_num(med(samples, w, tool, "p50")), fmt_num(med(samples, w, tool, "p99")),
                 fmt_num(med(samples, w, tool, "server_us_per_msg")),
                 _bench.fmt_pct(med(samples, w, tool, "server_cpu_util")),
                 _bench.fmt_pct(med(samples, w, tool, "load_cpu_util")),
@@ -197,18 +173,7 @@ def parse_args(argv=None):
     p.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     p.add_argument("--start-timeout", type=float, default=30.0)
     p.add_argument("--json", metavar="PATH")
-    sub = p.add_subparsers(dest="command", title="the other benchmarks", metavar="bench")
-    bench = sub.add_parser(
-        "bench",
-        help=f"NAME [ARGS...]: run loadtest/NAME.py ARGS on the peers' python (NAME: {', '.join(BENCHES)})",
-        description="Run loadtest/NAME.py ARGS on the peers' interpreter (--make-env DIR or "
-        "--peers-python PATH, given before 'bench').",
-    )
-    bench.add_argument("name", choices=BENCHES, metavar="NAME", help=", ".join(BENCHES))
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
     args = p.parse_args(argv)
-    if args.command == "bench" and args.args[:1] == ["--"]:
-        args.args = args.args[1:]
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
@@ -225,17 +190,9 @@ def parse_args(argv=None):
 
 def plan_for(args, py: str, log) -> tuple[list, dict[str, list[str]]]:
     params = {
-        "peers_python": py,
-        "server_cpu": args.server_cpu,
-        "duration": args.duration,
-        "warmup": args.warmup,
-        "connections": args.connections,
-        "size": args.size,
-        "churn_connections": args.churn_connections,
-        "rate": args.rate,
-        "processes": args.processes,
-        "start_timeout": args.start_timeout,
-        "wrk": args.wrk,
+        "peers_python": py, "server_cpu": args.server_cpu, "duration": args.duration, "warmup": args.warmup,
+        "connections": args.connections, "size": args.size, "churn_connections": args.churn_connections,
+        "rate": args.rate, "processes": args.processes, "start_timeout": args.start_timeout, "wrk": args.wrk,
     }
     if args.wrk_check:
         return [("wrk-check", t, params) for t in ("wrk", "load")], {"wrk-check": ["wrk", "load"]}
@@ -256,22 +213,10 @@ def plan_for(args, py: str, log) -> tuple[list, dict[str, list[str]]]:
     return plan, impls
 
 
-def run_bench(name: str, script_args: list[str], py: str, where: str, log) -> int:
-    """``loadtest/NAME.py ARGS`` on the peers' interpreter ``py`` (its bin/ first on PATH, so
-    that what the script starts by name comes from there too); its exit status."""
-    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(py), os.environ.get("PATH", "")]))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    cmd = [py, os.path.join(HERE, f"{name}.py"), *script_args]
-    log(f"{where}\nrunning: {shlex.join(cmd)}")
-    return subprocess.call(cmd, env=env, cwd=ROOT)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    py, where = peers_python(args)
-    if args.command == "bench":
-        return run_bench(args.name, args.args, py, where, log)
+    py, where = peers_python(args.make_env, args.peers_python)
     print(where)
     print(
         f"server on CPU {args.server_cpu}, load (and its driver) on CPU {args.load_cpu}; "

@@ -7,7 +7,7 @@ Run from the repository root::
     python loadtest/echo.py --json out/echo.json
     python loadtest/echo.py --profile fibernet --sizes 64   # cProfile of one server under load
 
-Servers (``python loadtest/echo.py --serve IMPL`` runs one in the foreground)::
+Servers (``loadtest/peers/echo_*.py``, each runs one in the foreground)::
 
     fibernet         fibernet.Server(fibernet.examples.echo.handle, threads=1), run the way
                      ``fibernet serve`` runs it (run_server: the runtime on the main thread)
@@ -39,7 +39,7 @@ echo-<size>
 
     * msgs/s: round trips completed in the window / window length;
     * server us/msg: the server process's CPU time (utime + stime of all its threads, from
-      /proc/<pid>/stat) over the window / round trips in the window.  This stays valid
+      psutil) over the window / round trips in the window.  This stays valid
       when the load generator is the bottleneck;
     * srv CPU and cli CPU: each process's CPU time / window.  A client at ~100 % means
       msgs/s measures the load generator (marked ``*``); the server then idles part of
@@ -47,7 +47,7 @@ echo-<size>
 
 idle
     Memory per idle connection: the client opens 10 connections, does one 1-byte round
-    trip on each and closes them (warm-up), reads the server's VmRSS (/proc/<pid>/status),
+    trip on each and closes them (warm-up), reads the server's resident memory (psutil),
     then opens ``--idle-conns`` connections (default 10,000) in batches of 100, with a
     1-byte round trip on each (so the server has accepted it and its handler is waiting
     for the next read), waits 0.5 s and reads VmRSS again.  Reported: (RSS after - RSS
@@ -63,12 +63,8 @@ fails or any measurement errors.
 
 from __future__ import annotations
 
-import argparse
 import os
-import resource
-import selectors
 import shlex
-import shutil
 import signal
 import socket
 import struct
@@ -77,7 +73,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -86,10 +81,11 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _proc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
+from _server import ServerProcess, pinned  # noqa: E402
+from peers import _serve  # noqa: E402
 
-BACKLOG = 1024
-RECV_SIZE = 65536
 CLIENT_BOUND = 0.90  # client CPU fraction from which msgs/s measures the load generator
 STALL_SECONDS = 15.0  # no echo at all for this long: the server is stuck
 READY_TIMEOUT = 30.0
@@ -98,360 +94,39 @@ IDLE_WARM_CONNS = 10
 IDLE_SETTLE = 0.5
 
 
-def _raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
-
-
-def _nodelay(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _ready(port: int) -> None:
-    """The line the load generator waits for."""
-    print(f"READY {port}", flush=True)
-
-
-# --------------------------------------------------------------------------
-# servers: each serve_X(host, port) binds, calls _ready(port) and serves forever
-
-
-def serve_fibernet(host: str, port: int, threads: int = 1, block_warning: float = 0.1) -> None:
-    from fibernet.examples.echo import handle
-    from fibernet.server.serving import run_server
-    from fibernet.server.tcp import Server
-
-    server = Server(handle, host, port, threads=threads, idle_timeout=None, max_connections=20_000)
-    server.bind()
-    _ready(server.address[1])
-    run_server(server, block_warning=block_warning)  # 0: the scheduler monitor off
-
-
-def serve_gevent(host: str, port: int) -> None:
-    from gevent.server import StreamServer
-
-    def handle(sock, _addr) -> None:
-        _nodelay(sock)
-        try:
-            while data := sock.recv(RECV_SIZE):
-                sock.sendall(data)
-        except OSError:
-            pass
-
-    server = StreamServer((host, port), handle, backlog=BACKLOG)
-    server.start()
-    _ready(server.server_port)
-    server.serve_forever()
-
-
-async def _asyncio_streams(host: str, port: int) -> None:
-    import asyncio
-
-    async def handle(reader, writer) -> None:
-        try:
-            while data := await reader.read(RECV_SIZE):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, host, port, backlog=BACKLOG)
-    _ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
-
-
-def serve_asyncio_streams(host: str, port: int) -> None:
-    import asyncio
-
-    asyncio.run(_asyncio_streams(host, port))
-
-
-def _uvloop_run(coro) -> None:
-    import asyncio
-
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
-
-
-def serve_uvloop_streams(host: str, port: int) -> None:
-    _uvloop_run(_asyncio_streams(host, port))
-
-
-def serve_uvloop_proto(host: str, port: int) -> None:
-    import asyncio
-
-    class Echo(asyncio.Protocol):
-        transport = None
-
-        def connection_made(self, transport) -> None:
-            self.transport = transport
-
-        def data_received(self, data: bytes) -> None:
-            self.transport.write(data)
-
-        def connection_lost(self, exc) -> None:
-            self.transport = None
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(Echo, host, port, backlog=BACKLOG)
-        _ready(server.sockets[0].getsockname()[1])
-        await server.serve_forever()
-
-    _uvloop_run(main())
-
-
-def serve_trio(host: str, port: int) -> None:
-    import trio
-
-    async def handle(stream) -> None:
-        try:
-            while data := await stream.receive_some(RECV_SIZE):
-                await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(partial(trio.serve_tcp, handle, port, host=host, backlog=BACKLOG))
-            _ready(listeners[0].socket.getsockname()[1])
-
-    trio.run(main)
-
-
-def serve_raw_epoll(host: str, port: int) -> None:
-    import select
-
-    EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((host, port))
-    lsock.listen(BACKLOG)
-    lsock.setblocking(False)
-    lfd = lsock.fileno()
-    ep = select.epoll()
-    ep.register(lfd, EPOLLIN)
-    conns: dict[int, socket.socket] = {}
-    unsent: dict[int, bytes] = {}  # a partial send: stop reading until it is flushed
-    _ready(lsock.getsockname()[1])
-
-    def drop(fd: int) -> None:
-        ep.unregister(fd)
-        conns.pop(fd).close()
-        unsent.pop(fd, None)
-
-    while True:
-        for fd, ev in ep.poll():
-            if fd == lfd:
-                while True:
-                    try:
-                        conn, _ = lsock.accept()
-                    except BlockingIOError:
-                        break
-                    conn.setblocking(False)
-                    _nodelay(conn)
-                    conns[conn.fileno()] = conn
-                    ep.register(conn.fileno(), EPOLLIN)
-                continue
-            conn = conns[fd]
-            if fd in unsent:  # writable again (or an error: send raises)
-                data = unsent.pop(fd)
-            else:
-                try:
-                    data = conn.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    drop(fd)
-                    continue
-            try:
-                n = conn.send(data)
-            except BlockingIOError:
-                n = 0
-            except OSError:
-                drop(fd)
-                continue
-            if n < len(data):
-                unsent[fd] = data[n:]
-                ep.modify(fd, EPOLLOUT)
-            elif ev & EPOLLOUT:
-                ep.modify(fd, EPOLLIN)
-
-
+# the servers (loadtest/peers/NAME.py ARGS), by implementation
 SERVERS = {
-    "fibernet": partial(serve_fibernet, threads=1),
-    "fibernet-t2": partial(serve_fibernet, threads=2),
-    "fibernet-nomonitor": partial(serve_fibernet, threads=1, block_warning=0),
-    "gevent": serve_gevent,
-    "asyncio-streams": serve_asyncio_streams,
-    "uvloop-streams": serve_uvloop_streams,
-    "uvloop-proto": serve_uvloop_proto,
-    "trio": serve_trio,
-    "raw-epoll": serve_raw_epoll,
+    "fibernet": ("echo_fibernet",),
+    "fibernet-t2": ("echo_fibernet", "--threads", "2"),
+    "fibernet-nomonitor": ("echo_fibernet", "--block-warning", "0"),
+    "gevent": ("echo_gevent",),
+    "asyncio-streams": ("echo_asyncio",),
+    "uvloop-streams": ("echo_asyncio", "--loop", "uvloop"),
+    "uvloop-proto": ("echo_asyncio", "--loop", "uvloop", "--api", "protocol"),
+    "trio": ("echo_trio",),
+    "raw-epoll": ("echo_epoll",),
 }
 IMPLS = tuple(SERVERS)
 
 
-def serve_main(argv: list[str]) -> int:
-    """``echo.py --serve IMPL [--host H] [--port P] [--profile-out PATH]``.
-
-    With ``--profile-out``, SIGUSR2 starts cProfile (on the main thread) and SIGUSR1 stops
-    it, writes the stats to PATH and exits.
-    """
-    parser = argparse.ArgumentParser(prog="echo.py --serve")
-    parser.add_argument("--serve", required=True, choices=IMPLS)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--profile-out")
-    args = parser.parse_args(argv)
-    _raise_nofile()
-    if args.profile_out:
-        import cProfile
-
-        profiler = cProfile.Profile()
-
-        def start(*_: object) -> None:
-            profiler.enable()
-
-        def dump(*_: object) -> None:
-            profiler.disable()
-            profiler.dump_stats(args.profile_out)
-            os._exit(0)
-
-        signal.signal(signal.SIGUSR2, start)
-        signal.signal(signal.SIGUSR1, dump)
-    SERVERS[args.serve](args.host, args.port)
-    return 0
+def server_command(impl: str, host: str, profile_out: str | None = None,
+                   python: str | None = None) -> list[str]:
+    """``loadtest/peers/NAME.py`` serving IMPL."""
+    name, *options = SERVERS[impl]
+    return _serve.command(name, *options, *(["--profile-out", profile_out] if profile_out else []),
+                          python=python, host=host)
 
 
-# --------------------------------------------------------------------------
-# the server process, seen from the load generator
-
-
-def server_command(impl: str, host: str, cpu: int | None, profile_out: str | None = None) -> list[str]:
-    """``echo.py --serve IMPL``, under ``taskset -c CPU`` when there is one."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--serve", impl, "--host", host, "--port", "0"]
-    if profile_out:
-        cmd += ["--profile-out", profile_out]
-    if cpu is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(cpu), *cmd]
-    return cmd
-
-
-class ServerProcess:
-    """``echo.py --serve IMPL`` in a process pinned to ``cpu``; ``port`` once it is READY."""
-
-    def __init__(self, impl: str, host: str, cpu: int | None, profile_out: str | None = None) -> None:
-        cmd = server_command(impl, host, cpu, profile_out)
-        preexec = None
-        if cpu is not None and cmd[0] != "taskset":
-            preexec = partial(os.sched_setaffinity, 0, {cpu})
-        self.impl = impl
-        self.command = cmd
-        self._stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, preexec_fn=preexec, cwd=ROOT
-        )
-        self.pid = self.proc.pid  # taskset execs the server: same pid
-        self.port = self._wait_ready()
-
-    def _wait_ready(self) -> int:
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + READY_TIMEOUT
-        try:
-            while time.monotonic() < deadline:
-                if sel.select(0.2):
-                    line = self.proc.stdout.readline()
-                    if line.startswith("READY "):
-                        return int(line.split()[1])
-                    if not line:
-                        break
-                if self.proc.poll() is not None:
-                    break
-        finally:
-            sel.close()
-        self.kill()
-        raise RuntimeError(f"server {self.impl} did not get ready\n{self.stderr_tail()}")
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        self._stderr.seek(0)
-        text = self._stderr.read().strip().splitlines()
-        return "server stderr:\n" + "\n".join("  " + ln for ln in text[-lines:]) if text else ""
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"server {self.impl} exited with status {self.proc.returncode}\n{self.stderr_tail()}"
-            )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
-        self._stderr.close()
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of process ``pid``, all its threads."""
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        fields = fh.read().rsplit(b")", 1)[1].split()
-    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
-
-
-def proc_ctxsw(pid: int) -> int:
-    """Context switches (voluntary + involuntary) of the live threads of process ``pid``."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
-                        total += int(value)
-        except FileNotFoundError:  # the thread ended
-            pass
-    return total
-
-
-def cpus_busy(cpus: list[int]) -> float:
-    """Seconds the given CPUs spent not idle (anyone's work), from /proc/stat."""
-    wanted = {f"cpu{c}" for c in cpus}
-    busy = 0
-    with open("/proc/stat") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields and fields[0] in wanted:
-                ticks = [int(x) for x in fields[1:8]]  # user nice system idle iowait irq softirq
-                busy += sum(ticks) - ticks[3] - ticks[4]
-    return busy / _CLK_TCK
+def start_server(impl: str, params: dict) -> ServerProcess:
+    cmd = server_command(impl, params["host"], params.get("profile_out"))
+    return ServerProcess(cmd, params["server_cpu"], timeout=READY_TIMEOUT, name=f"server {impl}")
 
 
 def proc_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    rss = _proc.rss_bytes(pid)
+    if rss is None:
+        raise RuntimeError(f"no VmRSS for pid {pid}")
+    return rss // 1024
 
 
 # --------------------------------------------------------------------------
@@ -473,9 +148,10 @@ class Mark:
 
     @classmethod
     def take(cls, msgs: int, server_pid: int, cpus: list[int]) -> Mark:
-        su, ss = proc_cpu(server_pid)
+        su, ss = _proc.cpu_times(server_pid)
         t = os.times()
-        return cls(time.monotonic(), msgs, su, ss, t.user, t.system, cpus_busy(cpus), proc_ctxsw(server_pid))
+        busy, switches = _proc.cpus_busy(cpus), _proc.ctx_switches(server_pid)
+        return cls(time.monotonic(), msgs, su, ss, t.user, t.system, busy, switches)
 
 
 def echo_load(server: ServerProcess, params: dict) -> dict:
@@ -488,7 +164,7 @@ def echo_load(server: ServerProcess, params: dict) -> dict:
     for _ in range(nconns):
         s = socket.create_connection((host, server.port), timeout=10)
         s.settimeout(None)  # blocking: sendall never meets EAGAIN (see below)
-        _nodelay(s)
+        _serve.nodelay(s)
         socks.append(s)
     # Level-triggered epoll, blocking sockets: recv_into is only called when epoll says
     # readable, so it does not block; sendall may, but only while the server reads the
@@ -502,7 +178,7 @@ def echo_load(server: ServerProcess, params: dict) -> dict:
         fd = s.fileno()
         recv_into[fd], sendall[fd], left[fd] = s.recv_into, s.sendall, size
         ep.register(fd, select.EPOLLIN)
-    buf = bytearray(max(RECV_SIZE, size))
+    buf = bytearray(max(_serve.RECV_SIZE, size))
     poll = ep.poll
     msgs = 0
     marks: list[Mark] = []
@@ -613,7 +289,7 @@ def _close_all(socks: list[socket.socket]) -> None:
 
 def idle_load(server: ServerProcess, params: dict) -> dict:
     wanted, host = params["conns"], params["host"]
-    limit = _raise_nofile()  # the server raises its own to the same hard limit
+    limit = _serve.raise_nofile()  # the server raises its own to the same hard limit
     n = min(wanted, limit - 64)  # the largest count this machine allows
     if n < 100:
         raise RuntimeError(f"RLIMIT_NOFILE is {limit}: too few descriptors for an idle test")
@@ -651,9 +327,9 @@ def wait_quiet(cpus: list[int], limit: float, timeout: float) -> tuple[float, fl
     other work over a 0.25 s sample; returns (seconds waited, last busy level in CPUs)."""
     started = time.monotonic()
     while True:
-        b0, t0 = cpus_busy(cpus), time.monotonic()
+        b0, t0 = _proc.cpus_busy(cpus), time.monotonic()
         time.sleep(0.25)
-        busy = (cpus_busy(cpus) - b0) / (time.monotonic() - t0)
+        busy = (_proc.cpus_busy(cpus) - b0) / (time.monotonic() - t0)
         waited = time.monotonic() - started
         if busy <= limit or waited >= timeout:
             return waited, busy
@@ -696,7 +372,7 @@ def measure_echo(impl: str, params: dict) -> dict:
     for attempt in range(1 + params.get("retries", 0)):
         started = time.monotonic()
         waited, busy = wait_quiet(cpus, limit, min(params.get("quiet_timeout", 0.0), bank.balance()))
-        with ServerProcess(impl, params["host"], server_cpu, params.get("profile_out")) as server:
+        with start_server(impl, params) as server:
             result = echo_load(server, params)
             if not params.get("profile_out"):
                 server.check_alive()
@@ -722,7 +398,7 @@ def dispatch(workload: str, impl: str, params: dict) -> dict:
     if params["kind"] == "echo":
         result = measure_echo(impl, params)
     else:
-        with ServerProcess(impl, params["host"], params["server_cpu"]) as server:
+        with start_server(impl, params) as server:
             result = idle_load(server, params)
             server.check_alive()
     result["server_cpus"] = [params["server_cpu"]]
@@ -744,18 +420,9 @@ def build_plan(args) -> list[tuple[str, str, dict]]:
     plan = []
     if "echo" in args.workloads:
         for size in args.sizes:
-            params = {
-                **common,
-                "kind": "echo",
-                "size": size,
-                "conns": args.conns,
-                "warmup": args.warmup,
-                "duration": args.duration,
-                "max_others": args.max_others,
-                "retries": args.retries,
-                "quiet_timeout": args.quiet_timeout,
-                "time_bank": args.time_bank,
-            }
+            params = {**common, "kind": "echo", "size": size, "conns": args.conns, "warmup": args.warmup,
+                      "duration": args.duration, "max_others": args.max_others, "retries": args.retries,
+                      "quiet_timeout": args.quiet_timeout, "time_bank": args.time_bank}
             plan += [(f"echo-{size_label(size)}", impl, params) for impl in args.impls]
     if "idle" in args.workloads:
         params = {**common, "kind": "idle", "conns": args.idle_conns}
@@ -767,72 +434,48 @@ def _med(samples: _bench.Samples, workload: str, impl: str, key: str) -> float |
     return _bench.median(samples.values(workload, impl, key))
 
 
+def _rows(samples: _bench.Samples, args, workload: str, key: str, medians: tuple[str, ...]) -> list[dict]:
+    """A row per implementation measured in ``workload``: the medians of ``key`` (its spread,
+    fibernet's ratio) and of ``medians``."""
+    rows = []
+    ours = _med(samples, workload, "fibernet", key)
+    for impl in args.impls:
+        values = samples.values(workload, impl, key)
+        errors = len(samples.errors.get((workload, impl), []))
+        if values or errors:
+            mid = _bench.median(values)
+            rows.append({"workload": workload, "impl": impl, key: mid, "rounds": len(values),
+                         "errors": errors,
+                         "ratio": None if impl == "fibernet" else _bench.ratio(ours, mid),
+                         **{k: _med(samples, workload, impl, k) for k in medians}})
+    return rows
+
+
 def summarise_echo(samples: _bench.Samples, args) -> list[dict]:
     rows = []
     for size in args.sizes if "echo" in args.workloads else []:
         w = f"echo-{size_label(size)}"
-        ours = _med(samples, w, "fibernet", "us_per_msg")
-        for impl in args.impls:
-            values = samples.values(w, impl, "us_per_msg")
-            errors = len(samples.errors.get((w, impl), []))
-            if not values and not errors:
-                continue
-            us = _bench.median(values)
-            client_cpu = _med(samples, w, impl, "client_cpu")
-            rows.append(
-                {
-                    "workload": w,
-                    "size": size,
-                    "impl": impl,
-                    "rate": _med(samples, w, impl, "rate"),
-                    "rate_spread": _bench.spread(samples.values(w, impl, "rate")),
-                    "us_per_msg": us,
-                    "us_min": min(values) if values else None,
-                    "us_spread": _bench.spread(values),
-                    "us_per_msg_sys": _med(samples, w, impl, "us_per_msg_sys"),
-                    "server_cpu": _med(samples, w, impl, "server_cpu"),
-                    "client_cpu": client_cpu,
-                    "others_cpu": _med(samples, w, impl, "others_cpu"),
-                    "server_ctxsw_per_msg": _med(samples, w, impl, "server_ctxsw_per_msg"),
-                    "client_bound": client_cpu is not None and client_cpu >= CLIENT_BOUND,
-                    "ratio": None if impl == "fibernet" else _bench.ratio(ours, us),
-                    "rounds": len(values),
-                    "errors": errors,
-                }
-            )
+        medians = ("rate", "us_per_msg_sys", "server_cpu", "client_cpu", "others_cpu", "server_ctxsw_per_msg")
+        for row in _rows(samples, args, w, "us_per_msg", medians):
+            values = samples.values(w, row["impl"], "us_per_msg")
+            cli = row["client_cpu"]
+            rates = samples.values(w, row["impl"], "rate")
+            rows.append({**row, "size": size, "rate_spread": _bench.spread(rates),
+                         "us_min": min(values) if values else None, "us_spread": _bench.spread(values),
+                         "client_bound": cli is not None and cli >= CLIENT_BOUND})
     return rows
 
 
 def summarise_idle(samples: _bench.Samples, args) -> list[dict]:
-    rows = []
     if "idle" not in args.workloads:
-        return rows
-    ours = _med(samples, "idle", "fibernet", "kib_per_conn")
-    for impl in args.impls:
-        values = samples.values("idle", impl, "kib_per_conn")
-        errors = len(samples.errors.get(("idle", impl), []))
-        if not values and not errors:
-            continue
-        kib = _bench.median(values)
-        rows.append(
-            {
-                "workload": "idle",
-                "impl": impl,
-                "conns": _med(samples, "idle", impl, "conns"),
-                "kib_per_conn": kib,
-                "spread": _bench.spread(values),
-                "rss0_mib": _scale(_med(samples, "idle", impl, "rss0_kib"), 1 / 1024),
-                "rss1_mib": _scale(_med(samples, "idle", impl, "rss1_kib"), 1 / 1024),
-                "ratio": None if impl == "fibernet" else _bench.ratio(ours, kib),
-                "rounds": len(values),
-                "errors": errors,
-            }
-        )
+        return []
+    rows = _rows(samples, args, "idle", "kib_per_conn", ("conns", "rss0_kib", "rss1_kib"))
+    for row in rows:
+        row["spread"] = _bench.spread(samples.values("idle", row["impl"], "kib_per_conn"))
+        for k in ("rss0", "rss1"):
+            kib = row.pop(f"{k}_kib")
+            row[f"{k}_mib"] = None if kib is None else kib / 1024
     return rows
-
-
-def _scale(value: float | None, factor: float) -> float | None:
-    return None if value is None else value * factor
 
 
 @dataclass(frozen=True)
@@ -865,9 +508,8 @@ class Bar:
             value = ours
             ok = None if ours is None else ours <= self.max_value
             measured = "-" if ours is None else f"{_num(ours)} {self.unit}"
-        if errors:
-            ok = False
-        return {"bar": self.text, "value": value, "measured": measured, "pass": ok, "errors": errors}
+        return {"bar": self.text, "value": value, "measured": measured, "pass": False if errors else ok,
+                "errors": errors}
 
 
 def _num(value: float | None) -> str:
@@ -882,38 +524,14 @@ def build_bars(args) -> list[Bar]:
         w, label = f"echo-{size_label(size)}", size_label(size)
         for peer, limit in (("gevent", 0.6), ("uvloop-streams", 1.0)):
             if peer in args.impls:
-                bars.append(
-                    Bar(
-                        w,
-                        "us_per_msg",
-                        f"{label}: server CPU/msg fibernet <= {limit:g}x {peer}",
-                        peer=peer,
-                        max_ratio=limit,
-                        unit="us",
-                    )
-                )
+                bars.append(Bar(w, "us_per_msg", f"{label}: server CPU/msg fibernet <= {limit:g}x {peer}",
+                                peer=peer, max_ratio=limit, unit="us"))
         if "fibernet-t2" in args.impls:
-            bars.append(
-                Bar(
-                    w,
-                    "rate",
-                    f"{label}: msgs/s fibernet threads=2 >= 0.9x threads=1",
-                    ours="fibernet-t2",
-                    peer="fibernet",
-                    min_ratio=0.9,
-                    unit="msgs/s",
-                )
-            )
+            bars.append(Bar(w, "rate", f"{label}: msgs/s fibernet threads=2 >= 0.9x threads=1",
+                            ours="fibernet-t2", peer="fibernet", min_ratio=0.9, unit="msgs/s"))
     if "idle" in args.workloads:
-        bars.append(
-            Bar(
-                "idle",
-                "kib_per_conn",
-                f"idle memory at {args.idle_conns:,} conns: fibernet <= 4 KiB/conn",
-                max_value=4.0,
-                unit="KiB/conn",
-            )
-        )
+        text = f"idle memory at {args.idle_conns:,} conns: fibernet <= 4 KiB/conn"
+        bars.append(Bar("idle", "kib_per_conn", text, max_value=4.0, unit="KiB/conn"))
     return bars
 
 
@@ -923,69 +541,32 @@ def _verdict(ok: bool | None, errors: int | bool = 0) -> str:
     return {True: "PASS", False: "FAIL", None: "n/a"}[ok]
 
 
+def _fixed(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _rounds(r: dict) -> str | int:
+    return f"ERROR x{r['errors']}" if r["errors"] else r["rounds"]
+
+
 def render_echo(rows: list[dict]) -> str:
-    table = [
-        [
-            size_label(r["size"]),
-            r["impl"],
-            fmt_num(r["rate"]) + ("*" if r["client_bound"] else ""),
-            _bench.fmt_pct(r["rate_spread"]),
-            "-" if r["us_per_msg"] is None else f"{r['us_per_msg']:.1f}",
-            "-" if r["us_per_msg_sys"] is None else f"{r['us_per_msg_sys']:.1f}",
-            _bench.fmt_pct(r["us_spread"]),
-            "-" if r["us_min"] is None else f"{r['us_min']:.1f}",
-            _bench.fmt_pct(r["server_cpu"]),
-            _bench.fmt_pct(r["client_cpu"]),
-            _bench.fmt_pct(r["others_cpu"]),
-            "-" if r["server_ctxsw_per_msg"] is None else f"{r['server_ctxsw_per_msg']:.3f}",
-            _bench.fmt_ratio(r["ratio"]),
-            f"ERROR x{r['errors']}" if r["errors"] else r["rounds"],
-        ]
-        for r in rows
-    ]
-    headers = [
-        "size",
-        "impl",
-        "msgs/s",
-        "spread",
-        "server us/msg",
-        "of it sys",
-        "spread",
-        "min",
-        "srv CPU",
-        "cli CPU",
-        "others",
-        "srv ctxsw/msg",
-        "fibernet ratio",
-        "rounds",
-    ]
+    pct = _bench.fmt_pct
+    table = [[size_label(r["size"]), r["impl"], fmt_num(r["rate"]) + ("*" if r["client_bound"] else ""),
+              pct(r["rate_spread"]), _fixed(r["us_per_msg"]), _fixed(r["us_per_msg_sys"]),
+              pct(r["us_spread"]), _fixed(r["us_min"]), pct(r["server_cpu"]), pct(r["client_cpu"]),
+              pct(r["others_cpu"]), _fixed(r["server_ctxsw_per_msg"], 3), _bench.fmt_ratio(r["ratio"]),
+              _rounds(r)] for r in rows]
+    headers = ["size", "impl", "msgs/s", "spread", "server us/msg", "of it sys", "spread", "min", "srv CPU",
+               "cli CPU", "others", "srv ctxsw/msg", "fibernet ratio", "rounds"]
     return _bench.format_table(headers, table)
 
 
 def render_idle(rows: list[dict]) -> str:
-    table = [
-        [
-            r["impl"],
-            "-" if r["conns"] is None else f"{r['conns']:,.0f}",
-            "-" if r["kib_per_conn"] is None else f"{r['kib_per_conn']:.2f}",
-            _bench.fmt_pct(r["spread"]),
-            "-" if r["rss0_mib"] is None else f"{r['rss0_mib']:.1f}",
-            "-" if r["rss1_mib"] is None else f"{r['rss1_mib']:.1f}",
-            _bench.fmt_ratio(r["ratio"]),
-            f"ERROR x{r['errors']}" if r["errors"] else r["rounds"],
-        ]
-        for r in rows
-    ]
-    headers = [
-        "impl",
-        "idle conns",
-        "KiB/conn",
-        "spread",
-        "RSS before MiB",
-        "RSS after MiB",
-        "fibernet ratio",
-        "rounds",
-    ]
+    table = [[r["impl"], "-" if r["conns"] is None else f"{r['conns']:,.0f}", _fixed(r["kib_per_conn"], 2),
+              _bench.fmt_pct(r["spread"]), _fixed(r["rss0_mib"]), _fixed(r["rss1_mib"]),
+              _bench.fmt_ratio(r["ratio"]), _rounds(r)] for r in rows]
+    headers = ["impl", "idle conns", "KiB/conn", "spread", "RSS before MiB", "RSS after MiB",
+               "fibernet ratio", "rounds"]
     return _bench.format_table(headers, table)
 
 
@@ -1127,7 +708,7 @@ def main(argv=None) -> int:
             f"{args.client_cpu} that starts its server pinned to CPU {args.server_cpu}, e.g.:\n  "
             + _bench.example_child(__file__, plan, args.client_cpu)
             + "\n  server: "
-            + shlex.join(server_command(plan[0][1], args.host, args.server_cpu)),
+            + shlex.join(pinned(server_command(plan[0][1], args.host), args.server_cpu)),
             flush=True,
         )
         samples = _bench.run_interleaved(__file__, plan, args.rounds, args.client_cpu, args.timeout)
@@ -1196,8 +777,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        sys.exit(serve_main(sys.argv[1:]))
     if _bench.is_child():
         sys.exit(_bench.serve_child(dispatch))
     sys.exit(main())

@@ -23,14 +23,11 @@ import sys
 import tracemalloc
 
 import greenlet
+import psutil
 
 
 def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    return psutil.Process().memory_info().rss // 1024
 
 
 def main(argv: list[str] | None = None) -> int:

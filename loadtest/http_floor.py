@@ -44,39 +44,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # the repository root, for `import fibernet`
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-BODY = b"Hello, World!"
-CANNED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
-NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nnot found\n"
+from peers._serve import BODY, CANNED, NOT_FOUND, accept_all, canned_parser, listen  # noqa: E402,F401
+
 # wrk's request, byte for byte (as loadtest/_load_workloads.py sends it)
 WRK_REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 RECV = 65536
-
-
-def canned_parser(out: list[bytes]) -> httptools.HttpRequestParser:
-    """An httptools parser that appends to ``out`` the canned response to each request it
-    completes (hello for /hello, else 404): the least an HTTP server can do per request."""
-
-    class Callbacks:
-        __slots__ = ("url",)
-
-        def on_url(self, url: bytes) -> None:
-            self.url = url
-
-        def on_message_complete(self) -> None:
-            out.append(CANNED if self.url == b"/hello" else NOT_FOUND)
-
-    return httptools.HttpRequestParser(Callbacks())
 
 
 def serve(port: int, host: str = "127.0.0.1", ready=None) -> None:
     """The minimal greenlet-per-connection hello server (see the module doc)."""
     from greenlet import getcurrent, greenlet
 
-    lsock = socket.socket()
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((host, port))
-    lsock.listen(1024)
+    lsock = listen(host, port)
     lsock.setblocking(False)
     lfd = lsock.fileno()
     ep = select.epoll()
@@ -114,21 +96,17 @@ def serve(port: int, host: str = "127.0.0.1", ready=None) -> None:
             ep.unregister(fd)
             sock.close()
 
+    def start(conn: socket.socket) -> None:
+        ep.register(conn.fileno(), select.EPOLLIN | select.EPOLLET)
+        greenlet(connection).switch(conn)
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if ready is not None:
         ready(lsock.getsockname()[1])
     while True:
         for fd, _ev in ep.poll():
             if fd == lfd:
-                while True:
-                    try:
-                        conn, _ = lsock.accept()
-                    except BlockingIOError:
-                        break
-                    conn.setblocking(False)
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    ep.register(conn.fileno(), select.EPOLLIN | select.EPOLLET)
-                    greenlet(connection).switch(conn)
+                accept_all(lsock, start)
                 continue
             g = waiting.pop(fd, None)
             if g is not None:

@@ -19,7 +19,7 @@ fibernet
     ``fibernet serve fibernet.examples.hello:app --threads 1`` (the CLI, one scheduler thread).
 uvicorn
     ``uvicorn --http httptools --loop uvloop --no-access-log`` serving a raw ASGI app
-    (``asgi_app`` below, no framework).
+    (``loadtest/peers/hello_asgi.py``, no framework).
 gevent
     ``gevent.pywsgi.WSGIServer`` (``log=None``) with a WSGI app.
 aiohttp
@@ -37,7 +37,7 @@ greenlet-floor
     greenlet floor plus that is printed beside the uvicorn bar.
 fibernet-raw
     the same canned-response httptools loop as a fibernet *TCP* handler (``fibernet serve
-    http_hello:fibernet_raw --protocol tcp``): fibernet's runtime floor -- fibers, epoll and
+    hello_raw:handle --app-dir loadtest/peers --protocol tcp``): fibernet's runtime floor -- fibers, epoll and
     socket calls without the HTTP layer.  Informational: the gap between it and ``fibernet``
     is the cost of fibernet's HTTP layer, the gap between it and ``uvloop-proto`` the cost of
     the fiber runtime.
@@ -76,14 +76,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -95,175 +91,18 @@ if HERE not in sys.path:
 
 import _bench  # noqa: E402
 import _http_idle  # noqa: E402
+import _proc  # noqa: E402
+import _wrk  # noqa: E402
 from _bench import fmt_num  # noqa: E402
-from http_floor import CANNED as _CANNED  # noqa: E402
-from http_floor import NOT_FOUND as _NOT_FOUND  # noqa: E402
+from _server import ServerProcess, pinned  # noqa: E402
+from peers import _serve, hello_asgi  # noqa: E402
 
-SERVE_FLAG = "--serve"
 HOST = "127.0.0.1"
 PATH = "/hello"
-BODY = b"Hello, World!"
+BODY = _serve.BODY
 WORKLOAD = "hello"
+PEERS = {"gevent": "hello_wsgi", "aiohttp": "hello_aiohttp", "uvloop-proto": "hello_uvloop"}
 IDLE = "idle"  # --idle-conns N: memory per idle keep-alive connection (loadtest/_http_idle.py)
-
-# --------------------------------------------------------------------------
-# the peer servers (run as `python loadtest/http_hello.py --serve IMPL PORT`, or by uvicorn)
-
-
-async def asgi_app(scope, receive, send):
-    """A raw ASGI app for uvicorn: no framework."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["path"] == PATH:
-        status, body = 200, BODY
-    else:
-        status, body = 404, b"not found\n"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def wsgi_app(environ, start_response):
-    if environ["PATH_INFO"] == PATH:
-        status, body = "200 OK", BODY
-    else:
-        status, body = "404 Not Found", b"not found\n"
-    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-
-
-def serve_gevent(port: int) -> None:
-    from gevent.pywsgi import WSGIServer
-
-    WSGIServer((HOST, port), wsgi_app, log=None).serve_forever()
-
-
-def serve_aiohttp(port: int) -> None:
-    from aiohttp import web
-
-    async def hello(request):
-        return web.Response(text=BODY.decode())  # text/plain; charset=utf-8
-
-    app = web.Application()
-    app.router.add_get(PATH, hello)
-    web.run_app(app, host=HOST, port=port, access_log=None, print=None)
-
-
-def serve_uvloop_proto(port: int) -> None:
-    """The ~minimal reference: uvloop + httptools, a canned keep-alive response."""
-    import asyncio
-
-    import httptools
-    import uvloop
-
-    class HelloProtocol(asyncio.Protocol):
-        __slots__ = ("transport", "parser", "url")
-
-        def connection_made(self, transport):
-            self.transport = transport
-            self.parser = httptools.HttpRequestParser(self)
-            self.url = b""
-
-        def data_received(self, data):
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserError:
-                self.transport.close()
-
-        def on_url(self, url):
-            self.url = url
-
-        def on_message_complete(self):
-            self.transport.write(_CANNED if self.url == b"/hello" else _NOT_FOUND)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = loop.create_future()
-        loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
-        loop.add_signal_handler(signal.SIGINT, stop.set_result, None)
-        server = await loop.create_server(HelloProtocol, HOST, port, backlog=1024)
-        await stop
-        server.close()
-
-    uvloop.run(main())
-
-
-def fibernet_raw(sock) -> None:
-    """A fibernet *TCP* handler doing what the uvloop protocol does (httptools, canned
-    keep-alive response), for ``fibernet serve http_hello:fibernet_raw --protocol tcp``:
-    fibernet's runtime floor (fibers, epoll, socket calls) without its HTTP layer."""
-    import httptools
-    from http_floor import canned_parser
-
-    out: list[bytes] = []
-    parser = canned_parser(out)
-    while data := sock.recv(65536):
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserError:
-            return
-        if out:
-            sock.sendall(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-
-
-def serve_fibernet_cprofile(port: int, out: str, clock: str = "cpu", target: str = "fibernet") -> None:
-    """fibernet's hello app (``target`` "fibernet"; "fibernet-raw": the ``fibernet_raw`` TCP
-    handler) served as ``fibernet serve`` does (``run_server``, one scheduler thread) under
-    cProfile; the stats go to ``out`` when the server stops (SIGINT/SIGTERM).
-
-    The profiler is enabled before the runtime starts on purpose: with greenlet on CPython
-    3.11 a greenlet that was switched out before ``Profile.enable()`` (the scheduler's hub)
-    stays unprofiled, and its epoll/timer work would silently go missing.
-
-    ``clock`` "cpu" times with ``time.thread_time`` (CPU time of the one scheduler thread:
-    neither time blocked in epoll nor time preempted by other processes counts; slower),
-    "wall" with cProfile's default wall clock.
-    """
-    import cProfile
-
-    from fibernet.examples.hello import app
-    from fibernet.server.http import http_server
-    from fibernet.server.serving import run_server
-    from fibernet.server.tcp import Server
-
-    if target == "fibernet":
-        server = http_server(app, HOST, port, threads=1)
-    else:
-        server = Server(fibernet_raw, HOST, port, threads=1)
-    prof = cProfile.Profile(time.thread_time) if clock == "cpu" else cProfile.Profile()
-    prof.enable()
-    try:
-        run_server(server)
-    finally:
-        prof.disable()
-        prof.dump_stats(out)
-
-
-SERVE = {
-    "gevent": serve_gevent,
-    "aiohttp": serve_aiohttp,
-    "uvloop-proto": serve_uvloop_proto,
-    "fibernet-cprofile": serve_fibernet_cprofile,
-}
-
-
-def serve_main(argv: list[str]) -> int:
-    """``--serve IMPL PORT [ARG...]``: run one of the peer servers in the foreground."""
-    impl, port = argv[2], int(argv[3])
-    SERVE[impl](port, *argv[4:])
-    return 0
 
 
 # --------------------------------------------------------------------------
@@ -324,125 +163,39 @@ def fibernet_serve(cli: list[str], target: str, port: int, *options: str) -> lis
 
 
 def uvicorn_serve(uvicorn: list[str], port: int) -> list[str]:
-    """uvicorn (httptools, uvloop, no access log) serving ``asgi_app`` on HOST:port."""
-    return [
-        *uvicorn,
-        "--http",
-        "httptools",
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--app-dir",
-        HERE,
-        "http_hello:asgi_app",
-    ]
+    """uvicorn (httptools, uvloop, no access log) serving ``peers/hello_asgi.py`` on HOST:port."""
+    return [*uvicorn, *hello_asgi.uvicorn_args(HOST, port)]
 
 
-def server_command(impl: str, port: int, extra: list[str] | None = None) -> list[str]:
-    """The command line of ``impl`` on ``port`` (with ``extra`` options: fibernet's and uvicorn's)."""
+def server_command(impl: str, port: int, extra: list[str] | None = None,
+                   python: str | None = None) -> list[str]:
+    """The command line of ``impl`` on ``port`` (with ``extra`` options: fibernet's and uvicorn's), its
+    peers on ``python``."""
     extra = extra or []
+    fibernet = _exe("fibernet", FIBERNET_CLI)
     if impl == "fibernet":
-        return fibernet_serve(_exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port, *extra)
+        return fibernet_serve(fibernet, "fibernet.examples.hello:app", port, *extra)
     if impl == "fibernet-nomonitor":
-        cli = _exe("fibernet", FIBERNET_CLI)
-        return fibernet_serve(cli, "fibernet.examples.hello:app", port, "--block-warning", "0", *extra)
+        return fibernet_serve(fibernet, "fibernet.examples.hello:app", port, "--block-warning", "0", *extra)
     if impl == "fibernet-raw":
-        return fibernet_serve(
-            _exe("fibernet", FIBERNET_CLI),
-            "http_hello:fibernet_raw",
-            port,
-            "--app-dir",
-            HERE,
-            "--protocol",
-            "tcp",
-        )
+        raw = ("--app-dir", _serve.HERE, "--protocol", "tcp")
+        return fibernet_serve(fibernet, "hello_raw:handle", port, *raw)
     if impl == "greenlet-floor":
         return [sys.executable, os.path.join(HERE, "http_floor.py"), "--serve", str(port)]
     if impl == "uvicorn":
-        return uvicorn_serve(_exe("uvicorn", [sys.executable, "-m", "uvicorn"]), port) + extra
-    return [sys.executable, os.path.abspath(__file__), SERVE_FLAG, impl, str(port)]
+        uvicorn = [python, "-m", "uvicorn"] if python else _exe("uvicorn", [sys.executable, "-m", "uvicorn"])
+        return uvicorn_serve(uvicorn, port) + extra
+    return _serve.command(PEERS[impl], python=python, host=HOST, port=port)
 
 
 def wrk_command(params: dict, port: int, duration: float) -> list[str]:
-    return [
-        "taskset",
-        "-c",
-        str(params["wrk_cpu"]),
-        params["wrk"],
-        f"-t{params['wrk_threads']}",
-        f"-c{params['connections']}",
-        f"-d{duration:g}s",
-        f"http://{HOST}:{port}{PATH}",
-    ]
+    url = f"http://{HOST}:{port}{PATH}"
+    wrk = _wrk.command(params["wrk"], url, params["wrk_threads"], params["connections"], duration)
+    return ["taskset", "-c", str(params["wrk_cpu"]), *wrk]
 
 
 # --------------------------------------------------------------------------
 # driver side: one measurement (runs in its own subprocess, pinned to the wrk CPU)
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            text = fh.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields:
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(utime, stime) of ``pid`` (all its threads) and of its live descendants, seconds."""
-    user = system = 0
-    for p in [pid, *_descendants(pid)]:
-        fields = _stat_fields(p)
-        if fields:
-            user += int(fields[11])  # utime: field 14 of /proc/PID/stat
-            system += int(fields[12])  # stime: field 15
-    return user / _CLK_TCK, system / _CLK_TCK
-
-
-def cpu_busy_seconds(cpu: int) -> tuple[float, float]:
-    """(user+nice+system, steal) seconds of one CPU so far, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        for line in fh:
-            if line.startswith(f"cpu{cpu} "):
-                f = [int(x) for x in line.split()[1:9]]
-                return (f[0] + f[1] + f[2]) / _CLK_TCK, f[7] / _CLK_TCK
-    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
-
-
-def rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
 
 def check_hello(port: int) -> dict:
     """Two GETs over one connection: both must be 200 'Hello, World!' text/plain, keep-alive."""
@@ -472,128 +225,54 @@ def check_hello(port: int) -> dict:
     return headers
 
 
-def wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode} before answering")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                pass
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not listen on port {port} within {timeout:g}s") from None
-            time.sleep(0.05)
-            continue
-        return check_hello(port)
-
-
-_WRK_PATTERNS = {
-    "requests": re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)\b", re.M),
-    "rps": re.compile(r"^Requests/sec:\s*([\d.]+)", re.M),
-    "socket": re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"),
-    "non2xx": re.compile(r"Non-2xx or 3xx responses: (\d+)"),
-}
-_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
-
-
-def parse_wrk(text: str) -> dict:
-    m = _WRK_PATTERNS["requests"].search(text)
-    rps = _WRK_PATTERNS["rps"].search(text)
-    if not m or not rps:
-        raise RuntimeError("cannot parse wrk's output:\n" + text)
-    sock = _WRK_PATTERNS["socket"].search(text)
-    non2xx = _WRK_PATTERNS["non2xx"].search(text)
-    counts = [int(g) for g in sock.groups()] if sock else [0] * 4
-    errors = dict(zip(("connect", "read", "write", "timeout"), counts, strict=True))
-    errors["non2xx"] = int(non2xx.group(1)) if non2xx else 0
-    return {
-        "requests": int(m.group(1)),
-        "wrk_seconds": float(m.group(2)) * _UNIT[m.group(3)],
-        "rps": float(rps.group(1)),
-        "errors": errors,
-    }
-
-
 def run_wrk(params: dict, port: int, duration: float) -> tuple[dict, str]:
     cmd = wrk_command(params, port, duration)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {shlex.join(cmd)}\n{proc.stderr}{proc.stdout}")
-    return parse_wrk(proc.stdout), proc.stdout
-
-
-def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> tuple[float, bool]:
-    """SIGTERM, then SIGKILL after ``grace`` s; returns (seconds to exit, killed?)."""
-    started = time.monotonic()
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return time.monotonic() - started, True
-    return time.monotonic() - started, False
+    return _wrk.result(proc.stdout), proc.stdout
 
 
 def measure_idle(impl: str, params: dict) -> dict:
     """``--idle-conns``: memory per idle keep-alive connection (see loadtest/_http_idle.py)."""
     _http_idle.raise_nofile()  # (the server inherits it)
     port = _bench.free_port(HOST)
-    extra = _http_idle.server_options(impl, params["conns"])
-    cmd = ["taskset", "-c", str(params["server_cpu"]), *server_command(impl, port, extra)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
+    cmd = server_command(impl, port, _http_idle.server_options(impl, params["conns"]))
+    with ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"]) as server:
         try:
-            wait_ready(proc, port, params["start_timeout"])
-            rss = lambda: sum(rss_bytes(p) or 0 for p in [proc.pid, *_descendants(proc.pid)]) // 1024  # noqa: E731
+            check_hello(port)
+            rss = lambda: (_proc.rss_bytes(server.pid, descendants=True) or 0) // 1024  # noqa: E731
             result = _http_idle.idle_load(port, params["conns"], rss)
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server died during the run (exit {proc.returncode})")
+            server.check_alive()
         except Exception as exc:
-            stop_server(proc, 5.0)
-            log.seek(0)
-            output = log.read()[-3000:]
-            raise RuntimeError(f"{exc}\nserver: {shlex.join(cmd)}\nserver output:\n{output}") from None
-        stop_server(proc)
-    result["server_command"] = shlex.join(cmd)
+            server.stop(5.0)
+            raise RuntimeError(f"{exc}\n{server.tail()}") from None
+        server.stop()
+        result["server_command"] = shlex.join(server.command)
     return result
 
 
 def measure(workload: str, impl: str, params: dict) -> dict:
     port = _bench.free_port(HOST)
-    cmd = ["taskset", "-c", str(params["server_cpu"]), *server_command(impl, port)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
+    cmd = server_command(impl, port)
+    with ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"]) as server:
         try:
-            headers = wait_ready(proc, port, params["start_timeout"])
+            headers = check_hello(port)
             run_wrk(params, port, params["warmup"])
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server died during the warm-up (exit {proc.returncode})")
-            box0 = cpu_busy_seconds(params["server_cpu"])
-            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            server.check_alive()
+            box0 = _proc.cpu_user_steal(params["server_cpu"])
+            cpu0, t0 = _proc.cpu_times(server.pid, descendants=True), time.perf_counter()
             result, wrk_text = run_wrk(params, port, params["duration"])
-            cpu1, wall = cpu_seconds(proc.pid), time.perf_counter() - t0
-            box1 = cpu_busy_seconds(params["server_cpu"])
-            rss = rss_bytes(proc.pid)
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server died during the run (exit {proc.returncode})")
+            cpu1, wall = _proc.cpu_times(server.pid, descendants=True), time.perf_counter() - t0
+            box1 = _proc.cpu_user_steal(params["server_cpu"])
+            rss = _proc.rss_bytes(server.pid)
+            server.check_alive()
         except Exception as exc:
-            stop_server(proc, 5.0)
-            log.seek(0)
-            raise RuntimeError(
-                f"{exc}\nserver: {shlex.join(cmd)}\nserver output:\n{log.read()[-3000:]}"
-            ) from None
-        stop_seconds, killed = stop_server(proc)
-        log.seek(0)
-        server_log = log.read()[-3000:]
+            server.stop(5.0)
+            raise RuntimeError(f"{exc}\n{server.tail()}") from None
+        stop_seconds, killed = server.stop()
+        server_log = server.output()
+        cmd = server.command
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = user + system
     n = result["requests"]
@@ -643,31 +322,17 @@ def profile_fibernet(args, params: dict) -> int:
 
     port = _bench.free_port(HOST)
     out = args.profile
-    cmd = [
-        "taskset",
-        "-c",
-        str(params["server_cpu"]),
-        sys.executable,
-        os.path.abspath(__file__),
-        SERVE_FLAG,
-        "fibernet-cprofile",
-        str(port),
-        out,
-        args.profile_clock,
-        args.profile_target,
-    ]
+    cmd = _serve.command("hello_profile", "--out", out, "--clock", args.profile_clock,
+                         "--target", args.profile_target, host=HOST, port=port)
     wrk = wrk_command(params, port, args.duration)
-    print(
-        f"command: {_bench.command_line()}\nserver:  {shlex.join(cmd)}\nload:    {shlex.join(wrk)}",
-        flush=True,
-    )
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
-    try:
-        wait_ready(proc, port, params["start_timeout"])  # 2 requests
-        result, text = run_wrk(params, port, args.duration)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+    print(f"command: {_bench.command_line()}\nserver:  {shlex.join(pinned(cmd, params['server_cpu']))}\n"
+          f"load:    {shlex.join(wrk)}", flush=True)
+    with ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"]) as server:
+        try:
+            check_hello(port)  # 2 requests
+            result, text = run_wrk(params, port, args.duration)
+        finally:
+            server.stop(30)  # (it writes the stats as it stops)
     print(text)
     requests = result["requests"] + 2
     stats = pstats.Stats(out)
@@ -925,7 +590,7 @@ def parse_args(argv=None):
         "--profile-target",
         choices=("fibernet", "fibernet-raw"),
         default="fibernet",
-        help="what --profile serves: the hello app (default) or the fibernet_raw TCP handler",
+        help="what --profile serves: the hello app (default) or the peers/hello_raw.py TCP handler",
     )
     parser.add_argument(
         "--profile-clock",
@@ -981,9 +646,7 @@ def main(argv=None) -> int:
     for impl in args.impls:
         print(
             f"  {impl:<13} taskset -c {args.server_cpu} "
-            + shlex.join(server_command(impl, 0))
-            .replace("--port 0", "--port PORT")
-            .replace(f"{SERVE_FLAG} {impl} 0", f"{SERVE_FLAG} {impl} PORT")
+            + shlex.join(server_command(impl, 0)).replace("--port 0", "--port PORT")
         )
     print(
         "load: " + shlex.join(wrk_command(params, 0, args.warmup)).replace(":0/", ":PORT/") + "   (warm-up)"
@@ -1062,6 +725,4 @@ def main_idle(args, params: dict) -> int:
 if __name__ == "__main__":
     if _bench.is_child():
         sys.exit(_bench.serve_child(dispatch))
-    if len(sys.argv) > 1 and sys.argv[1] == SERVE_FLAG:
-        sys.exit(serve_main(sys.argv))
     sys.exit(main())

@@ -3,8 +3,8 @@
 
 Run from the repository root, the peers from their own environment::
 
-    python loadtest/compare.py --make-env /tmp/peers bench https_hello
-    python loadtest/compare.py --peers-python /tmp/peers/bin/python bench https_hello --close
+    fibernet loadtest --make-env /tmp/peers https_hello
+    fibernet loadtest --peers-python /tmp/peers/bin/python https_hello --close
 
 Both servers get one self-signed certificate (``openssl req``, RSA 2048, made in a temporary
 directory) through the same flags (``--ssl-certfile``/``--ssl-keyfile``: uvicorn's names are
@@ -39,7 +39,10 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _proc  # noqa: E402
+import _wrk  # noqa: E402
 import http_hello as hh  # noqa: E402
+from _server import ServerProcess  # noqa: E402
 
 IMPLS = ("fibernet", "uvicorn")
 # fibernet's CLI from this checkout on any interpreter with its dependencies (the peers'):
@@ -88,27 +91,23 @@ def wait_ready(proc: subprocess.Popen, port: int, cert: str, timeout: float = 30
 
 
 def wrk(args, port: int, duration: float) -> dict:
-    cmd = ["taskset", "-c", str(args.wrk_cpu), "wrk", "-t1", f"-c{args.connections}", f"-d{duration:g}s"]
-    if args.close:
-        cmd += ["-H", "Connection: close"]
-    out = subprocess.run([*cmd, f"https://{hh.HOST}:{port}{hh.PATH}"], capture_output=True, text=True,
+    extra = ["-H", "Connection: close"] if args.close else []
+    url = f"https://{hh.HOST}:{port}{hh.PATH}"
+    cmd = _wrk.command("wrk", url, 1, args.connections, duration, *extra)
+    out = subprocess.run(["taskset", "-c", str(args.wrk_cpu), *cmd], capture_output=True, text=True,
                          timeout=duration + 60, check=True).stdout
-    return hh.parse_wrk(out)
+    return _wrk.result(out)
 
 
 def measure(impl: str, args, cert: str, key: str) -> dict:
     port = _bench.free_port(hh.HOST)
-    cmd = ["taskset", "-c", str(args.server_cpu), *server_command(impl, port, cert, key)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_ready(proc, port, cert)
+    with ServerProcess(server_command(impl, port, cert, key), args.server_cpu, port) as server:
+        wait_ready(server.proc, port, cert)
         wrk(args, port, 1.0)
-        before = sum(hh.cpu_seconds(proc.pid))
+        before = sum(_proc.cpu_times(server.pid, descendants=True))
         result = wrk(args, port, args.duration)
-        used = sum(hh.cpu_seconds(proc.pid)) - before
-    finally:
-        hh.stop_server(proc)
-        proc.stderr.close()
+        used = sum(_proc.cpu_times(server.pid, descendants=True)) - before
+        server.stop()
     result["cpu_us"] = used / max(1, result["requests"]) * 1e6
     return result
 

@@ -143,11 +143,8 @@ def child_configs(cfg: Config) -> list[Config]:
         count = _split(cfg.count, cfg.processes, i)
         out.append(
             dataclasses.replace(
-                cfg,
-                processes=1,
-                connections=_split(cfg.connections, cfg.processes, i),
-                rate=None if cfg.rate is None else cfg.rate / cfg.processes,
-                count=count,
+                cfg, processes=1, connections=_split(cfg.connections, cfg.processes, i),
+                rate=None if cfg.rate is None else cfg.rate / cfg.processes, count=count,
             )
         )
     return [c for c in out if c.count is None or c.count > 0]
@@ -192,10 +189,8 @@ def run_children(cfg: Config) -> list[dict]:
     try:
         for i, child in enumerate(configs):
             proc = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), CHILD_FLAG],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
+                [sys.executable, os.path.abspath(__file__), CHILD_FLAG], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True,
             )
             procs.append(proc)
             proc.stdin.write(json.dumps(dataclasses.asdict(child)) + "\n")  # type: ignore[union-attr]
@@ -232,8 +227,7 @@ def run_children(cfg: Config) -> list[dict]:
                     if tick > shown:  # every child has reported this tick: show the sum
                         shown = tick
                         progress.show(
-                            tick * cfg.progress_interval,
-                            sum(p["ok"] for p in snap),
+                            tick * cfg.progress_interval, sum(p["ok"] for p in snap),
                             sum(p["errors"] for p in snap),
                         )
             elif "part" in event:
@@ -294,8 +288,7 @@ def _header(text: str) -> tuple[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     p = argparse.ArgumentParser(
-        prog="load.py",
-        description="fibernet's load generator: closed or open loop, HdrHistogram latencies.",
+        prog="load.py", description="fibernet's load generator: closed or open loop, HdrHistogram latencies.",
         epilog="Every run stops by itself: --duration (default 10 s) or --count.",
     )
     p.add_argument("--workload", "-w", choices=WORKLOADS, default="echo")
@@ -326,24 +319,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     if args.duration is None and args.count is None:
         args.duration = 10.0
     cfg = Config(
-        workload=args.workload,
-        host=args.host,
-        port=args.port,
-        connections=args.connections,
-        duration=args.duration,
-        count=args.count,
-        rate=args.rate,
-        processes=args.processes,
-        size=args.size,
-        line=args.line,
-        expect=args.expect,
-        method=args.method,
-        path=args.path,
-        headers=args.header,
-        body=args.body,
-        keepalive=args.keepalive,
-        pipeline=args.pipeline,
-        timeout=args.timeout,
+        workload=args.workload, host=args.host, port=args.port, connections=args.connections,
+        duration=args.duration, count=args.count, rate=args.rate, processes=args.processes, size=args.size,
+        line=args.line, expect=args.expect, method=args.method, path=args.path, headers=args.header,
+        body=args.body, keepalive=args.keepalive, pipeline=args.pipeline, timeout=args.timeout,
         allow_remote=args.allow_remote,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
         progress_interval=args.progress_interval,
@@ -363,8 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table, file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
     if args.json:
         extra = {
-            "command": _bench.command_line(),
-            "environment": _bench.environment(),
+            "command": _bench.command_line(), "environment": _bench.environment(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         }
         text = dumps(result, extra)

@@ -184,10 +184,8 @@ class Fibernet:
             def snapshot() -> dict:
                 gc.collect()
                 return {
-                    "timers": sched.pending_timers(),
-                    "heap": _timer_heap_size(sched),
-                    "ch_waiters": list(ch.waiting()),
-                    "go_waiters": list(go.waiting()),
+                    "timers": sched.pending_timers(), "heap": _timer_heap_size(sched),
+                    "ch_waiters": list(ch.waiting()), "go_waiters": list(go.waiting()),
                     "gc_objects": len(gc.get_objects()),
                 }
 
@@ -208,10 +206,7 @@ class Fibernet:
             helper.join()
             after = snapshot()
             return {
-                "before": before,
-                "after": after,
-                "wrong_results": wrong,
-                "peak": peak,
+                "before": before, "after": after, "wrong_results": wrong, "peak": peak,
                 "left_behind": _left_behind(before, after),
             }
 
@@ -438,11 +433,7 @@ class Trio:
 
 
 IMPLS: dict[str, type] = {
-    "fibernet": Fibernet,
-    "gevent": Gevent,
-    "asyncio": Asyncio,
-    "uvloop": Uvloop,
-    "trio": Trio,
+    "fibernet": Fibernet, "gevent": Gevent, "asyncio": Asyncio, "uvloop": Uvloop, "trio": Trio,
     "greenlet": RawGreenlet,
 }
 DEFAULT_IMPLS = ("fibernet", "gevent", "asyncio", "trio", "greenlet")
@@ -469,11 +460,8 @@ def measure_spawn(impl, params: dict) -> dict:
     impl.spawn_join(n, timing)  # first: timing and RSS growth, no tracing overhead
     impl.spawn_join(n, traced)  # second: tracemalloc peak
     result = {
-        "rate": n / timing.seconds,
-        "seconds": timing.seconds,
-        "n": n,
-        "rss_per_fiber": timing.maxrss_delta / n,
-        "traced_per_fiber": traced.traced_peak / n,
+        "rate": n / timing.seconds, "seconds": timing.seconds, "n": n,
+        "rss_per_fiber": timing.maxrss_delta / n, "traced_per_fiber": traced.traced_peak / n,
     }
     result["summary"] = (
         f"{fmt_num(result['rate'])} fibers/s, "
@@ -559,19 +547,15 @@ class Bar:
 
 BARS = (
     Bar("pingpong", "rate", peer="asyncio", min_ratio=1.0),
-    Bar("pingpong", "rate", peer="trio", min_ratio=2.5),
-    Bar("spawn", "rate", peer="gevent", min_ratio=1.5),
-    Bar("spawn", "traced_per_fiber", max_value=1000),
-    Bar("spawn", "rss_per_fiber", max_value=1000),
-    Bar("choice", "left_behind", max_value=0),
-    Bar("choice", "wrong_results", max_value=0),
+    Bar("pingpong", "rate", peer="trio", min_ratio=2.5), Bar("spawn", "rate", peer="gevent", min_ratio=1.5),
+    Bar("spawn", "traced_per_fiber", max_value=1000), Bar("spawn", "rss_per_fiber", max_value=1000),
+    Bar("choice", "left_behind", max_value=0), Bar("choice", "wrong_results", max_value=0),
 )
 
 
 def build_plan(args) -> list[tuple[str, str, dict]]:
     params = {
-        "pingpong": {"n": args.pingpong_n},
-        "spawn": {"n": args.spawn_n},
+        "pingpong": {"n": args.pingpong_n}, "spawn": {"n": args.spawn_n},
         "choice": {"tiny": args.tiny_timeout, "fire_every": args.fire_every},
     }
     plan = []
@@ -609,15 +593,9 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
                 verdicts.append(False)
             rows.append(
                 {
-                    "workload": metric.workload,
-                    "metric": metric.key,
-                    "impl": impl,
-                    "value": value,
-                    "unit": metric.unit,
-                    "spread": _bench.spread(values),
-                    "rounds": len(values),
-                    "errors": len(samples.errors.get(key, [])),
-                    "ratio": ratio,
+                    "workload": metric.workload, "metric": metric.key, "impl": impl, "value": value,
+                    "unit": metric.unit, "spread": _bench.spread(values), "rounds": len(values),
+                    "errors": len(samples.errors.get(key, [])), "ratio": ratio,
                     "bar": "; ".join(b.describe() for b in bars),
                     "pass": None if not verdicts or None in verdicts else all(verdicts),
                 }
@@ -628,14 +606,8 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
 def render_rows(rows: list[dict]) -> str:
     table = [
         [
-            r["workload"],
-            r["impl"],
-            fmt_num(r["value"]),
-            r["unit"],
-            _bench.fmt_pct(r["spread"]),
-            _bench.fmt_ratio(r["ratio"]),
-            r["bar"] or "-",
-            _bench.result_cell(r),
+            r["workload"], r["impl"], fmt_num(r["value"]), r["unit"], _bench.fmt_pct(r["spread"]),
+            _bench.fmt_ratio(r["ratio"]), r["bar"] or "-", _bench.result_cell(r),
         ]
         for r in rows
     ]
@@ -652,33 +624,16 @@ def render_choice_details(samples: _bench.Samples) -> str:
         ok = r["left_behind"] == 0 and r["wrong_results"] == 0
         rows.append(
             [
-                i,
-                f"{r['n']:,}",
-                f"{b['timers']} -> {a['timers']}",
-                peak["timers"],
-                f"{b['heap']} -> {a['heap']}",
-                peak["heap"],
-                f"{tuple(b['ch_waiters'])} -> {tuple(a['ch_waiters'])}",
-                peak["ch_waiters"],
+                i, f"{r['n']:,}", f"{b['timers']} -> {a['timers']}", peak["timers"],
+                f"{b['heap']} -> {a['heap']}", peak["heap"],
+                f"{tuple(b['ch_waiters'])} -> {tuple(a['ch_waiters'])}", peak["ch_waiters"],
                 f"{tuple(b['go_waiters'])} -> {tuple(a['go_waiters'])}",
-                f"{a['gc_objects'] - b['gc_objects']:+d}",
-                r["wrong_results"],
-                "PASS" if ok else "FAIL",
+                f"{a['gc_objects'] - b['gc_objects']:+d}", r["wrong_results"], "PASS" if ok else "FAIL",
             ]
         )
     headers = [
-        "round",
-        "n",
-        "timers",
-        "max seen",
-        "heap entries*",
-        "max seen",
-        "ch waiters (get, put)",
-        "max seen",
-        "go waiters",
-        "gc objects",
-        "wrong",
-        "result",
+        "round", "n", "timers", "max seen", "heap entries*", "max seen", "ch waiters (get, put)", "max seen",
+        "go waiters", "gc objects", "wrong", "result",
     ]
     return (
         "fibernet choice loop: timers = current_scheduler().pending_timers(), waiters = "
@@ -701,8 +656,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     parser.add_argument(
-        "--impls",
-        default=",".join(DEFAULT_IMPLS),
+        "--impls", default=",".join(DEFAULT_IMPLS),
         help=f"comma list out of {','.join(IMPLS)} (default: %(default)s)",
     )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list (default: %(default)s)")
@@ -711,15 +665,11 @@ def parse_args(argv=None):
     parser.add_argument("--choice-n", type=int, help="fibernet choice iterations (default 1000000)")
     parser.add_argument("--choice-peer-n", type=int, help="peers' choice iterations (default 200000)")
     parser.add_argument(
-        "--tiny-timeout",
-        type=float,
-        default=1e-4,
+        "--tiny-timeout", type=float, default=1e-4,
         help="timeout of the iterations whose timer really fires (default 1e-4 s)",
     )
     parser.add_argument(
-        "--fire-every",
-        type=int,
-        default=10_000,
+        "--fire-every", type=int, default=10_000,
         help="every N-th odd choice iteration uses --tiny-timeout (default 10000)",
     )
     parser.add_argument("--timeout", type=float, default=600, help="per-child timeout, seconds")
@@ -730,10 +680,7 @@ def parse_args(argv=None):
         {"rounds": 1, "pingpong_n": 20_000, "spawn_n": 10_000, "choice_n": 100_000, "choice_peer_n": 20_000}
         if args.quick
         else {
-            "rounds": 5,
-            "pingpong_n": 200_000,
-            "spawn_n": 100_000,
-            "choice_n": 1_000_000,
+            "rounds": 5, "pingpong_n": 200_000, "spawn_n": 100_000, "choice_n": 1_000_000,
             "choice_peer_n": 200_000,
         },
     )

@@ -18,7 +18,7 @@ took place within it: every worker the supervisor had before the SIGHUP is gone 
 load ends (how long that took is reported; else the run is reported as not reloaded, and
 fails).  The exit status is 1 when a run of fibernet's failed (the peers are only measured).
 
-Only the standard library is used.
+psutil watches the workers come and go.
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import _bench
+import _proc
+import _wrk
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("wrk", "h2load")
-
-
-def wsgi_hello(environ: dict, start_response) -> list[bytes]:  # noqa: ANN001 - WSGI
-    """gunicorn's app: the same answer as fibernet.examples.hello."""
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
-    return [b"Hello, World!"]
+PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers")  # gunicorn: hello_wsgi.py
 
 
 @dataclass
@@ -69,15 +68,14 @@ def server_command(server: str, port: int, peers_python: str | None) -> list[str
                 "--port", str(port), "--workers", "2"]
     if server == "gunicorn":
         return [peers_python or sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2",
-                "-b", f"127.0.0.1:{port}", "--chdir", os.path.dirname(os.path.abspath(__file__)),
-                "sighup:wsgi_hello"]
+                "-b", f"127.0.0.1:{port}", "--chdir", PEERS, "hello_wsgi:app"]
     raise ValueError(f"unknown server {server!r}")
 
 
 def tool_command(tool: str, port: int, duration: float) -> list[str]:
     url = f"http://127.0.0.1:{port}/"
     if tool == "wrk":
-        return ["wrk", "-t2", "-c50", f"-d{duration:g}s", url]
+        return _wrk.command("wrk", url, 2, 50, duration)
     if tool == "h2load":
         return ["h2load", "--h1", "-t2", "-c50", f"-D{duration:g}", url]
     raise ValueError(f"unknown tool {tool!r}")
@@ -86,12 +84,15 @@ def tool_command(tool: str, port: int, duration: float) -> list[str]:
 def failures(tool: str, output: str) -> tuple[int, int, str]:
     """(requests, failed, the tool's lines that say so) from wrk's or h2load's report."""
     if tool == "wrk":
-        done = re.search(r"(\d+) requests in", output)
-        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-        failed = (sum(map(int, errors.groups())) if errors else 0) + (int(non2xx.group(1)) if non2xx else 0)
-        detail = "; ".join(m.group(0) for m in (errors, non2xx) if m) or "no errors"
-        return int(done.group(1)) if done else 0, failed, detail
+        done = _wrk.result(output)
+        e = done["errors"]
+        said = []  # in the words of wrk's own report
+        if e["connect"] + e["read"] + e["write"] + e["timeout"]:
+            said.append(f"Socket errors: connect {e['connect']}, read {e['read']}, write {e['write']}, "
+                        f"timeout {e['timeout']}")
+        if e["non2xx"]:
+            said.append(f"Non-2xx or 3xx responses: {e['non2xx']}")
+        return done["requests"], sum(e.values()), "; ".join(said) or "no errors"
     line = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
                      r"(\d+) errored, (\d+) timeout", output)
     if not line:
@@ -99,23 +100,6 @@ def failures(tool: str, output: str) -> tuple[int, int, str]:
     total, _started, _done, succeeded, failed, errored, timeout = map(int, line.groups())
     codes = re.search(r"status codes: .*", output)
     return succeeded, failed + errored + timeout, line.group(0) + (f"; {codes.group(0)}" if codes else "")
-
-
-def children(pid: int) -> set[int]:
-    found: set[int] = set()
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found.update(int(c) for c in f.read().split())
-    except FileNotFoundError:
-        pass
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answers(port: int) -> bool:
@@ -130,7 +114,7 @@ def _answers(port: int) -> bool:
 def run_once(server: str, tool: str, duration: float = 5.0, hup_at: float = 1.0,
              peers_python: str | None = None, workers: int = 2, log_dir: str | None = None) -> Run:
     """One run of ``tool`` against ``server`` with a SIGHUP ``hup_at`` seconds in."""
-    port = free_port()
+    port = _bench.free_port()
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env = {k: v for k, v in env.items() if not k.startswith("FIBERNET_")}
     with tempfile.TemporaryFile("w+", dir=log_dir) as log:
@@ -138,19 +122,19 @@ def run_once(server: str, tool: str, duration: float = 5.0, hup_at: float = 1.0,
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, process_group=0)
         try:
             deadline = time.monotonic() + 30
-            while not (_answers(port) and len(children(proc.pid)) >= workers):
+            while not (_answers(port) and len(_proc.children(proc.pid)) >= workers):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
                     raise RuntimeError(f"{server} did not start:\n{log.read()[-3000:]}")
                 time.sleep(0.05)
-            before = children(proc.pid)
+            before = _proc.children(proc.pid)
             load = subprocess.Popen(tool_command(tool, port, duration), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             time.sleep(hup_at)  # a point in the run, by design: the load is running there
             proc.send_signal(signal.SIGHUP)
             hup, reload_s = time.monotonic(), None
             while load.poll() is None:  # watch the old workers go while the load runs
-                kids = children(proc.pid)
+                kids = _proc.children(proc.pid)
                 if reload_s is None and not before & kids and len(kids) >= workers:
                     reload_s = time.monotonic() - hup
                 time.sleep(0.05)

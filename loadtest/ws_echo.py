@@ -2,11 +2,11 @@
 
 Run from the repository root, the peers from their own environment::
 
-    python loadtest/compare.py --make-env /tmp/peers bench ws_echo          # 3 rounds
-    python loadtest/compare.py --make-env /tmp/peers bench ws_echo --quick  # 1 round of 2 s
-    python loadtest/ws_echo.py --serve fibernet --port 8765                 # one server, foreground
+    fibernet loadtest --make-env /tmp/peers ws_echo          # 3 rounds
+    fibernet loadtest --make-env /tmp/peers ws_echo --quick  # 1 round of 2 s
+    python loadtest/peers/ws_fibernet.py --port 8765                        # one server, foreground
 
-Servers (``ws_echo.py --serve IMPL``, each in its own process pinned to ``--server-cpu``),
+Servers (``loadtest/peers/ws_*.py``, each in its own process pinned to ``--server-cpu``),
 all echoing every message on 127.0.0.1, with no compression and no keep-alive pings (so
 that the numbers are the protocol's and the server's, not zlib's)::
 
@@ -31,7 +31,6 @@ ratio`` = fibernet's msgs/s / that server's.  Medians over interleaved rounds.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import select
@@ -49,98 +48,20 @@ if HERE not in sys.path:
 
 import _bench  # noqa: E402
 from _bench import fmt_num  # noqa: E402
-from echo import CLIENT_BOUND, STALL_SECONDS, Mark, _nodelay, _raise_nofile, _ready  # noqa: E402
+from _server import ServerProcess, pinned  # noqa: E402
+from echo import CLIENT_BOUND, STALL_SECONDS, Mark  # noqa: E402
+from peers import _serve  # noqa: E402
 
-IMPLS = ("fibernet", "websockets", "uvicorn-websockets", "uvicorn-wsproto")
 MASK = b"\x1f\x2e\x3d\x4c"
 
 
-# --------------------------------------------------------------------------
-# servers: each binds, prints READY <port> and serves forever
-
-
-def serve_fibernet(host: str, port: int) -> None:
-    from fibernet.server.http import http_server
-    from fibernet.server.serving import run_server
-
-    def app(request):
-        ws = request.accept_websocket()
-        for message in ws:
-            ws.send(message)
-
-    server = http_server(
-        app, host, port, max_connections=20_000, ws_per_message_deflate=False, ws_ping_interval=None
-    )
-    server.bind()
-    _ready(server.address[1])
-    run_server(server)
-
-
-def serve_websockets(host: str, port: int) -> None:
-    import asyncio
-
-    from websockets.asyncio.server import serve
-
-    async def echo(ws):
-        async for message in ws:
-            await ws.send(message)
-
-    async def main():
-        async with serve(echo, host, port, compression=None, ping_interval=None, max_size=None) as server:
-            _ready(server.sockets[0].getsockname()[1])
-            await asyncio.Future()
-
-    asyncio.run(main())
-
-
-async def asgi_echo(scope, receive, send):
-    assert scope["type"] == "websocket"
-    while True:
-        event = await receive()
-        if event["type"] == "websocket.connect":
-            await send({"type": "websocket.accept"})
-        elif event["type"] == "websocket.receive":
-            if event.get("text") is not None:
-                await send({"type": "websocket.send", "text": event["text"]})
-            else:
-                await send({"type": "websocket.send", "bytes": event["bytes"]})
-        else:
-            return
-
-
-def serve_uvicorn(host: str, port: int, ws: str) -> None:
-    import uvicorn
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)  # (before READY: uvicorn listens only once its loop runs)
-    _ready(sock.getsockname()[1])
-    config = uvicorn.Config(
-        asgi_echo,
-        loop="uvloop",
-        http="httptools",
-        ws=ws,
-        ws_per_message_deflate=False,
-        ws_ping_interval=None,
-        log_level="warning",
-        lifespan="off",
-        backlog=1024,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
-
-
+# the servers (loadtest/peers/NAME.py ARGS), by implementation
 SERVERS = {
-    "fibernet": serve_fibernet,
-    "websockets": serve_websockets,
-    "uvicorn-websockets": lambda host, port: serve_uvicorn(host, port, "websockets"),
-    "uvicorn-wsproto": lambda host, port: serve_uvicorn(host, port, "wsproto"),
+    "fibernet": ("ws_fibernet",), "websockets": ("ws_websockets",),
+    "uvicorn-websockets": ("ws_uvicorn", "--ws", "websockets"),
+    "uvicorn-wsproto": ("ws_uvicorn", "--ws", "wsproto"),
 }
-
-
-def server_command(impl: str, host: str, cpu: int | None) -> list[str]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--serve", impl, "--host", host, "--port", "0"]
-    return ["taskset", "-c", str(cpu), *cmd] if cpu is not None else cmd
+IMPLS = tuple(SERVERS)
 
 
 # --------------------------------------------------------------------------
@@ -160,7 +81,7 @@ def frame(payload: bytes, mask: bytes | None) -> bytes:
 
 def open_ws(host: str, port: int) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=10)
-    _nodelay(sock)
+    _serve.nodelay(sock)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -181,23 +102,10 @@ def open_ws(host: str, port: int) -> socket.socket:
 
 
 def measure(workload: str, impl: str, params: dict) -> dict:
-    from echo import proc_cpu  # noqa: F401 - (Mark.take reads it)
-
-    _raise_nofile()
-    import subprocess
-
-    cmd = server_command(impl, params["host"], params["server_cpu"])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"{impl} did not start: {line!r}\n{proc.stderr.read()[-2000:]}")
-        return echo_loop(proc.pid, int(line.split()[1]), params)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    _serve.raise_nofile()
+    cmd = _serve.command(*SERVERS[impl], host=params["host"])
+    with ServerProcess(cmd, params["server_cpu"], name=impl) as server:
+        return echo_loop(server.pid, server.port, params)
 
 
 def echo_loop(server_pid: int, port: int, params: dict) -> dict:
@@ -261,11 +169,8 @@ def echo_loop(server_pid: int, port: int, params: dict) -> dict:
     server = (b.srv_user - a.srv_user) + (b.srv_sys - a.srv_sys)
     client = (b.cli_user - a.cli_user) + (b.cli_sys - a.cli_sys)
     out = {
-        "rate": count / window,
-        "us_per_msg": 1e6 * server / count,
-        "server_cpu": server / window,
-        "client_cpu": client / window,
-        "msgs": count,
+        "rate": count / window, "us_per_msg": 1e6 * server / count, "server_cpu": server / window,
+        "client_cpu": client / window, "msgs": count,
     }
     out["summary"] = (
         f"{fmt_num(out['rate'])} msgs/s, server {out['us_per_msg']:.1f} us/msg "
@@ -288,11 +193,9 @@ def summarise(samples: _bench.Samples, impls: list[str], workload: str) -> str:
         bound = "*" if client is not None and client >= CLIENT_BOUND else ""
         rows.append(
             [
-                impl,
-                fmt_num(rate) + bound,
+                impl, fmt_num(rate) + bound,
                 _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
-                "-" if us is None else f"{us:.1f}",
-                _bench.fmt_pct(med(impl, "server_cpu")),
+                "-" if us is None else f"{us:.1f}", _bench.fmt_pct(med(impl, "server_cpu")),
                 _bench.fmt_pct(client),
                 "-" if impl == "fibernet" else _bench.fmt_ratio(_bench.ratio(ours_us, us)),
                 "-" if impl == "fibernet" else _bench.fmt_ratio(_bench.ratio(ours_rate, rate)),
@@ -300,15 +203,8 @@ def summarise(samples: _bench.Samples, impls: list[str], workload: str) -> str:
             ]
         )
     head = [
-        "server",
-        "msgs/s",
-        "spread",
-        "server us/msg",
-        "srv CPU",
-        "cli CPU",
-        "fibernet CPU x",
-        "fibernet rate x",
-        "rounds",
+        "server", "msgs/s", "spread", "server us/msg", "srv CPU", "cli CPU", "fibernet CPU x",
+        "fibernet rate x", "rounds",
     ]
     return _bench.format_table(head, rows)
 
@@ -353,7 +249,8 @@ def main(argv=None) -> int:
     plan = [(workload, impl, params) for impl in args.impls]
     print(f"command: {_bench.command_line()}", flush=True)
     print(_bench.describe_plan(__file__, plan, args.rounds, args.client_cpu), flush=True)
-    print("  server: " + shlex.join(server_command("fibernet", args.host, args.server_cpu)), flush=True)
+    server = pinned(_serve.command("ws_fibernet", host=args.host), args.server_cpu)
+    print("  server: " + shlex.join(server), flush=True)
     samples = _bench.run_interleaved(__file__, plan, args.rounds, args.client_cpu, args.timeout)
     print(
         f"\nWebSocket echo, closed loop, {args.conns} connections, {args.size} B text messages, "
@@ -371,20 +268,7 @@ def main(argv=None) -> int:
     return 1 if samples.errors else 0
 
 
-def serve_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ws_echo.py --serve")
-    parser.add_argument("--serve", required=True, choices=IMPLS)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    _raise_nofile()
-    SERVERS[args.serve](args.host, args.port)
-    return 0
-
-
 if __name__ == "__main__":
     if _bench.is_child():
         sys.exit(_bench.serve_child(measure))
-    if "--serve" in sys.argv[1:]:
-        sys.exit(serve_main(sys.argv[1:]))
     sys.exit(main())

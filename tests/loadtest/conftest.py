@@ -4,6 +4,7 @@
 - ``tcp_server(handler)`` / ``http_server(app)``: serve a fibernet TCP handler or HTTP app on
   127.0.0.1 at a free port, in background threads, for the test; returns ``(host, port)``.
   Every server is stopped and waited for at teardown.
+- ``each_request(conn)``: what a test HTTP handler loops on, once per request head.
 - ``refused_port``: a port bound on 127.0.0.1 that does not listen: a connect to it is
   refused, and no other program can take it while the test runs.
 - ``run_cli(*args)``: runs ``python loadtest/load.py ARGS`` (bounded) and returns the
@@ -31,6 +32,18 @@ CLI_TIMEOUT = 30.0
 
 if LOADTEST not in sys.path:
     sys.path.insert(0, LOADTEST)
+
+
+def each_request(conn: socket.socket):
+    """For a test server's handler: yields once per HTTP request head that comes on ``conn``
+    (TCP_NODELAY set, so that what the handler sends goes out at once)."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    got = b""
+    while data := conn.recv(65536):
+        got += data
+        while b"\r\n\r\n" in got:
+            got = got.split(b"\r\n\r\n", 1)[1]
+            yield
 
 
 @pytest.fixture(autouse=True)

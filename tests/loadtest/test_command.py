@@ -44,6 +44,32 @@ def test_with_no_script_or_help_it_lists_the_scripts():
     assert set(listed.stdout.split()) <= set(helped.stdout.split())
 
 
+def test_a_script_runs_on_the_peers_python(tmp_path):
+    """``fibernet loadtest --peers-python PY NAME ARGS`` runs loadtest/NAME.py ARGS on PY (here
+    a wrapper that logs its command line, then runs this interpreter) and exits with the
+    script's status; options after NAME are the script's."""
+    log = tmp_path / "calls.log"
+    peers = tmp_path / "peers-python"
+    peers.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {sys.executable} "$@"\n')
+    peers.chmod(0o755)
+
+    done = fibernet("loadtest", "--peers-python", str(peers), "primitives", "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: primitives.py") and f"peers from {peers}" in done.stderr
+    def ran(script: str, args: str) -> bool:  # (the installed folder may link to loadtest/)
+        path, _, rest = log.read_text().splitlines()[-1].partition(" ")
+        return os.path.samefile(path, os.path.join(LOADTEST, script)) and rest == args
+
+    assert len(log.read_text().splitlines()) == 1 and ran("primitives.py", "--help")
+
+    wrong = fibernet("loadtest", "--peers-python", str(peers), "actors", "--peers-python", "x")
+    assert wrong.returncode == 2 and "unrecognized arguments: --peers-python x" in wrong.stderr, wrong.stderr
+    assert ran("actors.py", "--peers-python x")
+
+    unknown = fibernet("loadtest", "--peers-python", str(peers), "nonesuch")
+    assert unknown.returncode == 2 and "is not one of" in unknown.stderr
+
+
 @pytest.mark.parametrize("script", ["load", "primitives"])
 def test_script_help_is_the_scripts_own(script):
     pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")

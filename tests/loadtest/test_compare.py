@@ -62,44 +62,10 @@ def test_compare_runs_fibernet_side_by_side(tmp_path):
         assert result["server_command"].startswith(f"taskset -c {cpus[0]} ")
 
 
-def test_bench_runs_the_script_on_the_peers_python(tmp_path):
-    """``compare.py --peers-python PY bench NAME ARGS`` runs loadtest/NAME.py ARGS on PY
-    (here a wrapper that logs its command line, then runs this interpreter) and exits with
-    the script's status."""
-    log = tmp_path / "calls.log"
-    peers = tmp_path / "peers-python"
-    peers.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {sys.executable} "$@"\n')
-    peers.chmod(0o755)
-
-    def bench(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, os.path.join(LOADTEST, "compare.py"), "--peers-python", str(peers), *args],
-            capture_output=True,
-            text=True,
-            timeout=50,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    proc = bench("bench", "primitives", "--help")
-    assert proc.returncode == 0, proc.stderr
-    assert "usage: primitives.py" in proc.stdout
-    assert f"peers from {peers}" in proc.stderr
-    assert log.read_text().splitlines() == [f"{os.path.join(LOADTEST, 'primitives.py')} --help"]
-
-    wrong = bench("bench", "actors", "--", "--no-such-option")  # "--" is optional, and dropped
-    assert wrong.returncode == 2, wrong.stderr
-    assert "--no-such-option" in wrong.stderr
-    assert log.read_text().splitlines()[-1] == f"{os.path.join(LOADTEST, 'actors.py')} --no-such-option"
-
-    unknown = bench("bench", "nonesuch")
-    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
-
-
 def test_make_env_installs_into_its_own_venv_only(tmp_path, monkeypatch):
     """--make-env DIR makes a venv in DIR and pip-installs the peers with DIR's python, never
     with this interpreter; when everything imports there already it installs nothing."""
-    import _compare_servers as cs
+    import _peers as cs
 
     calls: list[list[str]] = []
     directory = str(tmp_path / "peers")

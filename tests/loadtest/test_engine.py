@@ -4,12 +4,13 @@ larger than the socket buffer, errors and reconnects), and the request bytes wrk
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
 
 from fibernet.http import Response
+
+from .conftest import each_request
 
 pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")
 
@@ -22,18 +23,21 @@ def workloads():
     return Echo, Http, Line
 
 
-def cut_everywhere(parse, answer: bytes, seq: int = 0) -> None:
-    """``parse`` wants more for every proper prefix (end of stream there: ClosedEarly),
-    takes exactly the answer when it is whole, and leaves what follows it."""
+def cut_everywhere(workload, answer: bytes, seq: int = 0, follows: bytes = b"HTTP/1.1 200") -> None:
+    """A reader of ``workload`` wants more for every proper prefix of ``answer`` (end of
+    stream there: ClosedEarly), has it whole when the rest comes, and keeps what follows it."""
     from _load_workloads import ClosedEarly
 
     for k in range(len(answer)):
         for kind in (bytes, bytearray):
-            assert parse(kind(answer[:k]), seq, False) is None, k
+            reader = workload.reader()
+            assert reader.take(kind(answer[:k]), seq, False) is False, k
+            assert reader.take(kind(answer[k:]), seq, False) is True, k
         with pytest.raises(ClosedEarly):
-            parse(answer[:k], seq, True)
-    assert parse(answer, seq, False) == len(answer)
-    assert parse(bytearray(answer + b"HTTP/1.1 200"), seq, False) == len(answer)
+            workload.reader().take(answer[:k], seq, True)
+    reader = workload.reader()
+    assert reader.take(answer + follows, seq, False) is True
+    assert reader.take(b"", seq, False) is False  # what follows is not an answer yet
 
 
 def test_echo_and_line_answers_cut_anywhere():
@@ -41,44 +45,93 @@ def test_echo_and_line_answers_cut_anywhere():
 
     Echo, _, Line = workloads()
     echo = Echo(300)
-    cut_everywhere(echo.parse, bytes(echo.request(7)), seq=7)
+    cut_everywhere(echo, bytes(echo.request(7)), seq=7, follows=bytes(echo.request(8))[:9])
     with pytest.raises(BadResponse):  # the echo of another request
-        echo.parse(bytes(echo.request(8)), 7, False)
+        echo.reader().take(bytes(echo.request(8)), 7, False)
 
     line = Line(40)
-    cut_everywhere(line.parse, line.request(3), seq=3)
+    cut_everywhere(line, line.request(3), seq=3, follows=b"abc")
     with pytest.raises(BadResponse):
-        line.parse(line.request(4), 3, False)
+        line.reader().take(line.request(4), 3, False)
     pong = Line(line=b"PING", expect="PONG")
-    cut_everywhere(pong.parse, b"PONG\n")
+    cut_everywhere(pong, b"PONG\n", follows=b"PO")
     with pytest.raises(BadResponse):
-        pong.parse(b"PANG\n", 0, False)
+        pong.reader().take(b"PANG\n", 0, False)
+
+
+LENGTH = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: x\r\n\r\nhello"
+CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\nt: 1\r\n\r\n"
+INTERIM = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
 
 
 def test_http_answers_cut_anywhere_and_counted_once():
-    from _load_workloads import BadStatus, ClosedEarly
+    """httptools' response parser frames each answer by its content-length, its chunks (with
+    extensions and trailer fields), or none (1xx, 204): whole only with its last byte, wherever
+    the answer is cut, and counted once by status."""
+    _, Http, _ = workloads()
+    for answer, status in ((LENGTH, 200), (CHUNKED, 200), (INTERIM, 204)):
+        http = Http("127.0.0.1", 80)
+        cut_everywhere(http, answer)
+        # whole once per cut (2 kinds each) and once at the end, never for a prefix or a 1xx
+        assert http.statuses == {status: 2 * len(answer) + 1}, answer
+
+
+def test_http_answers_back_to_back_are_each_taken():
+    _, Http, _ = workloads()
+    http = Http("127.0.0.1", 80)
+    reader = http.reader()
+    stream = LENGTH + CHUNKED + INTERIM + LENGTH
+    assert reader.take(stream[:-3], 0, False) is True
+    assert [reader.take(b"", seq, False) for seq in (1, 2, 3)] == [True, True, False]
+    assert reader.take(stream[-3:], 3, False) is True
+    assert http.statuses == {200: 3, 204: 1}
+
+
+def test_bad_http_answers_are_errors_of_their_kind():
+    from _load_workloads import BadResponse, BadStatus, ClosedEarly, classify
 
     _, Http, _ = workloads()
     http = Http("127.0.0.1", 80)
-    length = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: x\r\n\r\nhello"
-    chunked = (
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\nt: 1\r\n\r\n"
-    )
-    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
-    for answer in (length, chunked, interim):
-        cut_everywhere(http.parse, answer)
-    # each whole answer counted once, however often its parts were looked at
-    assert http.statuses == {200: 4, 204: 2}
-    # the same head again is taken without a search (the last head), and still checked
-    assert http.parse(length, 0, False) == len(length)
-    with pytest.raises(BadStatus):
-        http.parse(length.replace(b"200 OK", b"503 No"), 0, False)
-    # delimited by the close: whole only at the end of the stream; a kept connection must not close
+    with pytest.raises(BadStatus) as status:
+        http.reader().take(LENGTH.replace(b"200 OK", b"503 No"), 0, False)
+    assert classify(status.value) == "status" and http.statuses == {503: 1}
+    for bad in (b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", b"SMTP ready\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"):
+        with pytest.raises(BadResponse) as error:
+            http.reader().take(bad, 0, False)
+        assert classify(error.value) == "bad_response", bad
+    # a body cut short by the close, then one delimited by the close: a kept connection must not close
+    with pytest.raises(ClosedEarly, match="closed inside"):
+        http.reader().take(LENGTH[:-1], 0, True)
     close = b"HTTP/1.1 200 OK\r\n\r\nup to the close"
-    assert http.parse(close, 0, False) is None
+    reader = http.reader()
+    assert reader.take(close, 0, False) is False
     with pytest.raises(ClosedEarly, match="no keep-alive"):
-        http.parse(close, 0, True)
-    assert Http("127.0.0.1", 80, keepalive=False).parse(close, 0, True) == len(close)
+        reader.take(b"", 0, True)
+
+
+def test_connection_close_answers_may_end_with_the_stream():
+    from _load_workloads import ClosedEarly
+
+    _, Http, _ = workloads()
+    http = Http("127.0.0.1", 80, keepalive=False)
+    close = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nup to the close"
+    reader = http.reader()
+    assert reader.take(close, 0, False) is False and reader.take(b"", 0, True) is True
+    framed = LENGTH.replace(b"date: x", b"connection: close")
+    assert http.reader().take(framed, 0, True) is True
+    with pytest.raises(ClosedEarly):  # its content-length says more was to come
+        http.reader().take(framed[:-2], 0, True)
+    assert http.statuses == {200: 2}
+
+
+def test_head_answers_have_no_body():
+    _, Http, _ = workloads()
+    http = Http("127.0.0.1", 80, method="HEAD")
+    reader = http.reader()
+    assert reader.take(LENGTH[: LENGTH.index(b"hello")] * 2, 0, False) is True
+    assert reader.take(b"", 1, False) is True and reader.take(b"", 2, False) is False
+    assert reader.take(INTERIM, 2, False) is True and http.statuses == {200: 2, 204: 1}
 
 
 def test_http_request_bytes_are_wrks(load, tcp_server):
@@ -101,14 +154,9 @@ def test_closed_loop_answers_written_a_byte_at_a_time(load, tcp_server):
     answer = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world"
 
     def dribble(conn):
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        got = b""
-        while data := conn.recv(65536):
-            got += data
-            while b"\r\n\r\n" in got:
-                got = got.split(b"\r\n\r\n", 1)[1]
-                for i in range(len(answer)):
-                    conn.sendall(answer[i : i + 1])
+        for _ in each_request(conn):
+            for i in range(len(answer)):
+                conn.sendall(answer[i : i + 1])
 
     host, port = tcp_server(dribble)
     result = load.run_load(load.Config("http", host, port, connections=3, count=30))

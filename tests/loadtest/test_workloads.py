@@ -12,6 +12,8 @@ from fibernet.examples.echo import handle as echo_handle
 from fibernet.http import Response
 from fibernet.net.streams import Stream
 
+from .conftest import each_request
+
 pytest.importorskip("hdrh", exc_type=ImportError, reason="the load generator needs hdrhistogram")
 
 pytestmark = pytest.mark.timeout(30)
@@ -188,6 +190,34 @@ def test_http_reads_chunked_and_close_delimited_bodies(load, tcp_server):
 
     host, port = tcp_server(answer_then_close)
     ok(load.run_load(load.Config("http", host, port, connections=2, count=6, keepalive=False)), 6)
+
+
+def test_http_counts_length_chunked_and_bad_answers(load, tcp_server):
+    """The generator's HTTP answers go through httptools' response parser: a server that
+    answers in turn with a content-length body, a chunked one (in two writes), another
+    content-length one and, every fourth request, a chunk size that is not hex.  Each good
+    answer counts once by status; each bad one is one bad_response error and costs its
+    connection (the next request opens another)."""
+    length = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    bad = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
+    turn = itertools.count()
+
+    def answer(conn):
+        for _ in each_request(conn):
+            k = next(turn) % 4
+            if k == 1:
+                conn.sendall(chunked[:50])
+                conn.sendall(chunked[50:])
+            else:
+                conn.sendall((length, None, length, bad)[k])
+
+    host, port = tcp_server(answer)
+    result = load.run_load(load.Config("http", host, port, connections=1, count=20, timeout=5))
+    assert result.requests == 15
+    assert result.errors == {"bad_response": 5}
+    assert result.statuses == {"200": 15}
+    assert result.connects == 5  # the first, and one after each bad answer but the last
 
 
 # -- churn -------------------------------------------------------------------------------------

@@ -4,8 +4,6 @@ really echoes through fibernet's WebSocket server (the one the benchmark starts)
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import ws_echo
@@ -28,17 +26,7 @@ def test_frames_decode_as_one_text_message(size):
 
 
 def test_the_closed_loop_against_the_fibernet_server():
-    proc = subprocess.Popen(
-        [sys.executable, ws_echo.__file__, "--serve", "fibernet", "--port", "0"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("READY "), line
-        params = {"size": 300, "conns": 5, "host": "127.0.0.1", "warmup": 0.1, "duration": 0.3}
-        result = ws_echo.echo_loop(proc.pid, int(line.split()[1]), params)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    params = {"size": 300, "conns": 5, "host": "127.0.0.1", "warmup": 0.1, "duration": 0.3,
+              "server_cpu": None}
+    result = ws_echo.measure("echo", "fibernet", params)
     assert result["msgs"] > 0 and result["us_per_msg"] > 0
