@@ -7,7 +7,7 @@ either waits (``full="block"``, the default) or fails at once (``full="fail"``).
 - ``ref.cast(msg)``: send and go on; fails fast with :class:`ActorDead` on a dead actor.
 - ``ref.call(msg, timeout=5.0)``: request and reply; the timeout is a timer in a choice --
   from a fiber, the choice fused as channels fuse theirs: one OpState whose branch 0 is the
-  reply and branch 1 the timer, whichever completes it first under ``LOCK``.
+  reply and branch 1 the timer, whichever completes it first (under the state's lock).
 - ``ref.call_op(msg)``: the call as an operation, to sit in a choice with other operations.
   The request is sent when the choice is performed (on a full mailbox a fiber of its own
   waits for room, withdrawn if the choice takes another branch); the reply channel holds
@@ -41,7 +41,7 @@ from fibernet.ops.condition import Condition
 from fibernet.ops.operation import Operation, OpState, choice, perform, with_nack, wrap
 from fibernet.ops.timers import now as _now
 from fibernet.ops.timers import timer_op, wait_op
-from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED, Fiber
+from fibernet.runtime.fiber import RUNNING, SUSPENDED, Fiber
 from fibernet.runtime.scheduler import _tls, spawn
 
 log = logging.getLogger("fibernet.actors")
@@ -243,7 +243,7 @@ class ActorRef:
         deadline = None if timeout is None else sched.clock.now() + timeout
         if not self._try_send(message):  # a full mailbox that blocks: _send waits for room
             self._send(message, None if deadline is None else self._expired_op(deadline, timeout))
-        with LOCK:
+        with fiber._state_lock:  # (state.lock)
             if not state.done:
                 if fiber._cancel_pending:
                     fiber._cancel_pending = False
@@ -267,7 +267,7 @@ class ActorRef:
             if index:
                 if index == 1:
                     raise Timeout(f"call to {self.name} timed out after {timeout}s")
-                with LOCK:
+                with fiber._state_lock:
                     fiber._cancel_pending = False
                 raise Cancelled()
         value = state.value

@@ -29,7 +29,7 @@ from fibernet.net.readiness import FdWait, wait_fd_blocking
 from fibernet.net.threadpool import run_in_thread, run_in_thread_op
 from fibernet.ops.operation import NOTHING, OpState, Raise, choice, perform, wrap
 from fibernet.ops.timers import wait_op
-from fibernet.runtime.fiber import LOCK, RUNNING
+from fibernet.runtime.fiber import RUNNING
 from fibernet.runtime.poller import EPOLLIN, EPOLLOUT
 from fibernet.runtime.scheduler import _tls, current_fiber, spawn
 
@@ -147,7 +147,7 @@ class Socket:
         if index != 0:
             poller.unwatch(fd, events, state)
             if index == -1:
-                with LOCK:
+                with fiber._state_lock:
                     fiber._cancel_pending = False
                 raise Cancelled()
             raise TimeoutError(f"socket fd {fd}: no progress within {timeout}s")

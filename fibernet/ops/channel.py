@@ -4,31 +4,51 @@
 the other way round.  ``Channel(capacity=N)`` holds up to N messages.  Channels are
 thread-safe: fibers on different schedulers and plain threads may use one channel at once.
 
-Invariants, under ``LOCK``: blocked getters exist only while the buffer is empty; blocked
-putters only while it is full (always, for a rendezvous channel).  An entry in a wait queue
-whose state was completed by another branch is dead: whoever meets it drops it, and the
-owner's cancel function removes it if nobody has, so no waiter outlives its operation.
+Each channel has its own lock, which guards its buffer, its two wait queues and ``closed``;
+a waiter's state is completed under that state's lock, taken inside the channel's (see
+``fibernet.ops.operation`` for the order), so traffic on one channel never waits for another.
+Invariants, under the channel's lock: blocked getters exist only while the buffer is empty;
+blocked putters only while it is full (always, for a rendezvous channel).  An entry in a wait
+queue whose state was completed by another branch is dead: whoever meets it drops it, and the
+owner's cancel function removes it if nobody has, so no waiter outlives its operation.  A
+choice in its block phase that meets a waiter commits both states together
+(``commit_pair``): a message is never taken by a choice that another branch has won.
 
 ``close()`` ends the channel: blocked putters and getters raise :class:`ChannelClosed`, later
 puts raise it, gets drain what is buffered and then raise it, and iteration stops.
 
 ``put`` and ``get`` are Guile Fibers' one-liners over ``put_op`` / ``get_op`` with the try and
-block phases fused under one lock acquisition, since they are the hot path of every server.
+block phases fused under one acquisition of the channel's lock, since they are the hot path of
+every server.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 from fibernet.errors import Cancelled, ChannelClosed
-from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, Raise, perform
-from fibernet.runtime.fiber import LOCK, RUNNING, SUSPENDED
+from fibernet.ops.operation import (
+    NOT_READY,
+    NOTHING,
+    OTHER_DONE,
+    SELF_DONE,
+    BaseOp,
+    OpState,
+    Raise,
+    commit_pair,
+    perform,
+)
+from fibernet.runtime.fiber import RUNNING
 from fibernet.runtime.scheduler import _tls
 
 T = TypeVar("T")
+
+
+_TAKE: Any = object()  # (``_meet``: the performer takes a putter's message)
 
 
 def _closed() -> Raise:
@@ -36,7 +56,7 @@ def _closed() -> Raise:
 
 
 class Channel(Generic[T]):
-    __slots__ = ("capacity", "_buf", "_getters", "_putters", "_closed", "__weakref__")
+    __slots__ = ("capacity", "_buf", "_getters", "_putters", "_closed", "_lock", "__weakref__")
 
     def __init__(self, capacity: int = 0) -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
@@ -46,6 +66,7 @@ class Channel(Generic[T]):
         self._getters: deque[tuple[OpState, int]] = deque()
         self._putters: deque[tuple[OpState, int, Any]] = deque()
         self._closed = False
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         g, p = self.waiting()
@@ -61,19 +82,22 @@ class Channel(Generic[T]):
         """Send ``message``; suspend until a getter takes it (or buffer space frees)."""
         sched = getattr(_tls, "scheduler", None)
         fiber = sched.current if sched is not None else None
-        state = None
-        with LOCK:
-            result = self._give_locked(message)
-            if result is NOT_READY and fiber is not None and not fiber._cancel_pending:
+        if fiber is None:
+            perform(self.put_op(message))
+            return
+        lock = self._lock
+        lock.acquire()  # (acquire and release: half the cost of ``with`` on the hot path)
+        try:
+            result = self._give(message)
+            if result is NOT_READY:
                 state = OpState(fiber, sched, self._what_put)
+                state.lock = lock  # (a fused wait: only this channel and a cancel complete it)
+                fiber._block_on(state)  # (raises Cancelled if a cancel is pending)
                 entry = (state, 0, message)
                 self._putters.append(entry)
-                fiber._op_state = state
-                fiber.state = SUSPENDED
+        finally:
+            lock.release()
         if result is NOT_READY:
-            if state is None:
-                perform(self.put_op(message))
-                return
             result = self._suspend(sched, fiber, state, self._putters, entry)
         if type(result) is Raise:
             raise result.exc
@@ -82,18 +106,21 @@ class Channel(Generic[T]):
         """Receive a message; suspend until a putter offers one."""
         sched = getattr(_tls, "scheduler", None)
         fiber = sched.current if sched is not None else None
-        state = None
-        with LOCK:
-            result = self._take_locked()
-            if result is NOT_READY and fiber is not None and not fiber._cancel_pending:
+        if fiber is None:
+            return perform(self.get_op())
+        lock = self._lock
+        lock.acquire()
+        try:
+            result = self._take()
+            if result is NOT_READY:
                 state = OpState(fiber, sched, self._what_get)
+                state.lock = lock
+                fiber._block_on(state)
                 entry = (state, 0)
                 self._getters.append(entry)
-                fiber._op_state = state
-                fiber.state = SUSPENDED
+        finally:
+            lock.release()
         if result is NOT_READY:
-            if state is None:
-                return perform(self.get_op())
             result = self._suspend(sched, fiber, state, self._getters, entry)
         if type(result) is Raise:
             raise result.exc
@@ -124,24 +151,23 @@ class Channel(Generic[T]):
         (A choice with ``always`` is no substitute: a choice may pick any ready branch.)
         Raises :class:`ChannelClosed` on a closed channel.
         """
-        with LOCK:
-            v = self._give_locked(message)
+        v = self._try_put(message)
         if type(v) is Raise:
             raise v.exc
         return v is not NOT_READY
 
     def close(self) -> None:
         """Close the channel (thread-safe, idempotent); see the module doc."""
-        with LOCK:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
             getters, self._getters = self._getters, deque()
             putters, self._putters = self._putters, deque()
-            for state, index in getters:
-                state.complete_locked(index, _closed())
-            for state, index, _message in putters:
-                state.complete_locked(index, _closed())
+        for entry in getters:
+            entry[0].complete(entry[1], _closed())
+        for entry in putters:
+            entry[0].complete(entry[1], _closed())
 
     @property
     def closed(self) -> bool:
@@ -163,97 +189,129 @@ class Channel(Generic[T]):
         """(blocked getters, blocked putters), for introspection and leak checks."""
         return len(self._getters), len(self._putters)
 
-    # -- the two phases, LOCK held ---------------------------------------------------------
+    # -- the try phase (the channel's lock held) -----------------------------------------
     #
-    # ``me`` is the state of a performer in its block phase: a choice may both put and get on
-    # one channel, and it must not rendezvous with itself, so its own entries are skipped.
+    # The performer has no state in any queue yet: completing a waiter is one claim, under
+    # the waiter's state lock -- or none more, for a fused wait, whose lock is the channel's.
 
-    def _take_locked(self, me: OpState | None = None) -> Any:
+    def _take(self) -> Any:
         buf = self._buf
         putters = self._putters
         if buf:
             message = buf.popleft()
             if putters:  # a blocked putter's message moves into the freed slot
-                entry = self._claim_first(putters, me, NOTHING)
-                if entry is not None:
-                    buf.append(entry[2])
+                self._refill()
             return message
-        if putters:
-            entry = self._claim_first(putters, me, NOTHING)
-            if entry is not None:
-                return entry[2]
+        while putters:
+            state, index, message = putters.popleft()
+            if state.complete_holding(self._lock, index, NOTHING):
+                return message
         return _closed() if self._closed else NOT_READY
 
-    def _give_locked(self, message: Any, me: OpState | None = None) -> Any:
+    def _give(self, message: Any) -> Any:
         if self._closed:
             return _closed()
         getters = self._getters
-        if getters:
-            if me is None:  # the common case (no choice of ours in the queue): first live one
-                while getters:
-                    state, index = getters.popleft()
-                    if state.complete_locked(index, message):
-                        return NOTHING
-            elif self._claim_first(getters, me, message) is not None:
+        while getters:
+            state, index = getters.popleft()
+            if state.complete_holding(self._lock, index, message):
                 return NOTHING
         if len(self._buf) < self.capacity:
             self._buf.append(message)
             return NOTHING
         return NOT_READY
 
-    @staticmethod
-    def _claim_first(queue: deque, me: OpState | None, value: Any) -> tuple | None:
-        """Pop and complete the first live waiter that is not ``me``'s; dead ones are dropped."""
-        own = None
-        found = None
-        while queue:
-            entry = queue.popleft()
-            state = entry[0]
-            if state is me:
-                own = own or []
-                own.append(entry)
-            elif state.complete_locked(entry[1], value):
-                found = entry
-                break
-        if own:
-            queue.extendleft(reversed(own))
-        return found
+    def _refill(self) -> None:
+        """Move the first live blocked putter's message into the buffer (a slot is free)."""
+        putters = self._putters
+        while putters:
+            state, index, message = putters.popleft()
+            if state.complete_holding(self._lock, index, NOTHING):
+                self._buf.append(message)
+                return
 
     def _try_get(self) -> Any:
-        with LOCK:
-            return self._take_locked()
+        with self._lock:
+            return self._take()
 
     def _try_put(self, message: Any) -> Any:
-        with LOCK:
-            return self._give_locked(message)
+        with self._lock:
+            return self._give(message)
+
+    # -- the block phase (the channel's lock held) ---------------------------------------
+    #
+    # ``state`` is the performer's, already in the queues of the branches before this one,
+    # where another thread may complete it at any moment: completing it here is a claim
+    # that may fail, and a rendezvous claims both parties at once (``commit_pair``).  A
+    # choice may both put and get on one channel, and must not meet itself, so its own
+    # entries are skipped.
 
     def _block_get(self, state: OpState, index: int):
-        with LOCK:
+        with self._lock:
             if state.done:
                 return None
-            result = self._take_locked(state)
-            if result is not NOT_READY:
-                state.finish_self(index, result)
+            buf = self._buf
+            if buf:
+                if state.finish_self(index, buf[0]):
+                    buf.popleft()
+                    self._refill()
+                return None
+            if self._meet(self._putters, state, index, _TAKE, self._lock):
+                return None
+            if self._closed:
+                state.finish_self(index, _closed())
                 return None
             entry = (state, index)
             self._getters.append(entry)
         return partial(self._drop, self._getters, entry)
 
     def _block_put(self, message: Any, state: OpState, index: int):
-        with LOCK:
+        with self._lock:
             if state.done:
                 return None
-            result = self._give_locked(message, state)
-            if result is not NOT_READY:
-                state.finish_self(index, result)
+            if self._closed:
+                state.finish_self(index, _closed())
+                return None
+            if self._meet(self._getters, state, index, message, self._lock):
+                return None
+            if len(self._buf) < self.capacity:
+                if state.finish_self(index, NOTHING):
+                    self._buf.append(message)
                 return None
             entry = (state, index, message)
             self._putters.append(entry)
         return partial(self._drop, self._putters, entry)
 
     @staticmethod
-    def _drop(queue: deque, entry: tuple) -> None:
-        with LOCK:
+    def _meet(queue: deque, me: OpState, index: int, message: Any, held: Any) -> bool:
+        """Commit ``me`` (branch ``index``) with the first live waiter of ``queue`` that is not
+        its own: a putter's if ``message`` is ``_TAKE``, else a getter's, given ``message``.
+        True if ``me`` is done now (committed here, or by another branch first)."""
+        own = None
+        done = False
+        while queue:
+            entry = queue.popleft()
+            other = entry[0]
+            if other is me:
+                if own is None:
+                    own = []
+                own.append(entry)
+                continue
+            if message is _TAKE:
+                outcome = commit_pair(held, me, index, entry[2], other, entry[1], NOTHING)
+            else:
+                outcome = commit_pair(held, me, index, NOTHING, other, entry[1], message)
+            if outcome != OTHER_DONE:  # (a dead entry is dropped)
+                if outcome == SELF_DONE:
+                    queue.appendleft(entry)  # still live: leave it for the next party
+                done = True
+                break
+        if own:
+            queue.extendleft(reversed(own))
+        return done
+
+    def _drop(self, queue: deque, entry: tuple) -> None:
+        with self._lock:
             try:
                 queue.remove(entry)
             except ValueError:
@@ -270,7 +328,7 @@ class Channel(Generic[T]):
         fiber.state = RUNNING
         if state.index == -1:
             self._drop(queue, entry)
-            with LOCK:
+            with fiber._state_lock:
                 fiber._cancel_pending = False
             raise Cancelled()
         return state.value

@@ -2,21 +2,23 @@
 
 ``signal()`` wakes every waiter, and every wait after it completes at once.  The tricky
 interleaving is the one Guile Fibers handles: the condition may be signalled between a waiter's try and its
-block, so block re-checks, holding the lock, before it publishes the waiter.
+block, so block re-checks, holding the condition's own lock, before it publishes the waiter.
+Waiters are completed after that lock is released (each under its state's lock).
 """
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, perform
-from fibernet.runtime.fiber import LOCK
 
 
 class Condition:
-    __slots__ = ("_signalled", "_waiters", "__weakref__")
+    __slots__ = ("_signalled", "_waiters", "_lock", "__weakref__")
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _signalled's change and _waiters
         self._signalled = False
         self._waiters: list[tuple[OpState, int]] = []
 
@@ -29,13 +31,13 @@ class Condition:
 
     def signal(self) -> bool:
         """Signal the condition; returns False if it was signalled already.  Thread-safe."""
-        with LOCK:
+        with self._lock:
             if self._signalled:
                 return False
             self._signalled = True
             waiters, self._waiters = self._waiters, []
-            for state, index in waiters:
-                state.complete_locked(index, NOTHING)
+        for state, index in waiters:
+            state.complete(index, NOTHING)
         return True
 
     def wait_op(self) -> BaseOp[None]:
@@ -56,7 +58,7 @@ class Condition:
         return NOTHING if self._signalled else NOT_READY
 
     def _block(self, state: OpState, index: int):
-        with LOCK:
+        with self._lock:
             if state.done:
                 return None
             if self._signalled:
@@ -67,7 +69,7 @@ class Condition:
         return partial(self._drop, entry)
 
     def _drop(self, entry: tuple) -> None:
-        with LOCK:
+        with self._lock:
             try:
                 self._waiters.remove(entry)
             except ValueError:

@@ -13,7 +13,7 @@ from fibernet.errors import Timeout
 from fibernet.ops.operation import NOT_READY, NOTHING, BaseOp, OpState, choice, perform, wrap
 from fibernet.ops.timers import wait_op
 from fibernet.runtime import fiber as _fiber
-from fibernet.runtime.fiber import DONE, LOCK, Fiber
+from fibernet.runtime.fiber import DONE, Fiber, join_lock
 from fibernet.runtime.scheduler import current_fiber
 
 T = TypeVar("T")
@@ -24,7 +24,7 @@ def join_op(fiber: Fiber[T]) -> BaseOp[T]:
         return NOTHING if fiber.state is DONE else NOT_READY
 
     def block_join(state: OpState, index: int):
-        with LOCK:
+        with join_lock(fiber):
             if state.done:
                 return None
             if fiber.state is DONE:
@@ -40,7 +40,7 @@ def join_op(fiber: Fiber[T]) -> BaseOp[T]:
 
 
 def _drop(fiber: Fiber, entry: tuple) -> None:
-    with LOCK:
+    with join_lock(fiber):
         joiners = fiber._joiners
         if joiners is not None and entry in joiners:
             joiners.remove(entry)

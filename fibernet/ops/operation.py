@@ -6,7 +6,7 @@ in two phases:
 1. *try*: ask each base operation of the choice, starting at a random one, whether it can
    complete now without blocking.  The first that can, wins.
 2. *block*: if none can, register with every one of them under one shared :class:`OpState`,
-   suspend, and let whoever completes the state first (under ``LOCK``) choose the winner.
+   suspend, and let whoever completes the state first (under its lock) choose the winner.
    Exactly one base operation of a choice completes, once, however many threads race.  Then
    every losing branch releases what it registered (its cancel function), so a timer that
    lost a choice does not linger (Guile Fibers issue #109).
@@ -17,12 +17,31 @@ A base operation is three functions (Guile's make-base-operation):
 - ``block_fn(state, index) -> cancel | None``: arrange for ``state.complete(index, value)`` to
   be called (from any thread) when it can complete; return a function that undoes the
   arrangement.  ``state.ctx`` is the performer's scheduler (``now``, ``add_timer``,
-  ``watch_fd``).  A block function that finds it can complete at once, holding ``LOCK``,
-  calls ``state.finish_self(index, value)`` instead;
+  ``watch_fd``).  A block function that finds it can complete at once calls
+  ``state.finish_self(index, value)`` instead, and does nothing if that returns False;
 - ``wrap_fn(value)`` (optional): turns the raw value into the operation's result.
 
 An operation with no result completes with ``NOTHING``; wrap functions over it take no
 argument (``wrap(wait_op(1), lambda: "timeout")``) and ``perform`` returns None.
+
+Locking (there is no process-wide lock; Guile Fibers swaps an atomic box per state from
+W(aiting) to C(laimed) to S(ynced), and a lock per state plays that box here):
+
+- ``OpState.lock`` guards the state's one change from waiting to done.  It is its owner's
+  state lock: a fiber's (striped by fiber id, ``fibernet.runtime.fiber``, and also guarding
+  its ``_op_state`` and ``_cancel_pending``, so a cancel never misses a fiber about to block),
+  or a plain thread's own.  ``complete`` takes it, so does ``finish_self``.
+- An object waiters queue on has a lock of its own (a channel's, a condition's, a fiber's
+  join lock), which guards its queues and is taken *before* any state lock, never the other
+  way round; nobody holds two such object locks at once.
+- A performer in its block phase is in the queues of its earlier branches, so another
+  thread may complete it at any moment.  When a later branch meets a waiter (a choice's
+  ``get_op`` finding a blocked putter), both states must complete or neither:
+  ``commit_pair`` holds both state locks, taken in a fixed order (by ``id``; one lock taken
+  once if they share it), so it never deadlocks with the commit of the same two in the
+  other direction.  It completes neither if either is done already: a dead waiter is dropped,
+  a performer found done stops.  The waiter is woken only after both are committed.
+- Wake-ups (``owner._wake``) happen after the state's lock is released.
 
 Beyond Guile Fibers, from Concurrent ML: ``guard`` (build the operation at perform time), ``with_nack``
 (learn that a choice chose another branch), ``always`` and ``never``.
@@ -36,7 +55,7 @@ from typing import Any, Generic, TypeVar
 
 from fibernet.errors import Cancelled
 from fibernet.ops.plain_thread import ThreadOwner
-from fibernet.runtime.fiber import LOCK, RUNNING
+from fibernet.runtime.fiber import RUNNING
 from fibernet.runtime.scheduler import _tls
 
 T = TypeVar("T")  # what an operation's perform returns
@@ -69,9 +88,13 @@ class Raise:
 
 
 class OpState:
-    """The shared state of one ``perform``: waiting, then done with one (index, value)."""
+    """The shared state of one ``perform``: waiting, then done with one (index, value).
 
-    __slots__ = ("done", "woken", "index", "value", "owner", "ctx", "op")
+    ``lock`` is its owner's state lock (a fiber's ``_state_lock``, a plain thread's own):
+    ``done``, ``index``, ``value`` and ``woken`` change only under it, once.
+    """
+
+    __slots__ = ("done", "woken", "index", "value", "owner", "ctx", "op", "lock")
 
     def __init__(self, owner: Any, ctx: Any, op: Any) -> None:
         self.done = False
@@ -81,24 +104,32 @@ class OpState:
         self.owner = owner
         self.ctx = ctx
         self.op = op
+        self.lock = owner._state_lock
 
     def complete(self, index: int, value: Any) -> bool:
         """Complete branch ``index`` with ``value`` and wake the performer (any thread).
 
         Returns False if the operation was already completed (by another branch).
         """
-        with LOCK:
+        lock = self.lock
+        lock.acquire()  # (acquire and release: half the cost of ``with`` on this hot path)
+        try:
             if self.done:
                 return False
             self.index = index
             self.value = value
             self.woken = True
             self.done = True
+        finally:
+            lock.release()
         self.owner._wake()
         return True
 
-    def complete_locked(self, index: int, value: Any) -> bool:
-        """``complete`` for a caller that holds ``LOCK`` already."""
+    def complete_holding(self, held: Any, index: int, value: Any) -> bool:
+        """``complete`` for a caller that holds the lock ``held``, which may be this state's
+        own (a fused channel wait's state lock is its channel's): then it is not taken again."""
+        if self.lock is not held:
+            return self.complete(index, value)
         if self.done:
             return False
         self.index = index
@@ -108,14 +139,61 @@ class OpState:
         self.owner._wake()
         return True
 
-    def finish_self(self, index: int, value: Any) -> None:
-        """Complete from the performer's own block phase, holding ``LOCK``: no wake-up."""
-        self.index = index
-        self.value = value
-        self.done = True
+    def finish_self(self, index: int, value: Any) -> bool:
+        """Complete from the performer's own block phase: no wake-up.  False if another
+        branch completed it first (the caller must then undo nothing: it changed nothing)."""
+        with self.lock:
+            if self.done:
+                return False
+            self.index = index
+            self.value = value
+            self.done = True
+        return True
 
     def describe(self) -> str:
         return describe(self.op)
+
+
+# What ``commit_pair`` returns.
+COMMITTED = 0
+SELF_DONE = 1  # the performer's own state was completed first (by another of its branches)
+OTHER_DONE = 2  # the other party's was: its queue entry is dead
+
+
+def commit_pair(
+    held: Any, me: OpState, my_index: int, my_value: Any, other: OpState, index: int, value: Any
+) -> int:
+    """Complete two states together or neither: the performer's own ``me`` (in its block
+    phase, no wake-up) and a waiting ``other`` (woken).  The caller holds the lock ``held``
+    (its object's, which may be ``other``'s own); the states' other locks are taken in a
+    fixed order (by ``id``), so two such commits never wait for each other in a cycle."""
+    a = me.lock
+    b = other.lock
+    if b is held or b is a:
+        b = None
+    elif id(a) > id(b):
+        a, b = b, a
+    a.acquire()
+    if b is not None:
+        b.acquire()
+    try:
+        if me.done:
+            return SELF_DONE
+        if other.done:
+            return OTHER_DONE
+        me.index = my_index
+        me.value = my_value
+        me.done = True
+        other.index = index
+        other.value = value
+        other.woken = True
+        other.done = True
+    finally:
+        if b is not None:
+            b.release()
+        a.release()
+    other.owner._wake()
+    return COMMITTED
 
 
 # -- operations --------------------------------------------------------------------------
@@ -311,7 +389,7 @@ def perform(op: Operation[T]) -> T:
     sched = getattr(_tls, "scheduler", None)
     fiber = sched.current if sched is not None else None
     if fiber is not None and fiber._cancel_pending:
-        with LOCK:
+        with fiber._state_lock:
             fiber._cancel_pending = False
         raise Cancelled()
 
@@ -381,7 +459,7 @@ def perform(op: Operation[T]) -> T:
         if j != index and cancel is not None:
             cancel()
     if index == _CANCELLED:
-        with LOCK:
+        with fiber._state_lock:
             fiber._cancel_pending = False
         _signal_all(nacks)
         raise Cancelled()
@@ -394,7 +472,7 @@ def perform(op: Operation[T]) -> T:
 def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any, parked: bool) -> None:
     """The perform ends by an exception: take the state out of play (nobody may complete it
     now) and release every branch it registered; every nack fires."""
-    with LOCK:
+    with state.lock:
         pending_wake = state.woken
         state.done = True
     if pending_wake and not parked:  # someone completed us meanwhile: consume its wake-up

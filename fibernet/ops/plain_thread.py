@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fibernet.runtime.fiber import LOCK
-
 _EPOLLIN = select.EPOLLIN
 _NOT_OPEN = select.POLLNVAL
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | select.POLLNVAL
@@ -28,11 +26,12 @@ _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class ThreadOwner:
-    __slots__ = ("_lock", "_timers", "_fds", "_efd")
+    __slots__ = ("_lock", "_state_lock", "_timers", "_fds", "_efd")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # released by _wake
         self._lock.acquire()
+        self._state_lock = threading.Lock()  # the OpState's (see fibernet.ops.operation)
         self._timers: list[list] = []
         self._fds: list[list] = []  # [fd, events, callback(err)]
         self._efd = -1
@@ -82,7 +81,7 @@ class ThreadOwner:
         except BaseException:
             # Interrupted (KeyboardInterrupt): nobody may complete the state now, and a
             # completion under way must finish with the eventfd before it is closed.
-            with LOCK:
+            with state.lock:
                 woken = state.woken
                 state.done = True
             if woken:

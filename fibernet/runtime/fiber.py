@@ -44,10 +44,23 @@ DONE = "done"
 
 _ids = itertools.count(1)
 
-# One lock for all rendezvous state in the process: op-state claims, channel queues, joiners.
-# Under the GIL finer locks buy no parallelism and cost a second acquire for every claim that
-# spans two parties (a blocked getter in a choice completing a blocked putter in another).
-LOCK = threading.Lock()
+# No process-wide lock: two tables of striped locks, indexed by fiber id (a fiber's lock costs
+# no allocation, and fibers with ids less than _STRIPES apart never share one).
+#
+# - A fiber's *state lock* (``Fiber._state_lock``) guards its ``_op_state`` and
+#   ``_cancel_pending`` (a cancel never misses a fiber about to block), and the completion of
+#   the OpStates it performs (``OpState.lock``: its owner's state lock, or for a fused channel
+#   wait the channel's).  See ``fibernet.ops.operation`` for the order in which they nest.
+# - A fiber's *join lock* (``join_lock(fiber)``) guards its ``_joiners``, ``_callbacks`` and its
+#   move to DONE, so a joiner either registers before the fiber ends or sees it DONE.
+_STRIPES = 256
+_STATE_LOCKS = tuple(threading.Lock() for _ in range(_STRIPES))
+_JOIN_LOCKS = tuple(threading.Lock() for _ in range(_STRIPES))
+
+
+def join_lock(fiber: Fiber) -> threading.Lock:
+    """The lock that guards ``fiber``'s joiners, done callbacks and end (see above)."""
+    return _JOIN_LOCKS[fiber.id % _STRIPES]
 
 
 # Waiting for a fiber is an operation, so it belongs to the layer above: ``fibernet.ops.join``
@@ -99,6 +112,7 @@ class Fiber(Generic[T]):
         "_joiners",
         "_op_state",
         "_cancel_pending",
+        "_state_lock",
         "_unretrieved",
         "_callbacks",
         "_context",
@@ -115,7 +129,8 @@ class Fiber(Generic[T]):
         self._fn = fn
         self._args = args
         self._name = name
-        self.id = next(_ids)
+        self.id = fid = next(_ids)
+        self._state_lock = _STATE_LOCKS[fid % _STRIPES]
         self.state = NEW
         self.scheduler: Scheduler | None = None
         self.parallel = parallel
@@ -199,7 +214,7 @@ class Fiber(Generic[T]):
         """Call ``fn(fiber)`` when the fiber finishes, however it finishes (also if it is
         cancelled before it starts), on the thread of its scheduler.  If it has finished
         already, call it now."""
-        with LOCK:
+        with join_lock(self):
             if self.state is not DONE:
                 if self._callbacks is None:
                     self._callbacks = []
@@ -213,30 +228,31 @@ class Fiber(Generic[T]):
         Thread-safe.  A suspended fiber is woken at once and releases what its operation
         registered; a fiber that has not started finishes as cancelled without running.
         """
-        with LOCK:
+        with self._state_lock:
             if self.state is DONE:
                 return
             self._cancel_pending = True
             st = self._op_state
-            if st is None or st.done:
-                return
-            st.index = -1
-            st.value = None
-            st.done = True
-            # The performer may still be in its block phase; ``woken`` tells it that a wake-up
-            # is on its way, so it suspends to consume it instead of being resumed again later.
-            st.woken = True
-        st.owner._wake()
+        if st is not None:
+            # (Under the state's own lock, after the fiber's: it may be a channel's.)  The
+            # performer may still be in its block phase; the completion sets ``woken``, which
+            # tells it that a wake-up is on its way, so it suspends to consume it instead of
+            # being resumed again later.
+            st.complete(-1, None)
 
     def _block_on(self, state: Any) -> None:
         """Make ``state`` (an OpState) what the fiber waits on, just before it suspends, so
         ``cancel`` can complete it; raises ``Cancelled`` instead if a cancel is pending."""
-        with LOCK:
+        lock = self._state_lock
+        lock.acquire()  # (acquire and release: half the cost of ``with``; every wait comes here)
+        try:
             if self._cancel_pending:
                 self._cancel_pending = False
                 raise Cancelled()
             self._op_state = state
             self.state = SUSPENDED
+        finally:
+            lock.release()
 
     # -- called by the scheduler ---------------------------------------------------------
 
@@ -285,9 +301,9 @@ class Fiber(Generic[T]):
         self._args = ()
         self._value = value
         self._exc = exc
-        with LOCK:
+        self._op_state = None
+        with join_lock(self):
             self.state = DONE
-            self._op_state = None
             joiners = self._joiners
             self._joiners = None
             callbacks = self._callbacks

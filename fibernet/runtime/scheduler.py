@@ -39,7 +39,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 from fibernet.errors import Cancelled, NoScheduler
 from fibernet.runtime._accel import in_python_frame
 from fibernet.runtime.clock import REAL_CLOCK, Clock
-from fibernet.runtime.fiber import LOCK, NEW, RUNNING, Fiber
+from fibernet.runtime.fiber import NEW, RUNNING, Fiber
 from fibernet.runtime.poller import Poller
 from fibernet.runtime.timers import TimerQueue
 from fibernet.runtime.wakeup import WakeupFd
@@ -417,12 +417,13 @@ class Scheduler:
                     self._poller.poll(0.001)
             for fiber in list(self._fibers):
                 log.warning("fiber %s ignored cancellation; killing it", fiber.name)
-                with LOCK:  # what it waits on may complete no more (a put into a dead fiber)
-                    st = fiber._op_state
-                    if st is not None and not st.done:
-                        st.index = -1
-                        st.value = None
-                        st.done = True
+                st = fiber._op_state
+                if st is not None:  # what it waits on may complete no more (a put into a dead fiber)
+                    with st.lock:
+                        if not st.done:
+                            st.index = -1
+                            st.value = None
+                            st.done = True
                 g = fiber._greenlet
                 if g is not None and not g.dead:
                     # GreenletExit comes out of its wait, which releases what it registered.

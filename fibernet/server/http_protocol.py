@@ -160,6 +160,9 @@ class ServerProtocol:
         self._framing = False  # a field other than Host that _frame must look at
         self._connection = False  # a Connection field (keep-alive then says nothing of the version)
         self._codings: list[str] | None = None
+        self._te_tab = False  # a Transfer-Encoding value with a tab in it (see _reframe)
+        self._relay = False  # llhttp reads the body of such a head to EOF: it is reframed
+        self._rest: bytes | None = None  # the bytes after such a head, to parse anew
         self._length: bytes | None = None
         self._expect: bytes | None = None
         self._head_bytes = 0
@@ -296,6 +299,9 @@ class ServerProtocol:
         if isinstance(exc, httptools.HttpParserUpgrade):
             self._parse(self._upgrade(exc.args[0]))
         elif isinstance(exc, httptools.HttpParserCallbackError):
+            if self._rest is not None:
+                self._parse(self._reframe())
+                return
             self._fail(self._error or HttpError(400, "bad request"))
         elif isinstance(exc, httptools.HttpParserError):
             text = str(exc)
@@ -347,7 +353,9 @@ class ServerProtocol:
         The request line is the first line that starts with this method and target in
         the bytes of the head: from the start for the first head of a read (after empty
         lines: at most _MAX_BLANK bytes), else after the last request line looked at
-        (pipelined requests come in order; the first one of a read was at its start)."""
+        (pipelined requests come in order; the first one of a read was at its start).  A
+        request pipelined right after a body need not start a line: if no line starts with
+        it, the first place after the last request line is taken."""
         first = self._head_bytes  # (0 once a head was complete in this read)
         data = self._head_data()
         if first:
@@ -355,11 +363,13 @@ class ServerProtocol:
         else:
             start = self._line_end if self._lines_of is data else 1
         line = method + b" " + url + b" "
-        at = data.find(line, start)
+        at = anywhere = data.find(line, start)
         while at >= 0 and at and data[at - 1] != 10:  # (not at the start of a line)
             at = data.find(line, at + 1)
         if at < 0:
-            return
+            if first or anywhere < 0:
+                return
+            at = anywhere
         if not data.startswith(b"HTTP/", at + len(line)):
             self._reject(400, "not an HTTP request line (RTSP or ICE?)")
         if first and at > _MAX_BLANK and not data[:at].strip(b"\r\n"):
@@ -381,13 +391,30 @@ class ServerProtocol:
         if head._body is None:
             if events[-1] is END:
                 events.pop()
-            self._body_head = True
             if head.chunked:
-                framing = b"transfer-encoding: chunked"
+                self._stand_in(b"transfer-encoding: chunked")
             else:
-                framing = b"content-length: %d" % head.content_length
-            self._data = stand_in = b"POST / HTTP/1.1\r\nhost: a\r\n" + framing + b"\r\n\r\n"
-            self._parser.feed_data(stand_in)
+                self._stand_in(b"content-length: %d" % head.content_length)
+        self._head_bytes = 0
+        return rest
+
+    def _stand_in(self, framing: bytes) -> None:
+        """Frame the body of the head just reported by a stand-in head (never reported)."""
+        self._body_head = True
+        self._data = stand_in = b"POST / HTTP/1.1\r\nhost: a\r\n" + framing + b"\r\n\r\n"
+        self._parser.feed_data(stand_in)
+
+    def _reframe(self) -> bytes:
+        """The bytes after a head whose Transfer-Encoding is ``chunked`` followed by a tab
+        (optional whitespace, RFC 9110 5.6.3), framed anew.  llhttp refuses such a head once
+        it is complete (nodejs/llhttp#876); fibernet reads the field as chunked alone, so
+        on_headers_complete let llhttp read the body to EOF instead, and on_body stopped it
+        at the first bytes after the head (llhttp gives them all in one piece).  A fresh
+        parser takes a stand-in head that frames them as a chunked body (never reported, as
+        for an ignored upgrade), then the bytes themselves."""
+        rest, self._rest = self._rest or b"", None
+        self._parser = httptools.HttpRequestParser(self)
+        self._stand_in(b"transfer-encoding: chunked")
         self._head_bytes = 0
         return rest
 
@@ -448,6 +475,8 @@ class ServerProtocol:
             elif name == b"expect":
                 self._expect = value
             else:
+                if b"\t" in value:
+                    self._te_tab = True
                 codings = [c.strip(" \t").lower() for c in value.decode("latin-1").split(",")]
                 if self._codings is None:
                     self._codings = codings
@@ -517,6 +546,11 @@ class ServerProtocol:
             return
         if self._frame(head, version):
             self._events.append(head)
+            if self._te_tab:
+                self._te_tab = False
+                if head.chunked:  # (else llhttp refuses it: 501, as fibernet would)
+                    parser.set_dangerous_leniencies(lenient_transfer_encoding=True)
+                    self._relay = True
 
     def _target(self, url: bytes, method: bytes) -> tuple[bytes, str, str, str, str, int]:
         """The target, its path (percent-decoded), query, raw path, and where the version
@@ -575,6 +609,10 @@ class ServerProtocol:
         return True
 
     def on_body(self, body: bytes) -> None:
+        if self._relay:  # the bytes after a head llhttp would refuse: see _reframe
+            self._relay = False
+            self._rest = bytes(body)
+            raise _Reject()
         self._body_bytes += len(body)
         if self._body_bytes > self._max_body:
             self._reject(413, f"body over the limit of {self._max_body} bytes")

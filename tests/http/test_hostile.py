@@ -229,6 +229,16 @@ def test_a_body_at_a_good_rate_outlasts_the_grace(http_server):
     assert reply.status == 200 and reply.body == b"%d" % (pieces * 500)
 
 
+@pytest.mark.parametrize("protocol", [b"RTSP/1.0", b"ICE/1.0"])
+def test_a_non_http_request_line_pipelined_right_after_a_body_is_refused(protocol):
+    """The request line that follows a body with no line end between them is still found."""
+    app = Recorder()
+    first = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+    data = first + b"GET /r " + protocol + b"\r\nHost: a\r\n\r\n"
+    assert [r.status for r in parse_responses(drive(app, data).sent)] == [200, 400]
+    assert [r.path for r in app.calls] == ["/"]
+
+
 # -- header whitespace -----------------------------------------------------------------------
 
 
@@ -245,11 +255,58 @@ def test_chunked_followed_by_a_space_frames_the_body():
     assert parse_responses(drive(app, data).sent)[0].body == b"abc"
 
 
-def test_a_transfer_coding_llhttp_refuses_after_the_head_never_reaches_the_app():
-    """llhttp refuses ``chunked`` followed by a tab once the head is complete: the head
-    must not be served before the refusal."""
+TAB_CHUNKED = b"POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+NEXT = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def echo_app() -> Recorder:
+    return Recorder(lambda r: Response(200, r.path.encode() + b" " + r.body()))
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [TAB_CHUNKED + NEXT],  # one read
+        [TAB_CHUNKED[:60], TAB_CHUNKED[60:] + NEXT],  # the tab and the line end apart
+        [TAB_CHUNKED[:70], TAB_CHUNKED[70:], NEXT],  # the body in a later read
+        [bytes([b]) for b in TAB_CHUNKED + NEXT],  # a byte at a time
+    ],
+    ids=["one-read", "split-at-tab", "body-later", "bytewise"],
+)
+def test_chunked_followed_by_a_tab_frames_the_body(pieces):
+    """Optional whitespace after ``chunked`` may be a tab (RFC 9110 5.6.3); llhttp refuses it
+    (nodejs/llhttp#876), fibernet frames the body as chunked and goes on with the next
+    request on the connection."""
+    app = echo_app()
+    replies = parse_responses(drive(app, pieces).sent)
+    assert [(r.status, r.body) for r in replies] == [(200, b"/t abc"), (200, b"/next ")]
+    assert [r.path for r in app.calls] == ["/t", "/next"]
+
+
+def test_chunked_followed_by_a_tab_in_a_later_pipelined_head():
+    app = echo_app()
+    first = b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+    replies = parse_responses(drive(app, first + TAB_CHUNKED + NEXT).sent)
+    assert [(r.status, r.body) for r in replies] == [(200, b"/first hi"), (200, b"/t abc"), (200, b"/next ")]
+
+
+def test_a_body_that_looks_like_a_tab_chunked_head_is_only_a_body():
+    """The head ends at the first empty line after its own request line: a body carrying
+    another such head and an empty line is framed by its chunks, not taken as a request."""
+    inner = b"POST /inner HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n"
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+    head = b"POST /outer HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n"
+    app = echo_app()
+    replies = parse_responses(drive(app, head + body + NEXT).sent)
+    assert [(r.status, r.body) for r in replies] == [(200, b"/outer " + inner), (200, b"/next ")]
+
+
+@pytest.mark.parametrize("value", [b"gzip, chunked\t", b"chunked\t, chunked", b"identity\t"])
+def test_a_transfer_coding_llhttp_refuses_after_the_head_never_reaches_the_app(value):
+    """A coding other than chunked alone, with a tab that makes llhttp refuse it once the
+    head is complete: the head must not be served before the refusal."""
     app = Recorder()
-    data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + value + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     assert [r.status for r in parse_responses(drive(app, data).sent)] == [501]
     assert app.calls == []
 

@@ -3,13 +3,13 @@ made from try/block/wrap functions (base_op)."""
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 
 import pytest
 
 import fibernet as fn
 from fibernet.ops.operation import NOT_READY, NOTHING
-from fibernet.runtime.fiber import LOCK
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -364,21 +364,22 @@ class Latch:
     latch is opened, with the value it was opened with."""
 
     def __init__(self):
+        self.lock = threading.Lock()
         self.value = NOT_READY
         self.waiters = []
 
     def open(self, value):
-        with LOCK:
+        with self.lock:
             self.value = value
             waiters, self.waiters = self.waiters, []
-            for state, index in waiters:
-                state.complete_locked(index, value)
+        for state, index in waiters:
+            state.complete(index, value)
 
     def _try(self):
         return self.value
 
     def _block(self, state, index):
-        with LOCK:
+        with self.lock:
             if state.done:
                 return None
             if self.value is not NOT_READY:
@@ -389,7 +390,7 @@ class Latch:
         return partial(self._unblock, entry)
 
     def _unblock(self, entry):
-        with LOCK:
+        with self.lock:
             if entry in self.waiters:
                 self.waiters.remove(entry)
 
