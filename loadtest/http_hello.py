@@ -7,6 +7,7 @@ Run from the repository root::
     python loadtest/http_hello.py --quick    # smoke run: 1 round of 2 s
     python loadtest/http_hello.py --json out/http_hello.json
     python loadtest/http_hello.py --profile /tmp/fibernet.prof   # cProfile fibernet under wrk
+    python loadtest/http_hello.py --callgrind  # instructions per request under callgrind
 
 (The module is not called ``http.py``: that name would shadow the standard library's
 ``http`` package for every script in this directory.)
@@ -64,6 +65,13 @@ The bars (fibernet's targets): fibernet CPU/req <= 0.33x uvicorn's and <= 0.15x 
 and no error at all in fibernet's runs.  The exit status is 1 if a bar fails or a
 measurement errors.
 
+``--callgrind`` runs no wrk: it counts the instructions each server spends per request under
+``valgrind --tool=callgrind`` (``_callgrind.py`` says how), driven by 16
+keep-alive connections, one request in flight each, ``--callgrind-counts N1,N2`` requests
+(default 1,000 and 5,000): fibernet compiled, fibernet with ``FIBERNET_PURE_PYTHON=1``
+(``fibernet-pure``), uvicorn and gevent.pywsgi by default (``--impls`` picks others).  The bar:
+fibernet at most 0.33x uvicorn's instructions per request.
+
 ``--profile OUT.prof`` runs no benchmark: it serves fibernet's hello app (or, with
 ``--profile-target fibernet-raw``, the raw handler) under cProfile, pinned the same way, while
 wrk runs for ``--duration`` s, then prints the top functions by own time per request (CPU-time
@@ -84,6 +92,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -92,6 +101,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _callgrind  # noqa: E402
 from _bench import fmt_num  # noqa: E402
 from http_floor import CANNED as _CANNED  # noqa: E402
 from http_floor import NOT_FOUND as _NOT_FOUND  # noqa: E402
@@ -247,7 +257,18 @@ def serve_fibernet_cprofile(port: int, out: str, clock: str = "cpu", target: str
         prof.dump_stats(out)
 
 
+def serve_fibernet(port: int) -> None:
+    """fibernet's hello app as ``fibernet serve`` serves it, one scheduler thread, the
+    scheduler monitor off (for ``--callgrind``: see ``_callgrind.py``)."""
+    from fibernet.examples.hello import app
+    from fibernet.server.http import http_server
+    from fibernet.server.serving import run_server
+
+    run_server(http_server(app, HOST, port, threads=1), block_warning=0)
+
+
 SERVE = {
+    "fibernet": serve_fibernet,
     "gevent": serve_gevent,
     "aiohttp": serve_aiohttp,
     "uvloop-proto": serve_uvloop_proto,
@@ -868,7 +889,13 @@ def parse_args(argv=None):
         "--wrk-cpu", type=int, default=1, help="CPU wrk (and the driver) is pinned to (default 1)"
     )
     parser.add_argument(
-        "--impls", default=",".join(DEFAULT_IMPLS), help=f"comma list out of {','.join(IMPLS)} (default: all)"
+        "--impls", help=f"comma list out of {','.join(IMPLS)} (default: all; --callgrind: "
+        f"{','.join(CALLGRIND_IMPLS)}, and fibernet-pure)"
+    )
+    parser.add_argument("--callgrind", action="store_true", help="instructions per request under callgrind")
+    parser.add_argument("--callgrind-counts", default="1000,5000", help="N1,N2 requests (default 1000,5000)")
+    parser.add_argument(
+        "--callgrind-warmup", type=int, default=500, help="requests before them (default 500)"
     )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     parser.add_argument("--start-timeout", type=float, default=30, help="seconds a server may take to answer")
@@ -896,7 +923,11 @@ def parse_args(argv=None):
     _bench.fill_defaults(
         args, {"rounds": 1, "duration": 2.0} if args.quick else {"rounds": 3, "duration": 5.0}
     )
-    args.impls = _bench.comma_list(parser, args.impls, IMPLS, "--impls")
+    if args.callgrind:
+        args.impls = _bench.comma_list(parser, args.impls or ",".join(CALLGRIND_IMPLS),
+                                       (*IMPLS, "fibernet-pure"), "--impls")
+        return args
+    args.impls = _bench.comma_list(parser, args.impls or ",".join(DEFAULT_IMPLS), IMPLS, "--impls")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
     if args.server_cpu == args.wrk_cpu:
@@ -904,8 +935,29 @@ def parse_args(argv=None):
     return args
 
 
+CALLGRIND_IMPLS = ("fibernet", "fibernet-pure", "uvicorn", "gevent")
+CALLGRIND_BARS = {"uvicorn": 0.33}
+
+
+def callgrind_target(impl: str) -> _callgrind.Target:
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    if impl in ("fibernet", "fibernet-pure"):
+        if impl == "fibernet-pure":
+            env["FIBERNET_PURE_PYTHON"] = "1"
+        return _callgrind.Target(impl, lambda port: [sys.executable, os.path.abspath(__file__), SERVE_FLAG,
+                                                     "fibernet", str(port)], env)
+    return _callgrind.Target(impl, partial(server_command, impl), env)
+
+
+def callgrind_main(args) -> int:
+    targets = [callgrind_target(i) for i in args.impls]
+    return _callgrind.main(args, [("HTTP hello", targets, _callgrind.http_exchange(PATH))], CALLGRIND_BARS)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.callgrind:
+        return callgrind_main(args)
     for cpu in (args.server_cpu, args.wrk_cpu):
         _bench.check_cpu(cpu)
     if not shutil.which("taskset"):

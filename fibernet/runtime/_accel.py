@@ -3,11 +3,12 @@
 The hot-path modules (the scheduler, fibers, the poller, the timer heap, the operation
 protocol, channels, socket waits) are plain Python.  The build compiles each of them with
 Cython, as gevent does, into a private extension module beside it (``scheduler.py`` into
-``_c_scheduler``), typed by the ``.pxd`` file of that name (``_c_scheduler.pxd``).  The last line of each pure module
-calls :func:`import_c_accel`, which replaces the module's globals with the compiled copy's --
-unless ``FIBERNET_PURE_PYTHON`` is set (to anything but ``0``) when fibernet is imported, or
-the compiled copy was not built (no compiler or no Cython where it was installed), or is older
-than the source (edited since the last install: a warning says so): then the pure module
+``_c_scheduler``), typed by the ``.pxd`` file of that name (``_c_scheduler.pxd``).  The last
+line of each pure module calls :func:`import_c_accel`, which replaces the module's globals
+with the compiled copy's -- unless ``FIBERNET_PURE_PYTHON`` is set (to anything but ``0``)
+when fibernet is imported, or the compiled copy was not built (no compiler or no Cython where
+it was installed), or one is older than its source (edited since the last install: a warning
+says so, and then none runs compiled, as they use each other's types): then the pure module
 stays.  :func:`compiled` tells which one each module runs.
 """
 
@@ -17,6 +18,7 @@ import importlib
 import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 PURE_PYTHON = os.environ.get("FIBERNET_PURE_PYTHON", "") not in ("", "0")
 
@@ -30,7 +32,7 @@ def import_c_accel(globs: dict, cname: str) -> None:
     name = globs["__name__"]
     if name == cname:  # running as the compiled copy itself
         return
-    if PURE_PYTHON:
+    if PURE_PYTHON or not _all_fresh():
         _loaded[name] = False
         return
     try:
@@ -38,20 +40,37 @@ def import_c_accel(globs: dict, cname: str) -> None:
     except ImportError:  # not built here: the pure module serves
         _loaded[name] = False
         return
-    if _stale(globs.get("__file__"), getattr(mod, "__file__", None)):
-        warnings.warn(
-            f"{name}: the compiled copy is older than the source, which runs instead "
-            "(run the install command again to rebuild it)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        _loaded[name] = False
-        return
     kept = {k: globs[k] for k in _KEEP if k in globs}
     globs.clear()
     globs.update(mod.__dict__)
     globs.update(kept)
     _loaded[name] = True
+
+
+_fresh: bool | None = None
+
+
+def _all_fresh() -> bool:
+    """Is every compiled copy in the package at least as new as its source?  Decided once
+    for all of them (a warning says why not): the compiled modules use each other's types, so
+    they run all together or not at all."""
+    global _fresh
+    if _fresh is None:
+        package = Path(__file__).resolve().parent.parent
+        stale = [
+            str(binary.relative_to(package.parent))
+            for binary in package.rglob("_c_*.so")
+            if _stale(str(binary.with_name(binary.name[3:].split(".", 1)[0] + ".py")), str(binary))
+        ]
+        _fresh = not stale
+        if stale:
+            warnings.warn(
+                f"fibernet runs its pure-Python modules: these compiled copies are older than their "
+                f"sources (run the install command again to rebuild them): {', '.join(stale)}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _fresh
 
 
 def _stale(source: str | None, binary: str | None) -> bool:
