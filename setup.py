@@ -35,12 +35,14 @@ def ext_modules() -> list:
         source = rel.with_name(rel.name[len("_c_") :]).with_suffix(".py")
         module = ".".join(rel.with_suffix("").parts)
         exts.append(Extension(module, [str(source)], depends=[str(rel)]))
+    newest = max(p.stat().st_mtime for p in [Path(__file__), *(HERE / "fibernet").rglob("_c_*.pxd")])
     built = []
     for ext in exts:  # one at a time: a module Cython fails on stays pure, the others not
-        # Cython tracks the .py, not the .pxd of another name that types it: regenerate
-        # the C when that .pxd changed since.
+        # Cython tracks the .py, not the .pxd files of other names that type it and the
+        # modules it cimports: regenerate the C when any of them (or these settings) changed
+        # since, or a compiled module would call another through a stale method table.
         c_file = HERE / "build" / "cython" / Path(ext.sources[0]).with_suffix(".c")
-        stale = not c_file.exists() or c_file.stat().st_mtime < (HERE / ext.depends[0]).stat().st_mtime
+        stale = not c_file.exists() or c_file.stat().st_mtime < newest
         try:
             built += cythonize(
                 [ext],
