@@ -46,11 +46,29 @@ def looks_like_http(data: bytes) -> bool:
     return _REQUEST_LINE.match(data) is not None
 
 
-def _unread_request_line(conn: Any) -> bool:
+# A handler that fails at once may fail before the client's first bytes come: the first few
+# such failures wait this long for them (a first-run aid: never more than that many waits).
+FIRST_BYTES_WAIT = 0.5
+FIRST_BYTES_WAITS = 8
+
+
+def _unread_request_line(conn: Any, wait: float = 0.0) -> bool:
+    """Whether the bytes waiting in ``conn`` start with an HTTP request line; if none are
+    waiting yet, wait up to ``wait`` seconds for them (a fibernet operation: the scheduler
+    runs on)."""
     try:
         data = conn.sock.recv(256, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (OSError, ValueError, AttributeError):  # nothing waiting (BlockingIOError), the
-        return False  # connection gone, or a wrapper whose socket cannot be peeked at
+    except BlockingIOError:
+        if wait <= 0:
+            return False
+        import fibernet as fn
+
+        came = fn.choice(
+            fn.wrap(fn.readable_op(conn), lambda *_: True), fn.wrap(fn.wait_op(wait), lambda: False)
+        )
+        return fn.perform(came) and _unread_request_line(conn)
+    except (OSError, ValueError, AttributeError):  # the connection gone, or a wrapper
+        return False  # whose socket cannot be peeked at
     return looks_like_http(data)
 
 
@@ -60,6 +78,7 @@ def guard_tcp_handler(handler: Callable[..., Any], app: str) -> Callable[..., An
     from fibernet.http import Response
 
     warned = False
+    waits = FIRST_BYTES_WAITS
 
     def warn(why: str) -> None:
         nonlocal warned
@@ -72,8 +91,12 @@ def guard_tcp_handler(handler: Callable[..., Any], app: str) -> Callable[..., An
         try:
             result = handler(conn)
         except Exception:
-            if not warned and _unread_request_line(conn):
-                warn("a client sent an HTTP request and the handler failed")
+            nonlocal waits
+            if not warned:
+                wait = FIRST_BYTES_WAIT if waits > 0 else 0.0
+                waits -= 1
+                if _unread_request_line(conn, wait):
+                    warn("a client sent an HTTP request and the handler failed")
             raise
         if result is not None and not warned:
             if isinstance(result, Response):

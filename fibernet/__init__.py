@@ -1,9 +1,9 @@
 """fibernet: Guile Fibers for Python on greenlet, and a server framework on top.
 
-The public names live here (the README's table lists them).  A fiber is a greenlet run by a
-scheduler (one OS thread with an epoll loop); fibers talk over thread-safe channels, and
-everything that can block is a Concurrent-ML operation that can be wrapped, put in a choice,
-and performed.
+The public names live here (the table atop docs/pages/reference/core.md lists them).  A
+fiber is a greenlet run by a scheduler (one OS thread with an epoll loop); fibers talk over
+thread-safe channels, and everything that can block is a Concurrent-ML operation that can be
+wrapped, put in a choice, and performed.
 """
 
 from fibernet.errors import (

@@ -20,7 +20,7 @@ connection costs about 3 us of CPU per request more, and that matters beyond the
 a generator that is busy when an answer arrives is not asleep in epoll_wait, so the server
 does not pay to wake it (on loopback the sender's send runs the receiver's wake-up, about
 10 us here), and a generator with less headroom than wrk gets a cheaper, faster server than
-wrk does (see README, "Load testing").  Connects, reconnects after an error and sends that
+wrk does (docs/pages/benchmarks.md, "The load generator").  Connects, reconnects after an error and sends that
 do not fit the socket buffer run in fibers.  The other shapes (open loop, pipelining, a
 connection per request) run a fiber per connection.
 

@@ -50,7 +50,7 @@ closed loop, with the same N connections and duration, both pinned to the load C
 rates, median latencies and their ratios (per round, then the median), and for each tool
 the server's CPU per request, the load side's CPU per request and how often the load side
 went to sleep per request (each sleep costs the server a wake-up of the generator: a
-generator with less headroom sleeps less and gets a cheaper server; README, "Load testing").
+generator with less headroom sleeps less and gets a cheaper server; docs/pages/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ Run from the repository root::
     python loadtest/http_hello.py --quick    # smoke run: 1 round of 2 s
     python loadtest/http_hello.py --json out/http_hello.json
     python loadtest/http_hello.py --profile /tmp/fibernet.prof   # cProfile fibernet under wrk
+    python loadtest/http_hello.py --idle-conns 10000   # memory per idle keep-alive connection
+                                                       # (fibernet, uvicorn, gevent; _http_idle.py)
     python loadtest/http_hello.py --callgrind  # instructions per request under callgrind
 
 (The module is not called ``http.py``: that name would shadow the standard library's
@@ -102,6 +104,7 @@ if HERE not in sys.path:
 
 import _bench  # noqa: E402
 import _callgrind  # noqa: E402
+import _http_idle  # noqa: E402
 from _bench import fmt_num  # noqa: E402
 from http_floor import CANNED as _CANNED  # noqa: E402
 from http_floor import NOT_FOUND as _NOT_FOUND  # noqa: E402
@@ -111,6 +114,7 @@ HOST = "127.0.0.1"
 PATH = "/hello"
 BODY = b"Hello, World!"
 WORKLOAD = "hello"
+IDLE = "idle"  # --idle-conns N: memory per idle keep-alive connection (loadtest/_http_idle.py)
 
 # --------------------------------------------------------------------------
 # the peer servers (run as `python loadtest/http_hello.py --serve IMPL PORT`, or by uvicorn)
@@ -361,13 +365,14 @@ def uvicorn_serve(uvicorn: list[str], port: int) -> list[str]:
     ]
 
 
-def server_command(impl: str, port: int) -> list[str]:
+def server_command(impl: str, port: int, extra: list[str] | None = None) -> list[str]:
+    """The command line of ``impl`` on ``port`` (with ``extra`` options: fibernet's and uvicorn's)."""
+    extra = extra or []
     if impl == "fibernet":
-        return fibernet_serve(_exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port)
+        return fibernet_serve(_exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port, *extra)
     if impl == "fibernet-nomonitor":
-        return fibernet_serve(
-            _exe("fibernet", FIBERNET_CLI), "fibernet.examples.hello:app", port, "--block-warning", "0"
-        )
+        cli = _exe("fibernet", FIBERNET_CLI)
+        return fibernet_serve(cli, "fibernet.examples.hello:app", port, "--block-warning", "0", *extra)
     if impl == "fibernet-raw":
         return fibernet_serve(
             _exe("fibernet", FIBERNET_CLI),
@@ -381,7 +386,7 @@ def server_command(impl: str, port: int) -> list[str]:
     if impl == "greenlet-floor":
         return [sys.executable, os.path.join(HERE, "http_floor.py"), "--serve", str(port)]
     if impl == "uvicorn":
-        return uvicorn_serve(_exe("uvicorn", [sys.executable, "-m", "uvicorn"]), port)
+        return uvicorn_serve(_exe("uvicorn", [sys.executable, "-m", "uvicorn"]), port) + extra
     return [sys.executable, os.path.abspath(__file__), SERVE_FLAG, impl, str(port)]
 
 
@@ -553,6 +558,33 @@ def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> tuple[float, boo
     return time.monotonic() - started, False
 
 
+def measure_idle(impl: str, params: dict) -> dict:
+    """``--idle-conns``: memory per idle keep-alive connection (see loadtest/_http_idle.py)."""
+    _http_idle.raise_nofile()  # (the server inherits it)
+    port = _bench.free_port(HOST)
+    extra = _http_idle.server_options(impl, params["conns"])
+    cmd = ["taskset", "-c", str(params["server_cpu"]), *server_command(impl, port, extra)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+        try:
+            wait_ready(proc, port, params["start_timeout"])
+            rss = lambda: sum(rss_bytes(p) or 0 for p in [proc.pid, *_descendants(proc.pid)]) // 1024  # noqa: E731
+            result = _http_idle.idle_load(port, params["conns"], rss)
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server died during the run (exit {proc.returncode})")
+        except Exception as exc:
+            stop_server(proc, 5.0)
+            log.seek(0)
+            output = log.read()[-3000:]
+            raise RuntimeError(f"{exc}\nserver: {shlex.join(cmd)}\nserver output:\n{output}") from None
+        stop_server(proc)
+    result["server_command"] = shlex.join(cmd)
+    return result
+
+
 def measure(workload: str, impl: str, params: dict) -> dict:
     port = _bench.free_port(HOST)
     cmd = ["taskset", "-c", str(params["server_cpu"]), *server_command(impl, port)]
@@ -616,6 +648,8 @@ def measure(workload: str, impl: str, params: dict) -> dict:
 
 
 def dispatch(workload: str, impl: str, params: dict) -> dict:
+    if workload == IDLE:
+        return measure_idle(impl, params)
     return measure(workload, impl, params)
 
 
@@ -898,6 +932,13 @@ def parse_args(argv=None):
         "--callgrind-warmup", type=int, default=500, help="requests before them (default 500)"
     )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
+    parser.add_argument(
+        "--idle-conns",
+        type=int,
+        metavar="N",
+        help="instead of wrk: memory per idle keep-alive connection at N connections "
+        "(default impls then: fibernet,uvicorn,gevent)",
+    )
     parser.add_argument("--start-timeout", type=float, default=30, help="seconds a server may take to answer")
     parser.add_argument("--timeout", type=float, default=120, help="per-measurement timeout, seconds")
     parser.add_argument(
@@ -927,7 +968,9 @@ def parse_args(argv=None):
         args.impls = _bench.comma_list(parser, args.impls or ",".join(CALLGRIND_IMPLS),
                                        (*IMPLS, "fibernet-pure"), "--impls")
         return args
-    args.impls = _bench.comma_list(parser, args.impls or ",".join(DEFAULT_IMPLS), IMPLS, "--impls")
+    if args.impls is None:
+        args.impls = "fibernet,uvicorn,gevent" if args.idle_conns else ",".join(DEFAULT_IMPLS)
+    args.impls = _bench.comma_list(parser, args.impls, IMPLS, "--impls")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
     if args.server_cpu == args.wrk_cpu:
@@ -977,6 +1020,8 @@ def main(argv=None) -> int:
     }
     if args.profile:
         return profile_fibernet(args, params)
+    if args.idle_conns:
+        return main_idle(args, params)
     plan = [(WORKLOAD, impl, params) for impl in args.impls]
     command = _bench.command_line()
     print(f"command: {command}", flush=True)
@@ -1040,6 +1085,29 @@ def main(argv=None) -> int:
             "samples": samples.to_json(),
         },
     )
+    return _bench.exit_status(checks, samples)
+
+
+def main_idle(args, params: dict) -> int:
+    params = {**params, "conns": args.idle_conns}
+    plan = [(IDLE, impl, params) for impl in args.impls]
+    command = _bench.command_line()
+    print(f"command: {command}", flush=True)
+    for impl in args.impls:
+        extra = _http_idle.server_options(impl, args.idle_conns)
+        line = shlex.join(server_command(impl, 0, extra)).replace("--port 0", "--port PORT")
+        print(f"  {impl:<13} {line}")
+    samples = _bench.run_interleaved(__file__, plan, args.rounds, args.wrk_cpu, args.timeout)
+    rows = _http_idle.summarise(samples, args.impls, IDLE)
+    checks = _http_idle.check_bar(rows)
+    print(f"\nMemory per idle keep-alive HTTP connection (server VmRSS growth / connections), "
+          f"median of {args.rounds} round(s):")
+    print(_http_idle.render(rows))
+    print()
+    print(render_checks(checks))
+    print(f"command: {command}")
+    _bench.save_json(args.json, {"command": command, "args": vars(args), "rows": rows, "checks": checks,
+                                 "samples": samples.to_json()})
     return _bench.exit_status(checks, samples)
 
 

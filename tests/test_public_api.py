@@ -4,6 +4,8 @@ DESIGN.md (its table of names) is there with the signatures it promises."""
 from __future__ import annotations
 
 import inspect
+import pathlib
+import re
 
 import pytest
 
@@ -39,7 +41,7 @@ CONTRACT_METHODS = {
     "Channel": ["put", "get", "put_op", "get_op", "close"],
     "Condition": ["signal", "wait", "wait_op"],
 }
-# Named in README.md's table beside the contract.
+# Named in the table of docs/pages/reference/core.md beside the contract.
 INTROSPECTION = ["schedulers", "fibers", "fiber_by_name", "scheduler_by_name", "base_op", "MockClock"]
 
 
@@ -102,3 +104,10 @@ def test_base_op_is_the_base_operation_class():
 
 def test_version():
     assert isinstance(fibernet.__version__, str) and fibernet.__version__
+
+
+def test_the_reference_table_names_the_contract():
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "pages" / "reference" / "core.md"
+    table = page.read_text().split(":::")[0]
+    for name in CONTRACT_FUNCTIONS + INTROSPECTION + list(CONTRACT_METHODS):
+        assert re.search(rf"`[^`]*\b{name}\b[^`]*`", table), f"{name} is not in the table of {page.name}"

@@ -219,7 +219,7 @@ class Bus:
             else:
                 frame = pack("PUBLISH", channel, envelope)
             try:
-                queued = self._cmd_out.try_put((frame, self._published))
+                queued = self._cmd.send(frame, self._published)
             except ChannelClosed:
                 raise BusError("the bus is closed") from None
             if not queued:
@@ -287,7 +287,7 @@ class Bus:
 
     def _send_sub(self, frame: bytes) -> None:
         try:
-            self._sub_out.try_put((frame, None))  # if full, the next reconnect subscribes anyway
+            self._sub.send(frame, None)  # if full, the next reconnect subscribes anyway
         except ChannelClosed:
             raise BusError("the bus is closed") from None
 

@@ -120,7 +120,7 @@ class Names:
         except Exception as exc:  # noqa: BLE001 - the caller gets it, as a local caller would
             status, payload = b"error", f"{type(exc).__name__}: {exc}".encode()
         frame = pack("PUBLISH", self.bus._channel(b"i:", reply_to), b"%s:%s:%s" % (corr, status, payload))
-        self.bus._cmd_out.try_put((frame, None))  # the caller times out if this cannot go
+        self.bus._cmd.send(frame, None)  # the caller times out if this cannot go
 
     def _unexport(self, export: _Export) -> None:
         if self._exports.get(export.name) is not export:

@@ -2,8 +2,12 @@
 
 A :class:`Link` is one connection to Redis run by one fiber: it connects (with a timeout),
 says its greeting (AUTH, SELECT, SUBSCRIBE ...), then loops on a choice of two operations --
-bytes from the broker (``Stream.read_op``) or frames to send (``outbox.get_op``) -- so one
-fiber owns the socket and nothing else touches it.  Replies are parsed by ``hiredis.Reader``
+bytes from the broker (``Stream.read_op``) or frames to send (``outbox.get_op``).  A sender
+(:meth:`Link.send`) writes its frame itself when that fiber waits with an empty outbox, so
+a frame is on the wire at once, not when the sender's fiber next yields (a publisher that
+does not yield would otherwise hold it back); only what cannot go at once (the connection
+busy, down, or taking part of a frame) waits in the outbox for the link's fiber, and
+frames go out in the order sent either way.  Replies are parsed by ``hiredis.Reader``
 (sans-IO: bytes in, replies out).  When the connection drops, the fiber reconnects with
 jittered exponential back-off (50 ms doubling to 2 s by default); frames still in the outbox
 wait there and go out after the reconnect.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +40,12 @@ from fibernet.ops.channel import Channel
 from fibernet.ops.condition import Condition
 from fibernet.ops.operation import choice, perform, wrap
 from fibernet.ops.timers import wait_op
+from fibernet.runtime.scheduler import yield_now
 
 log = logging.getLogger("fibernet.bus")
 
 BATCH = 256  # frames written in one send at most
+_CONTINUED = object()  # the sink of the rest of a frame written in part (already pending)
 
 Sink = Callable[[Any], Any] | None
 
@@ -132,8 +139,36 @@ class Link:
         self.connect_timeout = connect_timeout
         self.backoff = backoff
         self.connected = False
+        # While the link's fiber waits with an empty outbox, a sender writes its frame itself
+        # (send()): on the wire at once, without waiting for this fiber's turn.
+        self._lock = threading.Lock()
+        self._idle = False
+        self._stream: Stream | None = None
+        self._pending: deque = deque()  # the sinks of the frames sent, in order (ordered link)
         self.connects = 0  # successful connections (so reconnects = connects - 1)
         self.failures = 0  # failed attempts to connect
+
+    def send(self, frame: bytes, sink: Sink) -> bool:
+        """Send ``frame`` (its reply goes to ``sink``), in order with every other: written now
+        by the caller if the connection is idle, else queued in the outbox.  False if the
+        outbox is full; ChannelClosed once it is closed.  Never blocks."""
+        with self._lock:
+            stream = self._stream
+            if self._idle and stream is not None and not self.outbox.closed:
+                if self.ordered:
+                    self._pending.append(sink)  # before the write: its reply may come at once
+                try:
+                    n = stream.sock.send_nowait(frame)
+                except OSError:
+                    n = 0  # the connection's fiber finds out when it reads, and reconnects
+                if n == len(frame):
+                    return True
+                if n:  # the rest goes first, by the connection's fiber; the sink is pending
+                    frame, sink = frame[n:], _CONTINUED
+                elif self.ordered:
+                    self._pending.pop()
+                self._idle = False
+            return self.outbox.try_put((frame, sink))
 
     def call(self, *args: Any, timeout: float) -> Any:
         """Send one command (on an ordered link) and return its reply: BusUnavailable at once
@@ -143,7 +178,7 @@ class Link:
             raise BusUnavailable(f"the bus {self.address} is disconnected")
         box: Channel = Channel(1)
         try:
-            if not self.outbox.try_put((pack(*args), box.try_put)):
+            if not self.send(pack(*args), box.try_put):
                 raise BusUnavailable(f"the bus {self.address} is backed up")
         except ChannelClosed:
             raise BusError("the bus is closed") from None
@@ -174,7 +209,8 @@ class Link:
                 delay = min(delay * 2, most)
                 continue
             delay = first
-            pending: deque = deque()
+            pending = self._pending = deque()
+            self._stream = stream
             try:
                 stream.sock.timeout = None
                 self._session(stream, pending)
@@ -182,6 +218,8 @@ class Link:
             except (OSError, EOFError, hiredis.HiredisError, BusError) as exc:
                 log.warning("bus %s: connection to %s lost (%s); reconnecting", self.name, self.address, exc)
             finally:
+                with self._lock:
+                    self._idle, self._stream = False, None
                 stream.close()
                 was_up, self.connected = self.connected, False
                 lost = BusUnavailable(f"the connection to {self.address} dropped")
@@ -217,6 +255,8 @@ class Link:
                     return
                 kind, value = "data", perform(stream.read_op())
             else:
+                with self._lock:
+                    self._idle = self.connected and not len(outbox) and not outbox.closed
                 try:
                     kind, value = perform(
                         choice(wrap(stream.read_op(), _data), wrap(outbox.get_op(), _frame))
@@ -235,6 +275,7 @@ class Link:
                     sink = pending.popleft()
                     if sink is not None:
                         sink(reply)
+                yield_now()  # the fibers just handed a message or reply run before this one reads on
                 continue
             batch = [value]
             try:
@@ -243,7 +284,8 @@ class Link:
             except ChannelClosed:
                 closed = True
             if self.ordered:
-                pending.extend(sink for _, sink in batch)  # before the write: a drop fails them
+                # Before the write: a drop fails them.
+                pending.extend(sink for _, sink in batch if sink is not _CONTINUED)
             stream.write(b"".join(frame for frame, _ in batch))
 
 

@@ -21,17 +21,36 @@ room: every member gets every line, each sender's lines in the order sent.
 from __future__ import annotations
 
 import itertools
+import os
+import secrets
 import threading
 
 import fibernet as fn
 import fibernet.bus
+from fibernet.examples._lines import write_lines
 from fibernet.http import Request, Response, Router, WebSocketClosed
 from fibernet.net.streams import LimitOverrun, Stream
 
 OUTBOX = 256  # lines buffered per member before the room drops it
 MAX_LINE = 4096
 TOPIC = "chat"
-_LOCAL_IDS = itertools.count(1)  # names for clients of a Unix socket, which have no address
+
+
+def _new_process() -> None:
+    """A tag of this process's own (drawn again in a forked worker) for the names of
+    clients with no address: the workers and instances sharing a room over a bus each count
+    from 1, so a count alone (local-1) was given out once per process."""
+    global _TAG, _IDS
+    _TAG, _IDS = secrets.token_hex(4), itertools.count(1)
+
+
+_new_process()
+os.register_at_fork(after_in_child=_new_process)
+
+
+def _unique_name(kind: str) -> str:
+    """``<kind>-<process tag>-<n>``: a name no other process of the room gives out."""
+    return f"{kind}-{_TAG}-{next(_IDS)}"
 
 
 class Room:
@@ -108,16 +127,6 @@ def said(inbox: fn.Channel, key: object, name: str, text: str) -> None:
         inbox.put(("say", key, text))
 
 
-def _writer(conn, outbox: fn.Channel) -> None:
-    try:
-        for line in outbox:
-            conn.sendall(line)
-    except OSError:
-        pass
-    finally:
-        conn.shutdown()  # the client reads its last line, then the end of the stream
-
-
 def handle(conn) -> None:
     inbox = ROOM.inbox()
     try:
@@ -125,11 +134,11 @@ def handle(conn) -> None:
     except OSError:  # the client is gone already
         return
     # An IP peer is (host, port, ...); a Unix socket's client is a path, usually '' (unnamed).
-    name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"local-{next(_LOCAL_IDS)}"
+    name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else _unique_name("local")
     key = object()
     outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
     outbox.put(f"* you are {name}\n".encode())
-    writer = fn.spawn(_writer, conn, outbox, name=f"chat-writer {name}")
+    writer = fn.spawn(write_lines, conn, outbox, name=f"chat-writer {name}")
     stream = Stream(conn)
     inbox.put(("join", key, (name, outbox)))
     try:
@@ -154,7 +163,7 @@ def _websocket(request: Request) -> None:
     ws = request.accept_websocket()
     inbox = ROOM.inbox()
     client = request.client
-    name = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else f"web-{id(ws):x}"
+    name = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else _unique_name("web")
     key = object()
     outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
     outbox.put(f"* you are {name}\n".encode())

@@ -27,6 +27,7 @@ import threading
 import fibernet as fn
 import fibernet.bus
 from fibernet.actors import Actor, ActorRef, ChildSpec, Supervisor, start, whereis
+from fibernet.examples._lines import write_lines
 from fibernet.net.streams import LimitOverrun, Stream
 
 OUTBOX = 256
@@ -111,16 +112,6 @@ class _Root:
 ROOT = _Root()
 
 
-def _writer(conn, outbox: fn.Channel) -> None:
-    try:
-        for line in outbox:
-            conn.sendall(line)
-    except OSError:
-        pass
-    finally:
-        conn.shutdown()
-
-
 def _command(line: str, key: object, outbox: fn.Channel, subscribed: set[str]) -> str:
     parts = line.split(" ", 2)
     verb = parts[0].upper()
@@ -142,7 +133,7 @@ def _command(line: str, key: object, outbox: fn.Channel, subscribed: set[str]) -
 def handle(conn) -> None:
     key = object()
     outbox: fn.Channel = fn.Channel(capacity=OUTBOX)
-    writer = fn.spawn(_writer, conn, outbox, name="pubsub-writer")
+    writer = fn.spawn(write_lines, conn, outbox, name="pubsub-writer")
     stream = Stream(conn)
     subscribed: set[str] = set()
     try:

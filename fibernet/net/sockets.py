@@ -155,6 +155,40 @@ class Socket:
         if type(value) is Raise:
             raise value.exc
 
+    def when_readable(self, callback: Any) -> bool:
+        """Call ``callback(0)`` once bytes (or the end of the stream) may be read, with no
+        fiber waiting: on this scheduler's loop, so the callback must not suspend (it may
+        spawn a fiber).  ``callback(errno)`` instead if the socket is closed first.
+
+        False, with nothing registered, if the socket may be readable already (its last
+        read was not short, or an edge came since): read it now instead.  The next read
+        after the callback tries the descriptor before it waits.
+        """
+        fd = self._fd
+        if fd == _CLOSED_FD:
+            raise OSError(errno.EBADF, "socket is closed")
+        if not self._drained:
+            return False
+        sched = _tls.scheduler
+        if sched is not self._home:
+            if sched not in self._pollers:
+                sched._poller.register_edge(fd, self)
+                self._pollers.append(sched)
+            self._home = sched
+        poller = sched._poller
+        if poller.take_pending(fd, EPOLLIN):
+            self._drained = False
+            return False
+        poller.watch(fd, EPOLLIN, callback)
+        self._drained = False  # the callback comes when there is something to read
+        return True
+
+    def cancel_readable(self, callback: Any) -> None:
+        """Forget a callback given to :meth:`when_readable` (on the same scheduler)."""
+        home = self._home
+        if home is not None and self._fd != _CLOSED_FD:
+            home._poller.unwatch(self._fd, EPOLLIN, callback)
+
     def interrupt_wait(self) -> bool:
         """End a wait in progress as if its timeout had passed (thread-safe); False if no
         wait with a timeout is in progress, or it has just completed anyway."""
@@ -229,6 +263,16 @@ class Socket:
             self.bytes_out += n
             self.active = True
             return n
+
+    def send_nowait(self, data: Any) -> int:
+        """Send what the kernel takes now, without waiting: how many bytes (0 if none)."""
+        try:
+            n = self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        self.bytes_out += n
+        self.active = True
+        return n
 
     def sendall(self, data: Any) -> None:
         """Send every byte; suspends while the peer does not read (backpressure)."""

@@ -213,6 +213,10 @@ class Scheduler:
         queued = _snapshot(self._runq)
         return started + [f for f in queued if f.state is NEW] + _snapshot(self._stealable)
 
+    def fiber_count(self) -> int:
+        """How many fibers have started and not finished (cheap: no list is made)."""
+        return len(self._fibers)
+
     def pending_timers(self) -> int:
         return len(self._timers)
 

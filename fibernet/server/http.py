@@ -9,6 +9,9 @@ slower than ``min_body_rate`` once ``body_rate_grace`` is over), send the respon
 for an iterable body on HTTP/1.1), drain what the app did not read of the body (up to
 ``max_drain``, else close), and go on while keep-alive holds.
 Pipelined requests are answered in order because one fiber answers them one at a time.
+Between requests an idle connection parks (``Parked``, see ``server/tcp.py``): its fiber
+ends once idle for ``park_after`` (at once while its scheduler runs over ``park_over``
+fibers), and a new one takes it on when bytes come, under the same keep-alive timeout.
 
 A handler's exception gives a 500 and is logged; a bad request gives its status and a close.
 An offer to upgrade the protocol (``Upgrade: h2c``) is ignored: the request is answered as
@@ -18,6 +21,7 @@ HTTP/1.1 (the app sees the Upgrade field); CONNECT gets 501.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from bisect import bisect_left
@@ -28,6 +32,7 @@ from typing import Any
 from fibernet.errors import Cancelled
 from fibernet.http import BadWebSocketUpgrade, BodyTooLarge, Request, Response
 from fibernet.net.sockets import Socket
+from fibernet.runtime.scheduler import current_scheduler
 from fibernet.server.http_protocol import (
     _DATE,
     _DEAD,
@@ -44,6 +49,7 @@ from fibernet.server.http_protocol import (
     http_date,
 )
 from fibernet.server.metrics import BUCKETS, LATENCY, SUM, add, http_stats, new_counts
+from fibernet.server.tcp import Parked
 from fibernet.server.websocket import WebSocketLimits
 from fibernet.server.websocket_upgrade import serve_upgrade
 
@@ -95,7 +101,7 @@ class _Body:
         return event
 
 
-class _Connection:
+class _Connection(Parked):
     __slots__ = (
         "app",
         "config",
@@ -108,6 +114,8 @@ class _Connection:
         "counts",
         "_draining",
         "websocket",
+        "_done",
+        "_spare",
     )
 
     def __init__(
@@ -116,19 +124,32 @@ class _Connection:
         config: HttpConfig,
         sock: Socket,
         draining: list[bool] | None = None,
+        done: Callable[[_Connection], None] | None = None,
+        spare: list[ServerProtocol] | None = None,
+        counts: list[Any] | None = None,
     ) -> None:
         self.answered = 0  # requests answered (the server's request counter sums these)
-        self.counts = new_counts()  # by status class, and latency (fibernet.server.metrics)
+        # By status class, and latency (fibernet.server.metrics): its own, or those of the
+        # connections of its thread (which only that thread writes).
+        self.counts = new_counts() if counts is None else counts
         self._draining = draining or [False]
         self.app = app
         self.config = config
         self.limits = config.limits
         self.sock = sock
-        self.proto = ServerProtocol(config.limits)
+        # With ``done``, the connection parks between requests (see Parked): ``done(self)``
+        # when it ends, however it ends.  ``spare``: idle parsers, shared (and thread-safe:
+        # a list's append and pop are atomic), one of which a resumed connection takes.
+        self._done = done
+        self._spare = spare
+        self.proto: ServerProtocol | None = ServerProtocol(config.limits)
         try:
-            self.client = sock.getpeername()
+            client = sock.getpeername()
         except OSError:
-            self.client = None
+            client = None
+        if client.__class__ is tuple and client[0].__class__ is str:
+            client = (sys.intern(client[0]), *client[1:])  # (one string for a client's connections)
+        self.client = client
         self._deadline: float | None = None
         self.websocket: Any = None  # the WebSocket that took the connection, if one did
 
@@ -295,9 +316,51 @@ class _Connection:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self) -> None:
+    # -- parking (see tcp.Parked) -----------------------------------------------------------
+
+    @property
+    def park_timeout(self) -> float:
+        """What is left of the keep-alive timeout once the fiber has waited ``park_after``."""
+        limits = self.limits
+        return max(0.0, limits.keepalive_timeout - limits.park_after)
+
+    def resume(self, sock: Socket) -> Parked | None:
+        """Bytes came on the parked connection: serve on (in a new fiber)."""
+        return self.run(True)
+
+    def parked_closed(self) -> None:
+        """Closed while parked: its keep-alive timeout, or the end of a drain."""
+        self._ended()
+
+    def _park(self) -> _Connection:
+        """Wait for the next request with no fiber: give the parser back to the spare ones
+        (it is between requests, with nothing left of the last one)."""
+        proto = self.proto
+        spare = self._spare
+        if proto is not None and spare is not None and len(spare) < _MAX_SPARE and proto.clean():
+            spare.append(proto)
+        self.proto = None
+        return self
+
+    def _ended(self) -> None:
+        done = self._done
+        if done is not None:
+            self._done = None
+            done(self)
+
+    def run(self, ready: bool = False) -> Parked | None:
+        """Serve until the connection ends (None) or parks (self: the server resumes it).
+        ``ready``: bytes came (a resume): read them before parking again."""
         try:
-            self._serve()
+            if self.proto is None:
+                spare = self._spare
+                try:
+                    self.proto = spare.pop()  # type: ignore[union-attr]
+                except (IndexError, AttributeError):
+                    self.proto = ServerProtocol(self.limits)
+            parked = self._serve(ready)
+            if parked is not None:
+                return parked
         except _Close:
             pass
         except HttpError as error:
@@ -308,12 +371,19 @@ class _Connection:
                 self.sock.sendall(error_response(error))
             except OSError:
                 pass
+        except BaseException:
+            self._ended()
+            raise
+        self._ended()
+        return None
 
-    def _serve(self) -> None:
+    def _serve(self, ready: bool = False) -> Parked | None:
         """Answer requests one at a time until the connection ends (raises _Close or
-        HttpError).  The common case -- a whole bodiless request in one read, a bytes
-        response the app returned before -- runs inline, in this one frame."""
+        HttpError), or parks between requests (returns self).  The common case -- a whole
+        bodiless request in one read, a bytes response the app returned before -- runs
+        inline, in this one frame."""
         proto = self.proto
+        assert proto is not None
         events = proto._events
         feed = proto.feed
         sock = self.sock
@@ -335,6 +405,16 @@ class _Connection:
         monotonic = time.monotonic
         counts = self.counts
         latency, total, fastest = LATENCY, SUM, BUCKETS[0]
+        # Park between requests (once idle for park_after) if the server can: not a TLS socket.
+        sched = current_scheduler()
+        parks = (
+            self._done is not None
+            and sock.__class__ is Socket
+            and sched is not None
+            and limits.park_after < keepalive_timeout
+        )
+        park_after = limits.park_after
+        park_over = limits.park_over
         while True:
             # -- the next request head
             if events:
@@ -345,12 +425,32 @@ class _Connection:
                     raise head
             elif proto._state == _IDLE:
                 # Between requests: wait for the next one, for the keep-alive timeout,
-                # draining or not (see drain() in http_handler).
-                sock.timeout = keepalive_timeout
-                try:
-                    data = recv(_RECV)
-                except OSError:  # (a timeout too: an idle keep-alive connection ends quietly)
-                    raise _Close() from None
+                # draining or not (see drain() in http_handler).  Parked, with no fiber,
+                # if the server can; else in this fiber.
+                if ready:  # resumed: bytes came
+                    ready = False
+                    try:
+                        data = sock.recv_nowait(_RECV)
+                    except OSError:
+                        raise _Close() from None
+                    if data is None:
+                        return self._park()
+                elif parks:
+                    if not park_after or sched.fiber_count() > park_over:
+                        return self._park()
+                    sock.timeout = park_after
+                    try:
+                        data = recv(_RECV)
+                    except TimeoutError:
+                        return self._park()  # idle: wait on with no fiber
+                    except OSError:
+                        raise _Close() from None
+                else:
+                    sock.timeout = keepalive_timeout
+                    try:
+                        data = recv(_RECV)
+                    except OSError:  # (a timeout too: an idle keep-alive connection ends quietly)
+                        raise _Close() from None
                 if not data:
                     raise _Close()
                 feed(data)
@@ -461,11 +561,11 @@ class _Connection:
                     elapsed * 1000,
                 )
             if not keep_alive:
-                return
+                return None
             if source is not None:
                 try:
                     if not self._drain(source):
-                        return
+                        return None
                 except HttpError as error:  # the response is out: no second one for the same request
                     log.debug("bad request body from %s after the response: %s", client, error)
                     raise _Close() from None
@@ -510,12 +610,18 @@ def _fmt(addr: Any) -> str:
     return str(addr)
 
 
+_MAX_SPARE = 64  # idle parsers kept for parked connections that resume
 _INTERNAL_ERROR = Response(500, b"internal server error\n", content_type="text/plain")
 _OVERLOADED = error_response(HttpError(503, "server overloaded, try again"))
 
 
-def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket], None]:
-    """A TCP connection handler that serves the HTTP app ``app``."""
+def http_handler(app: App, config: HttpConfig | None = None, *, park: bool = True) -> Callable[[Socket], Any]:
+    """A TCP connection handler that serves the HTTP app ``app``.
+
+    With ``park`` (for a :class:`~fibernet.server.tcp.Server`), a connection idle between
+    requests is returned as a :class:`~fibernet.server.tcp.Parked` that the server resumes
+    when bytes come: an idle keep-alive connection holds no fiber.  Without, each
+    connection's fiber waits in the handler until the connection ends."""
     if not callable(app):
         raise TypeError(f"app must be callable, not {type(app).__name__}")
     config = config or HttpConfig()
@@ -556,29 +662,46 @@ def http_handler(app: App, config: HttpConfig | None = None) -> Callable[[Socket
                 with lock:
                     closed_counts[5] += 1
                 return
-        conn = _Connection(app, config, sock, draining)
+        counts = per_thread.get(threading.get_ident())
+        if counts is None:
+            with lock:
+                counts = per_thread.setdefault(threading.get_ident(), new_counts())
+        if park:
+            conn = _Connection(app, config, sock, draining, ended, spare, counts)
+            with lock:
+                conns.add(conn)
+            return conn.run()  # (it calls ended() when it ends, now or once parked)
+        conn = _Connection(app, config, sock, draining, counts=counts)
         with lock:
             conns.add(conn)
         try:
             conn.run()
         finally:
-            with lock:
-                conns.discard(conn)
-                closed[0] += conn.answered
-                add(closed_counts, conn.counts)
-                if limit is not None:
-                    active[0] -= 1
+            ended(conn)
+        return None
+
+    def ended(conn: _Connection) -> None:
+        with lock:
+            conns.discard(conn)
+            closed[0] += conn.answered
+            if limit is not None:
+                active[0] -= 1
+
+    spare: list[ServerProtocol] = []  # parsers of parked connections (see _Connection._park)
 
     # Requests answered: those of the connections that ended, and those of the open ones
-    # so far (each connection counts its own, with no lock on the way).
+    # so far (each connection counts its own, with no lock on the way).  The status and
+    # latency counts of each thread's connections: only that thread writes its list (no
+    # lock, and no list per connection: an idle one costs less).
     closed = [0]
-    closed_counts = new_counts()
+    closed_counts = new_counts()  # (503s for connections over limit_concurrency)
+    per_thread: dict[int, list[Any]] = {}
 
     def stats() -> dict[str, Any]:
         with lock:
             counts = list(closed_counts)
-            for conn in conns:
-                add(counts, conn.counts)
+            for thread_counts in per_thread.values():
+                add(counts, thread_counts)
             return {"requests": closed[0] + sum(c.answered for c in conns), "http": http_stats(counts)}
 
     handle.app = app  # type: ignore[attr-defined]

@@ -60,12 +60,18 @@ class HttpLimits:
     # only while the server waits for body bytes (as Kestrel's MinRequestBodyDataRate); 0: none.
     min_body_rate: float = 240.0  # bytes per second
     body_rate_grace: float = 5.0  # seconds
+    # An idle keep-alive connection waits this long in its fiber, then parks with none (its
+    # fiber ends; the server resumes it when bytes come): a busy connection keeps its fiber,
+    # an idle one costs no greenlet.  0: park at once.  It parks at once, too, while its
+    # scheduler runs more than park_over fibers (many connections: memory comes first).
+    park_after: float = 1.0
+    park_over: int = 128
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
-            if not value and name != "min_body_rate":
+            if not value and name not in ("min_body_rate", "park_after", "park_over"):
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
 
 
@@ -183,6 +189,15 @@ class ServerProtocol:
     @property
     def dead(self) -> bool:
         return self._state == _DEAD
+
+    def clean(self) -> bool:
+        """Between requests with nothing kept of them (then another connection may take
+        this parser); the bytes last parsed are let go."""
+        if self._state != _IDLE or self._events or self._pieces or self._body_head or self._head_bytes:
+            return False
+        self._data = self._lines_of = b""
+        self._line_end = 0
+        return True
 
     def next_event(self) -> Any:
         """The next event, or None if more bytes are needed."""
@@ -372,7 +387,9 @@ class ServerProtocol:
             at = anywhere
         if not data.startswith(b"HTTP/", at + len(line)):
             self._reject(400, "not an HTTP request line (RTSP or ICE?)")
-        if first and at > _MAX_BLANK and not data[:at].strip(b"\r\n"):
+        # (empty lines of earlier reads count too: every byte fed since the last head and
+        # before these bytes was one)
+        if first and first - len(data) + at > _MAX_BLANK and not data[:at].strip(b"\r\n"):
             self._reject(400, _TOO_MANY_BLANK)
         self._lines_of = data
         self._line_end = at + len(line)

@@ -1,10 +1,10 @@
 """``/metrics``: the workers' counters in Prometheus's text format, through ``prometheus_client``.
 
-Counting costs a request three list increments and no lock: each HTTP connection counts its
-own requests (by status class) and their latency (histogram buckets and sum) in a plain list
-(:func:`new_counts`: ``counts[status // 100]``, ``counts[LATENCY + bisect_left(BUCKETS,
-seconds)]``, ``counts[SUM]``); a connection's list joins its server's totals when it
-ends, and :meth:`Server.stats` sums the totals and the open connections' lists.  A worker
+Counting costs a request three list increments and no lock: the HTTP connections of each
+scheduler thread count their requests (by status class) and their latency (histogram buckets
+and sum) in a plain list that only that thread writes (:func:`new_counts`: ``counts[status //
+100]``, ``counts[LATENCY + bisect_left(BUCKETS, seconds)]``, ``counts[SUM]``), and
+:meth:`Server.stats` sums the threads' lists.  A worker
 sends those stats to its supervisor in the snapshot it sends every second anyway, so
 nothing crosses processes per request, and no ``PROMETHEUS_MULTIPROC_DIR`` (a file per
 process, a lock and an mmap write per update) is needed.  prometheus_client is imported at
@@ -68,6 +68,7 @@ class Series:
 WORKER_SERIES = [
     Series("connections_open", "fibernet_connections_open", "gauge", "Connections open now"),
     Series("connections_accepted", "fibernet_connections_accepted", "counter", "Connections accepted"),
+    Series("connections_parked", "fibernet_connections_parked", "gauge", "Connections idle with no fiber"),
     Series("bytes_in", "fibernet_received_bytes", "counter", "Bytes received from clients"),
     Series("bytes_out", "fibernet_sent_bytes", "counter", "Bytes sent to clients"),
     Series("fibers", "fibernet_fibers", "gauge", "Live fibers"),

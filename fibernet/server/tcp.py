@@ -15,7 +15,10 @@ layer is just such a handler.
 - A handler's exception is logged with the peer address and closes that connection only.
   The socket is closed in ``finally``, whatever way the handler ends.
 - Graceful stop: stop accepting, let connections finish for ``grace`` seconds, then cancel
-  the rest.
+  the rest (and close the parked ones).
+- Parking: a handler may return a :class:`Parked` to wait for its connection's next bytes
+  with no fiber; the server watches the socket and resumes it in a new fiber (the HTTP
+  layer parks its idle keep-alive connections so: an idle one costs no greenlet).
 - Before the handler, in the connection's fiber and within ``handshake_timeout``: the PROXY
   protocol header (``proxy_protocol=True``; see ``server/proxy.py``), then the TLS handshake
   (``ssl=``, a context or a :class:`~fibernet.net.tls.TLSConfig`; see ``net/tls.py``).  The
@@ -79,14 +82,38 @@ class Limits:
             raise ValueError(f"handshake_timeout must be positive, not {self.handshake_timeout!r}")
 
 
+class Parked:
+    """What a handler may return to wait for its connection's next bytes with no fiber.
+
+    The connection stays open and counted, but its fiber ends (its greenlet and stack go
+    back to the scheduler): the server watches the socket, and when bytes come it calls
+    ``resume(sock)`` in a new fiber -- the handler again, in effect, which may return a
+    ``Parked`` again.  If none come within ``park_timeout`` seconds (None: no limit), or
+    the server closes it meanwhile (idle sweep, the end of a drain, shutdown), the server
+    calls ``parked_closed()`` and closes the socket.  A handler that never returns one is
+    served as always.  (The HTTP layer parks its idle keep-alive connections this way.)
+    """
+
+    __slots__ = ()
+
+    park_timeout: float | None = None
+
+    def resume(self, sock: Socket) -> Any:
+        raise NotImplementedError
+
+    def parked_closed(self) -> None:
+        """The server closed the connection while it was parked."""
+
+
 class _Place:
     """A scheduler's share of the server: its connections and counters (its thread only)."""
 
-    __slots__ = ("sched", "conns", "accepted", "bytes_in", "bytes_out", "acceptors")
+    __slots__ = ("sched", "conns", "parked", "accepted", "bytes_in", "bytes_out", "acceptors")
 
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
         self.conns: dict[Fiber, Socket] = {}
+        self.parked: dict[Socket, _Parking] = {}  # connections with no fiber now
         self.accepted = 0
         self.bytes_in = 0  # of closed connections; live ones are summed from their sockets
         self.bytes_out = 0
@@ -269,9 +296,10 @@ class Server:
 
     def stats(self) -> dict[str, Any]:
         places = list(self._places.values())
-        live = [sock for p in places for sock in list(p.conns.values())]
+        live = [sock for p in places for sock in list(p.conns.values()) + list(p.parked)]
         stats = {
             "connections_open": self._open,
+            "connections_parked": sum(len(p.parked) for p in places),
             "connections_accepted": sum(p.accepted for p in places),
             "bytes_in": sum(p.bytes_in for p in places) + sum(s.bytes_in for s in live),
             "bytes_out": sum(p.bytes_out for p in places) + sum(s.bytes_out for s in live),
@@ -321,13 +349,18 @@ class Server:
             raw.setblocking(False)
             _nodelay(raw)
             place.accepted += 1
-            fiber = spawn(self._serve, conn, addr, name=f"{self.name}:conn {_fmt(addr)}")
-            place.conns[fiber] = conn
-            fiber.add_done_callback(partial(self._closed_one, place, conn))
+            self._spawn_serve(place, conn, addr, addr)
             in_a_row += 1
             if in_a_row >= per_wake:
                 in_a_row = 0
                 yield_now()
+
+    def _spawn_serve(self, place: _Place, conn: Socket, how: Any, addr: Any) -> None:
+        """Serve ``conn`` in a new fiber: the handler (``how`` the peer's address) or
+        ``how.parked.resume`` (``how`` the _Parking of a parked connection)."""
+        fiber = spawn(self._serve, place, conn, how, name=f"{self.name}:conn {_fmt(addr)}")
+        place.conns[fiber] = conn
+        fiber.add_done_callback(partial(self._closed_one, place, conn))
 
     def _release_slot(self) -> None:
         with self._lock:
@@ -344,14 +377,31 @@ class Server:
             self._slot_waiters.append(cond)
         cond.wait()
 
-    def _serve(self, conn: Any, addr: Any) -> None:
+    def _serve(self, place: _Place, conn: Any, how: Any) -> None:
+        # (Three arguments: see Fiber._execute.)
+        if how.__class__ is _Parking:
+            parking, addr, parked = how, how.addr, how.parked
+        else:
+            parking, addr, parked = None, how, None
         try:
-            if self.proxy_protocol or self._context is not None:
-                ready = self._before_handler(conn, addr)
-                if ready is None:
+            if parked is not None:
+                result = parked.resume(conn)
+            else:
+                if self.proxy_protocol or self._context is not None:
+                    ready = self._before_handler(conn, addr)
+                    if ready is None:
+                        return
+                    conn = ready  # (a TLSSocket: closing it sends close_notify)
+                result = self.handler(conn)
+            while isinstance(result, Parked):
+                if parking is None:
+                    if type(conn) is not Socket:  # (a TLS socket may hold decrypted bytes already)
+                        raise TypeError(f"only a plain Socket can be parked, not a {type(conn).__name__}")
+                    parking = _Parking(self, place, conn, addr)
+                if parking.park(result):
+                    conn = None  # (not closed: it waits in place.parked)
                     return
-                conn = ready  # (a TLSSocket: closing it sends close_notify)
-            self.handler(conn)
+                result = result.resume(conn)  # bytes may have come already: read them
         except Cancelled:
             pass
         except _PEER_GONE as exc:
@@ -359,7 +409,10 @@ class Server:
         except Exception:
             log.exception("handler %s failed for %s", self.name, _fmt(addr))
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+                if parking is not None:
+                    parking.drop_timer()
 
     def _before_handler(self, conn: Socket, addr: Any) -> Any:
         """The PROXY header, then the TLS handshake, within the handshake deadline: the
@@ -395,8 +448,13 @@ class Server:
 
     def _closed_one(self, place: _Place, conn: Socket, fiber: Fiber) -> None:
         """The connection's fiber ended, however it ended (even cancelled before it ran)."""
-        conn.close()
         place.conns.pop(fiber, None)
+        if conn in place.parked:
+            return  # it waits for bytes with no fiber
+        self._close_conn(place, conn)
+
+    def _close_conn(self, place: _Place, conn: Socket) -> None:
+        conn.close()
         place.bytes_in += conn.bytes_in
         place.bytes_out += conn.bytes_out
         with self._lock:
@@ -426,8 +484,20 @@ class Server:
                     fiber.cancel()
                 else:
                     idle[fiber] = waited
-            for fiber in [f for f in idle if f not in place.conns]:
-                del idle[fiber]
+            for sock, parking in list(place.parked.items()):
+                if sock.active:
+                    sock.active = False
+                    idle.pop(sock, None)
+                    continue
+                waited = idle.get(sock, 0.0) + tick
+                if waited >= timeout:
+                    log.debug("closing idle parked connection %s", _fmt(parking.addr))
+                    idle.pop(sock, None)
+                    parking.close()
+                else:
+                    idle[sock] = waited
+            for key in [k for k in idle if k not in place.conns and k not in place.parked]:
+                del idle[key]
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -469,6 +539,7 @@ class Server:
                 )
                 if outcome != "hurry":
                     break
+        self._close_parked(places)
         left = [f for place in places for f in list(place.conns)]
         if left:
             log.warning("cancelling %d connection(s) still open after the grace period", len(left))
@@ -480,6 +551,114 @@ class Server:
                 except BaseException:  # noqa: BLE001, S110 - cancelled on purpose
                     pass
         log.info("server %s stopped", self.name)
+
+    def _close_parked(self, places: list[_Place]) -> None:
+        """The grace period is over: close the parked connections, each on its own thread."""
+        closers = [
+            spawn(
+                _close_all_parked,
+                place,
+                name=f"{self.name}:close parked@{place.sched.name}",
+                scheduler=place.sched,
+            )
+            for place in places
+            if place.parked and not place.sched._stopping
+        ]
+        for fiber in closers:
+            try:
+                fiber.join(timeout=5.0)
+            except BaseException:  # noqa: BLE001 - logged by the fiber's own report
+                log.exception("closing parked connections failed")
+
+
+def _close_all_parked(place: _Place) -> None:
+    parked = list(place.parked.values())
+    if parked:
+        log.warning("closing %d parked connection(s) still open after the grace period", len(parked))
+    for parking in parked:
+        parking.close()
+
+
+class _Parking:
+    """A connection that parks: the poller's callback when it is readable (``self(0)``; an
+    errno if it is closed) and its timer's (``self()``).  One per connection, made when it
+    first parks; its park timeout is one lazy timer, as a socket's wait timeout is: parking
+    again only moves ``expires``, and the timer, when it fires, closes the connection if it
+    is parked and due, else re-arms (or goes, if it is not parked)."""
+
+    __slots__ = ("server", "place", "sock", "addr", "parked", "timer", "expires")
+
+    def __init__(self, server: Server, place: _Place, sock: Socket, addr: Any) -> None:
+        self.server = server
+        self.place = place
+        self.sock = sock
+        self.addr = addr
+        self.parked: Parked | None = None
+        self.timer: list | None = None
+        self.expires = 0.0
+
+    def park(self, parked: Parked) -> bool:
+        """Wait for bytes with no fiber; False if they may be there already (read them)."""
+        sock = self.sock
+        if not sock.when_readable(self):
+            return False
+        self.parked = parked
+        place = self.place
+        place.parked[sock] = self
+        timeout = parked.park_timeout
+        if timeout is not None:
+            sched = place.sched
+            self.expires = expires = sched.clock.now() + timeout
+            timer = self.timer
+            if timer is None or timer[2] is None or timer[0] > expires:
+                if timer is not None:
+                    sched._timers.cancel(timer)
+                self.timer = sched._timers.add(expires, self)
+        return True
+
+    def __call__(self, err: int | None = None) -> None:
+        """On the scheduler's loop, not in a fiber: readable (0), closed (an errno), or the
+        timer fired (None)."""
+        place = self.place
+        if err is None:
+            self.timer = None
+            if place.parked.get(self.sock) is not self:
+                return  # it was resumed: its next park arms a timer again
+            sched = place.sched
+            if sched.clock.now() >= self.expires:
+                self.close()
+            else:
+                self.timer = sched._timers.add(self.expires, self)
+            return
+        if place.parked.pop(self.sock, None) is None:
+            return
+        if err or place.sched._stopping:
+            self.drop_timer()
+            self._closed()
+            return
+        self.server._spawn_serve(place, self.sock, self, self.addr)
+
+    def close(self) -> None:
+        """Close the parked connection (its timeout, an idle sweep, the end of a drain)."""
+        if self.place.parked.pop(self.sock, None) is None:
+            return
+        self.drop_timer()
+        self.sock.cancel_readable(self)
+        self._closed()
+
+    def drop_timer(self) -> None:
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            self.place.sched._timers.cancel(timer)
+
+    def _closed(self) -> None:
+        try:
+            self.parked.parked_closed()  # type: ignore[union-attr]
+        except Exception:
+            log.exception("handler %s failed closing a parked connection", self.server.name)
+        finally:
+            self.server._close_conn(self.place, self.sock)
 
 
 def _check_port_free(host: str, port: int) -> None:

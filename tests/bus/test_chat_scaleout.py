@@ -22,8 +22,13 @@ LINES = 10
 
 
 class Member:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    def __init__(self, port: int | str) -> None:
+        if isinstance(port, str):  # a Unix socket's path
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(20)
+            self.sock.connect(port)
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
         self.buf = b""
         greeting = self.readline()
         assert greeting.startswith("* you are "), greeting
@@ -64,7 +69,7 @@ def members():
         m.close()
 
 
-def join(members: list[Member], port: int) -> Member:
+def join(members: list[Member], port: int | str) -> Member:
     """A new member; returns once everyone in the room (it included) has seen it join."""
     m = Member(port)
     members.append(m)
@@ -91,6 +96,20 @@ def test_one_room_across_two_instances(redis, serve, members):
         serve("--port", str(port), "--bus", redis.url).wait_for("serving")
     for i in range(6):
         join(members, ports[i % 2])
+    talk(members)
+
+
+def test_members_without_an_address_get_names_unique_across_instances(redis, serve, members, tmp_path):
+    """Clients of a Unix socket have no address to be named by: each instance counted
+    local-1, local-2 ... on its own, so two instances sharing a room had two local-1s."""
+    paths = [str(tmp_path / "chat-a.sock"), str(tmp_path / "chat-b.sock")]
+    for path in paths:
+        serve("--uds", path, "--bus", redis.url).wait_for("serving")
+    for i in range(4):
+        join(members, paths[i % 2])
+    names = [m.name for m in members]
+    assert len(set(names)) == 4, names
+    assert all(name.startswith("local-") for name in names), names
     talk(members)
 
 

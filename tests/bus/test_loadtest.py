@@ -30,3 +30,5 @@ def test_the_bus_benchmark_reports_each_workload(redis, tmp_path):
     for r in rows:
         assert r["rate"] > 0 and r["p50_us"] <= r["p99_us"] <= r["max_us"]
         assert r.get("lost", 0) == 0
+        if r["workload"].startswith("pubsub"):
+            assert r["sent"] > 0  # the rate the publisher offered, beside the rate received

@@ -35,6 +35,11 @@ def fails(x):
     return x.path
 
 
+def greets_then_fails(x):  # fails before the client's request comes
+    x.sendall(b"hi\\n")
+    return x.path
+
+
 def echo_line(conn):  # a TCP handler that happens to be sent HTTP: no advice
     conn.sendall(conn.recv(100))
 '''
@@ -118,6 +123,20 @@ def test_an_http_app_served_as_tcp_is_named_at_its_first_connection(
     http_get_fails(free_port)
     line = proc.wait_for("looks like an HTTP app")
     assert why in line and ADVICE in line, line
+    stop(proc)
+
+
+def test_a_handler_that_fails_before_the_request_comes_is_named(serve_process, free_port, http_apps):
+    """The handler fails before the client's bytes come (here: the client sends its request
+    only once the handler greeted it, just before failing): the hint waits for them."""
+    name, where = http_apps
+    proc = serve_process(f"{name}:greets_then_fails", "--app-dir", where, "--port", str(free_port))
+    proc.wait_for("serving")
+    with connect(free_port) as c:
+        assert read_line(c) == b"hi\n"
+        c.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        line = proc.wait_for("looks like an HTTP app")
+    assert "the handler failed" in line, line
     stop(proc)
 
 

@@ -47,6 +47,18 @@ def test_many_empty_lines_then_a_request_are_refused_without_recursion():
     assert proto.dead
 
 
+@pytest.mark.parametrize("split", [20, 32, 33])
+def test_empty_lines_over_the_bound_across_two_reads_are_refused(split):
+    """The bound counts the empty lines of every read before the head, also when the head
+    completes in the same read as some of them (seen as a flaky corpus case over loopback:
+    40 CRLFs sent one by one, coalesced by TCP)."""
+    proto = ServerProtocol()
+    proto.feed(b"\r\n" * split)
+    proto.feed(b"\r\n" * (40 - split) + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    events = events_of(proto)
+    assert len(events) == 1 and isinstance(events[0], HttpError) and events[0].status == 400, events
+
+
 def test_a_few_empty_lines_before_a_request_are_skipped_but_start_the_head():
     proto = ServerProtocol()
     assert not proto.in_head

@@ -56,11 +56,15 @@ def test_parallel_map_raises_the_first_exception_and_cancels_the_rest():
 
     def main():
         gate = fn.Channel()
+        started = fn.Channel(capacity=8)
 
         def work(i):
-            if i == 3:
+            if i == 3:  # fails once every other call is waiting (a fiber cancelled before it
+                for _ in range(7):  # starts never runs: it could not say it was cancelled)
+                    started.get()
                 raise Boom(f"item {i}")
             try:
+                started.put(i)
                 gate.get()  # nobody ever puts: only a cancel ends this
             except fn.Cancelled:
                 cancelled.append(i)

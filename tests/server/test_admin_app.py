@@ -16,7 +16,12 @@ from fibernet.testing import call, serve
 pytestmark = pytest.mark.timeout(20)
 
 SNAPSHOTS = [
-    {"pid": 11, "stats": {"connections_open": 2, "blocked_turns": 0}, "fibers_total": 5, "schedulers": [{}]},
+    {
+        "pid": 11,
+        "stats": {"connections_open": 2, "connections_parked": 1, "blocked_turns": 0},
+        "fibers_total": 5,
+        "schedulers": [{}],
+    },
     {"pid": 12, "stats": {"connections_open": 1, "blocked_turns": 3}, "fibers_total": 4, "schedulers": [{}]},
 ]
 
@@ -56,6 +61,8 @@ def test_a_series_added_to_the_table_is_exported_per_worker(monkeypatch):
     }
     open_now = {s.labels["worker"]: s.value for s in found["fibernet_connections_open"].samples}
     assert open_now == {"11": 2, "12": 1}
+    parked = {s.labels["worker"]: s.value for s in found["fibernet_connections_parked"].samples}
+    assert parked == {"11": 1}  # (a worker with no parking layer has no sample)
     restarts = {s.labels["cause"]: s.value for s in found["fibernet_worker_restarts"].samples}
     assert restarts == {"killed": 2, "failed": 0, "exited": 0, "reload": 0}
 

@@ -100,14 +100,15 @@ def tell_peer(conn) -> None:
 
 def exchange(port: int, *pieces: bytes) -> bytes:
     """Send the pieces, then all that comes back; b"" if the server closed (or reset: it
-    closed with our bytes unread) without a word."""
+    closed with our bytes unread; or it closed before our last send: a broken pipe) without
+    a word."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         try:
             for piece in pieces:
                 sock.sendall(piece)
             sock.shutdown(socket.SHUT_WR)
             return recv_until_eof(sock)
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             return b""
 
 
