@@ -6,6 +6,7 @@ Run from the repository root::
     python loadtest/echo.py --quick     # smoke run: 1 round, 2 s, 64 B only, 1,000 idle conns
     python loadtest/echo.py --json out/echo.json
     python loadtest/echo.py --profile fibernet --sizes 64   # cProfile of one server under load
+    python loadtest/echo.py --callgrind   # instructions per message under callgrind
 
 Servers (``loadtest/peers/echo_*.py``, each runs one in the foreground)::
 
@@ -54,6 +55,13 @@ idle
     before) / connections, in KiB (VmRSS's "kB").  Connections are closed with an RST
     (SO_LINGER 0) so no TIME_WAIT piles up.
 
+``--callgrind`` runs none of that: it counts the instructions each server spends per message
+under ``valgrind --tool=callgrind`` (``_callgrind.py`` says how), 16 connections with one
+message in flight each, ``--callgrind-counts N1,N2`` messages (default 1,000 and 5,000) of each
+of ``--sizes``: fibernet compiled, fibernet with ``FIBERNET_PURE_PYTHON=1`` (``fibernet-pure``),
+uvloop streams and gevent by default.  The bars: fibernet at most 0.8x uvloop streams' and
+0.9x gevent's instructions per message.
+
 How to read the tables: medians over rounds; ``spread`` is (max - min) / median, a noise
 indicator.  ``fibernet ratio`` is fibernet's (threads=1) median / that row's median: below
 1 means fibernet spends less CPU per message (or memory per connection).  fibernet's targets
@@ -81,6 +89,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _callgrind  # noqa: E402
 import _proc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
 from _server import ServerProcess, pinned  # noqa: E402
@@ -625,7 +634,16 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", help="comma list of message sizes in bytes (default 64,16384; --quick 64)")
     parser.add_argument("--conns", type=int, default=100, help="echo connections (default %(default)s)")
     parser.add_argument("--idle-conns", type=int, help="idle connections (default 10000, --quick 1000)")
-    parser.add_argument("--impls", default=",".join(IMPLS), help="comma list (default: %(default)s)")
+    parser.add_argument(
+        "--impls", help=f"comma list (default: {','.join(IMPLS)}; --callgrind: {','.join(CALLGRIND_IMPLS)})"
+    )
+    parser.add_argument(
+        "--callgrind", action="store_true", help="instead: instructions per message under callgrind"
+    )
+    parser.add_argument("--callgrind-counts", default="1000,5000", help="N1,N2 messages (default 1000,5000)")
+    parser.add_argument(
+        "--callgrind-warmup", type=int, default=500, help="messages before them (default 500)"
+    )
     parser.add_argument(
         "--workloads", default="echo,idle", help="comma list of echo,idle (default: %(default)s)"
     )
@@ -681,7 +699,11 @@ def parse_args(argv=None):
         parser.error(f"--sizes: not a comma list of integers: {args.sizes!r}")
     if not args.sizes or min(args.sizes) < 1:
         parser.error("--sizes: positive sizes needed")
-    args.impls = _bench.comma_list(parser, args.impls, IMPLS, "--impls")
+    if args.callgrind:
+        args.impls = _bench.comma_list(parser, args.impls or ",".join(CALLGRIND_IMPLS),
+                                       (*IMPLS, "fibernet-pure"), "--impls")
+        return args
+    args.impls = _bench.comma_list(parser, args.impls or ",".join(IMPLS), IMPLS, "--impls")
     args.workloads = _bench.comma_list(parser, args.workloads, ("echo", "idle"), "--workloads")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
@@ -690,8 +712,33 @@ def parse_args(argv=None):
     return args
 
 
+CALLGRIND_IMPLS = ("fibernet", "fibernet-pure", "uvloop-streams", "gevent")
+CALLGRIND_BARS = {"uvloop-streams": 0.8, "gevent": 0.9}
+
+
+def callgrind_target(impl: str, host: str) -> _callgrind.Target:
+    """fibernet runs with its scheduler monitor off (see _callgrind.py); fibernet-pure the same
+    with FIBERNET_PURE_PYTHON=1."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    serve = impl
+    if impl in ("fibernet", "fibernet-pure"):
+        serve = "fibernet-nomonitor"
+        if impl == "fibernet-pure":
+            env["FIBERNET_PURE_PYTHON"] = "1"
+    name, *options = SERVERS[serve]
+    return _callgrind.Target(impl, lambda port: _serve.command(name, *options, host=host, port=port), env)
+
+
+def callgrind_main(args) -> int:
+    targets = [callgrind_target(i, args.host) for i in args.impls]
+    workloads = [(f"echo {size_label(size)}", targets, _callgrind.echo_exchange(size)) for size in args.sizes]
+    return _callgrind.main(args, workloads, CALLGRIND_BARS)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.callgrind:
+        return callgrind_main(args)
     _bench.check_cpu(args.server_cpu)
     _bench.check_cpu(args.client_cpu)
     if args.profile:

@@ -9,6 +9,7 @@ Run from the repository root::
     python loadtest/http_hello.py --profile /tmp/fibernet.prof   # cProfile fibernet under wrk
     python loadtest/http_hello.py --idle-conns 10000   # memory per idle keep-alive connection
                                                        # (fibernet, uvicorn, gevent; _http_idle.py)
+    python loadtest/http_hello.py --callgrind  # instructions per request under callgrind
 
 (The module is not called ``http.py``: that name would shadow the standard library's
 ``http`` package for every script in this directory.)
@@ -66,6 +67,13 @@ The bars (fibernet's targets): fibernet CPU/req <= 0.33x uvicorn's and <= 0.15x 
 and no error at all in fibernet's runs.  The exit status is 1 if a bar fails or a
 measurement errors.
 
+``--callgrind`` runs no wrk: it counts the instructions each server spends per request under
+``valgrind --tool=callgrind`` (``_callgrind.py`` says how), driven by 16
+keep-alive connections, one request in flight each, ``--callgrind-counts N1,N2`` requests
+(default 1,000 and 5,000): fibernet compiled, fibernet with ``FIBERNET_PURE_PYTHON=1``
+(``fibernet-pure``), uvicorn and gevent.pywsgi by default (``--impls`` picks others).  The bar:
+fibernet at most 0.33x uvicorn's instructions per request.
+
 ``--profile OUT.prof`` runs no benchmark: it serves fibernet's hello app (or, with
 ``--profile-target fibernet-raw``, the raw handler) under cProfile, pinned the same way, while
 wrk runs for ``--duration`` s, then prints the top functions by own time per request (CPU-time
@@ -82,6 +90,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -90,6 +99,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
+import _callgrind  # noqa: E402
 import _http_idle  # noqa: E402
 import _proc  # noqa: E402
 import _wrk  # noqa: E402
@@ -567,7 +577,13 @@ def parse_args(argv=None):
         "--wrk-cpu", type=int, default=1, help="CPU wrk (and the driver) is pinned to (default 1)"
     )
     parser.add_argument(
-        "--impls", help=f"comma list out of {','.join(IMPLS)} (default: all)"
+        "--impls", help=f"comma list out of {','.join(IMPLS)} (default: all; --callgrind: "
+        f"{','.join(CALLGRIND_IMPLS)}, and fibernet-pure)"
+    )
+    parser.add_argument("--callgrind", action="store_true", help="instructions per request under callgrind")
+    parser.add_argument("--callgrind-counts", default="1000,5000", help="N1,N2 requests (default 1000,5000)")
+    parser.add_argument(
+        "--callgrind-warmup", type=int, default=500, help="requests before them (default 500)"
     )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     parser.add_argument(
@@ -602,6 +618,10 @@ def parse_args(argv=None):
     _bench.fill_defaults(
         args, {"rounds": 1, "duration": 2.0} if args.quick else {"rounds": 3, "duration": 5.0}
     )
+    if args.callgrind:
+        args.impls = _bench.comma_list(parser, args.impls or ",".join(CALLGRIND_IMPLS),
+                                       (*IMPLS, "fibernet-pure"), "--impls")
+        return args
     if args.impls is None:
         args.impls = "fibernet,uvicorn,gevent" if args.idle_conns else ",".join(DEFAULT_IMPLS)
     args.impls = _bench.comma_list(parser, args.impls, IMPLS, "--impls")
@@ -612,8 +632,29 @@ def parse_args(argv=None):
     return args
 
 
+CALLGRIND_IMPLS = ("fibernet", "fibernet-pure", "uvicorn", "gevent")
+CALLGRIND_BARS = {"uvicorn": 0.33}
+
+
+def callgrind_target(impl: str) -> _callgrind.Target:
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    if impl in ("fibernet", "fibernet-pure"):
+        if impl == "fibernet-pure":
+            env["FIBERNET_PURE_PYTHON"] = "1"
+        return _callgrind.Target(impl, lambda port: fibernet_serve(
+            FIBERNET_CLI, "fibernet.examples.hello:app", port, "--block-warning", "0"), env)
+    return _callgrind.Target(impl, partial(server_command, impl), env)
+
+
+def callgrind_main(args) -> int:
+    targets = [callgrind_target(i) for i in args.impls]
+    return _callgrind.main(args, [("HTTP hello", targets, _callgrind.http_exchange(PATH))], CALLGRIND_BARS)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.callgrind:
+        return callgrind_main(args)
     for cpu in (args.server_cpu, args.wrk_cpu):
         _bench.check_cpu(cpu)
     if not shutil.which("taskset"):

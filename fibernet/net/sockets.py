@@ -482,3 +482,9 @@ def listen(
         sock.close()
         raise
     return Socket(configure(sock))
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.net._c_sockets")

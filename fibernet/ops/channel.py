@@ -340,3 +340,9 @@ class Channel(Generic[T]):
 
     def _what_put(self) -> str:
         return f"put on channel {id(self):#x}"
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.ops._c_channel")

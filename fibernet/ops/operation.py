@@ -479,3 +479,9 @@ def _abandon(state: OpState, cancels: list, nacks: list, fiber: Any, sched: Any,
         if cancel is not None:
             cancel()
     _signal_all(nacks)
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.ops._c_operation")

@@ -2,6 +2,7 @@
 is made of (poller, timer queue, wake-up descriptor, clock).  It knows nothing of operations
 beyond the small protocol in ``fibernet.ops.operation``."""
 
+from fibernet.runtime._accel import compiled
 from fibernet.runtime.clock import Clock, MockClock
 from fibernet.runtime.fiber import Fiber
 from fibernet.runtime.runtime import (
@@ -20,6 +21,7 @@ __all__ = [
     "MockClock",
     "Runtime",
     "Scheduler",
+    "compiled",
     "current_fiber",
     "current_scheduler",
     "fiber_by_name",

@@ -328,3 +328,9 @@ class Fiber(Generic[T]):
         sched = self.scheduler
         if sched is not None:
             sched._fiber_ended(self, exc, unretrieved)
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.runtime._c_fiber")

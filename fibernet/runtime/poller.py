@@ -238,3 +238,9 @@ class Poller:
             self.notify_closing(fd)
         self._known.clear()
         self._epoll.close()
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.runtime._c_poller")

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from fibernet.errors import Cancelled, NoScheduler
+from fibernet.runtime._accel import in_python_frame
 from fibernet.runtime.clock import REAL_CLOCK, Clock
 from fibernet.runtime.fiber import NEW, RUNNING, Fiber
 from fibernet.runtime.poller import Poller
@@ -184,7 +185,10 @@ class Scheduler:
         runner if it has not started)."""
         if fiber.state is NEW:
             runners = self._free_runners
-            runner = runners.pop() if runners else greenlet(self._runner_main, self._hub)
+            if runners:
+                runner = runners.pop()
+            else:
+                runner = greenlet(partial(in_python_frame, self._runner_main), self._hub)
             self._start(fiber, runner)
             return runner  # the runner takes its fiber from self.current
         self.current = fiber
@@ -506,3 +510,9 @@ def yield_now() -> None:
     fiber._wake()
     sched._park()
     fiber.state = RUNNING
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.runtime._c_scheduler")

@@ -73,3 +73,9 @@ class TimerQueue:
             entry[2] = None
         self._heap.clear()
         self._dead = 0
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.runtime._c_timers")

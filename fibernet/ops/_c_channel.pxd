@@ -1,0 +1,1 @@
+# Types for the compiled copy of fibernet/ops/channel.py (see fibernet/runtime/_accel.py).

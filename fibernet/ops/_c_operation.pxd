@@ -1,0 +1,1 @@
+# Types for the compiled copy of fibernet/ops/operation.py (see fibernet/runtime/_accel.py).

@@ -1,0 +1,35 @@
+# Types for the compiled copy of fibernet/runtime/scheduler.py (see fibernet/runtime/_accel.py).
+
+from fibernet.runtime._c_poller cimport Poller as _Poller
+from fibernet.runtime._c_timers cimport TimerQueue as _TimerQueue
+
+
+cdef class Scheduler:
+    cdef public object name
+    cdef public object runtime
+    cdef public object clock
+    cdef public object current
+    cdef public object thread
+    cdef public object _runq
+    cdef public object _stealable
+    cdef public _TimerQueue _timers
+    cdef public _Poller _poller
+    cdef public object _wakeup
+    cdef public bint _sleeping
+    cdef public bint _stopping
+    cdef public object _hub
+    cdef public list _free_runners
+    cdef public Py_ssize_t _budget
+    cdef public set _fibers
+    cdef public dict _unjoined
+    cdef public object _dropped
+    cdef public Py_ssize_t turns
+    cdef object __weakref__
+
+    cpdef _park(self)
+    cpdef _greenlet_for(self, fiber)
+    cpdef _start(self, fiber, runner)
+    cpdef _awake(self)
+    cpdef _turn(self, bint may_block)
+    cpdef _run_fiber(self, fiber)
+    cpdef _runner_main(self)
