@@ -114,12 +114,7 @@ class Socket:
         if fiber is None:
             wait_fd_blocking(fd, events, self.timeout)  # a plain thread blocks in poll()
             return
-        if sched is not self._home:
-            if sched not in self._pollers:
-                sched._poller.register_edge(fd, self)
-                self._pollers.append(sched)
-            self._home = sched
-        poller = sched._poller
+        poller = sched._poller if sched is self._home else self._move_to(sched)
         if poller.take_pending(fd, events):
             return  # an edge came while nobody waited: try the descriptor again first
         state = FdWait(fiber, sched, (fd, events))
@@ -155,6 +150,15 @@ class Socket:
         if type(value) is Raise:
             raise value.exc
 
+    def _move_to(self, sched: Any) -> Any:
+        """The socket is used from ``sched`` now (a fiber moved, or its first wait): its
+        descriptor's edges reach that scheduler's poller, which is returned."""
+        if sched not in self._pollers:
+            sched._poller.register_edge(self._fd, self)
+            self._pollers.append(sched)
+        self._home = sched
+        return sched._poller
+
     def when_readable(self, callback: Any) -> bool:
         """Call ``callback(0)`` once bytes (or the end of the stream) may be read, with no
         fiber waiting: on this scheduler's loop, so the callback must not suspend (it may
@@ -170,12 +174,7 @@ class Socket:
         if not self._drained:
             return False
         sched = _tls.scheduler
-        if sched is not self._home:
-            if sched not in self._pollers:
-                sched._poller.register_edge(fd, self)
-                self._pollers.append(sched)
-            self._home = sched
-        poller = sched._poller
+        poller = sched._poller if sched is self._home else self._move_to(sched)
         if poller.take_pending(fd, EPOLLIN):
             self._drained = False
             return False

@@ -168,7 +168,7 @@ def commit_pair(
     a.acquire()
     if b is not None:
         b.acquire()
-    try:
+    try:  # (complete's change of state, for two states under both their locks)
         if me.done:
             return SELF_DONE
         if other.done:

@@ -80,17 +80,7 @@ class Poller:
         self._watches[fd] = w = _Watch(True, owner)
         if old is not None:  # a one-shot watch of the same number: keep its waiters
             w.readers, w.writers = old.readers, old.writers
-        if fd in self._known:
-            try:
-                self._epoll.modify(fd, _EDGE_MASK)
-            except FileNotFoundError:
-                self._epoll.register(fd, _EDGE_MASK)
-        else:
-            try:
-                self._epoll.register(fd, _EDGE_MASK)
-            except FileExistsError:
-                self._epoll.modify(fd, _EDGE_MASK)
-            self._known.add(fd)
+        self._set_mask(fd, _EDGE_MASK)
 
     def watch(self, fd: int, events: int, callback: Callback) -> None:
         """Call ``callback(0)`` once when ``fd`` is ready for ``events`` (EPOLLIN or EPOLLOUT)."""
@@ -167,7 +157,11 @@ class Poller:
         wanted = w.wanted()
         if wanted & ~w.armed == 0:
             return
-        mask = wanted | _ONESHOT
+        self._set_mask(fd, wanted | _ONESHOT)
+        w.armed = wanted
+
+    def _set_mask(self, fd: int, mask: int) -> None:
+        """Ask epoll for ``mask`` on ``fd``: modify a descriptor it knows, register a new one."""
         if fd in self._known:
             try:
                 self._epoll.modify(fd, mask)
@@ -180,7 +174,6 @@ class Poller:
             except FileExistsError:
                 self._epoll.modify(fd, mask)
             self._known.add(fd)
-        w.armed = wanted
 
     # -- waiting -----------------------------------------------------------------------
 

@@ -202,6 +202,7 @@ class _Connection(Parked):
     def _body_event(self, source: _Body) -> Any:
         """The next piece of a request body (bytes) or END, under the body's timeout and
         data rate (its clock runs only while the server waits for body bytes)."""
+        # (the head loop's shape, written out: each loop is on the per-request path)
         events = self.proto._events
         limits = self.limits
         while True:

@@ -469,33 +469,27 @@ class Server:
     def _sweep_idle(self, place: _Place) -> None:
         timeout = self.limits.idle_timeout
         tick = min(1.0, max(0.01, timeout / 4))
-        idle: dict[Fiber, float] = {}
+        idle: dict[Any, float] = {}  # a connection's fiber, or a parked connection's socket
+
+        def sweep(key: Any, sock: Any, close: Callable[[], None], what: str, who: Any) -> None:
+            if sock.active:
+                sock.active = False
+                idle.pop(key, None)
+                return
+            waited = idle.get(key, 0.0) + tick
+            if waited >= timeout:
+                log.debug("closing idle %s %s", what, who)
+                idle.pop(key, None)
+                close()
+            else:
+                idle[key] = waited
+
         while True:
             sleep(tick)
             for fiber, sock in list(place.conns.items()):
-                if sock.active:
-                    sock.active = False
-                    idle.pop(fiber, None)
-                    continue
-                waited = idle.get(fiber, 0.0) + tick
-                if waited >= timeout:
-                    log.debug("closing idle connection %s", fiber.name)
-                    idle.pop(fiber, None)
-                    fiber.cancel()
-                else:
-                    idle[fiber] = waited
+                sweep(fiber, sock, fiber.cancel, "connection", fiber.name)
             for sock, parking in list(place.parked.items()):
-                if sock.active:
-                    sock.active = False
-                    idle.pop(sock, None)
-                    continue
-                waited = idle.get(sock, 0.0) + tick
-                if waited >= timeout:
-                    log.debug("closing idle parked connection %s", _fmt(parking.addr))
-                    idle.pop(sock, None)
-                    parking.close()
-                else:
-                    idle[sock] = waited
+                sweep(sock, sock, parking.close, "parked connection", parking.addr)
             for key in [k for k in idle if k not in place.conns and k not in place.parked]:
                 del idle[key]
 
