@@ -51,6 +51,12 @@ CHILD_FLAG = "--child"
 # statistics
 
 
+def close_all(socks: Iterable[Any]) -> None:
+    """Close every socket of an idle-connection measurement."""
+    for s in socks:
+        s.close()
+
+
 def median(values: Iterable[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None

@@ -17,6 +17,7 @@ limit before it starts the server, which inherits it.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import struct
 import time
@@ -43,26 +44,10 @@ def server_options(impl: str, conns: int) -> list[str]:
 
 
 def read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """One response with a Content-Length body: (status, body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed before a response head ({data[:80]!r})")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed in the middle of a response body")
-        body += chunk
-    return int(lines[0].split()[1]), body
+    """One response (the standard library's parser): (status, body)."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, response.read()
 
 
 def ask_all(socks: list[socket.socket]) -> int:
@@ -88,14 +73,9 @@ def open_idle(port: int, count: int) -> list[socket.socket]:
         if ask_all(socks) != count:
             raise RuntimeError("a first request was not answered 200 Hello, World!")
     except BaseException:
-        close_all(socks)
+        _bench.close_all(socks)
         raise
     return socks
-
-
-def close_all(socks: list[socket.socket]) -> None:
-    for s in socks:
-        s.close()
 
 
 def idle_load(port: int, conns: int, rss_kib: Callable[[], int]) -> dict:
@@ -104,7 +84,7 @@ def idle_load(port: int, conns: int, rss_kib: Callable[[], int]) -> dict:
     n = min(conns, limit - 64)
     if n < 100:
         raise RuntimeError(f"RLIMIT_NOFILE is {limit}: too few descriptors for an idle test")
-    close_all(open_idle(port, WARM_CONNS))
+    _bench.close_all(open_idle(port, WARM_CONNS))
     time.sleep(SETTLE)
     rss0 = rss_kib()
     socks: list[socket.socket] = []
@@ -117,7 +97,7 @@ def idle_load(port: int, conns: int, rss_kib: Callable[[], int]) -> dict:
         rss1 = rss_kib()
         answered = ask_all(socks)
     finally:
-        close_all(socks)
+        _bench.close_all(socks)
     result = {
         "conns": n,
         "conns_wanted": conns,

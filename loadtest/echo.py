@@ -286,14 +286,9 @@ def _open_idle(host: str, port: int, count: int) -> list[socket.socket]:
             if s.recv(1) != b"x":
                 raise RuntimeError("idle connection: no 1-byte echo")
     except BaseException:
-        _close_all(socks)
+        _bench.close_all(socks)
         raise
     return socks
-
-
-def _close_all(socks: list[socket.socket]) -> None:
-    for s in socks:
-        s.close()
 
 
 def idle_load(server: ServerProcess, params: dict) -> dict:
@@ -302,7 +297,7 @@ def idle_load(server: ServerProcess, params: dict) -> dict:
     n = min(wanted, limit - 64)  # the largest count this machine allows
     if n < 100:
         raise RuntimeError(f"RLIMIT_NOFILE is {limit}: too few descriptors for an idle test")
-    _close_all(_open_idle(host, server.port, IDLE_WARM_CONNS))
+    _bench.close_all(_open_idle(host, server.port, IDLE_WARM_CONNS))
     time.sleep(IDLE_SETTLE)
     rss0 = proc_rss_kib(server.pid)
     socks: list[socket.socket] = []
@@ -315,7 +310,7 @@ def idle_load(server: ServerProcess, params: dict) -> dict:
         rss1 = proc_rss_kib(server.pid)
         server.check_alive()
     finally:
-        _close_all(socks)
+        _bench.close_all(socks)
     result = {
         "conns": n,
         "conns_wanted": wanted,
