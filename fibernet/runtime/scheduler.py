@@ -78,6 +78,7 @@ class Scheduler:
         self.clock = clock
         self.current: Fiber | None = None
         self.thread: threading.Thread | None = None
+        self._ident = 0  # threading.get_ident() of the thread running it now (0: none)
         self._runq: deque[Fiber] = deque()
         self._stealable: deque[Fiber] = deque()
         self._timers = TimerQueue()
@@ -237,10 +238,12 @@ class Scheduler:
             raise RuntimeError("a fibernet scheduler is already running on this thread")
         _tls.scheduler = self
         self.thread = threading.current_thread()
+        self._ident = threading.get_ident()
         self._hub = getcurrent()
 
     def _leave(self) -> None:
         _tls.scheduler = None
+        self._ident = 0
         self._hub = None
 
     def run(self) -> None:
@@ -410,6 +413,7 @@ class Scheduler:
         Runs on the scheduler's own thread (greenlets must die where they were born).
         """
         _tls.scheduler = self
+        self._ident = threading.get_ident()
         self._hub = getcurrent()
         try:
             for fiber in self.fibers():
