@@ -23,7 +23,7 @@ cdef class Socket:
     cdef public object peer
     cdef object __weakref__
 
-    @cython.locals(fd=int, sched=_Scheduler, poller=_Poller, state=_FdWait, timer=list, index=Py_ssize_t)
+    @cython.locals(fd=int, ident='unsigned long', sched=_Scheduler, poller=_Poller, state=_FdWait, timer=list, index=Py_ssize_t)
     cpdef _wait(self, int events)
     @cython.locals(sched=_Scheduler)
     cpdef _Poller _move_to(self, sched)

@@ -111,7 +111,8 @@ class Socket:
         if fd == _CLOSED_FD:
             raise OSError(errno.EBADF, "socket is closed")
         sched = self._home
-        if sched is None or sched._ident != get_ident():  # not waited on from this thread yet
+        ident = get_ident()
+        if sched is None or sched._ident != ident:  # not waited on from this thread yet
             sched = getattr(_tls, "scheduler", None)
             if sched is None or sched.current is None:
                 wait_fd_blocking(fd, events, self.timeout)  # a plain thread blocks in poll()
