@@ -92,10 +92,11 @@ def hello(impl: str, port: int, extra: list[str] | tuple[str, ...] = (), python:
 
 class ServerProcess:
     def __init__(self, cmd: list[str], cpu: int | str | None = None, port: int | None = None,
-                 timeout: float = 30.0, name: str = "the server", env: dict[str, str] | None = None) -> None:
+                 timeout: float = 30.0, name: str = "the server", env: dict[str, str] | None = None,
+                 log_dir: str | None = None) -> None:
         self.command = pinned(cmd, cpu)
         self.name = name
-        self.log = tempfile.TemporaryFile("w+")
+        self.log = tempfile.TemporaryFile("w+", dir=log_dir)
         env = dict(os.environ if env is None else env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(self.command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,

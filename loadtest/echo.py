@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
@@ -195,25 +196,21 @@ def wait_quiet(cpus: list[int], limit: float, timeout: float) -> tuple[float, fl
             return waited, busy
 
 
-class TimeBank:
-    """Seconds the whole run may spend waiting for quiet CPUs and retrying noisy runs, kept
-    in a file the parent creates (children run one at a time); none without a file."""
+def bank_balance(path: str | None) -> float:
+    """Seconds left in the run's time bank for waiting for quiet CPUs and retrying noisy runs: a
+    file the parent creates (children run one at a time); none without a file."""
+    try:
+        with open(path) as fh:
+            return max(0.0, float(fh.read()))
+    except (TypeError, OSError, ValueError):
+        return 0.0
 
-    def __init__(self, path: str | None) -> None:
-        self.path = path
 
-    def balance(self) -> float:
-        try:
-            with open(self.path) as fh:
-                return max(0.0, float(fh.read()))
-        except (TypeError, OSError, ValueError):
-            return 0.0
-
-    def spend(self, seconds: float) -> None:
-        if self.path:
-            left = max(0.0, self.balance() - seconds)  # read before "w" truncates the file
-            with open(self.path, "w") as fh:
-                fh.write(repr(left))
+def bank_spend(path: str | None, seconds: float) -> None:
+    if path:
+        left = max(0.0, bank_balance(path) - seconds)  # read before "w" truncates the file
+        with open(path, "w") as fh:
+            fh.write(repr(left))
 
 
 def measure_echo(impl: str, params: dict) -> dict:
@@ -223,18 +220,18 @@ def measure_echo(impl: str, params: dict) -> dict:
     the time bank (``--noise-budget``), so a busy machine cannot stretch the run without bound."""
     server_cpu = params["server_cpu"]
     cpus = sorted(os.sched_getaffinity(0) | ({server_cpu} if server_cpu is not None else set()))
-    bank, limit, attempts = TimeBank(params.get("time_bank")), params.get("max_others", 0.0), []
+    bank, limit, attempts = params.get("time_bank"), params.get("max_others", 0.0), []
     for attempt in range(1 + params.get("retries", 0)):
         started = time.monotonic()
-        waited, busy = wait_quiet(cpus, limit, min(params.get("quiet_timeout", 0.0), bank.balance()))
+        waited, busy = wait_quiet(cpus, limit, min(params.get("quiet_timeout", 0.0), bank_balance(bank)))
         with start_server(ECHO, impl, params) as server:
             result = echo_load(server, params)
             if not params.get("profile_out"):
                 server.check_alive()
         result.update(quiet_wait=waited, busy_before=busy)
         attempts.append(result)
-        bank.spend(time.monotonic() - started if attempt else waited)  # a retry is extra as a whole
-        if result["others_cpu"] <= limit or bank.balance() < params["warmup"] + params["duration"] + 1.0:
+        bank_spend(bank, time.monotonic() - started if attempt else waited)  # a retry is extra as a whole
+        if result["others_cpu"] <= limit or bank_balance(bank) < params["warmup"] + params["duration"] + 1.0:
             break
     best = min(attempts, key=lambda r: r["others_cpu"])
     best.update(attempts=len(attempts), others_per_attempt=[r["others_cpu"] for r in attempts],
@@ -283,10 +280,9 @@ def summarise_echo(samples: _bench.Samples, args) -> list[dict]:
         w = f"echo-{size_label(size)}"
         medians = ("rate", "us_per_msg_sys", "server_cpu", "client_cpu", "others_cpu", "server_ctxsw_per_msg")
         for row in _bench.summary_rows(samples, w, args.impls, "us_per_msg", medians):
-            values, cli = samples.values(w, row["impl"], "us_per_msg"), row["client_cpu"]
-            rows.append({**row, "size": size, "rate_spread": _bench.spread(samples.values(w, row["impl"],
-                                                                                          "rate")),
-                         "us_min": min(values, default=None), "us_spread": row["spread"],
+            values, cli = partial(samples.values, w, row["impl"]), row["client_cpu"]
+            rows.append({**row, "size": size, "rate_spread": _bench.spread(values("rate")),
+                         "us_min": min(values("us_per_msg"), default=None), "us_spread": row["spread"],
                          "client_bound": cli is not None and cli >= CLIENT_BOUND})
     return rows
 
@@ -327,9 +323,8 @@ def render_echo(rows: list[dict]) -> str:
     table = [[size_label(r["size"]), r["impl"], fmt_num(r["rate"]) + ("*" if r["client_bound"] else ""),
               fmt_pct(r["rate_spread"]), fmt_fixed(r["us_per_msg"]), fmt_fixed(r["us_per_msg_sys"]),
               fmt_pct(r["us_spread"]), fmt_fixed(r["us_min"]), fmt_pct(r["server_cpu"]),
-              fmt_pct(r["client_cpu"]),
-              fmt_pct(r["others_cpu"]), fmt_fixed(r["server_ctxsw_per_msg"], 3), _bench.fmt_ratio(r["ratio"]),
-              _rounds(r)] for r in rows]
+              fmt_pct(r["client_cpu"]), fmt_pct(r["others_cpu"]), fmt_fixed(r["server_ctxsw_per_msg"], 3),
+              _bench.fmt_ratio(r["ratio"]), _rounds(r)] for r in rows]
     return _bench.format_table(["size", "impl", "msgs/s", "spread", "server us/msg", "of it sys", "spread",
                                 "min", "srv CPU", "cli CPU", "others", "srv ctxsw/msg", "fibernet ratio",
                                 "rounds"], table)
@@ -445,7 +440,7 @@ def main(argv=None) -> int:
               f"load-generator child pinned to CPU {args.client_cpu} that starts its server pinned to CPU "
               f"{args.server_cpu}, e.g.:\n  {example}\n  server: {server}", flush=True)
         samples = _bench.run_interleaved(__file__, plan, args.rounds, args.client_cpu, args.timeout)
-        args.noise_budget_left = TimeBank(bank.name).balance()
+        args.noise_budget_left = bank_balance(bank.name)
     echo_rows, idle_rows = summarise_echo(samples, args), summarise_idle(samples, args)
     bars = [b.check(samples) for b in build_bars(args)]
     print()

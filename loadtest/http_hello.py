@@ -124,11 +124,9 @@ def measure_wrk(server: ServerProcess, params: dict) -> dict:
     n, cpu = result["requests"], user + system
     per_req = lambda seconds: 1e6 * seconds / n if n else None  # noqa: E731
     result.update(cpu_seconds=cpu, wall_seconds=wall, cpu_us_per_req=per_req(cpu),
-                  user_us_per_req=per_req(user),
-                  sys_us_per_req=per_req(system), cpu_util=cpu / wall,
+                  user_us_per_req=per_req(user), sys_us_per_req=per_req(system), cpu_util=cpu / wall,
                   # what else ran on the server's CPU meanwhile (other processes; noise), and steal
-                  others_util=max(0.0,
-                                  (box1[0] - box0[0]) - cpu) / wall, steal_util=(box1[1] - box0[1]) / wall,
+                  others_util=max(0.0, box1[0] - box0[0] - cpu) / wall, steal_util=(box1[1] - box0[1]) / wall,
                   rss=_proc.rss_bytes(server.pid), error_total=sum(result["errors"].values()),
                   wrk_output=text)
     return result

@@ -98,11 +98,12 @@ def _answers(port: int) -> bool:
 
 
 def run_once(server: str, tool: str, duration: float = 5.0, hup_at: float = 1.0,
-             peers_python: str | None = None, workers: int = 2) -> Run:
+             peers_python: str | None = None, workers: int = 2, log_dir: str | None = None) -> Run:
     """One run of ``tool`` against ``server`` with a SIGHUP ``hup_at`` seconds in."""
     port = _bench.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIBERNET_")}
-    with ServerProcess(server_command(server, port, peers_python), port=port, name=server, env=env) as proc:
+    cmd = server_command(server, port, peers_python)
+    with ServerProcess(cmd, port=port, name=server, env=env, log_dir=log_dir) as proc:
         deadline = time.monotonic() + 30
         while not (_answers(port) and len(_proc.children(proc.pid)) >= workers):
             proc.check_alive()
