@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     started = time.time()
     result = run_load(cfg)
-    table = render(result, _bench.fmt_num, _bench.format_table)
+    table = render(result)
     print(table, file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
     if args.json:
         extra = {
