@@ -141,29 +141,19 @@ class Engine:
         if due is not None and due > _now():
             fn.perform(fn.timer_op(due))
 
-    def connect(self) -> Conn:
-        conn = Conn(connect(self.cfg.host, self.cfg.port, self.cfg.timeout), self.workload.reader())
+    def try_connect(self, count: bool = True) -> Conn | None:
+        """A new connection, or None after counting the failure and backing off (``count``
+        False: a connect before the run, whose failure the first token meets again)."""
+        try:
+            conn = Conn(connect(self.cfg.host, self.cfg.port, self.cfg.timeout), self.workload.reader())
+        except EXCHANGE_ERRORS as exc:
+            if count:
+                self.rec.error(_now(), exc, classify(exc))
+                if not self.rate:
+                    fn.sleep(CONNECT_BACKOFF)
+            return None
         self.rec.connects += 1
         return conn
-
-    def failed_connect(self, exc: BaseException) -> None:
-        self.rec.error(_now(), exc, classify(exc))
-        if not self.rate:
-            fn.sleep(CONNECT_BACKOFF)
-
-    def try_connect(self) -> Conn | None:
-        """A new connection, or None after counting the failure (and backing off)."""
-        try:
-            return self.connect()
-        except EXCHANGE_ERRORS as exc:
-            self.failed_connect(exc)
-            return None
-
-    def preconnect(self) -> Conn | None:
-        try:
-            return self.connect()
-        except EXCHANGE_ERRORS:
-            return None  # the first token tries again and counts the error
 
     # -- the connection loops ---------------------------------------------------------------
 
@@ -232,10 +222,9 @@ class Engine:
         def receiver() -> None:
             while True:
                 try:
-                    item = window.get()
+                    if (item := window.get()) is None:
+                        return
                 except ChannelClosed:
-                    return
-                if item is None:
                     return
                 try:
                     stream.read_response(item[0])
@@ -528,7 +517,7 @@ class Engine:
         connections = cfg.connections
         streams: list[Conn | None] = [None] * connections
         if not wl.per_request_connection:
-            fibers = [fn.spawn(self.preconnect, name=f"load-connect-{i}") for i in range(connections)]
+            fibers = [fn.spawn(self.try_connect, False, name=f"load-connect-{i}") for i in range(connections)]
             streams = [f.join() for f in fibers]
         try:
             if before_start is not None:
