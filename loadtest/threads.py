@@ -35,14 +35,6 @@ METRICS = {"rate": "round trips/s", "cpu_rate": "round trips/CPU s"}
 WARMUP = 1_000
 
 
-def _import_fibernet(src: str):
-    sys.path.insert(0, src)
-    import fibernet
-
-    assert os.path.dirname(os.path.dirname(os.path.abspath(fibernet.__file__))) == os.path.abspath(src)
-    return fibernet
-
-
 def _measure(fn, workload: str, threads: int, n: int) -> tuple[float, float]:
     """Wall and CPU seconds for ``n`` round trips of each pair (the timed part of one run)."""
     def getter(inbox, chosen: bool):
@@ -90,7 +82,10 @@ def _measure(fn, workload: str, threads: int, n: int) -> tuple[float, float]:
 
 
 def dispatch(workload: str, impl: str, params: dict) -> dict:
-    fn = _import_fibernet(params["src"])
+    sys.path.insert(0, params["src"])  # the checkout measured
+    import fibernet as fn
+
+    assert os.path.dirname(os.path.dirname(os.path.abspath(fn.__file__))) == os.path.abspath(params["src"])
     threads, n = params["threads"], params["n"]
     seconds, cpu = _measure(fn, workload, threads, n)
     trips = n * (1 if workload == "cross" else 2)
