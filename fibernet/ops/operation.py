@@ -405,7 +405,10 @@ def perform(op: Operation[T]) -> T:
         try:  # (a guard or a try function that raises still fires the nacks made so far)
             op._flatten(entries, (), nacks)
             n = len(entries)
-            start = int(random.random() * n) if n > 1 else 0
+            if n > 1:  # (its scheduler's own generator, if any: see Scheduler)
+                start = int((random.random if sched is None else sched._random)() * n)
+            else:
+                start = 0
             for k in range(n):
                 i = (start + k) % n
                 value = entries[i][0].try_fn()

@@ -26,6 +26,7 @@ after appending, so a wake-up is never lost (see ``Fiber._wake``).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import weakref
@@ -100,6 +101,9 @@ class Scheduler:
         self._free_runners: list[greenlet] = []
         self._budget = 0  # fiber runs left in this turn (0 outside step 3 of a turn)
         self._state_lock = threading.Lock()  # its started fibers' (made again by _enter)
+        # Where its choices start: a generator of its own (the random module's one is behind a
+        # lock on a free-threaded CPython, which two schedulers' choices would bounce).
+        self._random = random.Random().random
         self._fibers: set[Fiber] = set()  # started and not finished
         # Fibers that ended with an exception nobody has retrieved (weakly held), and those
         # of them whose last reference has gone since (queued by the weak reference callback).
