@@ -1,21 +1,7 @@
-"""Actors benchmark: calls per second between two actors, beside gevent and asyncio.
-
-One actor calls another N times (default 100,000) and the callee answers each call with its
-argument, after a warm-up of 2,000 calls; each measurement in a fresh child pinned with
-``taskset -c CPU``, rounds interleaved.  ``--profile``: cProfile of fibernet's call path instead.
-
-workloads   call: no timeout (fibernet ``ref.call(i, timeout=None)``, gevent ``reply.get()``,
-            asyncio ``await fut``); call-t5: a 5 s timeout on every call, fibernet's default
-            (``reply.get(timeout=5)``, ``asyncio.wait_for(fut, 5)``).
-impls       fibernet: two actors on one scheduler (``fibernet.actors.start``); gevent: a greenlet
-            and two queues (an inbox of 1024, fibernet's mailbox size, and a reply queue);
-            asyncio: a task and a fresh future per call; fibernet-2sched: ``threads=2``, the callee
-            (``parallel=True``) stolen by the other scheduler, on the same one CPU;
-            fibernet-2sched-2cpu: the same on two CPUs (``--cpus2``), informational.
-
-median over rounds; spread = (max - min) / median; fibernet ratio = fibernet's median (one
-scheduler) / the row's; bar: at least 1.0x gevent's and asyncio's wall-clock rates on one
-scheduler, both workloads.  Exit status 1 if a bar fails or a measurement errors.
+"""Actors benchmark: calls per second between two actors, beside gevent (a greenlet and two
+queues) and asyncio (a task and futures); call: no timeout, call-t5: a 5 s timeout on each;
+fibernet-2sched: the callee on a second scheduler.  ``--profile``: cProfile of fibernet's call
+path.  docs/pages/benchmarks.md, "Actors".
 """
 
 from __future__ import annotations

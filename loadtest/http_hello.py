@@ -1,20 +1,8 @@
-"""HTTP hello-world benchmark: fibernet beside uvicorn, gevent.pywsgi, aiohttp and floors, under
-``wrk -t1 -c100`` (the servers: _server.hello; every one answers GET /hello 200 "Hello, World!").
-Each measurement is a fresh driver pinned to --wrk-cpu that starts the server pinned to
---server-cpu, checks two keep-alive answers, warms up, and reads the server's CPU time
-(process and children) around the measured wrk run: CPU us/req = that / wrk's request count
-(less is better), with req/s, other processes' share of the server CPU (noise), RSS and wrk's
-errors; medians over interleaved rounds; fibernet ratio = fibernet's / the row's.
-  fibernet-raw     fibernet's runtime under a bare httptools TCP handler (peers/hello_raw.py)
-  uvloop-proto     an asyncio.Protocol on uvloop over httptools: the least Python can do
-  greenlet-floor   a greenlet per connection under a 30-line epoll hub (http_floor.py --serve);
-                   plus fibernet's HTTP layer measured without I/O (http_floor.py --layer)
-  --idle-conns N   instead: memory per idle keep-alive connection (loadtest/_idle.py)
-  --callgrind      instead: instructions per request under callgrind (loadtest/_callgrind.py)
-  --profile OUT    instead: fibernet under cProfile while wrk runs; top functions per request
-Bars: fibernet CPU/req <= 0.33x uvicorn's and <= 0.15x gevent.pywsgi's, no error in fibernet's
-runs; idle <= 2048 B/conn; --callgrind <= 0.33x uvicorn.  The exit status is 1 if a bar fails
-or a measurement errors.  (Not called http.py: that would shadow the standard library.)
+"""HTTP hello-world benchmark: fibernet beside uvicorn, gevent.pywsgi, aiohttp and floors under
+``wrk -t1 -c100`` (GET /hello): the server's CPU time per request, req/s, RSS and wrk's errors,
+medians over interleaved rounds; or memory per idle connection (--idle-conns), instructions per
+request (--callgrind), fibernet under cProfile (--profile).  The bars and the floors are in
+docs/pages/benchmarks.md, "HTTP hello world".  (Not http.py: that would shadow the stdlib.)
 """
 
 from __future__ import annotations

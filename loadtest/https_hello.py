@@ -1,10 +1,6 @@
-"""``http_hello`` over TLS: fibernet against uvicorn under ``wrk -t1 -c100 https://...``, both with
-one self-signed certificate (openssl, RSA 2048) through the same --ssl-certfile/--ssl-keyfile
-flags.  Per measurement: start the server pinned to --server-cpu, check one TLS answer, warm up
-(1 s of wrk), then the server's CPU time per request over --duration s of wrk (pinned to
---wrk-cpu); rounds interleaved, medians.  --close: Connection: close on every request, so each
-pays a full handshake (wrk does not resume sessions): the handshake's cost, not the record
-layer's.
+"""``http_hello`` over TLS: fibernet against uvicorn under ``wrk -t1 -c100 https://...`` with one
+self-signed certificate: the server's CPU time per request, medians over interleaved rounds;
+--close: a full handshake per request (docs/pages/benchmarks.md, "HTTPS hello world").
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
-"""Primitives benchmark: fibernet side by side with gevent, asyncio and trio.
-
-Each workload x implementation runs in a fresh child pinned with ``taskset -c CPU``; rounds are
-interleaved (for round: for workload: for impl).  ``--impls`` also takes uvloop (asyncio on
-uvloop); ``greenlet`` is bare greenlets, the floor under fibernet and gevent.
-
-pingpong  N round trips between two fibers over two unbuffered channels (fibernet Channel,
-          gevent.queue.Channel, asyncio.Queue(1), a trio memory channel of size 0).
-spawn     spawn N fibers that return their argument, join them all: fibers/s, and bytes per
-          fiber as the tracemalloc peak / N (a second pass) and the ru_maxrss growth / N.
-choice    perform(choice(ch.get_op(), wrap(wait_op(t), ...))) in a loop: even iterations get a
-          value (t = 10 s, the timer is cancelled), odd ones time out at once (t = 0, the get is
-          withdrawn), every --fire-every-th odd one and the last fire a tiny timer on a parked
-          getter.  fibernet's timers and channel waiters before and after must match ("left
-          behind" 0); peers run the same loop with fewer iterations.  No wrong results allowed.
-
-median: over rounds; spread: (max - min) / median; fibernet ratio: fibernet's median / the
-row's (rates: above 1 is faster; bytes: below 1 uses less); bar: fibernet's target.  Exit
-status 1 if a bar fails or a measurement errors.
+"""Primitives benchmark: fibernet beside gevent, asyncio, uvloop, trio and bare greenlets:
+channel ping-pong (pingpong), spawn and join with bytes per fiber (spawn), and a choice of a
+get and a timeout that must leave no timer or waiter behind (choice).  Each measurement in a
+fresh pinned child, rounds interleaved; docs/pages/benchmarks.md, "Primitives".
 """
 
 from __future__ import annotations

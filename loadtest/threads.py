@@ -1,17 +1,7 @@
-"""Threads benchmark: does a second scheduler thread cost anything under the GIL?
-
-Independent channel traffic on ``fibernet.run(main, threads=1)`` and on ``threads=2``, every
-child pinned to the same one CPU (``--cpu``), so a second thread can only add cost; bar:
-threads=2 at least 0.9x threads=1, in round trips per wall second and per CPU second of the
-process (on a busy machine the wall clock favours threads=2: two threads get two shares).
-Fresh child per measurement, rounds interleaved, a warm-up of 1,000 round trips per pair.
-
-workloads   pairs: two independent ping-pong pairs (two unbuffered channels each), N round trips
-            each, pair i on scheduler i % threads; choices: the same, every get a
-            ``perform(choice(get_op(), wait_op(10)))`` (the timer cancelled each time); cross: one
-            pair, ping on the first scheduler, pong on the last: informational, no bar.
---also DIR  the same measurements importing fibernet from another checkout DIR: its rows are
-            labelled with DIR's name; ``vs this`` = this checkout's median / that row's.
+"""Threads benchmark: does a second scheduler thread cost anything under the GIL?  Channel
+ping-pong pairs (pairs), the same with a timer choice on every get (choices) and one pair across
+schedulers (cross) on threads=1 and threads=2, pinned to one CPU; --also DIR measures another
+checkout beside this one.  docs/pages/benchmarks.md, "Threads under the GIL".
 """
 
 from __future__ import annotations
