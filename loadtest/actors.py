@@ -13,11 +13,8 @@ from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
-import _inproc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
 
 WARMUP = 2_000
@@ -186,23 +183,23 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
                         verdict = None if ratio is None else ratio >= BAR_RATIO
                         bars = [(f"fibernet >= {BAR_RATIO:g}x {impl}", verdict)]
                     n = (samples.results.get((workload, impl)) or [{}])[0].get("n")
-                    rows.append(_inproc.row(samples, workload, impl, key, unit, ratio, bars, n=n))
+                    rows.append(_bench.row(samples, workload, impl, key, unit, ratio, bars, n=n))
     return rows
 
 
 def parse_args(argv=None):
-    p = _inproc.parser(__doc__, rounds=5)
+    p = _bench.parser(__doc__, rounds=5)
     p.add_argument("--n", type=int, help="calls per measurement on one scheduler (default 100000)")
     p.add_argument("--cross-n", type=int, help="calls per measurement across two schedulers (default 30000)")
     p.add_argument("--cpus2", default="0,1",
                    help="CPUs for fibernet-2sched-2cpu (default 0,1; 'none' to not pin)")
-    _inproc.comma_option(p, "impls", IMPLS)
-    _inproc.comma_option(p, "workloads", TIMEOUTS)
+    _bench.comma_option(p, "impls", IMPLS)
+    _bench.comma_option(p, "workloads", TIMEOUTS)
     p.add_argument("--profile", action="store_true",
                    help="instead of the comparison: cProfile fibernet's call path on one scheduler "
                    "(top 25 by tottime)")
     quick, full = {"rounds": 1, "n": 10_000, "cross_n": 3_000}, {"rounds": 5, "n": 100_000, "cross_n": 30_000}
-    args = _inproc.parse(p, argv, quick, full, {"impls": IMPLS, "workloads": TIMEOUTS}, NEEDS)
+    args = _bench.parse(p, argv, quick, full, {"impls": IMPLS, "workloads": TIMEOUTS}, NEEDS)
     args.cpus2 = None if args.cpus2.lower() == "none" else args.cpus2
     return args
 
@@ -228,12 +225,12 @@ def main(argv=None) -> int:
 
     def report(samples: _bench.Samples) -> tuple[list[dict], str]:
         rows = summarise(samples, args)
-        return rows, _inproc.table(rows, COLUMNS) + (
+        return rows, _bench.table(rows, COLUMNS) + (
             "\n\nfibernet ratio = fibernet (one scheduler) median / row median for the same workload: "
             "above 1 means fibernet is faster.\ncall = no timeout; call-t5 = a 5 s timeout on every call "
             "(fibernet's default).  fibernet-2sched* = caller and callee on two scheduler threads.")
 
-    return _inproc.run(__file__, args, plan, report, "actors")
+    return _bench.run(__file__, args, plan, report, "actors")
 
 if __name__ == "__main__":
-    _inproc.main(dispatch, main)
+    _bench.main(dispatch, main)

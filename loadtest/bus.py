@@ -17,8 +17,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
 

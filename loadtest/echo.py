@@ -20,8 +20,6 @@ from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
 import _callgrind  # noqa: E402

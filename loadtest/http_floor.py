@@ -19,8 +19,6 @@ import httptools
 HERE = os.path.dirname(os.path.abspath(__file__))
 if os.path.dirname(HERE) not in sys.path:
     sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 from peers._serve import accept_all, canned_parser, listen  # noqa: E402
 

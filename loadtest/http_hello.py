@@ -19,8 +19,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
 import _callgrind  # noqa: E402

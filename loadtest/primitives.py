@@ -14,11 +14,8 @@ from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
-import _inproc  # noqa: E402
 from _bench import Probe, fmt_num  # noqa: E402
 
 LONG_TIMEOUT = 10.0  # seconds: must never fire during the choice loop
@@ -382,7 +379,7 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
                     bars.append((f"fibernet >= {low:g}x {impl}", None if ratio is None else ratio >= low))
                 if impl == "fibernet" and (high := MAX_VALUE.get((workload, key))) is not None:
                     bars.append((f"<= {high:g}", None if value is None else value <= high))
-                rows.append(_inproc.row(samples, workload, impl, key, unit, ratio, bars, aggregate))
+                rows.append(_bench.row(samples, workload, impl, key, unit, ratio, bars, aggregate))
     return rows
 
 
@@ -412,9 +409,9 @@ COLUMNS = ["workload", "impl", ("median", "value"), "unit", "spread", ("fibernet
 
 
 def parse_args(argv=None):
-    p = _inproc.parser(__doc__, rounds=5)
-    _inproc.comma_option(p, "impls", IMPLS, DEFAULT_IMPLS)
-    _inproc.comma_option(p, "workloads", WORKLOADS)
+    p = _bench.parser(__doc__, rounds=5)
+    _bench.comma_option(p, "impls", IMPLS, DEFAULT_IMPLS)
+    _bench.comma_option(p, "workloads", WORKLOADS)
     p.add_argument("--pingpong-n", type=int, help="round trips (default 200000)")
     p.add_argument("--spawn-n", type=int, help="fibers (default 100000)")
     p.add_argument("--choice-n", type=int, help="fibernet choice iterations (default 1000000)")
@@ -426,7 +423,7 @@ def parse_args(argv=None):
     sizes = {"pingpong_n": 200_000, "spawn_n": 100_000, "choice_n": 1_000_000, "choice_peer_n": 200_000}
     full, quick = {"rounds": 5, **sizes}, {"rounds": 1, **{k: v // 10 for k, v in sizes.items()}}
     needs = {name: getattr(cls, "needs", ()) for name, cls in IMPLS.items()}
-    return _inproc.parse(p, argv, quick, full, {"impls": IMPLS, "workloads": WORKLOADS}, needs)
+    return _bench.parse(p, argv, quick, full, {"impls": IMPLS, "workloads": WORKLOADS}, needs)
 
 
 def main(argv=None) -> int:
@@ -443,12 +440,12 @@ def main(argv=None) -> int:
     def report(samples: _bench.Samples) -> tuple[list[dict], str]:
         rows = summarise(samples, args)
         details = choice_details(samples) + "\n\n" if "choice" in args.workloads else ""
-        return rows, details + _inproc.table(rows, COLUMNS) + (
+        return rows, details + _bench.table(rows, COLUMNS) + (
             "\n\nfibernet ratio = fibernet median / row median: above 1 is better for 'more=better' units, "
             "below 1 is better for 'less=better' units.")
 
-    return _inproc.run(__file__, args, plan, report, "primitives")
+    return _bench.run(__file__, args, plan, report, "primitives")
 
 
 if __name__ == "__main__":
-    _inproc.main(dispatch, main)
+    _bench.main(dispatch, main)

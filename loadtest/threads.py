@@ -12,11 +12,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
-import _inproc  # noqa: E402
 from _bench import Probe, fmt_num  # noqa: E402
 
 WORKLOADS = ("pairs", "choices", "cross")
@@ -101,7 +98,7 @@ def summarise(samples, args) -> list[dict]:
                         bars = [(f"threads=2 >= {BAR:g}x threads=1", None if ratio is None else ratio >= BAR)]
                     mine = _bench.median(samples.values(workload, f"{this}:threads={threads}", key))
                     vs_this = None if label == this else _bench.ratio(mine, value)
-                    rows.append(_inproc.row(samples, workload, impl, key, unit, ratio, bars, vs_this=vs_this))
+                    rows.append(_bench.row(samples, workload, impl, key, unit, ratio, bars, vs_this=vs_this))
     return rows
 
 
@@ -110,13 +107,13 @@ COLUMNS = ["workload", ("checkout:threads", "impl"), "unit", ("median", "value")
 
 
 def parse_args(argv=None):
-    p = _inproc.parser(__doc__, rounds=7, cpu="the one CPU every child is pinned to")
+    p = _bench.parser(__doc__, rounds=7, cpu="the one CPU every child is pinned to")
     p.add_argument("--n", type=int, help="round trips per pair (default 100000)")
     p.add_argument("--also", metavar="DIR", action="append", default=[],
                    help="another fibernet checkout to measure beside this one (repeatable)")
-    _inproc.comma_option(p, "workloads", WORKLOADS)
+    _bench.comma_option(p, "workloads", WORKLOADS)
     quick, full = {"rounds": 1, "n": 10_000}, {"rounds": 7, "n": 100_000}
-    args = _inproc.parse(p, argv, quick, full, {"workloads": WORKLOADS})
+    args = _bench.parse(p, argv, quick, full, {"workloads": WORKLOADS})
     args.sources = [("this", ROOT)]
     for src in args.also:
         if not os.path.isdir(os.path.join(src, "fibernet")):
@@ -132,13 +129,13 @@ def main(argv=None) -> int:
 
     def report(samples) -> tuple[list[dict], str]:
         rows = summarise(samples, args)
-        return rows, _inproc.table(rows, COLUMNS) + (
+        return rows, _bench.table(rows, COLUMNS) + (
             "\n\nt2/t1 = threads=2 median / threads=1 median, the same checkout, every child on one CPU; "
             "round trips/CPU s: per CPU second of the process (what a second thread costs, whatever the "
             "load).")
 
-    return _inproc.run(__file__, args, plan, report)
+    return _bench.run(__file__, args, plan, report)
 
 
 if __name__ == "__main__":
-    _inproc.main(dispatch, main)
+    _bench.main(dispatch, main)
