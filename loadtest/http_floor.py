@@ -17,8 +17,7 @@ import time
 import httptools
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if os.path.dirname(HERE) not in sys.path:
-    sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 from peers._serve import accept_all, canned_parser, listen  # noqa: E402
 

@@ -18,7 +18,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)  # the repository root, for `import fibernet`
+sys.path[:0] = [HERE, ROOT]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 import _callgrind  # noqa: E402
@@ -79,11 +79,7 @@ def check_hello(port: int) -> dict:
 
 
 def run_wrk(params: dict, port: int, duration: float) -> tuple[dict, str]:
-    cmd = wrk_command(params, port, duration)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"exit {proc.returncode}: {shlex.join(cmd)}\n{proc.stderr}{proc.stdout}")
-    return _wrk.result(proc.stdout), proc.stdout
+    return _wrk.run(wrk_command(params, port, duration), duration)
 
 
 def measure_idle(server: ServerProcess, params: dict) -> dict:

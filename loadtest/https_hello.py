@@ -14,7 +14,7 @@ import tempfile
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 import _proc  # noqa: E402
@@ -37,9 +37,7 @@ def make_certificate(directory: str) -> tuple[str, str]:
 def wrk(args, port: int, duration: float) -> dict:
     cmd = _wrk.command("wrk", f"https://{HOST}:{port}/hello", 1, args.connections, duration,
                        *(["-H", "Connection: close"] if args.close else []))
-    out = subprocess.run(["taskset", "-c", str(args.wrk_cpu), *cmd], capture_output=True, text=True,
-                         timeout=duration + 60, check=True).stdout
-    return _wrk.result(out)
+    return _wrk.run(["taskset", "-c", str(args.wrk_cpu), *cmd], duration)[0]
 
 
 def measure(impl: str, args, cert: str, key: str) -> dict:

@@ -12,6 +12,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)  # its own modules
 
 import _bench  # noqa: E402
 from _bench import Probe, fmt_num  # noqa: E402
