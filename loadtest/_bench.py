@@ -185,20 +185,11 @@ def cpu_set(cpu: int | str) -> set[int]:
     return {cpu} if isinstance(cpu, int) else {int(x) for x in str(cpu).split(",") if x.strip()}
 
 
-def pin_self(cpu: int | str) -> None:
-    """Pin the calling process (and its future children) to one CPU (or a list, "0,1")."""
-    os.sched_setaffinity(0, cpu_set(cpu))
-
-
 def check_cpu(cpu: int | str | None) -> None:
     """Exit with a clear message if ``cpu`` (one CPU or a list, "0,1") is not usable by this process."""
     allowed = os.sched_getaffinity(0)
     if cpu is not None and not cpu_set(cpu) <= allowed:
         raise SystemExit(f"--cpu {cpu}: not in this process's CPUs {sorted(allowed)}")
-
-
-def current_cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0))
 
 
 def pinned(cmd: list[str], cpu: int | str | None) -> list[str]:
@@ -244,8 +235,8 @@ def run_child(module: str, workload: str, impl: str, params: dict, cpu: int | st
     """Run one measurement in a fresh subprocess and return the JSON object it printed last
     (``serve_child`` does that).  Raises ChildError on failure."""
     cmd = child_command(module, workload, impl, params, cpu)
-    # Without taskset, pin the child ourselves before it execs.
-    preexec = (lambda: pin_self(cpu)) if cpu is not None and cmd[0] != "taskset" else None
+    pin = cpu is not None and cmd[0] != "taskset"  # without taskset, pin the child before it execs
+    preexec = (lambda: os.sched_setaffinity(0, cpu_set(cpu))) if pin else None
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
     except subprocess.TimeoutExpired:
@@ -386,7 +377,7 @@ def serve_child(dispatch: Callable[[str, str, dict], dict], argv: Sequence[str] 
     except Exception:  # report, the parent shows stderr
         traceback.print_exc()
         return 1
-    result.setdefault("cpus", current_cpus())
+    result.setdefault("cpus", sorted(os.sched_getaffinity(0)))
     sys.stdout.flush()
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0
@@ -436,18 +427,13 @@ def environment() -> dict:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` plus environment facts as pretty JSON to ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as fh:
-        json.dump({"environment": environment(), **payload}, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-
-
 def save_json(path: str | None, payload: dict) -> None:
-    """With a ``--json`` PATH: ``write_json`` and say so ("wrote PATH")."""
+    """With a ``--json`` PATH: write ``payload`` and the environment there as pretty JSON, and say so."""
     if path:
-        write_json(path, payload)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump({"environment": environment(), **payload}, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
         print(f"wrote {path}")
 
 
