@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -190,13 +191,9 @@ def summarise(samples: _bench.Samples, impls: list[str]) -> list[dict]:
     ours_rps, rows = samples.median(WORKLOAD, "fibernet", "rps"), []
     for row in _bench.summary_rows(samples, WORKLOAD, impls, "cpu_us_per_req", medians, keep_empty=True):
         impl, results = row["impl"], samples.results.get((WORKLOAD, row["impl"]), [])
-        kinds: dict[str, int] = {}
-        for r in results:
-            for kind, count in r["errors"].items():
-                kinds[kind] = kinds.get(kind, 0) + count
+        kinds = sum((Counter(r["errors"]) for r in results), Counter())  # (keeps the kinds above 0)
         rows.append({**row, "label": IMPLS[impl][0], "issue_us": IMPLS[impl][1],
-                     "failed_rounds": row["errors"],
-                     "errors": sum(kinds.values()), "error_kinds": {k: v for k, v in kinds.items() if v},
+                     "failed_rounds": row["errors"], "errors": kinds.total(), "error_kinds": dict(kinds),
                      "others_util": max(samples.values(WORKLOAD, impl, "others_util"), default=None),
                      "rps_ratio": None if impl == "fibernet" else _bench.ratio(ours_rps, row["rps"]),
                      "stop_seconds": max((r["stop_seconds"] for r in results), default=None),
