@@ -10,6 +10,7 @@ cdef class Scheduler:
     cdef public object clock
     cdef public object current
     cdef public object thread
+    cdef public unsigned long _ident
     cdef public object _runq
     cdef public object _stealable
     cdef public _TimerQueue _timers

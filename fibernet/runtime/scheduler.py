@@ -90,6 +90,7 @@ class Scheduler:
         self.clock = clock
         self.current: Fiber | None = None
         self.thread: threading.Thread | None = None
+        self._ident = 0  # threading.get_ident() of the thread running it now (0: none)
         self._runq: deque[Fiber] = deque()
         self._stealable: deque[Fiber] = deque()
         self._timers = TimerQueue()
@@ -260,6 +261,7 @@ class Scheduler:
             raise RuntimeError("a fibernet scheduler is already running on this thread")
         _tls.scheduler = self
         self.thread = threading.current_thread()
+        self._ident = threading.get_ident()
         self._hub = getcurrent()
         # Made on this thread, which owns it: on a free-threaded CPython it then counts its
         # references without atomic operations.  (Fibers started before keep the old one.)
@@ -267,6 +269,7 @@ class Scheduler:
 
     def _leave(self) -> None:
         _tls.scheduler = None
+        self._ident = 0
         self._hub = None
 
     def run(self) -> None:
@@ -436,6 +439,7 @@ class Scheduler:
         Runs on the scheduler's own thread (greenlets must die where they were born).
         """
         _tls.scheduler = self
+        self._ident = threading.get_ident()
         self._hub = getcurrent()
         try:
             for fiber in self.fibers():
