@@ -46,7 +46,7 @@ from fibernet.ops.operation import (
     perform,
 )
 from fibernet.runtime.fiber import RUNNING
-from fibernet.runtime.scheduler import _Runner, _tls
+from fibernet.runtime.scheduler import _tls
 
 T = TypeVar("T")
 
@@ -84,8 +84,10 @@ class Channel(Generic[T]):
 
     def put(self, message: T) -> None:
         """Send ``message``; suspend until a getter takes it (or buffer space frees)."""
-        g = getcurrent()  # (see _Runner)
-        sched = g.scheduler if type(g) is _Runner else getattr(_tls, "scheduler", None)
+        try:  # a runner greenlet knows its scheduler (see fibernet.runtime.scheduler._Runner)
+            sched = getcurrent()._fibernet_scheduler
+        except AttributeError:  # the loop's, a plain thread's or a user's greenlet
+            sched = getattr(_tls, "scheduler", None)
         fiber = sched.current if sched is not None else None
         if fiber is None:
             perform(self.put_op(message))
@@ -110,8 +112,10 @@ class Channel(Generic[T]):
     def get(self) -> T:
         """Receive a message; suspend until a putter offers one."""
         # (put's fused fast path mirrored, written out: it is the hot path of both)
-        g = getcurrent()  # (see _Runner)
-        sched = g.scheduler if type(g) is _Runner else getattr(_tls, "scheduler", None)
+        try:  # a runner greenlet knows its scheduler (see fibernet.runtime.scheduler._Runner)
+            sched = getcurrent()._fibernet_scheduler
+        except AttributeError:  # the loop's, a plain thread's or a user's greenlet
+            sched = getattr(_tls, "scheduler", None)
         fiber = sched.current if sched is not None else None
         if fiber is None:
             return perform(self.get_op())

@@ -58,7 +58,7 @@ from greenlet import getcurrent
 from fibernet.errors import Cancelled
 from fibernet.ops.plain_thread import ThreadOwner
 from fibernet.runtime.fiber import RUNNING
-from fibernet.runtime.scheduler import _Runner, _tls
+from fibernet.runtime.scheduler import _tls
 
 T = TypeVar("T")  # what an operation's perform returns
 U = TypeVar("U")
@@ -383,8 +383,10 @@ def _signal_all(nacks: list) -> None:
 
 def perform(op: Operation[T]) -> T:
     """Perform ``op``: complete it, blocking (suspending the fiber) until it can."""
-    g = getcurrent()  # (see fibernet.runtime.scheduler._Runner)
-    sched = g.scheduler if type(g) is _Runner else getattr(_tls, "scheduler", None)
+    try:  # a runner greenlet knows its scheduler (see fibernet.runtime.scheduler._Runner)
+        sched = getcurrent()._fibernet_scheduler
+    except AttributeError:  # the loop's, a plain thread's or a user's greenlet
+        sched = getattr(_tls, "scheduler", None)
     fiber = sched.current if sched is not None else None
     if fiber is not None and fiber._cancel_pending:
         with fiber._state_lock:

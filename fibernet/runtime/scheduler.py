@@ -60,13 +60,14 @@ _EXTRA_PER_TURN = 64
 
 
 class _Runner(greenlet):
-    """A runner greenlet, which knows its scheduler: the hot paths find the scheduler from
-    ``getcurrent()`` (``_tls`` elsewhere: in the loop, in a plain thread, in a greenlet of
-    the user's).  On a free-threaded CPython 3.13 every thread that loads the one shared
-    ``threading.local`` object writes its reference count, and the schedulers' lookups then
-    bounce its cache line between them; a runner belongs to its own thread."""
+    """A runner greenlet, which knows its scheduler: the hot paths find the scheduler as
+    ``getcurrent()._fibernet_scheduler`` (and ``_tls`` where that raises AttributeError: in
+    the loop, in a plain thread, in a greenlet of the user's).  On a free-threaded CPython
+    3.13 every thread that loads the one shared ``threading.local`` object writes its
+    reference count, and the schedulers' lookups then bounce its cache line between them; a
+    runner belongs to its own thread."""
 
-    __slots__ = ("scheduler",)
+    __slots__ = ("_fibernet_scheduler",)
 
 
 def current_scheduler() -> Scheduler | None:
@@ -205,7 +206,7 @@ class Scheduler:
                 runner = runners.pop()
             else:
                 runner = _Runner(partial(in_python_frame, self._runner_main), self._hub)
-                runner.scheduler = self
+                runner._fibernet_scheduler = self
             self._start(fiber, runner)
             return runner  # the runner takes its fiber from self.current
         self.current = fiber
