@@ -753,3 +753,9 @@ def error_response(error: HttpError, version: str = "1.1") -> bytes:
         error.status, Headers({"content-type": "text/plain; charset=utf-8"}), version, False, len(body), False
     )
     return head + body
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.server._c_http_protocol")

@@ -1,0 +1,11 @@
+# Types for the compiled copy of fibernet/server/http.py (see fibernet/runtime/_accel.py).
+
+cimport cython
+
+from fibernet.server._c_http_protocol cimport ServerProtocol as _Protocol
+
+
+@cython.locals(proto=_Protocol, parks=bint, access=bint, counts=list, fast=tuple, date=list,
+               latency=Py_ssize_t, total=Py_ssize_t, fastest=double, started=double, elapsed=double,
+               keep_alive=bint)
+cpdef _serve(conn, bint ready=*)
