@@ -84,6 +84,28 @@ class Settings:
     max_field_size: int = _opt(
         8192, "HTTP: the largest header field, name and value (bytes; 431)", click.IntRange(64)
     )
+    max_chunk_overhead: int = _opt(
+        1024,
+        "HTTP: the longest chunk-size line with extensions, per chunk, and of the trailers (bytes; 400)",
+        click.IntRange(1),
+    )
+    max_drain: int = _opt(
+        64 * 1024,
+        "HTTP: an unread request body up to this is read and dropped to keep the connection; "
+        "a larger one closes it (bytes)",
+        click.IntRange(1),
+    )
+    park_after: float = _opt(
+        1.0,
+        "HTTP: an idle keep-alive connection keeps its fiber this long, then parks with none "
+        "(seconds; 0: park at once)",
+        click.FloatRange(0),
+    )
+    park_over: int = _opt(
+        128,
+        "HTTP: park idle connections at once while a scheduler runs more fibers than this",
+        click.IntRange(0),
+    )
     min_body_rate: float = _opt(
         240.0,
         "HTTP: the least average request body rate after --body-rate-grace (bytes/s; 408; 0: none)",

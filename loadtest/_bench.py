@@ -1,26 +1,10 @@
-"""Shared helpers for the loadtest benchmarks.
+"""What the benchmark scripts share: the command line, one measurement per fresh CPU-pinned child
+process, rounds interleaved over (workload, impl) pairs, medians, spreads and ratios, bars, the
+table printer and the JSON output.
 
-Two halves:
-
-* Parent side: read the command line (``argument_parser``, ``fill_defaults``,
-  ``cpu_option``, ``comma_list``), run one measurement in a fresh, CPU-pinned
-  subprocess (``run_child``), interleave rounds over many (workload, impl)
-  pairs (``run_interleaved``), summarise (``median``, ``spread``, ``ratio``)
-  and report (``format_table``, ``result_cell``, ``save_json``,
-  ``exit_status``).
-* Child side: ``serve_child`` decodes the command line written by
-  ``child_command``, calls the benchmark's dispatcher and prints exactly one
-  JSON object as the last line of stdout.  ``Probe`` measures a block of code
-  (wall time, ru_maxrss delta, optional tracemalloc peak).
-
-A benchmark script using this module looks like::
-
-    if _bench.is_child():
-        sys.exit(_bench.serve_child(dispatch))   # dispatch(workload, impl, params) -> dict
-    ...
-    samples = _bench.run_interleaved(__file__, plan, rounds, cpu)
-
-Only the standard library is used.
+A script runs ``sys.exit(_bench.serve_child(dispatch))`` when ``_bench.is_child()`` (the child
+prints one JSON object as its last line), else plans its measurements and calls
+``run_interleaved(__file__, plan, rounds, cpu)``.  The standard library only.
 """
 
 from __future__ import annotations
@@ -45,10 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CHILD_FLAG = "--child"
+OURS = "fibernet"
 
-
-# --------------------------------------------------------------------------
-# statistics
+# ---------------------------------------------------------------- statistics and formatting
 
 
 def close_all(socks: Iterable[Any]) -> None:
@@ -66,20 +49,12 @@ def spread(values: Iterable[float]) -> float | None:
     """(max - min) / median, as a fraction; None for fewer than two values."""
     values = [v for v in values if v is not None]
     mid = median(values)
-    if len(values) < 2 or not mid:
-        return None
-    return (max(values) - min(values)) / abs(mid)
+    return None if len(values) < 2 or not mid else (max(values) - min(values)) / abs(mid)
 
 
 def ratio(ours: float | None, theirs: float | None) -> float | None:
     """ours / theirs, or None when either side is missing or theirs is 0."""
-    if ours is None or not theirs:
-        return None
-    return ours / theirs
-
-
-# --------------------------------------------------------------------------
-# formatting
+    return None if ours is None or not theirs else ours / theirs
 
 
 def fmt_num(value: float | None, digits: int = 3) -> str:
@@ -88,11 +63,10 @@ def fmt_num(value: float | None, digits: int = 3) -> str:
         return "-"
     if value == 0:
         return "0"
-    mag = abs(value)
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if mag >= scale:
+        if abs(value) >= scale:
             return f"{value / scale:.{digits}g}{suffix}"
-    if mag >= 1 and float(value).is_integer():
+    if abs(value) >= 1 and float(value).is_integer():
         return str(int(value))
     return f"{value:.{digits}g}"
 
@@ -105,6 +79,10 @@ def fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+def fmt_fixed(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Plain-text table with a header rule; every cell is str()-ed."""
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
@@ -113,8 +91,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def line(row: Sequence[str]) -> str:
         return " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
 
-    rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+    return "\n".join([line(cells[0]), "-+-".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def verdict(ok: bool | None, errors: int | bool = 0) -> str:
+    return "ERROR" if errors else {True: "PASS", False: "FAIL", None: "n/a"}[ok]
 
 
 def result_cell(row: dict) -> str:
@@ -124,7 +105,7 @@ def result_cell(row: dict) -> str:
         return "skipped (not installed)"
     if row["errors"]:
         return f"ERROR x{row['errors']}"
-    return {True: "PASS", False: "FAIL", None: "-" if not row["bar"] else "n/a"}[row["pass"]]
+    return "-" if row["pass"] is None and not row["bar"] else verdict(row["pass"])
 
 
 def missing_peers(impls: Iterable[str], needs: dict[str, Sequence[str]]) -> dict[str, str]:
@@ -152,22 +133,30 @@ def skipped_row(workload: str, metric: str, impl: str, unit: str) -> dict:
             "skipped": True}
 
 
+# ---------------------------------------------------------------- command line and CPUs
+
+
 def command_line(argv: Sequence[str] | None = None) -> str:
     """The exact command line of this process, shell-quoted."""
-    argv = sys.argv if argv is None else argv
-    return shlex.join([sys.executable, *argv])
-
-
-# --------------------------------------------------------------------------
-# command line
+    return shlex.join([sys.executable, *(sys.argv if argv is None else argv)])
 
 
 def argument_parser(doc: str) -> argparse.ArgumentParser:
     """A benchmark's parser: its description is the first paragraph of ``doc`` (the script's
     module docstring), shown as written."""
-    return argparse.ArgumentParser(
-        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def round_options(parser: argparse.ArgumentParser, quick: str, duration: str, warmup: str | None) -> None:
+    """--quick, --rounds (3, --quick 1), --duration, --warmup (when ``warmup`` says what it
+    is) and --json, with the help texts given."""
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
+    parser.add_argument("--duration", type=float, help=duration)
+    if warmup:
+        parser.add_argument("--warmup", type=float, help=warmup)
+    parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
 
 
 def fill_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
@@ -191,15 +180,9 @@ def comma_list(parser: argparse.ArgumentParser, text: str, known: Iterable[str],
     return items
 
 
-# --------------------------------------------------------------------------
-# CPU pinning
-
-
 def cpu_set(cpu: int | str) -> set[int]:
     """The CPUs of a pinning spec: one CPU (an int) or a taskset-style list such as "0,1"."""
-    if isinstance(cpu, int):
-        return {cpu}
-    return {int(x) for x in str(cpu).split(",") if x.strip()}
+    return {cpu} if isinstance(cpu, int) else {int(x) for x in str(cpu).split(",") if x.strip()}
 
 
 def pin_self(cpu: int | str) -> None:
@@ -209,10 +192,8 @@ def pin_self(cpu: int | str) -> None:
 
 def check_cpu(cpu: int | str | None) -> None:
     """Exit with a clear message if ``cpu`` (one CPU or a list, "0,1") is not usable by this process."""
-    if cpu is None:
-        return
     allowed = os.sched_getaffinity(0)
-    if not cpu_set(cpu) <= allowed:
+    if cpu is not None and not cpu_set(cpu) <= allowed:
         raise SystemExit(f"--cpu {cpu}: not in this process's CPUs {sorted(allowed)}")
 
 
@@ -220,8 +201,19 @@ def current_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-# --------------------------------------------------------------------------
-# parent side: one measurement per subprocess
+def pinned(cmd: list[str], cpu: int | str | None) -> list[str]:
+    """``cmd`` under ``taskset -c CPU`` (when there is a CPU and taskset)."""
+    return ["taskset", "-c", str(cpu), *cmd] if cpu is not None and shutil.which("taskset") else cmd
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listened on a moment ago."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- parent side: one child per measurement
 
 
 class ChildError(RuntimeError):
@@ -229,16 +221,11 @@ class ChildError(RuntimeError):
 
 
 def child_command(module: str, workload: str, impl: str, params: dict, cpu: int | str | None) -> list[str]:
-    """Command line running one measurement; ``module`` is a script path or a
-    dotted module name.  Pinned with ``taskset -c CPU`` when possible."""
-    if module.endswith(".py") or os.path.exists(module):
-        target = [module]
-    else:
-        target = ["-m", module]
-    cmd = [sys.executable, *target, CHILD_FLAG, workload, impl, json.dumps(params, sort_keys=True)]
-    if cpu is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(cpu), *cmd]
-    return cmd
+    """Command line running one measurement; ``module`` is a script path or a dotted module
+    name.  Pinned with ``taskset -c CPU`` when possible."""
+    target = [module] if module.endswith(".py") or os.path.exists(module) else ["-m", module]
+    return pinned([sys.executable, *target, CHILD_FLAG, workload, impl, json.dumps(params, sort_keys=True)],
+                  cpu)
 
 
 def example_child(module: str, plan: Sequence[tuple], cpu: int | str | None) -> str:
@@ -252,47 +239,24 @@ def describe_plan(module: str, plan: Sequence[tuple], rounds: int, cpu: int | st
     return f"{len(plan)} measurements x {rounds} rounds, each in a fresh child, e.g.:\n  {example}"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listened on a moment ago."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def run_child(
-    module: str, workload: str, impl: str, params: dict, cpu: int | str | None = None, timeout: float = 600.0
-) -> dict:
-    """Run one measurement in a fresh subprocess and return its JSON result.
-
-    The child must print one JSON object as the last non-empty line of its
-    stdout (``serve_child`` does that).  Raises ChildError on failure.
-    """
+def run_child(module: str, workload: str, impl: str, params: dict, cpu: int | str | None = None,
+              timeout: float = 600.0) -> dict:
+    """Run one measurement in a fresh subprocess and return the JSON object it printed last
+    (``serve_child`` does that).  Raises ChildError on failure."""
     cmd = child_command(module, workload, impl, params, cpu)
     # Without taskset, pin the child ourselves before it execs.
-    preexec = None
-    if cpu is not None and cmd[0] != "taskset":
-        preexec = lambda: pin_self(cpu)  # noqa: E731
+    preexec = (lambda: pin_self(cpu)) if cpu is not None and cmd[0] != "taskset" else None
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
     except subprocess.TimeoutExpired:
         raise ChildError(f"timed out after {timeout:g}s: {shlex.join(cmd)}") from None
     if proc.returncode != 0:
         raise ChildError(f"exit {proc.returncode}: {shlex.join(cmd)}\n" + _tail(proc.stderr or proc.stdout))
-    result = _last_json_line(proc.stdout)
-    if result is None:
-        raise ChildError(f"no JSON result line: {shlex.join(cmd)}\n" + _tail(proc.stdout))
-    return result
-
-
-def _last_json_line(text: str) -> dict | None:
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                return None
-    return None
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.strip().startswith("{")), None)
+    try:
+        return json.loads(line)
+    except (TypeError, ValueError):
+        raise ChildError(f"no JSON result line: {shlex.join(cmd)}\n" + _tail(proc.stdout)) from None
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -309,11 +273,12 @@ class Samples:
     def values(self, workload: str, impl: str, key: str) -> list[float]:
         return [r[key] for r in self.results.get((workload, impl), []) if r.get(key) is not None]
 
+    def median(self, workload: str, impl: str, key: str) -> float | None:
+        return median(self.values(workload, impl, key))
+
     def to_json(self) -> dict:
-        return {
-            f"{w}/{i}": {"results": self.results.get((w, i), []), "errors": self.errors.get((w, i), [])}
-            for (w, i) in sorted(set(self.results) | set(self.errors))
-        }
+        return {f"{w}/{i}": {"results": self.results.get((w, i), []), "errors": self.errors.get((w, i), [])}
+                for (w, i) in sorted(set(self.results) | set(self.errors))}
 
 
 def run_interleaved(
@@ -322,35 +287,88 @@ def run_interleaved(
 ) -> Samples:
     """for round in rounds: for (workload, impl, params) in plan: run_child(...).
 
-    Interleaving spreads slow drifts of a shared, noisy machine over every
-    implementation instead of penalising whichever happened to run last.
-    A plan entry may carry a fourth element, its own CPU spec (e.g. "0,1" for a
-    measurement that needs two CPUs), used instead of ``cpu``.
-    """
+    Interleaving spreads slow drifts of a shared, noisy machine over every implementation
+    instead of penalising whichever happened to run last.  A plan entry may carry a fourth
+    element, its own CPU spec (e.g. "0,1"), used instead of ``cpu``."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     samples = Samples()
     for rnd in range(1, rounds + 1):
         for entry in plan:
             workload, impl, params = entry[:3]
-            where = entry[3] if len(entry) > 3 else cpu
-            key = (workload, impl)
             started = time.perf_counter()
             try:
-                result = run_child(module, workload, impl, params, where, timeout)
+                result = run_child(module, workload, impl, params, entry[3] if len(entry) > 3 else cpu,
+                                   timeout)
             except ChildError as exc:
-                samples.errors.setdefault(key, []).append(str(exc))
+                samples.errors.setdefault((workload, impl), []).append(str(exc))
                 log(f"[round {rnd}/{rounds}] {workload:<9} {impl:<15} ERROR\n{exc}")
                 continue
-            samples.results.setdefault(key, []).append(result)
-            log(
-                f"[round {rnd}/{rounds}] {workload:<9} {impl:<15} "
-                f"{time.perf_counter() - started:5.1f}s  {result.get('summary', '')}"
-            )
+            samples.results.setdefault((workload, impl), []).append(result)
+            log(f"[round {rnd}/{rounds}] {workload:<9} {impl:<15} "
+                f"{time.perf_counter() - started:5.1f}s  {result.get('summary', '')}")
     return samples
 
 
-# --------------------------------------------------------------------------
-# child side
+def summary_rows(samples: Samples, workload: str, impls: Iterable[str], key: str,
+                 medians: Sequence[str] = (), keep_empty: bool = False) -> list[dict]:
+    """A row per implementation measured in ``workload`` (or every one, ``keep_empty``): the
+    median of ``key``, its ``spread``, fibernet's ``ratio`` to it (ours / theirs), ``rounds``,
+    ``errors`` (failed runs), and the medians of ``medians``."""
+    ours, rows = samples.median(workload, OURS, key), []
+    for impl in impls:
+        values = samples.values(workload, impl, key)
+        errors = len(samples.errors.get((workload, impl), []))
+        if values or errors or keep_empty:
+            mid = median(values)
+            rows.append({"workload": workload, "impl": impl, key: mid, "spread": spread(values),
+                         "rounds": len(values), "errors": errors,
+                         "ratio": None if impl == OURS else ratio(ours, mid),
+                         **{k: samples.median(workload, impl, k) for k in medians}})
+    return rows
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A target on medians: ``ours(key) / peer(key) <= max_ratio`` (or ``>= min_ratio``), or,
+    with no peer, ``ours(key) <= max_value``."""
+
+    workload: str
+    key: str
+    text: str
+    ours: str = OURS
+    peer: str | None = None
+    max_ratio: float | None = None
+    min_ratio: float | None = None
+    max_value: float | None = None
+    unit: str = ""
+
+    def check(self, samples: Samples) -> dict:
+        ours = samples.median(self.workload, self.ours, self.key)
+        errors = bool(samples.errors.get((self.workload, self.ours)))
+        if self.peer is None:
+            value, ok = ours, None if ours is None else ours <= self.max_value
+            measured = "-" if ours is None else f"{_num(ours)} {self.unit}"
+        else:
+            errors = errors or bool(samples.errors.get((self.workload, self.peer)))
+            theirs = samples.median(self.workload, self.peer, self.key)
+            value, ok, measured = ratio(ours, theirs), None, "-"
+            if value is not None:
+                ok = value <= self.max_ratio if self.max_ratio is not None else value >= self.min_ratio
+                measured = f"{value:.2f}x ({_num(ours)} vs {_num(theirs)} {self.unit})"
+        return {"bar": self.text, "value": value, "measured": measured, "pass": False if errors else ok,
+                "errors": errors}
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else fmt_num(value)
+
+
+def render_bars(checks: list[dict], head: str = "bar (medians)") -> str:
+    rows = [[c["bar"], c["measured"] or "-", verdict(c["pass"], c.get("errors"))] for c in checks]
+    return format_table([head, "measured", "result"], rows)
+
+
+# ---------------------------------------------------------------- child side
 
 
 def is_child(argv: Sequence[str] | None = None) -> bool:
@@ -359,16 +377,12 @@ def is_child(argv: Sequence[str] | None = None) -> bool:
 
 
 def serve_child(dispatch: Callable[[str, str, dict], dict], argv: Sequence[str] | None = None) -> int:
-    """Child entry point: ``prog --child WORKLOAD IMPL PARAMS_JSON``.
-
-    Calls ``dispatch(workload, impl, params)`` and prints its dict (plus the
-    CPUs the child was allowed to run on) as one JSON line on stdout.
-    """
+    """Child entry point: ``prog --child WORKLOAD IMPL PARAMS_JSON``; prints the dict
+    ``dispatch(workload, impl, params)`` returns (plus the CPUs it ran on) as one JSON line."""
     argv = sys.argv if argv is None else argv
     try:
         _, _, workload, impl, params_json = argv[:5]
-        params = json.loads(params_json)
-        result = dict(dispatch(workload, impl, params))
+        result = dict(dispatch(workload, impl, json.loads(params_json)))
     except Exception:  # report, the parent shows stderr
         traceback.print_exc()
         return 1
@@ -385,10 +399,8 @@ def maxrss_bytes() -> int:
 
 
 class Probe:
-    """Context manager measuring a block: wall seconds, ru_maxrss growth and,
-    if ``trace_memory``, the tracemalloc peak (tracing starts on entry and
-    stops on exit; it slows allocation-heavy code, so keep timing runs and
-    tracemalloc runs separate)."""
+    """Context manager measuring a block: wall seconds, ru_maxrss growth and, if
+    ``trace_memory``, the tracemalloc peak (it slows allocation: keep timing runs apart)."""
 
     def __init__(self, trace_memory: bool = False):
         self.trace_memory = trace_memory
@@ -411,8 +423,7 @@ class Probe:
         self.maxrss_delta = maxrss_bytes() - self._rss0
 
 
-# --------------------------------------------------------------------------
-# JSON output
+# ---------------------------------------------------------------- JSON output and exit status
 
 
 def environment() -> dict:
@@ -420,20 +431,16 @@ def environment() -> dict:
         loadavg = os.getloadavg()
     except OSError:
         loadavg = None
-    return {
-        "python": sys.version.split()[0], "implementation": platform.python_implementation(),
-        "platform": platform.platform(), "cpu_count": os.cpu_count(), "loadavg_at_end": loadavg,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return {"python": sys.version.split()[0], "implementation": platform.python_implementation(),
+            "platform": platform.platform(), "cpu_count": os.cpu_count(), "loadavg_at_end": loadavg,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def write_json(path: str, payload: dict) -> None:
     """Write ``payload`` plus environment facts as pretty JSON to ``path``."""
-    data = {"environment": environment(), **payload}
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        json.dump({"environment": environment(), **payload}, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
 
 
@@ -446,5 +453,4 @@ def save_json(path: str | None, payload: dict) -> None:
 
 def exit_status(results: Iterable[dict], samples: Samples) -> int:
     """1 if a result (a row or a bar check with ``pass``) fails or a measurement errored, else 0."""
-    failed = any(r["pass"] is False for r in results) or bool(samples.errors)
-    return 1 if failed else 0
+    return 1 if any(r["pass"] is False for r in results) or samples.errors else 0

@@ -1,32 +1,21 @@
 """The generator of one load process: ``run_local(cfg, ...)`` runs ``fibernet.run(main,
 threads=1)`` and returns the process's record as data.
 
-Tokens.  Every request starts by taking a token: ``(seq, intended)``.  The run is bounded by
-the tokens: ``count`` of them, or as many as fit in ``duration``.
+Every request takes a token ``(seq, intended)``: ``count`` of them, or as many as fit in
+``duration``; every attempt consumes one, a failed connect included.  Closed loop: a connection
+takes a token when its answer has come (or while fewer than ``pipeline`` are missing); latency
+runs from the send.  Open loop (``rate`` R): token k is due at t0 + k/R whoever takes it, and
+latency runs from then: when the server stalls, due tokens pile up and the late requests carry
+their wait (no coordinated omission).  After an error the connection is closed and the next
+token opens another; each socket wait is bounded by ``timeout``.
 
-* Closed loop (no rate): a connection takes a token when its previous answer has come (with
-  a pipeline depth D, while fewer than D answers are missing); latency runs from the send.
-* Open loop (``rate`` R): token k is due at t0 + k / R, whoever takes it.  A free connection
-  takes the next token and sleeps until it is due; latency runs from the intended time.  When
-  the server stalls, every connection waits for an answer, the due tokens pile up, and when
-  it resumes the late requests go out at once and carry their wait in their latency: the
-  stall shows in the percentiles as wrk2 shows it (no coordinated omission).
-
-How a connection is driven.  The closed loop at depth 1 on kept connections (wrk's load, and
-the one a server's throughput is measured with) runs each connection from readiness
-callbacks on the scheduler, as wrk's event loop does: the answer's bytes are read, parsed
-and recorded and the next request sent in the callback, with no fiber switch.  A fiber per
-connection costs about 3 us of CPU per request more, and that matters beyond the load CPU:
-a generator that is busy when an answer arrives is not asleep in epoll_wait, so the server
-does not pay to wake it (on loopback the sender's send runs the receiver's wake-up, about
-10 us here), and a generator with less headroom than wrk gets a cheaper, faster server than
-wrk does (docs/pages/benchmarks.md, "The load generator").  Connects, reconnects after an error and sends that
-do not fit the socket buffer run in fibers.  The other shapes (open loop, pipelining, a
-connection per request) run a fiber per connection.
-
-Every attempt consumes its token, a failed connect included, so a refused or dead server
-ends a ``count`` run too.  After an error the connection is closed and the next token opens
-a new one.  Each socket wait is bounded by ``timeout``.
+The closed loop at depth 1 on kept connections (wrk's load) runs each connection from readiness
+callbacks on the scheduler, as wrk's event loop does: read, parse, record and send the next
+request in the callback, with no fiber switch.  A generator that is busy when an answer comes is
+not asleep in epoll_wait, and on loopback a sleeping receiver's wake-up is charged to the server:
+a costlier generator gets a cheaper server than wrk's (docs/pages/benchmarks.md, "The load
+generator").  Connects, reconnects and sends that do not fit the socket buffer run in fibers;
+the other shapes (open loop, pipelining, a connection per request) run a fiber per connection.
 """
 
 from __future__ import annotations
@@ -152,44 +141,34 @@ class Engine:
         if due is not None and due > _now():
             fn.perform(fn.timer_op(due))
 
-    def connect(self) -> Conn:
-        conn = Conn(connect(self.cfg.host, self.cfg.port, self.cfg.timeout), self.workload.reader())
+    def try_connect(self, count: bool = True) -> Conn | None:
+        """A new connection, or None after counting the failure and backing off (``count``
+        False: a connect before the run, whose failure the first token meets again)."""
+        try:
+            conn = Conn(connect(self.cfg.host, self.cfg.port, self.cfg.timeout), self.workload.reader())
+        except EXCHANGE_ERRORS as exc:
+            if count:
+                self.rec.error(_now(), exc, classify(exc))
+                if not self.rate:
+                    fn.sleep(CONNECT_BACKOFF)
+            return None
         self.rec.connects += 1
         return conn
 
-    def failed_connect(self, exc: BaseException) -> None:
-        self.rec.error(_now(), exc, classify(exc))
-        if not self.rate:
-            fn.sleep(CONNECT_BACKOFF)
-
-    def try_connect(self) -> Conn | None:
-        """A new connection, or None after counting the failure (and backing off)."""
-        try:
-            return self.connect()
-        except EXCHANGE_ERRORS as exc:
-            self.failed_connect(exc)
-            return None
-
-    def preconnect(self) -> Conn | None:
-        try:
-            return self.connect()
-        except EXCHANGE_ERRORS:
-            return None  # the first token tries again and counts the error
-
     # -- the connection loops ---------------------------------------------------------------
 
-    def keepalive_loop(self, stream: Conn | None) -> None:
-        """One request at a time on a kept connection (pipeline depth 1), in a fiber: the
-        open loop (the closed loop is ``run_callbacks``)."""
-        wl, rec = self.workload, self.rec
-        request = wl.request
+    def fiber_loop(self, stream: Conn | None) -> None:
+        """One request at a time in a fiber: the open loop on kept connections (the closed loop
+        is ``run_callbacks``), and a connection per request (churn, HTTP without keep-alive)."""
+        request, rec = self.workload.request, self.rec
+        per_request = self.workload.per_request_connection
         try:
             while (token := self.next_token()) is not None:
                 seq, due = token
                 self.wait_until(due)
+                start = _now() if due is None else due
                 if stream is None and (stream := self.try_connect()) is None:
                     continue
-                start = _now() if due is None else due
                 try:
                     stream.write(request(seq))
                     stream.read_response(seq)
@@ -200,29 +179,12 @@ class Engine:
                     continue
                 now = _now()
                 rec.success(now, now - start)
+                if per_request:
+                    stream.close()
+                    stream = None
         finally:
             if stream is not None:
                 stream.close()
-
-    def per_request_loop(self) -> None:
-        """Connect, one exchange, close: churn, and HTTP without keep-alive."""
-        wl, rec = self.workload, self.rec
-        while (token := self.next_token()) is not None:
-            seq, due = token
-            self.wait_until(due)
-            start = _now() if due is None else due
-            if (stream := self.try_connect()) is None:
-                continue
-            try:
-                stream.write(wl.request(seq))
-                stream.read_response(seq)
-            except EXCHANGE_ERRORS as exc:
-                rec.error(_now(), exc, classify(exc))
-                continue
-            finally:
-                stream.close()
-            now = _now()
-            rec.success(now, now - start)
 
     def pipelined_loop(self, stream: Conn | None) -> None:
         """Up to ``pipeline`` requests in flight on a kept connection: a sender (this fiber)
@@ -260,10 +222,9 @@ class Engine:
         def receiver() -> None:
             while True:
                 try:
-                    item = window.get()
+                    if (item := window.get()) is None:
+                        return
                 except ChannelClosed:
-                    return
-                if item is None:
                     return
                 try:
                     stream.read_response(item[0])
@@ -556,7 +517,7 @@ class Engine:
         connections = cfg.connections
         streams: list[Conn | None] = [None] * connections
         if not wl.per_request_connection:
-            fibers = [fn.spawn(self.preconnect, name=f"load-connect-{i}") for i in range(connections)]
+            fibers = [fn.spawn(self.try_connect, False, name=f"load-connect-{i}") for i in range(connections)]
             streams = [f.join() for f in fibers]
         try:
             if before_start is not None:
@@ -570,14 +531,10 @@ class Engine:
         self.rec.start(self.t0)
         if cfg.duration is not None:
             self.end = self.t0 + cfg.duration
-        if wl.per_request_connection:
-            loops = [fn.spawn(self.per_request_loop, name=f"load-{i}") for i in range(connections)]
-        elif cfg.pipeline > 1:
-            loops = [fn.spawn(self.pipelined_loop, s, name=f"load-{i}") for i, s in enumerate(streams)]
-        elif self.rate:
-            loops = [fn.spawn(self.keepalive_loop, s, name=f"load-{i}") for i, s in enumerate(streams)]
-        else:
-            loops = None  # the closed loop at depth 1: run_callbacks, in this fiber
+        loops = None  # the closed loop at depth 1 on kept connections: run_callbacks, in this fiber
+        if wl.per_request_connection or self.rate or cfg.pipeline > 1:
+            loop = self.pipelined_loop if cfg.pipeline > 1 else self.fiber_loop
+            loops = [fn.spawn(loop, s, name=f"load-{i}") for i, s in enumerate(streams)]
         progress = fn.spawn(self.progress_loop, name="load-progress") if self.emit else None
         try:
             if loops is None:

@@ -1,20 +1,18 @@
-"""What ``loadtest/load.py`` records and reports: latency in an HdrHistogram, errors by kind,
-throughput over time; merging the records of several load processes; the human table, the
-JSON document and the plot.
-
-Latency is recorded in microseconds (1 us to one hour, 3 significant digits).  The timeline
-counts completed requests and errors per ``TIMELINE_INTERVAL`` seconds from the start of
-the measurement.
-"""
+"""What ``loadtest/load.py`` records and reports: latency in an HdrHistogram (microseconds, 1 us
+to an hour, 3 significant digits), errors by kind, completions and errors per
+``TIMELINE_INTERVAL`` s; the records of several load processes merged; the table, the JSON
+document and the plot."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from _bench import fmt_num
+from _bench import fmt_num, format_table
 
 try:
     from hdrh.histogram import HdrHistogram
@@ -36,13 +34,9 @@ def new_histogram() -> HdrHistogram:
 
 
 class Recorder:
-    """The counters of one load process (one scheduler thread: no locking).
-
-    ``success`` is on the hot path of every request: it counts the latency in a plain dict
-    (microseconds -> count) that goes into the HdrHistogram in bulk (``flush``), as
-    recording each value into the histogram costs more CPU than the rest of an exchange
-    together; the percentiles are the same.
-    """
+    """The counters of one load process (one scheduler thread: no locking).  ``success`` runs
+    for every request: it counts latencies in a dict (us -> count) that goes into the histogram
+    in bulk, as recording each value costs more than the rest of an exchange."""
 
     def __init__(self) -> None:
         self.hist = new_histogram()
@@ -60,15 +54,13 @@ class Recorder:
     def start(self, t0: float) -> None:
         self.t0 = t0
 
-    def _slot(self, now: float, line: list[int]) -> None:
+    def _slot(self, now: float, line: list[int], count: int = 1) -> None:
         offset = now - self.t0
-        if offset > self.last:
-            self.last = offset
-        i = int(offset / TIMELINE_INTERVAL) if offset > 0 else 0
-        if i >= len(line):
-            self.timeline_ok.extend([0] * (i + 1 - len(self.timeline_ok)))
-            self.timeline_err.extend([0] * (i + 1 - len(self.timeline_err)))
-        line[i] += 1
+        self.last = max(self.last, offset)
+        i = max(0, int(offset / TIMELINE_INTERVAL))
+        for other in (self.timeline_ok, self.timeline_err):
+            other.extend([0] * (i + 1 - len(other)))
+        line[i] += count
 
     def success(self, now: float, latency: float) -> None:
         self.ok += 1
@@ -96,10 +88,8 @@ class Recorder:
 
     def error(self, now: float, exc: BaseException | str, kind: str, count: int = 1) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + count
-        if kind not in self.error_samples:
-            self.error_samples[kind] = str(exc)[:200] or type(exc).__name__
-        for _ in range(count):
-            self._slot(now, self.timeline_err)
+        self.error_samples.setdefault(kind, str(exc)[:200] or type(exc).__name__)
+        self._slot(now, self.timeline_err, count)
 
     def error_total(self) -> int:
         return sum(self.errors.values())
@@ -116,12 +106,7 @@ class Recorder:
 
 
 def _add_lines(a: list[int], b: list[int]) -> list[int]:
-    if len(a) < len(b):
-        a, b = b, a
-    out = list(a)
-    for i, v in enumerate(b):
-        out[i] += v
-    return out
+    return [x + y for x, y in itertools.zip_longest(a, b, fillvalue=0)]
 
 
 def _ms(us: float) -> float:
@@ -147,19 +132,19 @@ class Result:
     @classmethod
     def merge(cls, config: dict, parts: list[dict]) -> Result:
         result = cls(config=config, processes=len(parts), hist=new_histogram())
+        errors, statuses = Counter(), Counter()
         for part in parts:
             result.requests += part["ok"]
-            for kind, n in part["errors"].items():
-                result.errors[kind] = result.errors.get(kind, 0) + n
+            errors.update(part["errors"])
+            statuses.update(part.get("statuses", {}))
             for kind, text in part.get("error_samples", {}).items():
                 result.error_samples.setdefault(kind, text)
-            for status, n in part.get("statuses", {}).items():
-                result.statuses[status] = result.statuses.get(status, 0) + n
             result.connects += part["connects"]
             result.elapsed = max(result.elapsed, part["elapsed"])
             result.timeline_ok = _add_lines(result.timeline_ok, part["timeline_ok"])
             result.timeline_err = _add_lines(result.timeline_err, part["timeline_err"])
             result.hist.decode_and_add(part["histogram"].encode("ascii"))
+        result.errors, result.statuses = dict(errors), dict(statuses)
         return result
 
     # -- derived numbers ------------------------------------------------------------------
@@ -175,29 +160,14 @@ class Result:
 
     def percentile(self, p: float) -> float | None:
         """Latency at percentile ``p`` in ms, None if nothing completed."""
-        if not self.requests:
-            return None
-        return _ms(self.hist.get_value_at_percentile(p))
+        return _ms(self.hist.get_value_at_percentile(p)) if self.requests else None
 
     def latency(self) -> dict[str, float | None]:
-        hist = self.hist
+        h = self.hist
         if not self.requests:
-            return {k: None for k in ("min", "mean", "stdev", "p50", "p90", "p99", "p99.9", "max")}
-        out: dict[str, float | None] = {
-            "min": _ms(hist.get_min_value()), "mean": _ms(hist.get_mean_value()),
-            "stdev": _ms(hist.get_stddev()),
-        }
-        for p in PERCENTILES:
-            out[f"p{p:g}"] = _ms(hist.get_value_at_percentile(p))
-        out["max"] = _ms(hist.get_max_value())
-        return out
-
-    def timeline_rates(self) -> tuple[list[float], list[float]]:
-        """(completed/s, errors/s) per timeline interval."""
-        return (
-            [n / TIMELINE_INTERVAL for n in self.timeline_ok],
-            [n / TIMELINE_INTERVAL for n in self.timeline_err],
-        )
+            return dict.fromkeys(("min", "mean", "stdev", *(f"p{p:g}" for p in PERCENTILES), "max"))
+        return {"min": _ms(h.get_min_value()), "mean": _ms(h.get_mean_value()), "stdev": _ms(h.get_stddev()),
+                **{f"p{p:g}": self.percentile(p) for p in PERCENTILES}, "max": _ms(h.get_max_value())}
 
     def to_json(self) -> dict:
         return {
@@ -255,50 +225,32 @@ class Progress:
 def fmt_ms(value: float | None) -> str:
     if value is None:
         return "-"
-    if value >= 1000:
-        return f"{value / 1000:.2f} s"
-    if value >= 100:
-        return f"{value:.0f} ms"
     if value >= 1:
-        return f"{value:.2f} ms"
+        return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.{0 if value >= 100 else 2}f} ms"
     return f"{value * 1000:.0f} us"
 
 
-def render(result: Result, fmt_num: Any, format_table: Any) -> str:
-    cfg = result.config
+def render(result: Result) -> str:
+    cfg, lat = result.config, result.latency()
     mode = f"open loop at {fmt_num(cfg['rate'])} req/s" if cfg.get("rate") else "closed loop"
     bound = f"{cfg['duration']:g} s" if cfg.get("duration") else f"{cfg['count']} requests"
+    keys = ("p50", "p90", "p99", "p99.9", "max")
+    row = [f"{result.requests:,}", f"{fmt_num(result.rate)}/s", f"{result.error_total:,}"]
+    row += [fmt_ms(lat[k]) for k in keys]
     lines = [
         f"{cfg.get('description', cfg['workload'])} against {cfg['host']}:{cfg['port']}: {mode}, "
         f"{cfg['connections']} connections, {result.processes} process(es), {bound}",
-        "",
+        "", format_table(["requests", "rate", "errors", *keys], [row]),
     ]
-    lat = result.latency()
-    rows = [
-        [
-            f"{result.requests:,}", f"{fmt_num(result.rate)}/s", f"{result.error_total:,}",
-            *(fmt_ms(lat[k]) for k in ("p50", "p90", "p99", "p99.9", "max")),
-        ]
-    ]
-    lines.append(format_table(["requests", "rate", "errors", "p50", "p90", "p99", "p99.9", "max"], rows))
     if result.errors:
-        lines += ["", "errors by kind:"]
-        lines.append(
-            format_table(
-                ["kind", "count", "first seen"],
-                [[k, f"{n:,}", result.error_samples.get(k, "")] for k, n in sorted(result.errors.items())],
-            )
-        )
+        kinds = [[k, f"{n:,}", result.error_samples.get(k, "")] for k, n in sorted(result.errors.items())]
+        lines += ["", "errors by kind:", format_table(["kind", "count", "first seen"], kinds)]
     if result.statuses:
-        lines += [
-            "", "HTTP statuses: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(result.statuses.items())),
-        ]
+        statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(result.statuses.items()))
+        lines += ["", f"HTTP statuses: {statuses}"]
     if cfg.get("rate"):
-        achieved = result.rate / cfg["rate"] if cfg["rate"] else 0
-        lines.append(
-            f"\nopen loop: latency counted from each request's intended send time; "
-            f"achieved {100 * achieved:.1f}% of the target rate"
-        )
+        lines.append(f"\nopen loop: latency counted from each request's intended send time; "
+                     f"achieved {100 * result.rate / cfg['rate']:.1f}% of the target rate")
     return "\n".join(lines)
 
 
@@ -321,31 +273,27 @@ def plot(result: Result, path: str) -> None:
     try:
         title = result.config.get("description", result.config["workload"])
         fig.suptitle(f"{title}: {result.requests:,} requests, {result.error_total:,} errors")
+        x = lambda p: 1 / (1 - p / 100)  # noqa: E731  (the percentile's "1 in x")
         if result.requests:
             ps = [0.0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999]
-            ps = [p for p in ps if p == 0 or 1 / (1 - p / 100) <= 10 * max(result.requests, 1)]
-            xs = [1 / (1 - p / 100) for p in ps] + [10 * max(result.requests, 10)]
-            ys = [result.percentile(p) for p in ps] + [result.latency()["max"]]
-            left.plot(xs, ys, marker=".")
+            ps = [p for p in ps if p == 0 or x(p) <= 10 * result.requests]
+            xs = [x(p) for p in ps] + [10 * max(result.requests, 10)]
+            left.plot(xs, [result.percentile(p) for p in ps] + [result.latency()["max"]], marker=".")
             left.set_xscale("log")
-            ticks = [p for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999) if 1 / (1 - p / 100) <= xs[-1]]
-            left.set_xticks([1 / (1 - p / 100) for p in ticks])
-            left.set_xticklabels([f"{p:g}%" for p in ticks])
+            ticks = [p for p in (0.0, 90.0, 99.0, 99.9, 99.99, 99.999) if x(p) <= xs[-1]]
+            left.set_xticks([x(p) for p in ticks], [f"{p:g}%" for p in ticks])
             left.minorticks_off()
-        left.set_xlabel("percentile")
-        left.set_ylabel("latency (ms)")
-        left.set_title("latency by percentile")
-        left.grid(True, alpha=0.3)
-        ok, err = result.timeline_rates()
-        times = [(i + 1) * TIMELINE_INTERVAL for i in range(len(ok))]
-        right.plot(times, ok, label="requests/s")
-        if any(err):
-            right.plot(times, err, label="errors/s", color="tab:red")
-        right.set_xlabel(f"seconds (per {TIMELINE_INTERVAL:g} s)")
-        right.set_ylabel("per second")
-        right.set_title("throughput over time")
-        right.grid(True, alpha=0.3)
+        left.set(xlabel="percentile", ylabel="latency (ms)", title="latency by percentile")
+        times = [(i + 1) * TIMELINE_INTERVAL for i in range(len(result.timeline_ok))]
+        right.plot(times, [n / TIMELINE_INTERVAL for n in result.timeline_ok], label="requests/s")
+        if any(result.timeline_err):
+            errors = [n / TIMELINE_INTERVAL for n in result.timeline_err]
+            right.plot(times, errors, label="errors/s", color="tab:red")
+        right.set(xlabel=f"seconds (per {TIMELINE_INTERVAL:g} s)", ylabel="per second",
+                  title="throughput over time")
         right.legend()
+        for ax in (left, right):
+            ax.grid(True, alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
     finally:

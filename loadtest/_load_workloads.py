@@ -1,25 +1,16 @@
-"""The workloads of ``loadtest/load.py``: what one request is and how its answer is checked.
+"""The workloads of ``loadtest/load.py``: the bytes of request ``seq`` (``request``) and, per
+connection, a reader of the answers (``reader().take(data, seq, eof)``: adds the bytes received,
+True once answer ``seq`` is whole and checked; one of the exceptions below when it is wrong,
+:class:`ClosedEarly` when the stream ends inside it).  Taking bytes rather than reading a stream
+lets the engine run an exchange from a readiness callback as well as from a fiber.
 
-A workload builds the bytes of request ``seq`` (``request``) and gives each connection a
-reader of its answers (``reader()``): ``take(data, seq, eof)`` adds the bytes received and
-says whether answer ``seq`` is whole (checked: one of the exceptions below when it is wrong;
-at end of stream, ``eof``, a missing part is :class:`ClosedEarly`).  Taking bytes, not
-reading from a stream, lets the engine run an exchange from a readiness callback as well as
-from a fiber.  Echo and line answers are parsed from a buffer (``parse(buf, seq, eof)``: the
-answer's length once it is all there, else None); HTTP answers by httptools' response parser.
-``per_request_connection`` says whether every request opens its own connection (churn,
-HTTP without keep-alive).
-
-echo   ``size`` bytes that differ from one request to the next (a sliding window over a
-       pattern of 251 distinct phases, a prime, so a stale or reordered echo does not match);
-       every echoed byte is compared.
-line   one line of ``size`` bytes (newline included); the answer is one line that must equal
-       the request (``expect="echo"``), any line (``expect="any"``), or given bytes.
-http   an HTTP/1.1 request (method, path, header fields, body); the answer is read by its
-       framing (content-length, chunked, or up to the close; none for HEAD, 1xx, 204, 304)
-       and must be 2xx.  ``keepalive=False`` sends ``connection: close`` and opens a
-       connection per request.  By default the request is wrk's: ``GET PATH HTTP/1.1`` and a
-       ``Host`` field, nothing else.
+echo   ``size`` bytes, a sliding window over 251 (a prime) phases of a pattern, so a stale or
+       reordered echo does not match; every echoed byte is compared.
+line   one line of ``size`` bytes; the answer must equal it (``expect="echo"``), be any line
+       (``"any"``) or the given line.
+http   an HTTP/1.1 request (wrk's by default: ``GET PATH HTTP/1.1`` and ``Host``), the answers
+       framed and checked by httptools' response parser (2xx, kept alive unless
+       ``keepalive=False``, which sends ``connection: close`` on a connection per request).
 churn  connect, one echo exchange of ``size`` bytes, close.
 """
 
@@ -29,8 +20,6 @@ import errno
 from typing import Any
 
 import httptools
-
-from fibernet.net.streams import IncompleteRead, LimitOverrun
 
 WORKLOADS = ("echo", "line", "http", "churn")
 PHASES = 251
@@ -48,10 +37,6 @@ class BadStatus(BadResponse):
 
     kind = "status"
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"HTTP status {status}")
-        self.status = status
-
 
 class ClosedEarly(Exception):
     """The peer closed the connection before the whole answer came."""
@@ -59,31 +44,22 @@ class ClosedEarly(Exception):
     kind = "closed"
 
 
+# the error kinds of the exceptions a connect or an exchange raises, by type, then by errno
+TYPES = ((EOFError, "closed"), (TimeoutError, "timeout"), (ConnectionRefusedError, "refused"),
+         ((ConnectionResetError, ConnectionAbortedError, BrokenPipeError), "reset"))
+ERRNOS = {errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset", errno.EPIPE: "reset",
+          errno.ECONNABORTED: "reset", errno.ETIMEDOUT: "timeout"}
+
+
 def classify(exc: BaseException) -> str:
     """The error kind of an exception raised by a connect or an exchange."""
-    kind = getattr(exc, "kind", None)
-    if kind:
+    if kind := getattr(exc, "kind", None):
         return kind
-    if isinstance(exc, (IncompleteRead, EOFError)):
-        return "closed"
-    if isinstance(exc, LimitOverrun):
-        return "bad_response"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
-        return "reset"
-    if isinstance(exc, OSError):
+    kind = next((kind for types, kind in TYPES if isinstance(exc, types)), None)
+    if kind is None and isinstance(exc, OSError):
         code = exc.errno
-        if code == errno.ECONNREFUSED:
-            return "refused"
-        if code in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
-            return "reset"
-        if code == errno.ETIMEDOUT:
-            return "timeout"
-        return errno.errorcode.get(code, "oserror").lower() if code else "oserror"
-    return type(exc).__name__
+        kind = ERRNOS.get(code) or (errno.errorcode.get(code, "oserror").lower() if code else "oserror")
+    return kind or type(exc).__name__
 
 
 def _pattern(size: int, alphabet: bytes) -> list[Any]:
@@ -96,10 +72,17 @@ def _pattern(size: int, alphabet: bytes) -> list[Any]:
     return [view[i : i + size] for i in range(PHASES)]
 
 
-class Echo:
-    name = "echo"
+class Parsed:
+    """A workload whose answers are parsed from a buffer (``parse(buf, seq, eof)``: the answer's
+    length once it is all there, else None)."""
+
     per_request_connection = False
 
+    def reader(self) -> Buffered:
+        return Buffered(self.parse)
+
+
+class Echo(Parsed):
     def __init__(self, size: int = 64) -> None:
         if size < 1:
             raise ValueError("--size must be at least 1 byte")
@@ -108,9 +91,6 @@ class Echo:
 
     def describe(self) -> str:
         return f"echo {self.size} B"
-
-    def reader(self) -> Buffered:
-        return Buffered(self.parse)
 
     def request(self, seq: int) -> Any:
         return self.payloads[seq % PHASES]
@@ -128,17 +108,13 @@ class Echo:
 
 
 class Churn(Echo):
-    name = "churn"
     per_request_connection = True
 
     def describe(self) -> str:
         return f"churn: connect, echo {self.size} B, close"
 
 
-class Line:
-    name = "line"
-    per_request_connection = False
-
+class Line(Parsed):
     def __init__(self, size: int = 64, line: bytes | None = None, expect: str | bytes = "echo") -> None:
         if line is not None:
             line = line if line.endswith(b"\n") else line + b"\n"
@@ -159,9 +135,6 @@ class Line:
     def describe(self) -> str:
         what = self.expect if isinstance(self.expect, str) else repr(self.expect)
         return f"line {self.size} B, expect {what}"
-
-    def reader(self) -> Buffered:
-        return Buffered(self.parse)
 
     def request(self, seq: int) -> bytes:
         return self.lines[seq % len(self.lines)]
@@ -218,8 +191,6 @@ class Buffered:
 
 
 class Http:
-    name = "http"
-
     def __init__(
         self, host: str, port: int, method: str = "GET", path: str = "/",
         headers: list[tuple[str, str]] | None = None, body: bytes = b"", keepalive: bool = True,
@@ -280,7 +251,7 @@ class Answers:
         self.whole += 1
         if self.error is None:
             if not 200 <= status < 300:
-                self.error = BadStatus(status)
+                self.error = BadStatus(f"HTTP status {status}")
             elif self.wl.keepalive and not self.parser.should_keep_alive():
                 self.error = ClosedEarly("the server closes the connection after the response "
                                          "(no keep-alive)")

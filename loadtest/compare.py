@@ -1,144 +1,191 @@
 """fibernet beside its peers under loadtest/load.py: side by side, pinned, interleaved rounds.
-
-Run from the repository root::
-
-    python loadtest/compare.py --make-env /tmp/peers         # echo, churn, http; peers in a venv
-    python loadtest/compare.py --peers-python /tmp/peers/bin/python          # the same, made once
-    python loadtest/compare.py --quick --workloads http --impls fibernet,uvicorn
-    python loadtest/compare.py --wrk-check                   # load.py against wrk, same server
-
-The other benchmarks run on the peers' interpreter the same way, through ``fibernet loadtest
---make-env DIR NAME ARGS`` (or ``--peers-python PATH``): ``echo``, ``http_hello``, ``actors``,
-``primitives``, ``ws_echo``.
-
-Servers (each in its own process, ``taskset -c SERVER_CPU``, default 0):
-
-* TCP echo (workloads ``echo``, ``churn``): ``loadtest/peers/echo_*.py`` for fibernet,
-  asyncio-streams, uvloop-streams, uvloop-proto, gevent, trio (and raw-epoll, fibernet-t2);
-* HTTP hello (workloads ``http``, ``http-open``): ``fibernet serve fibernet.examples.hello:app``,
-  uvicorn (httptools, uvloop, raw ASGI), gevent.pywsgi, aiohttp (and uvloop-proto) as
-  ``loadtest/http_hello.py`` runs them.
-
-fibernet runs on this interpreter; the peers run on the peers' interpreter: ``--peers-python
-PATH``, or the environment ``--make-env DIR`` makes (``python -m venv DIR`` and ``pip install``
-of the peers and of fibernet's own dependencies into it, skipped when they all import
-already: never into this environment; fibernet itself is imported from this checkout).
-Without either, the peers are taken from this interpreter if they import, and the output
-says so.
-
-One measurement (a fresh driver process pinned to the load CPUs, default 1): start the
-server, check it with a few requests, warm up (``--warmup`` s), read the server's CPU time
-(utime + stime of its process and children, the kernel's accounting read by psutil),
-run load.py in-process (or ``--processes`` load processes) for ``--duration`` s, read the
-CPU time again, stop the server.  Reported per workload and server (medians over
-``--rounds`` interleaved rounds: for round: for workload: for server): requests/s, p50 and
-p99 latency, the server's CPU time per message (us; stays valid when the load generator is
-the bottleneck), errors, and fibernet's ratios (rate: fibernet / peer, above 1 = fibernet
-faster; CPU/msg: fibernet / peer, below 1 = fibernet cheaper).
-
-Workloads: ``echo`` (closed loop, ``--connections`` N, ``--size`` B messages), ``churn``
-(connect, one 64 B echo, close; ``--churn-connections``), ``http`` (GET /hello, closed
-loop), ``http-open`` (GET /hello, open loop at ``--rate`` req/s: latency at a fixed load).
-
-``--wrk-check`` measures load.py against wrk on the fibernet hello server, interleaved:
-``wrk -t1 -cN -dDs --latency URL`` and load.py's http workload (the same request bytes),
-closed loop, with the same N connections and duration, both pinned to the load CPU: request
-rates, median latencies and their ratios (per round, then the median), and for each tool
-the server's CPU per request, the load side's CPU per request and how often the load side
-went to sleep per request (each sleep costs the server a wake-up of the generator: a
-generator with less headroom sleeps less and gets a cheaper server; docs/pages/benchmarks.md).
+fibernet runs on this interpreter, the peers on --peers-python (or the venv --make-env DIR
+makes; without either, this interpreter, and the output says so).  Each measurement is a
+fresh driver pinned to --load-cpu that starts the server pinned to --server-cpu (the echo and
+hello servers of echo.py and http_hello.py), checks it with 20 requests, warms up, and reads
+the server's CPU time (process and children) around a --duration run of load.py: req/s, p50
+and p99 latency, the server's CPU per message (valid also when the load is the bottleneck),
+errors, and fibernet's ratios (rate x: fibernet / peer, above 1 = faster; CPU x: below 1 =
+cheaper); medians over rounds.  Workloads: echo (closed loop, --connections, --size B), churn
+(connect, one 64 B echo, close; --churn-connections), http (GET /hello, closed loop),
+http-open (open loop at --rate req/s).  --wrk-check instead measures load.py against wrk on
+fibernet's hello server: rates, median latencies, their per-round ratios, and each tool's
+server CPU, load CPU and load sleeps per request (docs/pages/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+import resource
+import shlex
 import shutil
+import subprocess
 import sys
+import time
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(HERE))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _bench  # noqa: E402
-from _bench import fmt_num, fmt_ratio  # noqa: E402
-from _compare_servers import (  # noqa: E402
-    HTTP_EXTRA,
-    HTTP_IMPLS,
-    NEEDS,
-    TCP_EXTRA,
-    TCP_IMPLS,
-    WORKLOADS,
-    measure,
-)
+import _proc  # noqa: E402
+import _wrk  # noqa: E402
+from _bench import fmt_num, fmt_pct, fmt_ratio  # noqa: E402
 from _peers import importable, peers_python  # noqa: E402
+from _server import ECHO, FIBERNET_CLI, HOST, ServerProcess, hello, peer  # noqa: E402
+
+TCP_IMPLS = ("fibernet", "asyncio-streams", "uvloop-streams", "uvloop-proto", "gevent", "trio")
+TCP_EXTRA = ("raw-epoll", "fibernet-t2")
+HTTP_IMPLS = ("fibernet", "uvicorn", "gevent", "aiohttp")
+HTTP_EXTRA = ("uvloop-proto",)
+NEEDS = {"gevent": ["gevent"], "trio": ["trio"], "uvloop-streams": ["uvloop"],  # modules a peer imports
+         "uvloop-proto": ["uvloop", "httptools"], "uvicorn": ["uvicorn", "uvloop", "httptools"],
+         "aiohttp": ["aiohttp"]}
+WORKLOADS = {"echo": "tcp", "churn": "tcp", "http": "http", "http-open": "http"}
+
+
+# --------------------------------------------------------------------------
+# one measurement (in a driver child pinned to the load CPUs)
+
+
+def server_command(kind: str, impl: str, port: int, peers_python: str) -> list[str]:
+    py = None if impl.startswith("fibernet") else peers_python
+    if kind == "tcp":
+        return peer(ECHO, impl, python=py, port=port)
+    return hello(impl, port, python=py, cli=FIBERNET_CLI)
+
+
+def load_side() -> tuple[float, int]:
+    """(CPU seconds, voluntary context switches) of the load side: this driver and its finished
+    children (wrk, load processes).  Each sleep of the generator costs the server a wake-up."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, own.ru_nvcsw + kids.ru_nvcsw
+
+
+def server_side(pid: int) -> tuple[float, int]:
+    """(CPU seconds of ``pid`` and its children, voluntary context switches of its threads)."""
+    return sum(_proc.cpu_times(pid, descendants=True)), _proc.ctx_switches(pid, voluntary_only=True)
+
+
+def load_config(workload: str, port: int, params: dict, **over):
+    import load
+
+    base = {"host": HOST, "port": port, "timeout": 10.0}
+    if workload == "echo":
+        base.update(workload="echo", size=params["size"], connections=params["connections"])
+    elif workload == "churn":
+        base.update(workload="churn", size=64, connections=params["churn_connections"])
+    else:
+        base.update(workload="http", path="/hello", connections=params["connections"])
+        if workload == "http-open":
+            base["rate"] = params["rate"]
+    return load.Config(**{**base, **over})
+
+
+def run_wrk(port: int, params: dict, duration: float) -> dict:
+    cmd = _wrk.command(params["wrk"], f"http://{HOST}:{port}/hello", 1, params["connections"], duration)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed: {proc.stderr}{proc.stdout}")
+    parsed = _wrk.result(proc.stdout)
+    lat = parsed["latency_us"]
+    return {"rate": parsed["rps"], "requests": parsed["requests"], "p50": lat["50"] / 1e3,
+            "p90": lat["90"] / 1e3, "p99": lat["99"] / 1e3, "errors": sum(parsed["errors"].values()),
+            "error_kinds": parsed["errors"], "output": proc.stdout}
+
+
+def run_load(workload: str, port: int, params: dict, **over) -> dict:
+    import load
+
+    res = load.run_load(load_config(workload, port, params, **over))
+    lat = res.latency()
+    return {"rate": res.rate, "requests": res.requests, "p50": lat["p50"], "p90": lat["p90"],
+            "p99": lat["p99"], "max": lat["max"], "errors": res.error_total, "error_kinds": res.errors}
+
+
+def measure(workload: str, impl: str, params: dict) -> dict:
+    check = workload == "wrk-check"
+    kind = "http" if check else WORKLOADS[workload]
+    tool = impl if check else "load"  # wrk-check: impl is the tool, the server fibernet's
+    port = _bench.free_port(HOST)
+    cmd = server_command(kind, "fibernet" if check else impl, port, params["peers_python"])
+    with ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"]) as server:
+        try:
+            probe = run_load("echo" if kind == "tcp" else "http", port, params, connections=2, count=20)
+            if probe["errors"] or probe["requests"] != 20:
+                raise RuntimeError(f"the server answers wrongly: {probe['error_kinds']}")
+            if tool == "wrk":
+                run_wrk(port, params, params["warmup"])
+            else:
+                run_load(workload if kind == "tcp" else "http", port, params, duration=params["warmup"])
+            (cpu0, wake0), (load0, sleeps0), t0 = server_side(server.pid), load_side(), time.perf_counter()
+            if tool == "wrk":
+                out = run_wrk(port, params, params["duration"])
+            else:
+                out = run_load("http" if check else workload, port, params, duration=params["duration"],
+                               processes=params["processes"])
+            (cpu1, wake1), (load1, sleeps1) = server_side(server.pid), load_side()
+            wall = time.perf_counter() - t0
+            server.check_alive()
+        except Exception as exc:
+            raise RuntimeError(f"{exc}\n{server.tail()}") from None
+        server.stop(10)
+    n = out["requests"]
+    per = lambda x: x / n if n else None  # noqa: E731
+    out.update(server_cpu_s=cpu1 - cpu0, server_us_per_msg=per(1e6 * (cpu1 - cpu0)),
+               server_cpu_util=(cpu1 - cpu0) / wall, load_cpu_util=(load1 - load0) / wall,
+               server_wakeups_per_msg=per(wake1 - wake0), load_us_per_msg=per(1e6 * (load1 - load0)),
+               load_sleeps_per_msg=per(sleeps1 - sleeps0), server_command=shlex.join(server.command))
+    out["summary"] = (f"{fmt_num(out['rate'])}/s p50 {fmt_num(out['p50'])} ms p99 {fmt_num(out['p99'])} ms, "
+                      f"server {fmt_num(out['server_us_per_msg'])} us/msg "
+                      f"CPU {fmt_pct(out['server_cpu_util'])}, "
+                      f"load CPU {fmt_pct(out['load_cpu_util'])} {fmt_num(out['load_us_per_msg'])} us/msg "
+                      f"{fmt_num(out['load_sleeps_per_msg'])} sleeps/msg, errors {out['errors']}")
+    return out
+
 
 # --------------------------------------------------------------------------
 # summary
 
 
-def med(samples: _bench.Samples, workload: str, impl: str, key: str) -> float | None:
-    return _bench.median(samples.values(workload, impl, key))
-
-
 def table(samples: _bench.Samples, workload: str, impls: list[str]) -> str:
-    ours_rate = med(samples, workload, "fibernet", "rate")
-    ours_cpu = med(samples, workload, "fibernet", "server_us_per_msg")
+    ours_rate, ours_cpu = (samples.median(workload, "fibernet", k) for k in ("rate", "server_us_per_msg"))
     rows = []
-    for impl in impls:
-        if not samples.results.get((workload, impl)):
-            rows.append([impl, "ERROR" if samples.errors.get((workload, impl)) else "-"] + ["-"] * 8)
+    for r in _bench.summary_rows(samples, workload, impls, "rate", ("p50", "p99", "server_us_per_msg"),
+                                 keep_empty=True):
+        results = samples.results.get((workload, r["impl"]))
+        if not results:
+            rows.append([r["impl"], "ERROR" if r["errors"] else "-"] + ["-"] * 8)
             continue
-        rate = med(samples, workload, impl, "rate")
-        cpu = med(samples, workload, impl, "server_us_per_msg")
-        errors = sum(r.get("errors", 0) for r in samples.results[(workload, impl)])
-        rows.append(
-            [
-                impl, fmt_num(rate), _bench.fmt_pct(_bench.spread(samples.values(workload, impl, "rate"))),
-                fmt_num(med(samples, workload, impl, "p50")), fmt_num(med(samples, workload, impl, "p99")),
-                fmt_num(cpu), fmt_ratio(_bench.ratio(ours_rate, rate)),
-                fmt_ratio(_bench.ratio(ours_cpu, cpu)), errors, len(samples.results[(workload, impl)]),
-            ]
-        )
-    head = [
-        "server", "req/s", "spread", "p50 ms", "p99 ms", "srv us/msg", "fibernet rate x", "fibernet CPU x",
-        "errors", "rounds",
-    ]
-    return _bench.format_table(head, rows)
+        cpu = r["server_us_per_msg"]
+        rows.append([r["impl"], fmt_num(r["rate"]), fmt_pct(r["spread"]), fmt_num(r["p50"]),
+                     fmt_num(r["p99"]), fmt_num(cpu), fmt_ratio(_bench.ratio(ours_rate, r["rate"])),
+                     fmt_ratio(_bench.ratio(ours_cpu, cpu)),
+                     sum(x.get("errors", 0) for x in results), len(results)])
+    return _bench.format_table(["server", "req/s", "spread", "p50 ms", "p99 ms", "srv us/msg",
+                                "fibernet rate x", "fibernet CPU x", "errors", "rounds"], rows)
 
 
 def wrk_table(samples: _bench.Samples) -> str:
-    w = "wrk-check"
-    rows = []
+    w, rows = "wrk-check", []
     for tool in ("wrk", "load"):
-        rows.append(
-            [
-                tool, fmt_num(med(samples, w, tool, "rate")),
-                _bench.fmt_pct(_bench.spread(samples.values(w, tool, "rate"))),
-                fmt_num(med(samples, w, tool, "p50")), fmt_num(med(samples, w, tool, "p99")),
-                fmt_num(med(samples, w, tool, "server_us_per_msg")),
-                _bench.fmt_pct(med(samples, w, tool, "server_cpu_util")),
-                _bench.fmt_pct(med(samples, w, tool, "load_cpu_util")),
-                fmt_num(med(samples, w, tool, "load_us_per_msg")),
-                fmt_num(med(samples, w, tool, "load_sleeps_per_msg")),
-            ]
-        )
-    head = ["tool", "req/s", "spread", "p50 ms", "p99 ms", "srv us/req", "srv CPU", "load CPU"]
-    head += ["load us/req", "load sleeps/req"]
-    lines = [_bench.format_table(head, rows)]
+        med = partial(samples.median, w, tool)
+        rows.append([tool, fmt_num(med("rate")), fmt_pct(_bench.spread(samples.values(w, tool, "rate"))),
+                     fmt_num(med("p50")), fmt_num(med("p99")), fmt_num(med("server_us_per_msg")),
+                     fmt_pct(med("server_cpu_util")), fmt_pct(med("load_cpu_util")),
+                     fmt_num(med("load_us_per_msg")), fmt_num(med("load_sleeps_per_msg"))])
+    lines = [_bench.format_table(["tool", "req/s", "spread", "p50 ms", "p99 ms", "srv us/req", "srv CPU",
+                                  "load CPU", "load us/req", "load sleeps/req"], rows)]
     for key, what in (("rate", "request rate"), ("p50", "median latency")):
         # per round (wrk and load.py ran back to back), then the median over rounds
         pairs = zip(samples.values(w, "load", key), samples.values(w, "wrk", key), strict=False)
         per_round = [_bench.ratio(a, b) for a, b in pairs]
         mid = _bench.median(per_round)
         verdict = "-" if mid is None else ("within 10%" if abs(mid - 1) <= 0.10 else "NOT within 10%")
-        lines.append(
-            f"load.py / wrk {what}: {fmt_ratio(mid)} (median of per-round ratios "
-            + ", ".join(fmt_ratio(r) for r in per_round)
-            + f"): {verdict}"
-        )
+        lines.append(f"load.py / wrk {what}: {fmt_ratio(mid)} (median of per-round ratios "
+                     + ", ".join(fmt_ratio(r) for r in per_round) + f"): {verdict}")
     return "\n".join(lines)
 
 
@@ -147,40 +194,28 @@ def wrk_table(samples: _bench.Samples) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="examples:\n" + __doc__.split("::\n\n")[1].split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--workloads", default="echo,churn,http", help=f"comma list of {','.join(WORKLOADS)}")
-    p.add_argument(
-        "--impls", help="comma list of servers (default: fibernet and every peer of each workload)"
-    )
-    p.add_argument("--quick", action="store_true", help="1 round of 2 s, 0.5 s warm-up")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--duration", type=float)
-    p.add_argument("--warmup", type=float)
-    p.add_argument("--connections", "-c", type=int, default=50)
-    p.add_argument("--churn-connections", type=int, default=10)
-    p.add_argument("--size", type=int, default=64, help="echo message size (bytes)")
-    p.add_argument("--rate", type=float, default=2000.0, help="http-open: requests/s")
-    p.add_argument("--processes", type=int, default=1, help="load processes per measurement")
-    p.add_argument("--server-cpu", default="0")
-    p.add_argument("--load-cpu", default="1", help="CPU list of the driver and its load processes")
-    p.add_argument("--peers-python", help="interpreter of the peers' environment")
-    p.add_argument("--make-env", metavar="DIR", help="make (or update) the peers' environment in DIR")
-    p.add_argument("--wrk-check", action="store_true", help="load.py against wrk on fibernet's hello server")
-    p.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
-    p.add_argument("--start-timeout", type=float, default=30.0)
-    p.add_argument("--json", metavar="PATH")
+    p = _bench.argument_parser(__doc__)
+    _bench.round_options(p, "1 round of 2 s, 0.5 s warm-up", "measured seconds (default 5, --quick 2)",
+                         "warm-up seconds (default 1, --quick 0.5)")
+    add = p.add_argument
+    add("--workloads", default="echo,churn,http", help=f"comma list of {','.join(WORKLOADS)}")
+    add("--impls", help="comma list of servers (default: fibernet and every peer of each workload)")
+    add("--connections", "-c", type=int, default=50)
+    add("--churn-connections", type=int, default=10)
+    add("--size", type=int, default=64, help="echo message size (bytes)")
+    add("--rate", type=float, default=2000.0, help="http-open: requests/s")
+    add("--processes", type=int, default=1, help="load processes per measurement")
+    add("--server-cpu", default="0")
+    add("--load-cpu", default="1", help="CPU list of the driver and its load processes")
+    add("--peers-python", help="interpreter of the peers' environment")
+    add("--make-env", metavar="DIR", help="make (or update) the peers' environment in DIR")
+    add("--wrk-check", action="store_true", help="load.py against wrk on fibernet's hello server")
+    add("--wrk", default=shutil.which("wrk") or "wrk")
+    add("--start-timeout", type=float, default=30.0)
     args = p.parse_args(argv)
-    args.rounds = args.rounds or (1 if args.quick else 3)
-    args.duration = args.duration or (2.0 if args.quick else 5.0)
-    args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
-    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = [w for w in args.workloads if w not in WORKLOADS]
-    if unknown:
-        p.error(f"--workloads: unknown {', '.join(unknown)}")
+    _bench.fill_defaults(args, {"rounds": 1, "duration": 2.0, "warmup": 0.5} if args.quick
+                         else {"rounds": 3, "duration": 5.0, "warmup": 1.0})
+    args.workloads = _bench.comma_list(p, args.workloads, WORKLOADS, "--workloads")
     if _bench.cpu_set(args.server_cpu) & _bench.cpu_set(args.load_cpu):
         p.error("--server-cpu and --load-cpu must not overlap")
     _bench.check_cpu(args.server_cpu)
@@ -189,27 +224,22 @@ def parse_args(argv=None):
 
 
 def plan_for(args, py: str, log) -> tuple[list, dict[str, list[str]]]:
-    params = {
-        "peers_python": py, "server_cpu": args.server_cpu, "duration": args.duration, "warmup": args.warmup,
-        "connections": args.connections, "size": args.size, "churn_connections": args.churn_connections,
-        "rate": args.rate, "processes": args.processes, "start_timeout": args.start_timeout, "wrk": args.wrk,
-    }
+    keys = ("server_cpu", "duration", "warmup", "connections", "size", "churn_connections", "rate",
+            "processes", "start_timeout", "wrk")
+    params = {"peers_python": py, **{k: getattr(args, k) for k in keys}}
     if args.wrk_check:
         return [("wrk-check", t, params) for t in ("wrk", "load")], {"wrk-check": ["wrk", "load"]}
     chosen = [x.strip() for x in args.impls.split(",")] if args.impls else None
     plan, impls = [], {}
     for workload in args.workloads:
-        kind = WORKLOADS[workload]
-        known = (TCP_IMPLS + TCP_EXTRA) if kind == "tcp" else (HTTP_IMPLS + HTTP_EXTRA)
-        names = [x for x in (chosen or (TCP_IMPLS if kind == "tcp" else HTTP_IMPLS)) if x in known]
-        usable = []
-        for impl in names:
+        default, extra = (TCP_IMPLS, TCP_EXTRA) if WORKLOADS[workload] == "tcp" else (HTTP_IMPLS, HTTP_EXTRA)
+        impls[workload] = []
+        for impl in [x for x in chosen or default if x in default + extra]:
             if impl.startswith("fibernet") or importable(py, NEEDS.get(impl, [])):
-                usable.append(impl)
+                impls[workload].append(impl)
+                plan.append((workload, impl, params))
             else:
                 log(f"skipping {impl}: {py} cannot import {', '.join(NEEDS.get(impl, []))}")
-        impls[workload] = usable
-        plan += [(workload, impl, params) for impl in usable]
     return plan, impls
 
 
@@ -217,22 +247,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     py, where = peers_python(args.make_env, args.peers_python)
-    print(where)
-    print(
-        f"server on CPU {args.server_cpu}, load (and its driver) on CPU {args.load_cpu}; "
-        f"{args.rounds} round(s) of {args.duration:g} s after {args.warmup:g} s warm-up"
-    )
+    print(f"{where}\nserver on CPU {args.server_cpu}, load (and its driver) on CPU {args.load_cpu}; "
+          f"{args.rounds} round(s) of {args.duration:g} s after {args.warmup:g} s warm-up")
     plan, impls = plan_for(args, py, log)
-    samples = _bench.run_interleaved(
-        __file__, plan, args.rounds, args.load_cpu, timeout=args.duration * 4 + 120, log=log
-    )
+    samples = _bench.run_interleaved(__file__, plan, args.rounds, args.load_cpu, args.duration * 4 + 120, log)
     for workload, names in impls.items():
         print(f"\n== {workload} ==")
         print(wrk_table(samples) if workload == "wrk-check" else table(samples, workload, names))
-    _bench.save_json(
-        args.json,
-        {"command": _bench.command_line(), "peers": where, "args": vars(args), "samples": samples.to_json()},
-    )
+    _bench.save_json(args.json, {"command": _bench.command_line(), "peers": where, "args": vars(args),
+                                 "samples": samples.to_json()})
     return 1 if samples.errors else 0
 
 

@@ -1,19 +1,9 @@
 """The memory floor of a suspended greenlet: what any greenlet-based server pays per idle
-connection before it allocates anything of its own.
+connection before it allocates anything of its own (docs/pages/benchmarks.md, "TCP echo").
 
-Run from the repository root::
-
-    python loadtest/greenlet_floor.py            # 10,000 greenlets
-    python loadtest/greenlet_floor.py -n 50000
-
-Each greenlet runs one Python function that switches back to the main greenlet, the least a
-connection handler blocked in ``recv`` can be.  Reported: (VmRSS after - VmRSS before) / n,
-in KiB, and the part ``tracemalloc`` sees (the copied C stack slice and the objects).  The
-rest is the greenlet's own Python data stack: since CPython 3.11 each greenlet gets its own
-16 KiB chunk (mmap'd), of which the first 4 KiB page is touched as soon as one frame is
-pushed.  So on CPython >= 3.11 a suspended greenlet costs more than 4 KiB by itself, and a
-bar of 4 KB per idle connection cannot be met by a server that keeps a greenlet per idle
-connection (fibernet, gevent).
+N greenlets each switch back to the main one from one Python function, the least a handler
+blocked in ``recv`` can be; reported: the RSS growth per greenlet in KiB, and the part
+``tracemalloc`` sees (the rest: since CPython 3.11 each greenlet's own Python data stack).
 """
 
 from __future__ import annotations
@@ -31,7 +21,7 @@ def rss_kib() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-n", type=int, default=10_000, help="greenlets (default 10,000)")
     args = parser.parse_args(argv)
     hub = greenlet.getcurrent()

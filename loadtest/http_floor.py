@@ -1,30 +1,13 @@
 """The CPU floor of HTTP hello-world on greenlets: what any greenlet-per-connection server in
 Python pays per request before it does anything of its own.
-
-Run from the repository root::
-
-    python loadtest/http_floor.py --layer            # fibernet's HTTP layer without I/O
-    python loadtest/http_floor.py --serve PORT       # the minimal greenlet server (foreground)
-
-``--serve PORT`` runs the least a server with a greenlet per connection can be: one epoll
-set (edge-triggered), a hub that switches straight to the greenlet of each ready socket, and
-per connection a greenlet that reads, feeds ``httptools``, writes a canned keep-alive
-response and, after a short read, switches back to the hub until the next edge.  No timers,
-no timeouts, no limits, no cancellation, no run queue, no cross-thread wake-ups, no HTTP
-validation: everything fibernet must have is missing.  ``loadtest/http_hello.py`` measures
-it beside the others under ``wrk`` (the row ``greenlet-floor``).
-
-``--layer`` measures in-process, with no socket, the CPU time per request of
-
-* fibernet's HTTP layer: the connection loop of ``fibernet/server/http.py`` with its
-  ``ServerProtocol`` (httptools plus fibernet's limits and checks), the hello
-  app, and the response (its cached wire form), fed wrk's request over a fake socket;
-* a bare ``httptools`` parse of the same request with the two callbacks the minimal server
-  uses.
-
-Their difference is what HTTP/1.1 done properly costs over a canned response.  Added to the
-greenlet floor it is a lower bound for a greenlet-based server that does the HTTP work (no
-runtime features at all), which ``http_hello.py`` sets beside fibernet's target.
+  --serve PORT  the least such a server can be: one edge-triggered epoll set, a hub that switches
+                to the greenlet of each ready socket, and per connection a greenlet that reads,
+                feeds httptools and writes a canned keep-alive response; no timers, limits,
+                cancellation or run queue (http_hello.py measures it: row greenlet-floor)
+  --layer       in-process, no socket: CPU us per request of fibernet's HTTP layer (its
+                connection loop, ServerProtocol and the hello app, fed wrk's request) and of a
+                bare httptools parse; their difference is what HTTP/1.1 done properly costs over
+                a canned response, added to the greenlet floor beside fibernet's target
 """
 
 from __future__ import annotations
@@ -41,13 +24,12 @@ import time
 import httptools
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)  # the repository root, for `import fibernet`
+if os.path.dirname(HERE) not in sys.path:
+    sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from peers._serve import BODY, CANNED, NOT_FOUND, accept_all, canned_parser, listen  # noqa: E402,F401
+from peers._serve import accept_all, canned_parser, listen  # noqa: E402
 
 # wrk's request, byte for byte (as loadtest/_load_workloads.py sends it)
 WRK_REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
@@ -175,7 +157,8 @@ def layer_cost(n: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--layer", action="store_true", help="measure the HTTP layer without I/O")
     group.add_argument("--serve", type=int, metavar="PORT", help="run the minimal greenlet server")
@@ -190,11 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(
-            f"{args.n:,} requests without I/O: fibernet's HTTP layer {result['layer_us']:.2f} us each, "
-            f"a bare httptools parse {result['bare_parse_us']:.2f} us, "
-            f"so HTTP done properly costs {result['extra_us']:.2f} us more"
-        )
+        print(f"{args.n:,} requests without I/O: fibernet's HTTP layer {result['layer_us']:.2f} us each, "
+              f"a bare httptools parse {result['bare_parse_us']:.2f} us, "
+              f"so HTTP done properly costs {result['extra_us']:.2f} us more")
     return 0
 
 

@@ -1,32 +1,17 @@
-"""fibernet's load generator, written on fibernet's own client side.
+"""fibernet's load generator, written on fibernet's own client side (docs/pages/benchmarks.md,
+"The load generator")::
 
-Run from the repository root (or as ``fibernet loadtest load ...``)::
+    fibernet loadtest load -w http -p 8000 --path /hello -c 50 -d 10
+    fibernet loadtest load -w echo -p 9000 --size 1024 -c 100 --count 100000
+    fibernet loadtest load -w http -p 8000 --rate 5000 -d 30 --plot lat.png --json run.json
 
-    python loadtest/load.py --workload http --port 8000 --path /hello -c 50 -d 10
-    python loadtest/load.py --workload echo --port 9000 --size 1024 -c 100 --count 100000
-    python loadtest/load.py --workload http --port 8000 --rate 5000 -d 30 --plot lat.png
-    python loadtest/load.py --workload line --port 9000 --line PING --expect PONG -d 5
-    python loadtest/load.py --workload churn --port 9000 -c 20 -d 5 --json churn.json
-
-Workloads (``_load_workloads.py``): ``echo`` (``--size`` bytes, every echoed byte checked),
-``line`` (one line per request, the answer must be the same line, ``--expect any`` or a
-given line), ``http`` (``--method --path --header 'name: value' --body --no-keepalive
---pipeline D``; answers must be 2xx), ``churn`` (connect, one echo exchange, close).
-
-Closed loop (default): ``--connections`` N connections, each sends its next request when
-its answer has come (``--pipeline D``: keeps D requests in flight).  Open loop (``--rate R``
-requests/s over all connections): request k is due at t0 + k/R; latency is measured from
-that intended time, so a server that stalls is seen in the percentiles (coordinated
-omission corrected as wrk2 does it).  Every run is bounded: ``--duration`` seconds or
-``--count`` requests (a failed connect counts as an attempt), and each socket wait by
-``--timeout``.  Only loopback addresses are allowed unless ``--allow-remote``.
-
-``--processes P`` runs P load processes (this script with ``--_child``), splitting the
-connections, the rate and the count; each writes its HdrHistogram (encoded) and counters as
-JSON, and this process merges them.  Output: a progress line while it runs (``--progress``,
-on by default when stderr is a terminal), a table at the end, ``--json PATH`` (``-`` for
-stdout; the table then goes to stderr) and ``--plot FILE.png`` (latency by percentile and
-throughput over time; needs matplotlib).
+Workloads (``_load_workloads.py``): echo, line, http, churn.  Closed loop: ``-c`` connections,
+each sends its next request when the answer has come (``--pipeline D``: D in flight).  Open loop
+(``--rate R``): request k is due at t0 + k/R and its latency counts from then, so a stalled
+server shows in the percentiles (no coordinated omission, as in wrk2).  Every run stops by
+itself (``--duration`` or ``--count``; a failed connect counts), each socket wait is bounded by
+``--timeout``, and only loopback is allowed unless ``--allow-remote``.  ``--processes P`` splits
+the connections, rate and count between P processes and merges their HdrHistograms.
 
 From Python: ``run_load(Config(workload="http", port=8000, count=1000)) -> Result``.
 """
@@ -34,6 +19,7 @@ From Python: ``run_load(Config(workload="http", port=8000, count=1000)) -> Resul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -45,7 +31,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
@@ -128,25 +113,14 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def _split(total: int | float | None, parts: int, index: int) -> Any:
-    if total is None:
-        return None
-    if isinstance(total, float) or not isinstance(total, int):
-        return total / parts
-    return total // parts + (1 if index < total % parts else 0)
-
-
 def child_configs(cfg: Config) -> list[Config]:
     """The configs of P load processes: connections, rate and count split between them."""
-    out = []
-    for i in range(cfg.processes):
-        count = _split(cfg.count, cfg.processes, i)
-        out.append(
-            dataclasses.replace(
-                cfg, processes=1, connections=_split(cfg.connections, cfg.processes, i),
-                rate=None if cfg.rate is None else cfg.rate / cfg.processes, count=count,
-            )
-        )
+    p = cfg.processes
+    share = lambda total, i: None if total is None else total // p + (i < total % p)  # noqa: E731
+    rate = None if cfg.rate is None else cfg.rate / p
+    rate = None if cfg.rate is None else cfg.rate / p
+    out = [dataclasses.replace(cfg, processes=1, connections=share(cfg.connections, i),
+                               count=share(cfg.count, i), rate=rate) for i in range(p)]
     return [c for c in out if c.count is None or c.count > 0]
 
 
@@ -171,75 +145,58 @@ def run_load(config: Config) -> Result:
 
 
 def run_children(cfg: Config) -> list[dict]:
+    """Run ``cfg`` in load processes (``load.py --_child``, a JSON line each way): started
+    together once all are connected, their progress summed, their records returned."""
     configs = child_configs(cfg)
+    command = [sys.executable, os.path.abspath(__file__), CHILD_FLAG]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    procs = [subprocess.Popen(command, **pipes) for _ in configs]
     events: queue.Queue = queue.Queue()
-    procs: list[subprocess.Popen] = []
-    readers: list[threading.Thread] = []
 
     def read(i: int, proc: subprocess.Popen) -> None:
         for line in proc.stdout:  # type: ignore[union-attr]
-            line = line.strip()
             if line.startswith("{"):
-                try:
-                    events.put((i, json.loads(line)))
-                except ValueError:
-                    pass
+                events.put((i, json.loads(line)))
         events.put((i, None))
 
+    readers = [threading.Thread(target=read, args=x, daemon=True) for x in enumerate(procs)]
+    parts: dict[int, dict] = {}
+    progress = Progress() if cfg.progress else None
     try:
-        for i, child in enumerate(configs):
-            proc = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), CHILD_FLAG], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, text=True,
-            )
-            procs.append(proc)
-            proc.stdin.write(json.dumps(dataclasses.asdict(child)) + "\n")  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
-            t = threading.Thread(target=read, args=(i, proc), name=f"load-child-{i}", daemon=True)
-            t.start()
-            readers.append(t)
-        parts: dict[int, dict] = {}
+        for proc, child, reader in zip(procs, configs, readers, strict=True):
+            send(proc, json.dumps(dataclasses.asdict(child)))
+            reader.start()
         ready: set[int] = set()
         ended: set[int] = set()
         latest: dict[int, dict] = {}
-        progress = Progress() if cfg.progress else None
-        started = False
         shown = 0
         while len(ended) < len(procs):
             i, event = events.get()
             if event is None:
                 ended.add(i)
-                if not started and i not in ready:
+                if i not in ready:
                     break  # a child died before it was ready: nothing to wait for
-                continue
-            if "ready" in event:
+            elif "ready" in event:
                 ready.add(i)
-                if len(ready) == len(procs):
-                    for proc in procs:  # all connected: start together
-                        proc.stdin.write("go\n")  # type: ignore[union-attr]
-                        proc.stdin.flush()  # type: ignore[union-attr]
-                    started = True
+                if len(ready) == len(procs):  # all connected: start together
+                    for proc in procs:
+                        send(proc, "go")
             elif "progress" in event:
                 latest[i] = event["progress"]
-                if progress and len(latest) == len(procs):
-                    snap = list(latest.values())
-                    tick = min(p["tick"] for p in snap)
-                    if tick > shown:  # every child has reported this tick: show the sum
-                        shown = tick
-                        progress.show(
-                            tick * cfg.progress_interval, sum(p["ok"] for p in snap),
-                            sum(p["errors"] for p in snap),
-                        )
+                tick = min(p["tick"] for p in latest.values())
+                if progress and len(latest) == len(procs) and tick > shown:  # all have reported it
+                    shown = tick
+                    snap = latest.values()
+                    ok, errors = sum(p["ok"] for p in snap), sum(p["errors"] for p in snap)
+                    progress.show(tick * cfg.progress_interval, ok, errors)
             elif "part" in event:
                 parts[i] = event["part"]
+    finally:
         if progress:
             progress.close()
-    finally:
         for proc in procs:
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
         for proc in procs:
             try:
                 proc.wait(timeout=cfg.timeout + 30)
@@ -249,11 +206,15 @@ def run_children(cfg: Config) -> list[dict]:
             proc.stdout.close()  # type: ignore[union-attr]
         for t in readers:
             t.join(5)
-    failed = [i for i in range(len(procs)) if i not in parts]
-    if failed:
+    if failed := [i for i in range(len(procs)) if i not in parts]:
         codes = ", ".join(f"#{i} exit {procs[i].returncode}" for i in failed)
         raise RuntimeError(f"load process(es) {codes} gave no result (see their output above)")
     return [parts[i] for i in sorted(parts)]
+
+
+def send(proc: subprocess.Popen, line: str) -> None:
+    proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+    proc.stdin.flush()  # type: ignore[union-attr]
 
 
 def child_main() -> int:
@@ -287,10 +248,9 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
-    p = argparse.ArgumentParser(
-        prog="load.py", description="fibernet's load generator: closed or open loop, HdrHistogram latencies.",
-        epilog="Every run stops by itself: --duration (default 10 s) or --count.",
-    )
+    p = argparse.ArgumentParser(prog="load.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Every run stops by itself: --duration (default 10 s) or --count.")
     p.add_argument("--workload", "-w", choices=WORKLOADS, default="echo")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", "-p", type=int, required=True)
@@ -305,7 +265,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     p.add_argument("--expect", default="echo", help="line workload: 'echo' (default), 'any' or a line")
     p.add_argument("--method", "-m", default="GET")
     p.add_argument("--path", default="/")
-    p.add_argument("--header", "-H", type=_header, action="append", default=[], metavar="'NAME: VALUE'")
+    p.add_argument("--header", "-H", dest="headers", type=_header, action="append", default=[],
+                   metavar="'NAME: VALUE'")
     p.add_argument("--body", default="", help="HTTP request body (text)")
     p.add_argument("--keepalive", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--pipeline", type=int, default=1, help="requests in flight per connection")
@@ -318,15 +279,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     args = p.parse_args(argv)
     if args.duration is None and args.count is None:
         args.duration = 10.0
-    cfg = Config(
-        workload=args.workload, host=args.host, port=args.port, connections=args.connections,
-        duration=args.duration, count=args.count, rate=args.rate, processes=args.processes, size=args.size,
-        line=args.line, expect=args.expect, method=args.method, path=args.path, headers=args.header,
-        body=args.body, keepalive=args.keepalive, pipeline=args.pipeline, timeout=args.timeout,
-        allow_remote=args.allow_remote,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
-        progress_interval=args.progress_interval,
-    )
+    if args.progress is None:
+        args.progress = sys.stderr.isatty()
+    cfg = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
     try:
         cfg.validate()
     except ValueError as exc:
@@ -338,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     started = time.time()
     result = run_load(cfg)
-    table = render(result, _bench.fmt_num, _bench.format_table)
+    table = render(result)
     print(table, file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
     if args.json:
         extra = {

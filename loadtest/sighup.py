@@ -1,24 +1,11 @@
 """A rolling restart under load: ``kill -HUP`` to the supervisor while wrk or h2load runs.
-
-Run from the repository root::
-
-    python loadtest/sighup.py                                   # fibernet, wrk and h2load, 3 runs each
-    python loadtest/sighup.py --peers-python /tmp/peers/bin/python  # and gunicorn (gevent workers)
-
-The peers' interpreter needs gunicorn and gevent (``python -m venv /tmp/peers &&
-/tmp/peers/bin/pip install gunicorn gevent``; never into fibernet's environment).
-
-One run: start the server with 2 workers on a free port (fibernet: ``fibernet serve
-fibernet.examples.hello:app --workers 2``; gunicorn: ``gunicorn -k gevent -w 2`` over the
-WSGI hello app of this file), wait for an answer, start the load tool (``wrk -t2 -c50
--dDs`` or ``h2load --h1 -t2 -c50 -DD``), send SIGHUP to the supervisor ``--hup-at`` seconds
-in, and read the tool's failures: wrk's socket errors (connect, read, write, timeout) and
-non-2xx responses, h2load's failed and errored requests.  A run counts only if the reload
-took place within it: every worker the supervisor had before the SIGHUP is gone before the
-load ends (how long that took is reported; else the run is reported as not reloaded, and
-fails).  The exit status is 1 when a run of fibernet's failed (the peers are only measured).
-
-psutil watches the workers come and go.
+One run: the server with 2 workers on a free port (``fibernet serve fibernet.examples.hello:app
+--workers 2``; with --peers-python, an interpreter with gunicorn and gevent, also ``gunicorn -k
+gevent -w 2`` over peers/hello_wsgi.py), ``wrk -t2 -c50`` or ``h2load --h1 -t2 -c50`` for
+--duration s, SIGHUP --hup-at s in; reported: the tool's failed requests (wrk's socket errors
+and non-2xx answers, h2load's failed, errored and timed-out requests) and how long until every
+old worker was gone (psutil).  A run counts only if that happened within it.  The exit status
+is 1 when a run of fibernet's failed (the peers are only measured).
 """
 
 from __future__ import annotations
@@ -31,17 +18,16 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 import _bench
 import _proc
 import _wrk
+from _server import ServerProcess
+from peers import _serve
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("wrk", "h2load")
-PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers")  # gunicorn: hello_wsgi.py
 
 
 @dataclass
@@ -68,7 +54,7 @@ def server_command(server: str, port: int, peers_python: str | None) -> list[str
                 "--port", str(port), "--workers", "2"]
     if server == "gunicorn":
         return [peers_python or sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2",
-                "-b", f"127.0.0.1:{port}", "--chdir", PEERS, "hello_wsgi:app"]
+                "-b", f"127.0.0.1:{port}", "--chdir", _serve.HERE, "hello_wsgi:app"]
     raise ValueError(f"unknown server {server!r}")
 
 
@@ -115,41 +101,29 @@ def run_once(server: str, tool: str, duration: float = 5.0, hup_at: float = 1.0,
              peers_python: str | None = None, workers: int = 2, log_dir: str | None = None) -> Run:
     """One run of ``tool`` against ``server`` with a SIGHUP ``hup_at`` seconds in."""
     port = _bench.free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env = {k: v for k, v in env.items() if not k.startswith("FIBERNET_")}
-    with tempfile.TemporaryFile("w+", dir=log_dir) as log:
-        proc = subprocess.Popen(server_command(server, port, peers_python), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, process_group=0)
-        try:
-            deadline = time.monotonic() + 30
-            while not (_answers(port) and len(_proc.children(proc.pid)) >= workers):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"{server} did not start:\n{log.read()[-3000:]}")
-                time.sleep(0.05)
-            before = _proc.children(proc.pid)
-            load = subprocess.Popen(tool_command(tool, port, duration), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            time.sleep(hup_at)  # a point in the run, by design: the load is running there
-            proc.send_signal(signal.SIGHUP)
-            hup, reload_s = time.monotonic(), None
-            while load.poll() is None:  # watch the old workers go while the load runs
-                kids = _proc.children(proc.pid)
-                if reload_s is None and not before & kids and len(kids) >= workers:
-                    reload_s = time.monotonic() - hup
-                time.sleep(0.05)
-            output, _ = load.communicate()
-            requests, failed, detail = failures(tool, output)
-            return Run(server, tool, requests, failed, detail, reload_s)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-            except ProcessLookupError:
-                pass
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIBERNET_")}
+    cmd = server_command(server, port, peers_python)
+    with ServerProcess(cmd, port=port, name=server, env=env, log_dir=log_dir) as proc:
+        deadline = time.monotonic() + 30
+        while not (_answers(port) and len(_proc.children(proc.pid)) >= workers):
+            proc.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server} did not start:\n{proc.tail()}")
+            time.sleep(0.05)
+        before = _proc.children(proc.pid)
+        load = subprocess.Popen(tool_command(tool, port, duration), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(hup_at)  # a point in the run, by design: the load is running there
+        proc.proc.send_signal(signal.SIGHUP)
+        hup, reload_s = time.monotonic(), None
+        while load.poll() is None:  # watch the old workers go while the load runs
+            kids = _proc.children(proc.pid)
+            if reload_s is None and not before & kids and len(kids) >= workers:
+                reload_s = time.monotonic() - hup
+            time.sleep(0.05)
+        output, _ = load.communicate()
+        proc.stop()
+    return Run(server, tool, *failures(tool, output), reload_s)
 
 
 def main(argv: list[str] | None = None) -> int:

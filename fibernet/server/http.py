@@ -312,7 +312,11 @@ class _Connection(Parked):
         ``request.accept_websocket()``; then the WebSocket ends the connection (and a drain
         closes it with 1001).  If it does not, the offer is ignored (RFC 9110 7.8): its
         response is sent as for any request and the connection goes on as HTTP/1.1."""
-        response = serve_upgrade(self.app, self.sock, head, self.config.websocket, self)
+        proto = self.proto
+        try:
+            response = serve_upgrade(self.app, self.sock, head, self.config.websocket, self, proto.take_held)
+        finally:
+            proto.release_held()  # (not taken: the bytes after the offer are HTTP/1.1's)
         if response is None:
             raise _Close()
         return response

@@ -169,6 +169,7 @@ class ServerProtocol:
         self._te_tab = False  # a Transfer-Encoding value with a tab in it (see _reframe)
         self._relay = False  # llhttp reads the body of such a head to EOF: it is reframed
         self._rest: bytes | None = None  # the bytes after such a head, to parse anew
+        self._held: bytes | None = None  # the bytes after an upgrade offer (see take_held)
         self._length: bytes | None = None
         self._expect: bytes | None = None
         self._head_bytes = 0
@@ -193,11 +194,30 @@ class ServerProtocol:
     def clean(self) -> bool:
         """Between requests with nothing kept of them (then another connection may take
         this parser); the bytes last parsed are let go."""
-        if self._state != _IDLE or self._events or self._pieces or self._body_head or self._head_bytes:
+        if (
+            self._state != _IDLE
+            or self._events
+            or self._pieces
+            or self._body_head
+            or self._head_bytes
+            or self._held is not None
+        ):
             return False
         self._data = self._lines_of = b""
         self._line_end = 0
         return True
+
+    def take_held(self) -> bytes:
+        """The bytes that came after an upgrade offer with no body, held until the app has
+        decided: the upgraded protocol's if it takes the connection (a client may send
+        WebSocket frames before the 101 comes)."""
+        held, self._held = self._held, None
+        return held or b""
+
+    def release_held(self) -> None:
+        """The app did not take the connection: parse the held bytes as HTTP/1.1."""
+        if self._held is not None:
+            self._parse(self.take_held())
 
     def next_event(self) -> Any:
         """The next event, or None if more bytes are needed."""
@@ -405,6 +425,7 @@ class ServerProtocol:
         # An offer fibernet does not take: parse on as HTTP/1.1.  llhttp took the head as the
         # whole message; a body is framed anew by a stand-in head (never reported).
         rest = self._data[offset:]
+        self._head_bytes = 0
         if head._body is None:
             if events[-1] is END:
                 events.pop()
@@ -412,7 +433,9 @@ class ServerProtocol:
                 self._stand_in(b"transfer-encoding: chunked")
             else:
                 self._stand_in(b"content-length: %d" % head.content_length)
-        self._head_bytes = 0
+        elif rest:  # no body: what follows is held until the app has decided (take_held)
+            self._held = rest
+            return b""
         return rest
 
     def _stand_in(self, framing: bytes) -> None:

@@ -81,9 +81,16 @@ class WebSocket:
     """One accepted WebSocket.  Use it from the fiber that accepted it (the connection's)."""
 
     def __init__(
-        self, stream: Any, proto: WSConnection, limits: WebSocketLimits, name: str, deflate: bool = False
+        self,
+        stream: Any,
+        proto: WSConnection,
+        limits: WebSocketLimits,
+        name: str,
+        deflate: bool = False,
+        held: bytes = b"",
     ) -> None:
         self.stream = stream
+        self._held = held  # bytes the client sent before the 101 came: the reader's first
         self._recv_size = _RECV_DEFLATE if deflate else _RECV
         self.limits = limits
         self.subprotocol: str | None = None
@@ -228,19 +235,22 @@ class WebSocket:
         parts: list = []
         size = 0
         try:
+            data, self._held = self._held, b""
             while True:
-                stream.timeout = None  # (the keep-alive fiber bounds silence)
-                try:
-                    data = stream.recv(recv_size)
-                except TimeoutError:  # a writer's timeout, set while this read waited again
-                    continue
-                except OSError:
-                    data = b""
+                if not data:
+                    stream.timeout = None  # (the keep-alive fiber bounds silence)
+                    try:
+                        data = stream.recv(recv_size)
+                    except TimeoutError:  # a writer's timeout, set while this read waited again
+                        continue
+                    except OSError:
+                        data = b""
                 if not data:
                     self._end(_ABNORMAL, "the connection ended without a close frame")
                     return
                 self._received += len(data)
                 proto.receive_data(data)
+                data = b""
                 for event in proto.events():
                     if isinstance(event, Message):
                         size += len(event.data)

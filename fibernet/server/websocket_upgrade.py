@@ -48,10 +48,18 @@ def handshake(request: Any, limits: WebSocketLimits, subprotocol: str | None) ->
 class Upgrade:
     """One upgrade request's hand-off: ``request.accept_websocket`` calls :meth:`accept`."""
 
-    __slots__ = ("stream", "limits", "ws", "name", "holder")
+    __slots__ = ("stream", "limits", "ws", "name", "holder", "take_held")
 
-    def __init__(self, stream: Any, limits: WebSocketLimits, name: str, holder: Any = None) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        limits: WebSocketLimits,
+        name: str,
+        holder: Any = None,
+        take_held: Callable[[], bytes] | None = None,
+    ) -> None:
         self.stream = stream
+        self.take_held = take_held
         self.limits = limits
         self.ws: WebSocket | None = None
         self.name = name
@@ -64,7 +72,8 @@ class Upgrade:
         self.stream.timeout = self.limits.send_timeout
         self.stream.sendall(response)  # (an OSError here is the HTTP connection's to handle)
         deflate = b"permessage-deflate" in response.lower()
-        self.ws = ws = WebSocket(self.stream, proto, self.limits, self.name, deflate)
+        held = self.take_held() if self.take_held is not None else b""
+        self.ws = ws = WebSocket(self.stream, proto, self.limits, self.name, deflate, held)
         ws.subprotocol = subprotocol
         if self.holder is not None:
             self.holder.websocket = ws
@@ -72,12 +81,18 @@ class Upgrade:
 
 
 def serve_upgrade(
-    app: Callable[[Any], Any], stream: Any, request: Any, limits: WebSocketLimits, holder: Any = None
+    app: Callable[[Any], Any],
+    stream: Any,
+    request: Any,
+    limits: WebSocketLimits,
+    holder: Any = None,
+    take_held: Callable[[], bytes] | None = None,
 ) -> Any:
     """Call ``app`` on an upgrade request that may take the connection.  The app's response if
     it did not (to be sent as usual), or None if it took a WebSocket (then closed here).
-    ``holder.websocket`` is the WebSocket while the app runs (for a drain to close it)."""
-    upgrade = Upgrade(stream, limits, _peer(request.client), holder)
+    ``holder.websocket`` is the WebSocket while the app runs (for a drain to close it);
+    ``take_held()`` the bytes the client sent after the request, the WebSocket's first."""
+    upgrade = Upgrade(stream, limits, _peer(request.client), holder, take_held)
     request._websocket = upgrade.accept
     try:
         response = app(request)

@@ -1,5 +1,5 @@
 """HTTP hello as a raw ASGI app (no framework), for uvicorn: ``uvicorn --app-dir
-loadtest/peers hello_asgi:app`` (``uvicorn_args``: httptools, uvloop, no access log)."""
+loadtest/peers hello_asgi:app`` (``uvicorn_args``: httptools, uvloop, no lifespan, no access log)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ PATH = "/hello"
 
 
 async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
     status, body = (200, _serve.BODY) if scope["path"] == PATH else (404, b"not found\n")
     headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -25,6 +17,7 @@ async def app(scope, receive, send):
 
 def uvicorn_args(host: str, port: int) -> list[str]:
     """uvicorn's options serving ``app`` on host:port (after ``uvicorn`` or ``-m uvicorn``)."""
-    return ["--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+    return ["--http", "httptools", "--loop", "uvloop", "--lifespan", "off", "--no-access-log", "--log-level",
+            "warning",
             "--host", host, "--port", str(port), "--app-dir", _serve.HERE, "hello_asgi:app"]
 

@@ -27,6 +27,22 @@ def _limits(settings: Settings) -> HttpLimits:
     return server.handler.config.limits
 
 
+def test_every_http_limit_is_a_setting_of_fibernet_serve():
+    # (so a limit added to HttpLimits cannot miss its flag and variable)
+    settings = {f.name for f in dataclasses.fields(Settings)}
+    assert [f.name for f in dataclasses.fields(HttpLimits) if f.name not in settings] == []
+
+
+@pytest.mark.parametrize(("flag", "value", "name"), [
+    ("--park-after", "0", "park_after"),
+    ("--park-over", "1000", "park_over"),
+    ("--max-drain", "4096", "max_drain"),
+    ("--max-chunk-overhead", "300", "max_chunk_overhead"),
+])
+def test_the_parking_and_body_limits_reach_the_server(flag, value, name):
+    assert getattr(_limits(_settings([flag, value])), name) == float(value)
+
+
 def test_the_send_and_body_timeouts_are_among_the_http_timeouts():
     assert {"send_timeout", "body_timeout", "head_timeout", "keepalive_timeout"} <= set(TIMEOUTS)
 

@@ -90,3 +90,14 @@ def test_make_env_installs_into_its_own_venv_only(tmp_path, monkeypatch):
     monkeypatch.setattr(cs, "importable", lambda py, modules: py == python)
     assert cs.make_env(directory) == python
     assert calls == []  # made already, everything imports: nothing to do
+
+
+def test_every_peer_server_runs_on_the_peers_python():
+    """fibernet runs on this interpreter, every peer (TCP and HTTP) on the peers' one."""
+    import compare
+
+    for kind, impl in (("tcp", "gevent"), ("tcp", "uvloop-proto"), ("http", "gevent"), ("http", "aiohttp"),
+                       ("http", "uvicorn")):
+        assert compare.server_command(kind, impl, 8000, "/peers/bin/python")[0] == "/peers/bin/python", impl
+    for kind in ("tcp", "http"):
+        assert compare.server_command(kind, "fibernet", 8000, "/peers/bin/python")[0] == sys.executable

@@ -217,6 +217,24 @@ def _close_code(sock: socket.socket) -> int:
             return struct.unpack("!H", payload[:2])[0]
 
 
+def test_frames_sent_with_the_upgrade_request_reach_the_websocket(echo_server):
+    # A client may send frames right behind its upgrade request, before the 101 comes (and
+    # TCP may hand them over in the same read): they are the WebSocket's, not HTTP's.
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    with socket.create_connection(echo_server.address[:2], timeout=5) as sock:
+        sock.sendall(request + _frame(0x1, b"first") + _frame(0x2, b"second"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert _read_frame(sock) == (0x1, b"first")
+        assert _read_frame(sock) == (0x2, b"second")
+
+
 def test_unmasked_client_frame_closes_with_1002(echo_server):
     with _handshake(echo_server.address) as sock:
         sock.sendall(_frame(0x1, b"hello", masked=False))

@@ -1,0 +1,101 @@
+"""Memory per idle connection, for ``echo.py`` (workload ``idle``) and ``http_hello.py
+--idle-conns N``: the server's resident memory before and after N connections that each had one
+exchange answered, so that each waits idle for the next.
+
+Open a few connections and close them (warm-up), wait ``settle`` s, read the server's RSS
+(psutil), open N connections in batches of 100 (each with one exchange, checked), wait
+``settle`` s, read it again: (after - before) / N.  Connections close with an RST (SO_LINGER 0),
+so no TIME_WAIT piles up; RLIMIT_NOFILE is raised to its hard limit first (a server started
+afterwards inherits it).
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+import _bench
+from _server import HOST
+from peers._serve import BODY, raise_nofile
+
+WARM_CONNS = 10
+BATCH = 100
+HTTP_REQUEST = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
+KEEPALIVE = "600"
+
+
+def echo_answered(sock: socket.socket) -> bool:
+    return sock.recv(1) == b"x"
+
+
+def http_answered(sock: socket.socket) -> bool:
+    """One response read with the standard library's parser: 200 Hello, World!?"""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status == 200 and response.read() == BODY
+
+
+def ask_all(socks: list[socket.socket], request: bytes, answered: Callable[[socket.socket], bool]) -> int:
+    """Send ``request`` on every connection, then read every answer: how many were right."""
+    for s in socks:
+        s.sendall(request)
+    return sum(answered(s) for s in socks)
+
+
+def open_idle(port: int, count: int, request: bytes, answered: Callable[[socket.socket], bool]) -> list:
+    """``count`` connections, each with one exchange answered, closing with an RST."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection((HOST, port), timeout=30)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            socks.append(s)
+        if ask_all(socks, request, answered) != count:
+            raise RuntimeError(f"a first exchange was not answered right ({request[:16]!r}...)")
+    except BaseException:
+        _bench.close_all(socks)
+        raise
+    return socks
+
+
+def measure(port: int, wanted: int, rss_kib: Callable[[], int], settle: float, request: bytes,
+            answered: Callable[[socket.socket], bool], again: bool = False) -> dict:
+    """Open the idle connections on a running server and measure; with ``again``, every
+    connection is asked once more afterwards (``second_answered``: how many answered right)."""
+    limit = raise_nofile()
+    n = min(wanted, limit - 64)  # the largest count this machine allows
+    if n < 100:
+        raise RuntimeError(f"RLIMIT_NOFILE is {limit}: too few descriptors for an idle test")
+    _bench.close_all(open_idle(port, WARM_CONNS, request, answered))
+    time.sleep(settle)
+    rss0 = rss_kib()
+    socks: list[socket.socket] = []
+    started = time.monotonic()
+    try:
+        while len(socks) < n:
+            socks += open_idle(port, min(BATCH, n - len(socks)), request, answered)
+        opened = time.monotonic() - started
+        time.sleep(settle)
+        rss1 = rss_kib()
+        more = {"second_answered": ask_all(socks, request, answered)} if again else {}
+    finally:
+        _bench.close_all(socks)
+    return {"conns": n, "conns_wanted": wanted, "rss0_kib": rss0, "rss1_kib": rss1,
+            "kib_per_conn": (rss1 - rss0) / n, "open_seconds": opened, **more}
+
+
+def describe(result: dict) -> str:
+    """RSS before -> after, and how long the connections took to open."""
+    return (f"(RSS {result['rss0_kib'] / 1024:.1f} -> {result['rss1_kib'] / 1024:.1f} MiB, "
+            f"{result['conns']} conns opened in {result['open_seconds']:.1f}s)")
+
+
+def http_server_options(impl: str, conns: int) -> list[str]:
+    """What an HTTP server's command line needs for N idle connections kept for the whole run
+    (gevent.pywsgi has no keep-alive timeout)."""
+    if impl.startswith("fibernet"):
+        return ["--keepalive-timeout", KEEPALIVE, "--max-connections", str(conns + 1000)]
+    return ["--timeout-keep-alive", KEEPALIVE] if impl == "uvicorn" else []
