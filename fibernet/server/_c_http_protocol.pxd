@@ -2,6 +2,16 @@
 
 cimport cython
 
+from fibernet._c_http cimport Request as _Request
+
+
+cdef class RequestHead(_Request):
+    cdef public object keep_alive
+    cdef public object chunked
+    cdef public object content_length
+    cdef public object expect_continue
+    cdef public object upgrade
+
 
 cdef class ServerProtocol:
     cdef public object limits
@@ -30,6 +40,7 @@ cdef class ServerProtocol:
     cdef public bint _te_tab
     cdef public bint _relay
     cdef public object _rest
+    cdef public object _held
     cdef public object _length
     cdef public object _expect
     cdef public Py_ssize_t _head_bytes
@@ -49,7 +60,7 @@ cdef class ServerProtocol:
     cpdef _unfinished(self)
     cpdef _check_overhead(self)
     cpdef _fail(self, error)
-    @cython.locals(head_bytes=Py_ssize_t, url=bytes, last=tuple, keep_alive=bint)
+    @cython.locals(head_bytes=Py_ssize_t, url=bytes, last=tuple, keep_alive=bint, head=RequestHead)
     cpdef on_headers_complete(self)
     @cython.locals(fields=list)
     cpdef on_header(self, name, value)
@@ -58,3 +69,7 @@ cdef class ServerProtocol:
     cpdef on_message_complete(self)
     cpdef on_body(self, body)
     cpdef on_chunk_header(self)
+
+
+cdef dict _METHOD_NAMES
+cdef frozenset _SPECIAL

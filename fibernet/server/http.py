@@ -425,11 +425,12 @@ def _serve(conn: _Connection, ready: bool = False) -> Parked | None:
     while True:
         # -- the next request head
         if events:
-            head = events.popleft()
-            if head is END:
+            event = events.popleft()
+            if event is END:
                 continue  # the end of a request that had no body to read
-            if head.__class__ is HttpError:
-                raise head
+            if event.__class__ is HttpError:
+                raise event
+            head = event
         elif proto._state == _IDLE:
             # Between requests: wait for the next one, for the keep-alive timeout,
             # draining or not (see drain() in http_handler).  Parked, with no fiber,
@@ -480,9 +481,10 @@ def _serve(conn: _Connection, ready: bool = False) -> Parked | None:
         started = monotonic()
         # -- the app
         try:
-            response = app(head) if not head.upgrade else conn._upgrade(head)
-            if response.__class__ is not Response and not isinstance(response, Response):
-                raise TypeError(f"the app returned {type(response).__name__}, not a Response")
+            answer = app(head) if not head.upgrade else conn._upgrade(head)
+            if answer.__class__ is not Response and not isinstance(answer, Response):
+                raise TypeError(f"the app returned {type(answer).__name__}, not a Response")
+            response = answer
             # A client still waiting for 100 Continue may send the body or not: close after it.
             keep_alive = (
                 head.keep_alive

@@ -58,7 +58,8 @@ def compiler_expected() -> bool:
 
 def test_every_hot_path_module_has_a_compiled_copy_declared():
     assert {"fibernet.runtime.scheduler", "fibernet.runtime.fiber", "fibernet.runtime.poller",
-            "fibernet.ops.operation", "fibernet.server.http", "fibernet.server.http_protocol"} <= set(ACCELERATED)
+            "fibernet.ops.operation", "fibernet.http", "fibernet.server.http",
+            "fibernet.server.http_protocol"} <= set(ACCELERATED)
 
 
 def test_pure_python_setting_runs_the_pure_modules():
