@@ -10,4 +10,4 @@ from fibernet.server._c_http_protocol cimport ServerProtocol as _Protocol
 @cython.locals(proto=_Protocol, parks=bint, access=bint, counts=list, fast=tuple, date=list,
                latency=Py_ssize_t, total=Py_ssize_t, fastest=double, started=double, elapsed=double,
                keep_alive=bint, head=_Head, response=_Response)
-cpdef _serve(conn, bint ready=*)
+cpdef _serve_conn(conn, bint ready=*)

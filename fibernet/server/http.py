@@ -323,6 +323,10 @@ class _Connection(Parked):
 
     # -- the loop -------------------------------------------------------------------------
 
+    def _serve(self, ready: bool = False) -> Parked | None:
+        """Answer requests until the connection ends or parks (see :func:`_serve_conn`)."""
+        return _serve_conn(self, ready)
+
     # -- parking (see tcp.Parked) -----------------------------------------------------------
 
     @property
@@ -365,7 +369,7 @@ class _Connection(Parked):
                     self.proto = spare.pop()  # type: ignore[union-attr]
                 except (IndexError, AttributeError):
                     self.proto = ServerProtocol(self.limits)
-            parked = _serve(self, ready)
+            parked = _serve_conn(self, ready)
             if parked is not None:
                 return parked
         except _Close:
@@ -385,7 +389,7 @@ class _Connection(Parked):
         return None
 
 
-def _serve(conn: _Connection, ready: bool = False) -> Parked | None:
+def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
     """Answer requests one at a time until the connection ends (raises _Close or
     HttpError), or parks between requests (returns conn).  The common case -- a whole
     bodiless request in one read, a bytes response the app returned before -- runs

@@ -34,7 +34,7 @@ from fibernet.runtime.scheduler import Scheduler
 import fibernet
 from fibernet.server import http, http_protocol
 print(json.dumps({"compiled": compiled(), "scheduler": Scheduler.__module__,
-                  "http": [http._serve.__module__, http_protocol.ServerProtocol.__module__],
+                  "http": [http._serve_conn.__module__, http_protocol.ServerProtocol.__module__],
                   "park": type(Scheduler._park).__name__, "run": fibernet.run(lambda: 6 * 7)}))
 """
 
