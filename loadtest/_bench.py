@@ -1,6 +1,6 @@
 """What the benchmark scripts share: the command line, one measurement per fresh CPU-pinned child
 process, rounds interleaved over (workload, impl) pairs, medians, spreads and ratios, bars, the
-table printer and the JSON output.
+table printer and the JSON output; at the end, the run of the in-process benchmarks.
 
 A script runs ``sys.exit(_bench.serve_child(dispatch))`` when ``_bench.is_child()`` (the child
 prints one JSON object as its last line), else plans its measurements and calls
@@ -185,20 +185,11 @@ def cpu_set(cpu: int | str) -> set[int]:
     return {cpu} if isinstance(cpu, int) else {int(x) for x in str(cpu).split(",") if x.strip()}
 
 
-def pin_self(cpu: int | str) -> None:
-    """Pin the calling process (and its future children) to one CPU (or a list, "0,1")."""
-    os.sched_setaffinity(0, cpu_set(cpu))
-
-
 def check_cpu(cpu: int | str | None) -> None:
     """Exit with a clear message if ``cpu`` (one CPU or a list, "0,1") is not usable by this process."""
     allowed = os.sched_getaffinity(0)
     if cpu is not None and not cpu_set(cpu) <= allowed:
         raise SystemExit(f"--cpu {cpu}: not in this process's CPUs {sorted(allowed)}")
-
-
-def current_cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0))
 
 
 def pinned(cmd: list[str], cpu: int | str | None) -> list[str]:
@@ -244,8 +235,8 @@ def run_child(module: str, workload: str, impl: str, params: dict, cpu: int | st
     """Run one measurement in a fresh subprocess and return the JSON object it printed last
     (``serve_child`` does that).  Raises ChildError on failure."""
     cmd = child_command(module, workload, impl, params, cpu)
-    # Without taskset, pin the child ourselves before it execs.
-    preexec = (lambda: pin_self(cpu)) if cpu is not None and cmd[0] != "taskset" else None
+    pin = cpu is not None and cmd[0] != "taskset"  # without taskset, pin the child before it execs
+    preexec = (lambda: os.sched_setaffinity(0, cpu_set(cpu))) if pin else None
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
     except subprocess.TimeoutExpired:
@@ -386,7 +377,7 @@ def serve_child(dispatch: Callable[[str, str, dict], dict], argv: Sequence[str] 
     except Exception:  # report, the parent shows stderr
         traceback.print_exc()
         return 1
-    result.setdefault("cpus", current_cpus())
+    result.setdefault("cpus", sorted(os.sched_getaffinity(0)))
     sys.stdout.flush()
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0
@@ -436,21 +427,119 @@ def environment() -> dict:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` plus environment facts as pretty JSON to ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as fh:
-        json.dump({"environment": environment(), **payload}, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-
-
 def save_json(path: str | None, payload: dict) -> None:
-    """With a ``--json`` PATH: ``write_json`` and say so ("wrote PATH")."""
+    """With a ``--json`` PATH: write ``payload`` and the environment there as pretty JSON, and say so."""
     if path:
-        write_json(path, payload)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump({"environment": environment(), **payload}, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
         print(f"wrote {path}")
 
 
 def exit_status(results: Iterable[dict], samples: Samples) -> int:
     """1 if a result (a row or a bar check with ``pass``) fails or a measurement errored, else 0."""
     return 1 if any(r["pass"] is False for r in results) or samples.errors else 0
+
+
+# ---------------------------------------------------------------- in-process benchmarks
+
+PIN = "CPU to pin every child to with taskset"
+
+
+def parser(doc: str, rounds: int, cpu: str = PIN) -> argparse.ArgumentParser:
+    """A benchmark's parser: the module docstring is its help; the options every one has."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quick", action="store_true", help="small N, 1 round (smoke run)")
+    common.add_argument("--rounds", type=int, help=f"interleaved rounds (default {rounds}, --quick 1)")
+    common.add_argument("--cpu", default="1", help=f"{cpu} (default 1; 'none' to not pin)")
+    common.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
+    common.add_argument("--timeout", type=float, default=600, help="per-child timeout, seconds")
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common]
+    )
+
+
+def comma_option(p: argparse.ArgumentParser, name: str, known: Iterable[str], default: Sequence = ()) -> None:
+    """``--NAME a,b,c``: a comma list out of ``known`` (default: ``default``, else all)."""
+    known = ",".join(known)
+    text = f"comma list out of {known} (default: %(default)s)"
+    p.add_argument(f"--{name}", default=",".join(default) or known, help=text)
+
+
+def parse(
+    p: argparse.ArgumentParser, argv: Sequence[str] | None, quick: dict, full: dict,
+    lists: dict[str, Iterable[str]], needs: dict[str, Sequence[str]] | None = None,
+) -> argparse.Namespace:
+    """Parse; fill the sizes the command line left out (``quick`` or ``full``); check the
+    comma lists (``--impls`` must hold fibernet); ``args.skipped``: peers not installed."""
+    args = p.parse_args(argv)
+    fill_defaults(args, quick if args.quick else full)
+    args.cpu = cpu_option(args.cpu)
+    for name, known in lists.items():
+        setattr(args, name, comma_list(p, getattr(args, name), known, f"--{name}"))
+    if "impls" in lists:
+        if "fibernet" not in args.impls:
+            p.error("--impls must include fibernet")
+        args.skipped = missing_peers(args.impls, needs or {})
+    return args
+
+
+def row(
+    samples: Samples, workload: str, impl: str, key: str, unit: str, ratio: float | None = None,
+    bars: Sequence[tuple[str, bool | None]] = (), aggregate: Callable = median, **extra: Any,
+) -> dict:
+    """A summary row: the aggregate (median) over rounds, its spread and the errors; ``bars``
+    are (description, verdict) pairs; the row passes if every verdict does (None: unknown)."""
+    values = samples.values(workload, impl, key)
+    errors = len(samples.errors.get((workload, impl), []))
+    verdicts = [v for _, v in bars]
+    verdict = None if not verdicts or None in verdicts else all(verdicts)
+    return {
+        "workload": workload, "metric": key, "impl": impl, "value": aggregate(values) if values else None,
+        "unit": unit, "spread": spread(values), "rounds": len(values), "errors": errors,
+        "ratio": ratio, "bar": "; ".join(b for b, _ in bars), "pass": False if errors else verdict, **extra,
+    }
+
+
+CELLS: dict[str, Callable[[dict], Any]] = {
+    "value": lambda r: fmt_num(r["value"]), "n": lambda r: fmt_num(r["n"]),
+    "spread": lambda r: fmt_pct(r["spread"]), "ratio": lambda r: fmt_ratio(r["ratio"]),
+    "vs_this": lambda r: fmt_ratio(r["vs_this"]), "bar": lambda r: r["bar"] or "-",
+    "result": result_cell,
+}
+
+
+def table(rows: list[dict], columns: Sequence[str | tuple[str, str]]) -> str:
+    """The rows as a table of ``columns``: row keys, or (header, row key) pairs."""
+    columns = [(c, c) if isinstance(c, str) else c for c in columns]
+    cells = [[CELLS.get(key, lambda r, k=key: r[k])(r) for _, key in columns] for r in rows]
+    return format_table([h for h, _ in columns], cells)
+
+
+def run(
+    script: str, args: argparse.Namespace, plan: list[tuple],
+    report: Callable[[Samples], tuple[list[dict], str]], name: str | None = None,
+) -> int:
+    """Run ``plan`` for ``args.rounds`` interleaved rounds, print what ``report(samples)``
+    makes of it (rows, text), write ``--json``; the exit status is 1 if a bar fails or a
+    measurement errors."""
+    check_cpu(args.cpu)
+    command = command_line()
+    print(f"command: {command}", flush=True)
+    if name:
+        note_skipped(args.skipped, name)
+    print(describe_plan(script, plan, args.rounds, args.cpu), flush=True)
+    samples = run_interleaved(script, plan, args.rounds, args.cpu, args.timeout)
+    rows, text = report(samples)
+    print()
+    print(text)
+    print(f"command: {command}")
+    payload = {"command": command, "args": vars(args), "rows": rows, "samples": samples.to_json()}
+    save_json(args.json, payload)
+    return exit_status(rows, samples)
+
+
+def main(dispatch: Callable[[str, str, dict], dict], parent: Callable[[], int]) -> None:
+    """A benchmark script's entry: a child measures (``dispatch``), the parent runs it all."""
+    sys.exit(serve_child(dispatch) if is_child() else parent())

@@ -1,16 +1,7 @@
-"""Instructions per request under callgrind: the ``--callgrind`` mode of ``http_hello.py`` and
-``echo.py``.
-
-A count of user-space instructions (callgrind's ``Ir``) is the same every run, where CPU time
-moves with the machine's load.  Each server runs under ``valgrind --tool=callgrind`` twice: it
-serves ``warmup`` requests, then N1 (or N2) more, from a small closed-loop client here (16
-keep-alive connections, one request in flight each, every answer checked), and is stopped with
-SIGTERM; callgrind writes its total at exit.  What the two runs share (start-up, warm-up,
-shutdown) cancels out: instructions per request = (Ir(N2) - Ir(N1)) / (N2 - N1).
-
-A timer that fires every so often runs for as long as the run lasts, some 50 times longer under
-callgrind: fibernet is measured with its scheduler monitor off (``--block-warning 0``), and
-``PYTHONHASHSEED`` is fixed so that both runs hash alike.
+"""Instructions per request under callgrind (the ``--callgrind`` mode of http_hello.py and
+echo.py): each server runs under ``valgrind --tool=callgrind`` twice, serving N1 and N2 requests
+after a warm-up; per request = (Ir(N2) - Ir(N1)) / (N2 - N1).  fibernet runs with its scheduler
+monitor off and PYTHONHASHSEED fixed, so that both runs do the same work.
 """
 
 from __future__ import annotations

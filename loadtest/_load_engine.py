@@ -1,21 +1,10 @@
 """The generator of one load process: ``run_local(cfg, ...)`` runs ``fibernet.run(main,
 threads=1)`` and returns the process's record as data.
 
-Every request takes a token ``(seq, intended)``: ``count`` of them, or as many as fit in
-``duration``; every attempt consumes one, a failed connect included.  Closed loop: a connection
-takes a token when its answer has come (or while fewer than ``pipeline`` are missing); latency
-runs from the send.  Open loop (``rate`` R): token k is due at t0 + k/R whoever takes it, and
-latency runs from then: when the server stalls, due tokens pile up and the late requests carry
-their wait (no coordinated omission).  After an error the connection is closed and the next
-token opens another; each socket wait is bounded by ``timeout``.
-
-The closed loop at depth 1 on kept connections (wrk's load) runs each connection from readiness
-callbacks on the scheduler, as wrk's event loop does: read, parse, record and send the next
-request in the callback, with no fiber switch.  A generator that is busy when an answer comes is
-not asleep in epoll_wait, and on loopback a sleeping receiver's wake-up is charged to the server:
-a costlier generator gets a cheaper server than wrk's (docs/pages/benchmarks.md, "The load
-generator").  Connects, reconnects and sends that do not fit the socket buffer run in fibers;
-the other shapes (open loop, pipelining, a connection per request) run a fiber per connection.
+Every request takes a token ``(seq, intended)`` (``count`` of them, or as many as fit in
+``duration``).  Open loop: token k is due at t0 + k/R and latency runs from then.  The closed
+loop at depth 1 on kept connections runs from readiness callbacks, as wrk's event loop does
+(docs/pages/benchmarks.md, "The load generator"); the other shapes run a fiber per connection.
 """
 
 from __future__ import annotations

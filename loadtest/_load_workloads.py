@@ -1,17 +1,7 @@
-"""The workloads of ``loadtest/load.py``: the bytes of request ``seq`` (``request``) and, per
-connection, a reader of the answers (``reader().take(data, seq, eof)``: adds the bytes received,
-True once answer ``seq`` is whole and checked; one of the exceptions below when it is wrong,
-:class:`ClosedEarly` when the stream ends inside it).  Taking bytes rather than reading a stream
-lets the engine run an exchange from a readiness callback as well as from a fiber.
-
-echo   ``size`` bytes, a sliding window over 251 (a prime) phases of a pattern, so a stale or
-       reordered echo does not match; every echoed byte is compared.
-line   one line of ``size`` bytes; the answer must equal it (``expect="echo"``), be any line
-       (``"any"``) or the given line.
-http   an HTTP/1.1 request (wrk's by default: ``GET PATH HTTP/1.1`` and ``Host``), the answers
-       framed and checked by httptools' response parser (2xx, kept alive unless
-       ``keepalive=False``, which sends ``connection: close`` on a connection per request).
-churn  connect, one echo exchange of ``size`` bytes, close.
+"""The workloads of ``loadtest/load.py``: echo, line, http, churn.  Each gives the bytes of
+request ``seq`` (``request``) and per connection a reader (``reader().take(data, seq, eof)``:
+True once answer ``seq`` is whole and checked; raises when it is wrong or cut short), so that
+the engine can run an exchange from a readiness callback as well as from a fiber.
 """
 
 from __future__ import annotations

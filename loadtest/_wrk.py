@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wrk_json.lua")
 
@@ -12,6 +14,14 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wrk_json.lua"
 def command(wrk: str, url: str, threads: int, connections: int, duration: float, *extra: str) -> list[str]:
     """``wrk -tT -cC -dDs -s wrk_json.lua EXTRA URL``."""
     return [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "-s", SCRIPT, *extra, url]
+
+
+def run(cmd: list[str], duration: float) -> tuple[dict, str]:
+    """Run a wrk command line of ``duration`` s: (its ``result``, its stdout); raises on failure."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {shlex.join(cmd)}\n{proc.stderr}{proc.stdout}")
+    return result(proc.stdout), proc.stdout
 
 
 def result(output: str) -> dict:

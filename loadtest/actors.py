@@ -1,21 +1,7 @@
-"""Actors benchmark: calls per second between two actors, beside gevent and asyncio.
-
-One actor calls another N times (default 100,000) and the callee answers each call with its
-argument, after a warm-up of 2,000 calls; each measurement in a fresh child pinned with
-``taskset -c CPU``, rounds interleaved.  ``--profile``: cProfile of fibernet's call path instead.
-
-workloads   call: no timeout (fibernet ``ref.call(i, timeout=None)``, gevent ``reply.get()``,
-            asyncio ``await fut``); call-t5: a 5 s timeout on every call, fibernet's default
-            (``reply.get(timeout=5)``, ``asyncio.wait_for(fut, 5)``).
-impls       fibernet: two actors on one scheduler (``fibernet.actors.start``); gevent: a greenlet
-            and two queues (an inbox of 1024, fibernet's mailbox size, and a reply queue);
-            asyncio: a task and a fresh future per call; fibernet-2sched: ``threads=2``, the callee
-            (``parallel=True``) stolen by the other scheduler, on the same one CPU;
-            fibernet-2sched-2cpu: the same on two CPUs (``--cpus2``), informational.
-
-median over rounds; spread = (max - min) / median; fibernet ratio = fibernet's median (one
-scheduler) / the row's; bar: at least 1.0x gevent's and asyncio's wall-clock rates on one
-scheduler, both workloads.  Exit status 1 if a bar fails or a measurement errors.
+"""Actors benchmark: calls per second between two actors, beside gevent (a greenlet and two
+queues) and asyncio (a task and futures); call: no timeout, call-t5: a 5 s timeout on each;
+fibernet-2sched: the callee on a second scheduler.  ``--profile``: cProfile of fibernet's call
+path.  docs/pages/benchmarks.md, "Actors".
 """
 
 from __future__ import annotations
@@ -26,12 +12,9 @@ import time
 from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
-import _inproc  # noqa: E402
 from _bench import fmt_num  # noqa: E402
 
 WARMUP = 2_000
@@ -200,23 +183,23 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
                         verdict = None if ratio is None else ratio >= BAR_RATIO
                         bars = [(f"fibernet >= {BAR_RATIO:g}x {impl}", verdict)]
                     n = (samples.results.get((workload, impl)) or [{}])[0].get("n")
-                    rows.append(_inproc.row(samples, workload, impl, key, unit, ratio, bars, n=n))
+                    rows.append(_bench.row(samples, workload, impl, key, unit, ratio, bars, n=n))
     return rows
 
 
 def parse_args(argv=None):
-    p = _inproc.parser(__doc__, rounds=5)
+    p = _bench.parser(__doc__, rounds=5)
     p.add_argument("--n", type=int, help="calls per measurement on one scheduler (default 100000)")
     p.add_argument("--cross-n", type=int, help="calls per measurement across two schedulers (default 30000)")
     p.add_argument("--cpus2", default="0,1",
                    help="CPUs for fibernet-2sched-2cpu (default 0,1; 'none' to not pin)")
-    _inproc.comma_option(p, "impls", IMPLS)
-    _inproc.comma_option(p, "workloads", TIMEOUTS)
+    _bench.comma_option(p, "impls", IMPLS)
+    _bench.comma_option(p, "workloads", TIMEOUTS)
     p.add_argument("--profile", action="store_true",
                    help="instead of the comparison: cProfile fibernet's call path on one scheduler "
                    "(top 25 by tottime)")
     quick, full = {"rounds": 1, "n": 10_000, "cross_n": 3_000}, {"rounds": 5, "n": 100_000, "cross_n": 30_000}
-    args = _inproc.parse(p, argv, quick, full, {"impls": IMPLS, "workloads": TIMEOUTS}, NEEDS)
+    args = _bench.parse(p, argv, quick, full, {"impls": IMPLS, "workloads": TIMEOUTS}, NEEDS)
     args.cpus2 = None if args.cpus2.lower() == "none" else args.cpus2
     return args
 
@@ -242,12 +225,13 @@ def main(argv=None) -> int:
 
     def report(samples: _bench.Samples) -> tuple[list[dict], str]:
         rows = summarise(samples, args)
-        return rows, _inproc.table(rows, COLUMNS) + (
+        return rows, _bench.table(rows, COLUMNS) + (
             "\n\nfibernet ratio = fibernet (one scheduler) median / row median for the same workload: "
             "above 1 means fibernet is faster.\ncall = no timeout; call-t5 = a 5 s timeout on every call "
             "(fibernet's default).  fibernet-2sched* = caller and callee on two scheduler threads.")
 
-    return _inproc.run(__file__, args, plan, report, "actors")
+    return _bench.run(__file__, args, plan, report, "actors")
+
 
 if __name__ == "__main__":
-    _inproc.main(dispatch, main)
+    _bench.main(dispatch, main)

@@ -1,19 +1,6 @@
-"""Bus benchmark: cross-process pub/sub over one Redis, fibernet's bus against redis-py, and a
-remote actor call against a local one.
-
-It starts its own ``redis-server`` on a free loopback port in a temporary directory (or uses
-``--url``); the publisher or caller is this process, the subscriber or actor host a child.
-
-workloads   pubsub: N messages ``{"t": monotonic, "i": i}`` to one topic as fast as the publisher
-            can; the subscriber takes ``monotonic() - t`` for each (CLOCK_MONOTONIC is system-wide)
-            and the rate is N / (last received - first sent).  fibernet's publish does not wait for
-            the broker, redis-py's does, so these latencies are mostly queueing.
-            pubsub-paced: N/5 messages at ``--rate`` (2,000/s): the latencies to compare, where both
-            kept the rate (``sent/s``: a publisher that fell behind measured a lighter load).
-            call: N sequential calls with a 5 s timeout, answered with their argument.
-impls       fibernet: ``fibernet.bus`` on both sides; redis-py: ``Redis.publish`` and
-            ``PubSub.listen()`` in threads; fibernet-remote / fibernet-local: ``RemoteRef.call`` to an
-            actor in the child over the bus, against ``ActorRef.call`` on the same scheduler.
+"""Bus benchmark: cross-process pub/sub over its own redis-server (or --url), fibernet's bus
+against redis-py (pubsub flat out, pubsub-paced at --rate), and a remote actor call against a
+local one (call).  docs/pages/benchmarks.md, "Bus".
 """
 
 from __future__ import annotations
@@ -29,9 +16,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 

@@ -1,16 +1,8 @@
-"""fibernet beside its peers under loadtest/load.py: side by side, pinned, interleaved rounds.
-fibernet runs on this interpreter, the peers on --peers-python (or the venv --make-env DIR
-makes; without either, this interpreter, and the output says so).  Each measurement is a
-fresh driver pinned to --load-cpu that starts the server pinned to --server-cpu (the echo and
-hello servers of echo.py and http_hello.py), checks it with 20 requests, warms up, and reads
-the server's CPU time (process and children) around a --duration run of load.py: req/s, p50
-and p99 latency, the server's CPU per message (valid also when the load is the bottleneck),
-errors, and fibernet's ratios (rate x: fibernet / peer, above 1 = faster; CPU x: below 1 =
-cheaper); medians over rounds.  Workloads: echo (closed loop, --connections, --size B), churn
-(connect, one 64 B echo, close; --churn-connections), http (GET /hello, closed loop),
-http-open (open loop at --rate req/s).  --wrk-check instead measures load.py against wrk on
-fibernet's hello server: rates, median latencies, their per-round ratios, and each tool's
-server CPU, load CPU and load sleeps per request (docs/pages/benchmarks.md).
+"""fibernet beside its peers under loadtest/load.py (echo, churn, http, http-open), the server
+and the load pinned apart, rounds interleaved: req/s, p50 and p99 latency, the server's CPU per
+message and fibernet's ratios.  The peers run on --peers-python (or --make-env DIR).
+--wrk-check instead measures load.py against wrk on fibernet's hello server
+(docs/pages/benchmarks.md, "Against wrk").
 """
 
 from __future__ import annotations
@@ -19,15 +11,12 @@ import os
 import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 import _proc  # noqa: E402
@@ -86,14 +75,11 @@ def load_config(workload: str, port: int, params: dict, **over):
 
 def run_wrk(port: int, params: dict, duration: float) -> dict:
     cmd = _wrk.command(params["wrk"], f"http://{HOST}:{port}/hello", 1, params["connections"], duration)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed: {proc.stderr}{proc.stdout}")
-    parsed = _wrk.result(proc.stdout)
+    parsed, output = _wrk.run(cmd, duration)
     lat = parsed["latency_us"]
     return {"rate": parsed["rps"], "requests": parsed["requests"], "p50": lat["50"] / 1e3,
             "p90": lat["90"] / 1e3, "p99": lat["99"] / 1e3, "errors": sum(parsed["errors"].values()),
-            "error_kinds": parsed["errors"], "output": proc.stdout}
+            "error_kinds": parsed["errors"], "output": output}
 
 
 def run_load(workload: str, port: int, params: dict, **over) -> dict:

@@ -1,17 +1,7 @@
 """TCP echo benchmark: fibernet's server beside gevent, asyncio, uvloop, trio and a raw epoll loop
-(loadtest/peers/echo_*.py, the table _server.ECHO), each pinned to --server-cpu and driven by a
-fresh load-generator child pinned to --client-cpu; rounds interleaved, medians reported;
-fibernet ratio = fibernet's median / the row's (below 1: fibernet spends less).
-  echo-SIZE   --conns connections in a closed loop of SIZE-byte messages, every echoed byte
-              counted: msgs/s, and the server's CPU time (all threads, user+sys) per message,
-              still valid when the client is the bottleneck (marked *); a run with more than
-              --max-others CPUs of other work is retried while --noise-budget lasts
-  idle        server RSS growth per idle connection (--idle-conns, each after a 1-byte echo)
-  --callgrind instructions per message under callgrind (loadtest/_callgrind.py), no timing
-  --profile   one echo run with one server under cProfile
-Bars: server CPU/msg fibernet <= 0.6x gevent, <= 1.0x uvloop streams; threads=2 msgs/s >= 0.9x
-threads=1; idle <= 4 KiB/conn; --callgrind <= 0.8x uvloop streams, 0.9x gevent.  The exit
-status is 1 if a bar fails or a measurement errors.
+(loadtest/peers/echo_*.py), the server and a load-generator child pinned to CPUs of their own:
+msgs/s and server CPU per message in a closed loop (echo-SIZE), RSS per idle connection (idle),
+or instructions per message (--callgrind).  docs/pages/benchmarks.md, "TCP echo", has the bars.
 """
 
 from __future__ import annotations
@@ -29,9 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 import _callgrind  # noqa: E402

@@ -1,13 +1,6 @@
-"""The CPU floor of HTTP hello-world on greenlets: what any greenlet-per-connection server in
-Python pays per request before it does anything of its own.
-  --serve PORT  the least such a server can be: one edge-triggered epoll set, a hub that switches
-                to the greenlet of each ready socket, and per connection a greenlet that reads,
-                feeds httptools and writes a canned keep-alive response; no timers, limits,
-                cancellation or run queue (http_hello.py measures it: row greenlet-floor)
-  --layer       in-process, no socket: CPU us per request of fibernet's HTTP layer (its
-                connection loop, ServerProtocol and the hello app, fed wrk's request) and of a
-                bare httptools parse; their difference is what HTTP/1.1 done properly costs over
-                a canned response, added to the greenlet floor beside fibernet's target
+"""The CPU floor of HTTP hello-world on greenlets.  --serve PORT: the least greenlet-per-connection
+server (an epoll hub, httptools, a canned response; http_hello.py's greenlet-floor row); --layer:
+CPU us per request of fibernet's HTTP layer and of a bare httptools parse, without I/O.
 """
 
 from __future__ import annotations
@@ -24,10 +17,7 @@ import time
 import httptools
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if os.path.dirname(HERE) not in sys.path:
-    sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 from peers._serve import accept_all, canned_parser, listen  # noqa: E402
 

@@ -1,20 +1,8 @@
-"""HTTP hello-world benchmark: fibernet beside uvicorn, gevent.pywsgi, aiohttp and floors, under
-``wrk -t1 -c100`` (the servers: _server.hello; every one answers GET /hello 200 "Hello, World!").
-Each measurement is a fresh driver pinned to --wrk-cpu that starts the server pinned to
---server-cpu, checks two keep-alive answers, warms up, and reads the server's CPU time
-(process and children) around the measured wrk run: CPU us/req = that / wrk's request count
-(less is better), with req/s, other processes' share of the server CPU (noise), RSS and wrk's
-errors; medians over interleaved rounds; fibernet ratio = fibernet's / the row's.
-  fibernet-raw     fibernet's runtime under a bare httptools TCP handler (peers/hello_raw.py)
-  uvloop-proto     an asyncio.Protocol on uvloop over httptools: the least Python can do
-  greenlet-floor   a greenlet per connection under a 30-line epoll hub (http_floor.py --serve);
-                   plus fibernet's HTTP layer measured without I/O (http_floor.py --layer)
-  --idle-conns N   instead: memory per idle keep-alive connection (loadtest/_idle.py)
-  --callgrind      instead: instructions per request under callgrind (loadtest/_callgrind.py)
-  --profile OUT    instead: fibernet under cProfile while wrk runs; top functions per request
-Bars: fibernet CPU/req <= 0.33x uvicorn's and <= 0.15x gevent.pywsgi's, no error in fibernet's
-runs; idle <= 2048 B/conn; --callgrind <= 0.33x uvicorn.  The exit status is 1 if a bar fails
-or a measurement errors.  (Not called http.py: that would shadow the standard library.)
+"""HTTP hello-world benchmark: fibernet beside uvicorn, gevent.pywsgi, aiohttp and floors under
+``wrk -t1 -c100`` (GET /hello): the server's CPU time per request, req/s, RSS and wrk's errors,
+medians over interleaved rounds; or memory per idle connection (--idle-conns), instructions per
+request (--callgrind), fibernet under cProfile (--profile).  The bars and the floors are in
+docs/pages/benchmarks.md, "HTTP hello world".  (Not http.py: that would shadow the stdlib.)
 """
 
 from __future__ import annotations
@@ -27,12 +15,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, ROOT]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 import _callgrind  # noqa: E402
@@ -93,11 +80,7 @@ def check_hello(port: int) -> dict:
 
 
 def run_wrk(params: dict, port: int, duration: float) -> tuple[dict, str]:
-    cmd = wrk_command(params, port, duration)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"exit {proc.returncode}: {shlex.join(cmd)}\n{proc.stderr}{proc.stdout}")
-    return _wrk.result(proc.stdout), proc.stdout
+    return _wrk.run(wrk_command(params, port, duration), duration)
 
 
 def measure_idle(server: ServerProcess, params: dict) -> dict:
@@ -208,13 +191,9 @@ def summarise(samples: _bench.Samples, impls: list[str]) -> list[dict]:
     ours_rps, rows = samples.median(WORKLOAD, "fibernet", "rps"), []
     for row in _bench.summary_rows(samples, WORKLOAD, impls, "cpu_us_per_req", medians, keep_empty=True):
         impl, results = row["impl"], samples.results.get((WORKLOAD, row["impl"]), [])
-        kinds: dict[str, int] = {}
-        for r in results:
-            for kind, count in r["errors"].items():
-                kinds[kind] = kinds.get(kind, 0) + count
+        kinds = sum((Counter(r["errors"]) for r in results), Counter())  # (keeps the kinds above 0)
         rows.append({**row, "label": IMPLS[impl][0], "issue_us": IMPLS[impl][1],
-                     "failed_rounds": row["errors"],
-                     "errors": sum(kinds.values()), "error_kinds": {k: v for k, v in kinds.items() if v},
+                     "failed_rounds": row["errors"], "errors": kinds.total(), "error_kinds": dict(kinds),
                      "others_util": max(samples.values(WORKLOAD, impl, "others_util"), default=None),
                      "rps_ratio": None if impl == "fibernet" else _bench.ratio(ours_rps, row["rps"]),
                      "stop_seconds": max((r["stop_seconds"] for r in results), default=None),

@@ -1,10 +1,6 @@
-"""``http_hello`` over TLS: fibernet against uvicorn under ``wrk -t1 -c100 https://...``, both with
-one self-signed certificate (openssl, RSA 2048) through the same --ssl-certfile/--ssl-keyfile
-flags.  Per measurement: start the server pinned to --server-cpu, check one TLS answer, warm up
-(1 s of wrk), then the server's CPU time per request over --duration s of wrk (pinned to
---wrk-cpu); rounds interleaved, medians.  --close: Connection: close on every request, so each
-pays a full handshake (wrk does not resume sessions): the handshake's cost, not the record
-layer's.
+"""``http_hello`` over TLS: fibernet against uvicorn under ``wrk -t1 -c100 https://...`` with one
+self-signed certificate: the server's CPU time per request, medians over interleaved rounds;
+--close: a full handshake per request (docs/pages/benchmarks.md, "HTTPS hello world").
 """
 
 from __future__ import annotations
@@ -18,9 +14,7 @@ import tempfile
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 import _proc  # noqa: E402
@@ -43,9 +37,7 @@ def make_certificate(directory: str) -> tuple[str, str]:
 def wrk(args, port: int, duration: float) -> dict:
     cmd = _wrk.command("wrk", f"https://{HOST}:{port}/hello", 1, args.connections, duration,
                        *(["-H", "Connection: close"] if args.close else []))
-    out = subprocess.run(["taskset", "-c", str(args.wrk_cpu), *cmd], capture_output=True, text=True,
-                         timeout=duration + 60, check=True).stdout
-    return _wrk.result(out)
+    return _wrk.run(["taskset", "-c", str(args.wrk_cpu), *cmd], duration)[0]
 
 
 def measure(impl: str, args, cert: str, key: str) -> dict:

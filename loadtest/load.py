@@ -1,19 +1,12 @@
-"""fibernet's load generator, written on fibernet's own client side (docs/pages/benchmarks.md,
-"The load generator")::
+"""fibernet's load generator, written on fibernet's own client side::
 
     fibernet loadtest load -w http -p 8000 --path /hello -c 50 -d 10
     fibernet loadtest load -w echo -p 9000 --size 1024 -c 100 --count 100000
     fibernet loadtest load -w http -p 8000 --rate 5000 -d 30 --plot lat.png --json run.json
 
-Workloads (``_load_workloads.py``): echo, line, http, churn.  Closed loop: ``-c`` connections,
-each sends its next request when the answer has come (``--pipeline D``: D in flight).  Open loop
-(``--rate R``): request k is due at t0 + k/R and its latency counts from then, so a stalled
-server shows in the percentiles (no coordinated omission, as in wrk2).  Every run stops by
-itself (``--duration`` or ``--count``; a failed connect counts), each socket wait is bounded by
-``--timeout``, and only loopback is allowed unless ``--allow-remote``.  ``--processes P`` splits
-the connections, rate and count between P processes and merges their HdrHistograms.
-
-From Python: ``run_load(Config(workload="http", port=8000, count=1000)) -> Result``.
+Closed loop (``-c``, ``--pipeline``) or open loop (``--rate``, latency from the intended send);
+docs/pages/benchmarks.md, "The load generator".  From Python:
+``run_load(Config(workload="http", port=8000, count=1000)) -> Result``.
 """
 
 from __future__ import annotations
@@ -33,9 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 from _load_engine import run_local, wait_for_go  # noqa: E402
@@ -117,7 +108,6 @@ def child_configs(cfg: Config) -> list[Config]:
     """The configs of P load processes: connections, rate and count split between them."""
     p = cfg.processes
     share = lambda total, i: None if total is None else total // p + (i < total % p)  # noqa: E731
-    rate = None if cfg.rate is None else cfg.rate / p
     rate = None if cfg.rate is None else cfg.rate / p
     out = [dataclasses.replace(cfg, processes=1, connections=share(cfg.connections, i),
                                count=share(cfg.count, i), rate=rate) for i in range(p)]

@@ -1,22 +1,7 @@
-"""Primitives benchmark: fibernet side by side with gevent, asyncio and trio.
-
-Each workload x implementation runs in a fresh child pinned with ``taskset -c CPU``; rounds are
-interleaved (for round: for workload: for impl).  ``--impls`` also takes uvloop (asyncio on
-uvloop); ``greenlet`` is bare greenlets, the floor under fibernet and gevent.
-
-pingpong  N round trips between two fibers over two unbuffered channels (fibernet Channel,
-          gevent.queue.Channel, asyncio.Queue(1), a trio memory channel of size 0).
-spawn     spawn N fibers that return their argument, join them all: fibers/s, and bytes per
-          fiber as the tracemalloc peak / N (a second pass) and the ru_maxrss growth / N.
-choice    perform(choice(ch.get_op(), wrap(wait_op(t), ...))) in a loop: even iterations get a
-          value (t = 10 s, the timer is cancelled), odd ones time out at once (t = 0, the get is
-          withdrawn), every --fire-every-th odd one and the last fire a tiny timer on a parked
-          getter.  fibernet's timers and channel waiters before and after must match ("left
-          behind" 0); peers run the same loop with fewer iterations.  No wrong results allowed.
-
-median: over rounds; spread: (max - min) / median; fibernet ratio: fibernet's median / the
-row's (rates: above 1 is faster; bytes: below 1 uses less); bar: fibernet's target.  Exit
-status 1 if a bar fails or a measurement errors.
+"""Primitives benchmark: fibernet beside gevent, asyncio, uvloop, trio and bare greenlets:
+channel ping-pong (pingpong), spawn and join with bytes per fiber (spawn), and a choice of a
+get and a timeout that must leave no timer or waiter behind (choice).  Each measurement in a
+fresh pinned child, rounds interleaved; docs/pages/benchmarks.md, "Primitives".
 """
 
 from __future__ import annotations
@@ -28,12 +13,9 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # the repository root, for `import fibernet`
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
-import _inproc  # noqa: E402
 from _bench import Probe, fmt_num  # noqa: E402
 
 LONG_TIMEOUT = 10.0  # seconds: must never fire during the choice loop
@@ -397,7 +379,7 @@ def summarise(samples: _bench.Samples, args) -> list[dict]:
                     bars.append((f"fibernet >= {low:g}x {impl}", None if ratio is None else ratio >= low))
                 if impl == "fibernet" and (high := MAX_VALUE.get((workload, key))) is not None:
                     bars.append((f"<= {high:g}", None if value is None else value <= high))
-                rows.append(_inproc.row(samples, workload, impl, key, unit, ratio, bars, aggregate))
+                rows.append(_bench.row(samples, workload, impl, key, unit, ratio, bars, aggregate))
     return rows
 
 
@@ -427,9 +409,9 @@ COLUMNS = ["workload", "impl", ("median", "value"), "unit", "spread", ("fibernet
 
 
 def parse_args(argv=None):
-    p = _inproc.parser(__doc__, rounds=5)
-    _inproc.comma_option(p, "impls", IMPLS, DEFAULT_IMPLS)
-    _inproc.comma_option(p, "workloads", WORKLOADS)
+    p = _bench.parser(__doc__, rounds=5)
+    _bench.comma_option(p, "impls", IMPLS, DEFAULT_IMPLS)
+    _bench.comma_option(p, "workloads", WORKLOADS)
     p.add_argument("--pingpong-n", type=int, help="round trips (default 200000)")
     p.add_argument("--spawn-n", type=int, help="fibers (default 100000)")
     p.add_argument("--choice-n", type=int, help="fibernet choice iterations (default 1000000)")
@@ -441,7 +423,7 @@ def parse_args(argv=None):
     sizes = {"pingpong_n": 200_000, "spawn_n": 100_000, "choice_n": 1_000_000, "choice_peer_n": 200_000}
     full, quick = {"rounds": 5, **sizes}, {"rounds": 1, **{k: v // 10 for k, v in sizes.items()}}
     needs = {name: getattr(cls, "needs", ()) for name, cls in IMPLS.items()}
-    return _inproc.parse(p, argv, quick, full, {"impls": IMPLS, "workloads": WORKLOADS}, needs)
+    return _bench.parse(p, argv, quick, full, {"impls": IMPLS, "workloads": WORKLOADS}, needs)
 
 
 def main(argv=None) -> int:
@@ -458,12 +440,12 @@ def main(argv=None) -> int:
     def report(samples: _bench.Samples) -> tuple[list[dict], str]:
         rows = summarise(samples, args)
         details = choice_details(samples) + "\n\n" if "choice" in args.workloads else ""
-        return rows, details + _inproc.table(rows, COLUMNS) + (
+        return rows, details + _bench.table(rows, COLUMNS) + (
             "\n\nfibernet ratio = fibernet median / row median: above 1 is better for 'more=better' units, "
             "below 1 is better for 'less=better' units.")
 
-    return _inproc.run(__file__, args, plan, report, "primitives")
+    return _bench.run(__file__, args, plan, report, "primitives")
 
 
 if __name__ == "__main__":
-    _inproc.main(dispatch, main)
+    _bench.main(dispatch, main)

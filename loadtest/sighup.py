@@ -1,11 +1,7 @@
-"""A rolling restart under load: ``kill -HUP`` to the supervisor while wrk or h2load runs.
-One run: the server with 2 workers on a free port (``fibernet serve fibernet.examples.hello:app
---workers 2``; with --peers-python, an interpreter with gunicorn and gevent, also ``gunicorn -k
-gevent -w 2`` over peers/hello_wsgi.py), ``wrk -t2 -c50`` or ``h2load --h1 -t2 -c50`` for
---duration s, SIGHUP --hup-at s in; reported: the tool's failed requests (wrk's socket errors
-and non-2xx answers, h2load's failed, errored and timed-out requests) and how long until every
-old worker was gone (psutil).  A run counts only if that happened within it.  The exit status
-is 1 when a run of fibernet's failed (the peers are only measured).
+"""A rolling restart under load: ``kill -HUP`` to a 2-worker server (fibernet serve; with
+--peers-python also gunicorn -k gevent) while wrk or h2load runs: failed requests and how long
+until every old worker was gone.  Exit status 1 when a run of fibernet's failed
+(docs/pages/benchmarks.md, "Rolling restarts").
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
-"""Threads benchmark: does a second scheduler thread cost anything under the GIL?
-
-Independent channel traffic on ``fibernet.run(main, threads=1)`` and on ``threads=2``, every
-child pinned to the same one CPU (``--cpu``), so a second thread can only add cost; bar:
-threads=2 at least 0.9x threads=1, in round trips per wall second and per CPU second of the
-process (on a busy machine the wall clock favours threads=2: two threads get two shares).
-Fresh child per measurement, rounds interleaved, a warm-up of 1,000 round trips per pair.
-
-workloads   pairs: two independent ping-pong pairs (two unbuffered channels each), N round trips
-            each, pair i on scheduler i % threads; choices: the same, every get a
-            ``perform(choice(get_op(), wait_op(10)))`` (the timer cancelled each time); cross: one
-            pair, ping on the first scheduler, pong on the last: informational, no bar.
---also DIR  the same measurements importing fibernet from another checkout DIR: its rows are
-            labelled with DIR's name; ``vs this`` = this checkout's median / that row's.
+"""Threads benchmark: does a second scheduler thread cost anything under the GIL?  Channel
+ping-pong pairs (pairs), the same with a timer choice on every get (choices) and one pair across
+schedulers (cross) on threads=1 and threads=2, pinned to one CPU; --also DIR measures another
+checkout beside this one.  docs/pages/benchmarks.md, "Threads under the GIL".
 """
 
 from __future__ import annotations
@@ -22,11 +12,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path.insert(0, HERE)  # its own modules
 
 import _bench  # noqa: E402
-import _inproc  # noqa: E402
 from _bench import Probe, fmt_num  # noqa: E402
 
 WORKLOADS = ("pairs", "choices", "cross")
@@ -111,7 +99,7 @@ def summarise(samples, args) -> list[dict]:
                         bars = [(f"threads=2 >= {BAR:g}x threads=1", None if ratio is None else ratio >= BAR)]
                     mine = _bench.median(samples.values(workload, f"{this}:threads={threads}", key))
                     vs_this = None if label == this else _bench.ratio(mine, value)
-                    rows.append(_inproc.row(samples, workload, impl, key, unit, ratio, bars, vs_this=vs_this))
+                    rows.append(_bench.row(samples, workload, impl, key, unit, ratio, bars, vs_this=vs_this))
     return rows
 
 
@@ -120,13 +108,13 @@ COLUMNS = ["workload", ("checkout:threads", "impl"), "unit", ("median", "value")
 
 
 def parse_args(argv=None):
-    p = _inproc.parser(__doc__, rounds=7, cpu="the one CPU every child is pinned to")
+    p = _bench.parser(__doc__, rounds=7, cpu="the one CPU every child is pinned to")
     p.add_argument("--n", type=int, help="round trips per pair (default 100000)")
     p.add_argument("--also", metavar="DIR", action="append", default=[],
                    help="another fibernet checkout to measure beside this one (repeatable)")
-    _inproc.comma_option(p, "workloads", WORKLOADS)
+    _bench.comma_option(p, "workloads", WORKLOADS)
     quick, full = {"rounds": 1, "n": 10_000}, {"rounds": 7, "n": 100_000}
-    args = _inproc.parse(p, argv, quick, full, {"workloads": WORKLOADS})
+    args = _bench.parse(p, argv, quick, full, {"workloads": WORKLOADS})
     args.sources = [("this", ROOT)]
     for src in args.also:
         if not os.path.isdir(os.path.join(src, "fibernet")):
@@ -142,13 +130,13 @@ def main(argv=None) -> int:
 
     def report(samples) -> tuple[list[dict], str]:
         rows = summarise(samples, args)
-        return rows, _inproc.table(rows, COLUMNS) + (
+        return rows, _bench.table(rows, COLUMNS) + (
             "\n\nt2/t1 = threads=2 median / threads=1 median, the same checkout, every child on one CPU; "
             "round trips/CPU s: per CPU second of the process (what a second thread costs, whatever the "
             "load).")
 
-    return _inproc.run(__file__, args, plan, report)
+    return _bench.run(__file__, args, plan, report)
 
 
 if __name__ == "__main__":
-    _inproc.main(dispatch, main)
+    _bench.main(dispatch, main)

@@ -1,11 +1,7 @@
-"""WebSocket echo benchmark: fibernet beside the websockets library's server and uvicorn's (with
-websockets and with wsproto), no compression and no pings (loadtest/peers/ws_*.py, the table
-_server.WS), each pinned to --server-cpu and driven by a fresh client child pinned to
---client-cpu.  --conns WebSockets (a real handshake each) in a closed loop of one masked --size
-byte text frame each, the echoed frame checked (byte for byte on each connection's first):
-msgs/s and the server's CPU time per message (valid also when the client, marked *, is the
-bottleneck), medians over interleaved rounds; fibernet CPU x = fibernet's us/msg / the row's
-(below 1: fibernet cheaper), fibernet rate x = fibernet's msgs/s / the row's.
+"""WebSocket echo benchmark: fibernet beside the websockets server and uvicorn's (websockets and
+wsproto), loadtest/peers/ws_*.py: --conns WebSockets in a closed loop of --size byte text
+frames, msgs/s and server CPU per message, medians over interleaved rounds
+(docs/pages/benchmarks.md, "WebSocket echo").
 """
 
 from __future__ import annotations
@@ -18,9 +14,7 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its own modules, and fibernet from the checkout
 
 import _bench  # noqa: E402
 from _bench import fmt_num, fmt_pct, fmt_ratio  # noqa: E402

@@ -39,7 +39,12 @@ def _on_ready(state: OpState, index: int, err: int) -> None:
     state.complete(index, _ready_value(err))
 
 
-class FdWait(OpState):
+# gevent's way of naming a compiled base class: the compiled module cimports OpState's type
+# under this name (_c_readiness.pxd), which no import statement may assign.
+locals()["_OpState"] = OpState
+
+
+class FdWait(_OpState):  # noqa: F821
     """One fiber's plain wait on one descriptor (branch 0): its OpState, and also the
     poller's callback, called with an errno (0: ready) -- no partial, no second call."""
 
@@ -98,3 +103,9 @@ def wait_fd_blocking(fd: int, events: int, timeout: float | None) -> None:
     p.register(fd, select.POLLIN if events == EPOLLIN else select.POLLOUT)
     if not p.poll(None if timeout is None else max(0, int(timeout * 1000))):
         raise TimeoutError(f"fd {fd} not ready within {timeout}s")
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.net._c_readiness")

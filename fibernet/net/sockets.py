@@ -22,6 +22,7 @@ import socket as _socket
 import ssl as _ssl
 import time
 from functools import partial
+from threading import get_ident
 from typing import Any, NoReturn
 
 from fibernet.errors import Cancelled
@@ -109,12 +110,19 @@ class Socket:
         fd = self._fd
         if fd == _CLOSED_FD:
             raise OSError(errno.EBADF, "socket is closed")
-        sched = getattr(_tls, "scheduler", None)
-        fiber = sched.current if sched is not None else None
-        if fiber is None:
-            wait_fd_blocking(fd, events, self.timeout)  # a plain thread blocks in poll()
+        sched = self._home
+        ident = get_ident()
+        if sched is None or sched._ident != ident:  # not waited on from this thread yet
+            sched = getattr(_tls, "scheduler", None)
+            if sched is None or sched.current is None:
+                wait_fd_blocking(fd, events, self.timeout)  # a plain thread blocks in poll()
+                return
+            self._move_to(sched)
+        fiber = sched.current
+        if fiber is None:  # the scheduler's own loop (a callback), not a fiber
+            wait_fd_blocking(fd, events, self.timeout)
             return
-        poller = sched._poller if sched is self._home else self._move_to(sched)
+        poller = sched._poller
         if poller.take_pending(fd, events):
             return  # an edge came while nobody waited: try the descriptor again first
         state = FdWait(fiber, sched, (fd, events))

@@ -122,8 +122,14 @@ class Stream:
             result = parse()
             if result is not None:
                 return result
-            if not self._fill():
-                self.sock._wait(EPOLLIN)
+            # The socket's own blocking recv: after a short read (the kernel's buffer emptied)
+            # it waits for the next edge first, where a try without waiting would cost a
+            # system call that finds nothing.
+            data = self.sock.recv(_CHUNK)
+            if data:
+                self._buf += data
+            else:
+                self._eof = True
 
     def _op(self, parse: Callable[[], bytes | None], what: str) -> BaseOp:
         def try_fn() -> Any:

@@ -1,1 +1,19 @@
 # Types for the compiled copy of fibernet/ops/operation.py (see fibernet/runtime/_accel.py).
+
+cimport cython
+
+
+# One per blocking perform and per socket wait: a free list spares the allocator.
+@cython.freelist(64)
+cdef class OpState:
+    cdef public bint done
+    cdef public bint woken
+    cdef public Py_ssize_t index
+    cdef public object value
+    cdef public object owner
+    cdef public object ctx
+    cdef public object op
+    cdef public object lock
+
+    cpdef bint complete(self, Py_ssize_t index, object value, object held=*)
+    cpdef bint finish_self(self, Py_ssize_t index, object value)

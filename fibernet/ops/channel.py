@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from greenlet import getcurrent
+
 from fibernet.errors import Cancelled, ChannelClosed
 from fibernet.ops.operation import (
     NOT_READY,
@@ -40,15 +42,17 @@ from fibernet.ops.operation import (
     OpState,
     Raise,
     commit_pair,
+    _Marker,
     perform,
 )
 from fibernet.runtime.fiber import RUNNING
-from fibernet.runtime.scheduler import _tls
+from fibernet.runtime.scheduler import _Runner, _tls
 
 T = TypeVar("T")
 
 
-_TAKE: Any = object()  # (``_meet``: the performer takes a putter's message)
+class _TAKE(metaclass=_Marker):
+    """(``_meet``: the performer takes a putter's message)"""
 
 
 def _closed() -> Raise:
@@ -80,7 +84,8 @@ class Channel(Generic[T]):
 
     def put(self, message: T) -> None:
         """Send ``message``; suspend until a getter takes it (or buffer space frees)."""
-        sched = getattr(_tls, "scheduler", None)
+        g = getcurrent()  # (see _Runner)
+        sched = g.scheduler if type(g) is _Runner else getattr(_tls, "scheduler", None)
         fiber = sched.current if sched is not None else None
         if fiber is None:
             perform(self.put_op(message))
@@ -105,7 +110,8 @@ class Channel(Generic[T]):
     def get(self) -> T:
         """Receive a message; suspend until a putter offers one."""
         # (put's fused fast path mirrored, written out: it is the hot path of both)
-        sched = getattr(_tls, "scheduler", None)
+        g = getcurrent()  # (see _Runner)
+        sched = g.scheduler if type(g) is _Runner else getattr(_tls, "scheduler", None)
         fiber = sched.current if sched is not None else None
         if fiber is None:
             return perform(self.get_op())

@@ -53,27 +53,32 @@ import random
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from greenlet import getcurrent
+
 from fibernet.errors import Cancelled
 from fibernet.ops.plain_thread import ThreadOwner
 from fibernet.runtime.fiber import RUNNING
-from fibernet.runtime.scheduler import _tls
+from fibernet.runtime.scheduler import _Runner, _tls
 
 T = TypeVar("T")  # what an operation's perform returns
 U = TypeVar("U")
 
 
-class _Marker:
-    __slots__ = ("_name",)
+class _Marker(type):
+    """The type of the markers below, which are classes: on a free-threaded CPython 3.13 a
+    class is immortal (no reference count), while every thread that loads a shared mortal
+    object writes its count, and two schedulers bounce that cache line between them."""
 
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
+    def __repr__(cls) -> str:
+        return cls.__name__
 
 
-NOT_READY: Any = _Marker("NOT_READY")
-NOTHING: Any = _Marker("NOTHING")
+class NOT_READY(metaclass=_Marker):
+    """What a try function returns when its operation cannot complete now."""
+
+
+class NOTHING(metaclass=_Marker):
+    """The value of an operation that completes with no result."""
 
 _CANCELLED = -1
 
@@ -378,7 +383,8 @@ def _signal_all(nacks: list) -> None:
 
 def perform(op: Operation[T]) -> T:
     """Perform ``op``: complete it, blocking (suspending the fiber) until it can."""
-    sched = getattr(_tls, "scheduler", None)
+    g = getcurrent()  # (see fibernet.runtime.scheduler._Runner)
+    sched = g.scheduler if type(g) is _Runner else getattr(_tls, "scheduler", None)
     fiber = sched.current if sched is not None else None
     if fiber is not None and fiber._cancel_pending:
         with fiber._state_lock:
@@ -399,7 +405,10 @@ def perform(op: Operation[T]) -> T:
         try:  # (a guard or a try function that raises still fires the nacks made so far)
             op._flatten(entries, (), nacks)
             n = len(entries)
-            start = int(random.random() * n) if n > 1 else 0
+            if n > 1:  # (its scheduler's own generator, if any: see Scheduler)
+                start = int((random.random if sched is None else sched._random)() * n)
+            else:
+                start = 0
             for k in range(n):
                 i = (start + k) % n
                 value = entries[i][0].try_fn()

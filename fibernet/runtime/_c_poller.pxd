@@ -2,6 +2,10 @@
 
 cimport cython
 
+# The event masks the poll loop tests, as C ints (EPOLLIN and EPOLLOUT stay Python ints:
+# other modules import them).
+cdef int _READ_EVENTS, _WRITE_EVENTS, _ONESHOT, _END_EVENTS, _IN, _OUT
+
 
 cdef class _Watch:
     cdef public list readers

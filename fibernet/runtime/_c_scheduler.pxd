@@ -10,6 +10,7 @@ cdef class Scheduler:
     cdef public object clock
     cdef public object current
     cdef public object thread
+    cdef public unsigned long _ident
     cdef public object _runq
     cdef public object _stealable
     cdef public _TimerQueue _timers
@@ -20,6 +21,8 @@ cdef class Scheduler:
     cdef public object _hub
     cdef public list _free_runners
     cdef public Py_ssize_t _budget
+    cdef public object _state_lock
+    cdef public object _random
     cdef public set _fibers
     cdef public dict _unjoined
     cdef public object _dropped

@@ -51,6 +51,10 @@ _ids = itertools.count(1)
 #   ``_cancel_pending`` (a cancel never misses a fiber about to block), and the completion of
 #   the OpStates it performs (``OpState.lock``: its owner's state lock, or for a fused channel
 #   wait the channel's).  See ``fibernet.ops.operation`` for the order in which they nest.
+#   It is a stripe until the fiber starts; then its scheduler's own (``Scheduler._start``), made
+#   on the scheduler's thread: a free-threaded CPython counts references to an object made by
+#   another thread with atomic operations, and two schedulers' fibers that hashed to one stripe
+#   would bounce it between them.  ``cancel`` takes the lock the fiber has after it took it.
 # - A fiber's *join lock* (``join_lock(fiber)``) guards its ``_joiners``, ``_callbacks`` and its
 #   move to DONE, so a joiner either registers before the fiber ends or sees it DONE.
 _STRIPES = 256
@@ -228,11 +232,19 @@ class Fiber(Generic[T]):
         Thread-safe.  A suspended fiber is woken at once and releases what its operation
         registered; a fiber that has not started finishes as cancelled without running.
         """
-        with self._state_lock:
+        lock = self._state_lock
+        lock.acquire()
+        while self._state_lock is not lock:  # it started meanwhile: its scheduler's lock now
+            lock.release()
+            lock = self._state_lock
+            lock.acquire()
+        try:
             if self.state is DONE:
                 return
             self._cancel_pending = True
             st = self._op_state
+        finally:
+            lock.release()
         if st is not None:
             # (Under the state's own lock, after the fiber's: it may be a channel's.)  The
             # performer may still be in its block phase; the completion sets ``woken``, which

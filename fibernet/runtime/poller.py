@@ -33,6 +33,8 @@ _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 _ONESHOT = select.EPOLLONESHOT
 _EDGE_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _END_EVENTS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+_IN = EPOLLIN  # (C ints in the compiled copy, as the ones above: see _c_poller.pxd)
+_OUT = EPOLLOUT
 
 Callback = Callable[[int], object]  # called with 0 when ready, or an errno when closed
 
@@ -205,18 +207,18 @@ class Poller:
                     for callback in ready:
                         callback(0)
                 elif w.edge:
-                    w.pending |= EPOLLIN
+                    w.pending |= _IN
                 if w.edge and ev & _END_EVENTS:
                     # End of stream (or an error) is readable for ever but signalled once: a
                     # reader that takes the last data in a short read must still find it.
-                    w.pending |= EPOLLIN
+                    w.pending |= _IN
             if ev & _WRITE_EVENTS:
                 if w.writers:
                     ready, w.writers = w.writers, []
                     for callback in ready:
                         callback(0)
                 elif w.edge:
-                    w.pending |= EPOLLOUT
+                    w.pending |= _OUT
             if w.edge:
                 continue
             w.armed = 0  # EPOLLONESHOT: the kernel disarmed it

@@ -26,6 +26,7 @@ after appending, so a wake-up is never lost (see ``Fiber._wake``).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import weakref
@@ -58,6 +59,16 @@ _MAX_FREE_RUNNERS = 16
 _EXTRA_PER_TURN = 64
 
 
+class _Runner(greenlet):
+    """A runner greenlet, which knows its scheduler: the hot paths find the scheduler from
+    ``getcurrent()`` (``_tls`` elsewhere: in the loop, in a plain thread, in a greenlet of
+    the user's).  On a free-threaded CPython 3.13 every thread that loads the one shared
+    ``threading.local`` object writes its reference count, and the schedulers' lookups then
+    bounce its cache line between them; a runner belongs to its own thread."""
+
+    __slots__ = ("scheduler",)
+
+
 def current_scheduler() -> Scheduler | None:
     """The scheduler running on this thread, or None."""
     return getattr(_tls, "scheduler", None)
@@ -78,6 +89,7 @@ class Scheduler:
         self.clock = clock
         self.current: Fiber | None = None
         self.thread: threading.Thread | None = None
+        self._ident = 0  # threading.get_ident() of the thread running it now (0: none)
         self._runq: deque[Fiber] = deque()
         self._stealable: deque[Fiber] = deque()
         self._timers = TimerQueue()
@@ -89,6 +101,10 @@ class Scheduler:
         self._hub: greenlet | None = None
         self._free_runners: list[greenlet] = []
         self._budget = 0  # fiber runs left in this turn (0 outside step 3 of a turn)
+        self._state_lock = threading.Lock()  # its started fibers' (made again by _enter)
+        # Where its choices start: a generator of its own (the random module's one is behind a
+        # lock on a free-threaded CPython, which two schedulers' choices would bounce).
+        self._random = random.Random().random
         self._fibers: set[Fiber] = set()  # started and not finished
         # Fibers that ended with an exception nobody has retrieved (weakly held), and those
         # of them whose last reference has gone since (queued by the weak reference callback).
@@ -188,7 +204,8 @@ class Scheduler:
             if runners:
                 runner = runners.pop()
             else:
-                runner = greenlet(partial(in_python_frame, self._runner_main), self._hub)
+                runner = _Runner(partial(in_python_frame, self._runner_main), self._hub)
+                runner.scheduler = self
             self._start(fiber, runner)
             return runner  # the runner takes its fiber from self.current
         self.current = fiber
@@ -196,7 +213,13 @@ class Scheduler:
         return fiber._greenlet
 
     def _start(self, fiber: Fiber, runner: greenlet) -> None:
-        """Make the new ``fiber`` the running one, on ``runner``."""
+        """Make the new ``fiber`` the running one, on ``runner``.  Its state lock becomes this
+        scheduler's (see ``fibernet.runtime.fiber``), under the stripe it had, which a cancel
+        may hold."""
+        stripe = fiber._state_lock
+        stripe.acquire()
+        fiber._state_lock = self._state_lock
+        stripe.release()
         self.current = fiber
         fiber.scheduler = self
         fiber.state = RUNNING
@@ -237,10 +260,15 @@ class Scheduler:
             raise RuntimeError("a fibernet scheduler is already running on this thread")
         _tls.scheduler = self
         self.thread = threading.current_thread()
+        self._ident = threading.get_ident()
         self._hub = getcurrent()
+        # Made on this thread, which owns it: on a free-threaded CPython it then counts its
+        # references without atomic operations.  (Fibers started before keep the old one.)
+        self._state_lock = threading.Lock()
 
     def _leave(self) -> None:
         _tls.scheduler = None
+        self._ident = 0
         self._hub = None
 
     def run(self) -> None:
@@ -410,6 +438,7 @@ class Scheduler:
         Runs on the scheduler's own thread (greenlets must die where they were born).
         """
         _tls.scheduler = self
+        self._ident = threading.get_ident()
         self._hub = getcurrent()
         try:
             for fiber in self.fibers():

@@ -347,3 +347,27 @@ def test_sendall_sends_every_byte_of_any_buffer_and_counts_bytes(payload):
     got, counted = fn.run(main)
     assert got == expected
     assert counted == len(expected)
+
+
+def test_a_socket_waits_in_each_runtime_it_is_used_in_and_in_a_plain_thread():
+    """A wait finds its scheduler by the thread it runs on: a socket whose last waits were in
+    a runtime that has ended waits in the next runtime's poller, then blocks in poll() when
+    no runtime runs on the thread."""
+    a, b = socket.socketpair()
+    sender, receiver = Socket(a), Socket(b)
+
+    def exchange(message: bytes) -> bytes:
+        reader = fn.spawn(receiver.recv, 100)
+        while reader.waiting_on() is None:  # it waits on this runtime's poller
+            fn.yield_now()
+        sender.sendall(message)
+        return reader.join()
+
+    try:
+        assert fn.run(exchange, b"one") == b"one"
+        assert fn.run(exchange, b"two") == b"two"
+        sender.sendall(b"three")  # no runtime now: the short read before makes recv wait first
+        assert receiver.recv(100) == b"three"
+    finally:
+        sender.close()
+        receiver.close()

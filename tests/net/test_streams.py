@@ -4,12 +4,14 @@ delimiters, end of stream, half-close, and the operation forms in a choice with 
 from __future__ import annotations
 
 import gc
+import socket
 import time
 import weakref
 
 import pytest
 
 import fibernet as fn
+from fibernet.net.sockets import Socket
 from fibernet.net.streams import IncompleteRead, LimitOverrun, Stream
 
 from ._support import stream_pair
@@ -304,3 +306,35 @@ def test_a_reused_stream_op_does_not_keep_its_finished_performers_alive():
         return sum(ref() is not None for ref in refs)
 
     assert _run(body) == 0
+
+
+class _CountingSocket(socket.socket):
+    """A standard socket that counts the reads that found nothing (EAGAIN)."""
+
+    empty_reads = 0
+
+    def recv(self, bufsize: int, *flags: int) -> bytes:
+        try:
+            return super().recv(bufsize, *flags)
+        except BlockingIOError:
+            self.empty_reads += 1
+            raise
+
+
+def test_a_read_after_a_short_one_waits_instead_of_trying_an_empty_socket():
+    def main():
+        a, b = socket.socketpair()
+        counting = _CountingSocket(fileno=b.detach())
+        peer, stream = Socket(a), Stream(Socket(counting))
+        try:
+            peer.sendall(b"hel")
+            reader = fn.spawn(stream.readline)
+            while reader.waiting_on() is None:  # it read b"hel" (a short read) and waits
+                fn.yield_now()
+            peer.sendall(b"lo\n")
+            return reader.join(), counting.empty_reads
+        finally:
+            peer.close()
+            stream.close()
+
+    assert fn.run(main) == (b"hello\n", 0)

@@ -211,6 +211,30 @@ def test_traffic_on_one_channel_never_waits_for_another_channels_lock():
     assert busy.try_put("x") is False  # (and it is usable again afterwards)
 
 
+def test_a_cancel_racing_with_the_start_of_a_fiber_on_another_scheduler_is_never_lost(switchinterval):
+    """Until it starts, a fiber's state lock is a stripe; its scheduler then gives it its own.
+    A cancel made as the fiber starts on another thread takes whichever lock the fiber has
+    once it holds one, so the fiber, blocked for good on a channel, is still cancelled."""
+    rounds = 300
+
+    def main():
+        other = fn.current_scheduler().runtime.schedulers[1]
+        never = fn.Channel()
+        outcomes = Counter()
+        for i in range(rounds):
+            f = fn.spawn(never.get, scheduler=other)
+            for _ in range(i % 4):  # cancel at a spread of moments around its start
+                fn.yield_now()
+            f.cancel()
+            try:
+                f.join(timeout=10)  # a lost cancel leaves it blocked: Timeout
+            except fn.Cancelled:
+                outcomes["cancelled"] += 1
+        return outcomes, never.waiting()
+
+    assert fn.run(main, threads=2) == (Counter(cancelled=rounds), (0, 0))
+
+
 # -- committing two states together ----------------------------------------------------------
 
 
