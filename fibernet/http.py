@@ -319,3 +319,10 @@ class Router:
                 content_type="text/plain",
             )
         return handler(request)
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see
+# fibernet/runtime/_accel.py): Request and Response are extension types there.
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet._c_http")

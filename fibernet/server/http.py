@@ -34,8 +34,10 @@ from fibernet.http import BadWebSocketUpgrade, BodyTooLarge, Request, Response
 from fibernet.net.sockets import Socket
 from fibernet.runtime.scheduler import current_scheduler
 from fibernet.server.http_protocol import (
+    _BLANK,
     _DATE,
     _DEAD,
+    _HEAD,
     _IDLE,
     END,
     HttpError,
@@ -321,6 +323,10 @@ class _Connection(Parked):
 
     # -- the loop -------------------------------------------------------------------------
 
+    def _serve(self, ready: bool = False) -> Parked | None:
+        """Answer requests until the connection ends or parks (see :func:`_serve_conn`)."""
+        return _serve_conn(self, ready)
+
     # -- parking (see tcp.Parked) -----------------------------------------------------------
 
     @property
@@ -363,7 +369,7 @@ class _Connection(Parked):
                     self.proto = spare.pop()  # type: ignore[union-attr]
                 except (IndexError, AttributeError):
                     self.proto = ServerProtocol(self.limits)
-            parked = self._serve(ready)
+            parked = _serve_conn(self, ready)
             if parked is not None:
                 return parked
         except _Close:
@@ -382,198 +388,200 @@ class _Connection(Parked):
         self._ended()
         return None
 
-    def _serve(self, ready: bool = False) -> Parked | None:
-        """Answer requests one at a time until the connection ends (raises _Close or
-        HttpError), or parks between requests (returns self).  The common case -- a whole
-        bodiless request in one read, a bytes response the app returned before -- runs
-        inline, in this one frame."""
-        proto = self.proto
-        assert proto is not None
-        events = proto._events
-        feed = proto.feed
-        sock = self.sock
-        recv = sock.recv
-        sendall = sock.sendall
-        limits = self.limits
-        keepalive_timeout = limits.keepalive_timeout
-        send_timeout = limits.send_timeout
-        app = self.app
-        client = self.client
-        scheme = getattr(sock, "scheme", "http")  # (a TLSSocket's is "https")
-        forwarded = self.config.forwarded
-        if forwarded is not None and not forwarded.trusts(client):
-            forwarded = None  # an untrusted peer's X-Forwarded-* and Forwarded are ignored
-        draining = self._draining
-        access = self.config.access_log
-        date = _DATE
-        clock = time.time
-        monotonic = time.monotonic
-        counts = self.counts
-        latency, total, fastest = LATENCY, SUM, BUCKETS[0]
-        # Park between requests (once idle for park_after) if the server can: not a TLS socket.
-        sched = current_scheduler()
-        parks = (
-            self._done is not None
-            and sock.__class__ is Socket
-            and sched is not None
-            and limits.park_after < keepalive_timeout
-        )
-        park_after = limits.park_after
-        park_over = limits.park_over
-        while True:
-            # -- the next request head
-            if events:
-                head = events.popleft()
-                if head is END:
-                    continue  # the end of a request that had no body to read
-                if head.__class__ is HttpError:
-                    raise head
-            elif proto._state == _IDLE:
-                # Between requests: wait for the next one, for the keep-alive timeout,
-                # draining or not (see drain() in http_handler).  Parked, with no fiber,
-                # if the server can; else in this fiber.
-                if ready:  # resumed: bytes came
-                    ready = False
-                    try:
-                        data = sock.recv_nowait(_RECV)
-                    except OSError:
-                        raise _Close() from None
-                    if data is None:
-                        return self._park()
-                elif parks:
-                    if not park_after or sched.fiber_count() > park_over:
-                        return self._park()
-                    sock.timeout = park_after
-                    try:
-                        data = recv(_RECV)
-                    except TimeoutError:
-                        return self._park()  # idle: wait on with no fiber
-                    except OSError:
-                        raise _Close() from None
-                else:
-                    sock.timeout = keepalive_timeout
-                    try:
-                        data = recv(_RECV)
-                    except OSError:  # (a timeout too: an idle keep-alive connection ends quietly)
-                        raise _Close() from None
-                if not data:
-                    raise _Close()
-                feed(data)
-                if not events and proto.in_head:  # (a head begun, or empty lines)
-                    self._deadline = time.monotonic() + limits.head_timeout  # from the first byte
-                continue
-            else:
-                head = self._next_head()
-                self._deadline = None  # (only a head that came in pieces had one)
-            if head.upgrade and head.method == "CONNECT":  # (another upgrade offer is ignored)
-                raise HttpError(501, "CONNECT not supported")
-            head.client = client
-            head.scheme = scheme
-            if forwarded is not None:
-                forwarded.apply(head)
-            if head._body is None:  # a body to read on demand
-                source = head._body_source = _Body(self, head.expect_continue)
-            else:
-                source = None
-            started = monotonic()
-            # -- the app
-            try:
-                response = app(head) if not head.upgrade else self._upgrade(head)
-                if response.__class__ is not Response and not isinstance(response, Response):
-                    raise TypeError(f"the app returned {type(response).__name__}, not a Response")
-                # A client still waiting for 100 Continue may send the body or not: close after it.
-                keep_alive = (
-                    head.keep_alive
-                    and not draining[0]  # while draining: answer with Connection: close
-                    and (source is None or not source.expect)
-                )
-                fast = response._fast
-                if (
-                    fast is not None
-                    and keep_alive
-                    and fast[3] is response.body
-                    and fast[1] is response.headers
-                    and fast[0] == response.status
-                    and fast[2] == len(fast[1]._items)
-                    and head.http_version == "1.1"
-                    and head.method != "HEAD"
-                ):
-                    # The same keep-alive response as last time: the same bytes, unless
-                    # the date has moved on.
-                    if not date[0] <= clock() < date[2]:
-                        _next_date()
-                    if fast[4] is date[1]:
-                        data = fast[5]
-                        stream = None
-                    else:
-                        data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
-                else:
-                    data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
-            except (Cancelled, HttpError, _Close):
-                raise
-            except BodyTooLarge:
-                raise HttpError(413, "request body too large") from None
-            except BadWebSocketUpgrade as error:
-                raise HttpError(400, str(error)) from None
-            except Exception:
-                log.exception("app failed on %s %s from %s", head.method, head.target, _fmt(client))
-                response = _INTERNAL_ERROR
-                keep_alive = head.keep_alive and (source is None or not source.expect)
-                data, stream, keep_alive, chunked = self._prepare(head, response, keep_alive)
-            # -- the response
-            sock.timeout = send_timeout
-            try:
-                sendall(data)
-            except TimeoutError:
-                log.debug("client %s did not read for %ss; closing", client, send_timeout)
-                raise _Close() from None
-            except OSError:
-                raise _Close() from None
-            if stream is not None:
+
+def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
+    """Answer requests one at a time until the connection ends (raises _Close or
+    HttpError), or parks between requests (returns conn).  The common case -- a whole
+    bodiless request in one read, a bytes response the app returned before -- runs
+    inline, in this one frame."""
+    proto = conn.proto
+    assert proto is not None
+    events = proto._events
+    sock = conn.sock
+    recv = sock.recv
+    sendall = sock.sendall
+    limits = conn.limits
+    keepalive_timeout = limits.keepalive_timeout
+    send_timeout = limits.send_timeout
+    app = conn.app
+    client = conn.client
+    scheme = getattr(sock, "scheme", "http")  # (a TLSSocket's is "https")
+    forwarded = conn.config.forwarded
+    if forwarded is not None and not forwarded.trusts(client):
+        forwarded = None  # an untrusted peer's X-Forwarded-* and Forwarded are ignored
+    draining = conn._draining
+    access = conn.config.access_log
+    date = _DATE
+    clock = time.time
+    monotonic = time.monotonic
+    counts = conn.counts
+    latency, total, fastest = LATENCY, SUM, BUCKETS[0]
+    # Park between requests (once idle for park_after) if the server can: not a TLS socket.
+    sched = current_scheduler()
+    parks = (
+        conn._done is not None
+        and sock.__class__ is Socket
+        and sched is not None
+        and limits.park_after < keepalive_timeout
+    )
+    park_after = limits.park_after
+    park_over = limits.park_over
+    while True:
+        # -- the next request head
+        if events:
+            event = events.popleft()
+            if event is END:
+                continue  # the end of a request that had no body to read
+            if event.__class__ is HttpError:
+                raise event
+            head = event
+        elif proto._state == _IDLE:
+            # Between requests: wait for the next one, for the keep-alive timeout,
+            # draining or not (see drain() in http_handler).  Parked, with no fiber,
+            # if the server can; else in this fiber.
+            if ready:  # resumed: bytes came
+                ready = False
                 try:
-                    sent = self._send_stream(stream, chunked)
-                except _Close:
-                    raise
-                except Exception:
-                    # Too late for a 500: the head is out.  Cut the connection so the client
-                    # sees a truncated response, not a complete one.
-                    log.exception(
-                        "response body of %s %s failed after its head was sent; connection cut",
-                        head.method,
-                        head.target,
-                    )
+                    data = sock.recv_nowait(_RECV)
+                except OSError:
                     raise _Close() from None
-            self.answered += 1
-            elapsed = monotonic() - started
-            counts[response.status // 100] += 1
-            if elapsed < fastest:  # (most requests: no bisect)
-                counts[latency] += 1
+                if data is None:
+                    return conn._park()
+            elif parks:
+                if not park_after or sched.fiber_count() > park_over:
+                    return conn._park()
+                sock.timeout = park_after
+                try:
+                    data = recv(_RECV)
+                except TimeoutError:
+                    return conn._park()  # idle: wait on with no fiber
+                except OSError:
+                    raise _Close() from None
             else:
-                counts[latency + bisect_left(BUCKETS, elapsed)] += 1
-            counts[total] += elapsed
-            if access:
-                if stream is None:
-                    body = response.body
-                    sent = len(body) if isinstance(body, (bytes, bytearray)) else 0
-                access_log.info(
-                    '%s - "%s %s HTTP/%s" %d %d %.1fms',
-                    _fmt(client),
+                sock.timeout = keepalive_timeout
+                try:
+                    data = recv(_RECV)
+                except OSError:  # (a timeout too: an idle keep-alive connection ends quietly)
+                    raise _Close() from None
+            if not data:
+                raise _Close()
+            proto.feed(data)
+            if not events and _BLANK <= proto._state <= _HEAD:  # (a head begun, or empty lines)
+                conn._deadline = time.monotonic() + limits.head_timeout  # from the first byte
+            continue
+        else:
+            head = conn._next_head()
+            conn._deadline = None  # (only a head that came in pieces had one)
+        if head.upgrade and head.method == "CONNECT":  # (another upgrade offer is ignored)
+            raise HttpError(501, "CONNECT not supported")
+        head.client = client
+        head.scheme = scheme
+        if forwarded is not None:
+            forwarded.apply(head)
+        if head._body is None:  # a body to read on demand
+            source = head._body_source = _Body(conn, head.expect_continue)
+        else:
+            source = None
+        started = monotonic()
+        # -- the app
+        try:
+            answer = app(head) if not head.upgrade else conn._upgrade(head)
+            if answer.__class__ is not Response and not isinstance(answer, Response):
+                raise TypeError(f"the app returned {type(answer).__name__}, not a Response")
+            response = answer
+            # A client still waiting for 100 Continue may send the body or not: close after it.
+            keep_alive = (
+                head.keep_alive
+                and not draining[0]  # while draining: answer with Connection: close
+                and (source is None or not source.expect)
+            )
+            fast = response._fast
+            if (
+                fast is not None
+                and keep_alive
+                and fast[3] is response.body
+                and fast[1] is response.headers
+                and fast[0] == response.status
+                and fast[2] == len(fast[1]._items)
+                and head.http_version == "1.1"
+                and head.method != "HEAD"
+            ):
+                # The same keep-alive response as last time: the same bytes, unless
+                # the date has moved on.
+                if not date[0] <= clock() < date[2]:
+                    _next_date()
+                if fast[4] is date[1]:
+                    data = fast[5]
+                    stream = None
+                else:
+                    data, stream, keep_alive, chunked = conn._prepare(head, response, keep_alive)
+            else:
+                data, stream, keep_alive, chunked = conn._prepare(head, response, keep_alive)
+        except (Cancelled, HttpError, _Close):
+            raise
+        except BodyTooLarge:
+            raise HttpError(413, "request body too large") from None
+        except BadWebSocketUpgrade as error:
+            raise HttpError(400, str(error)) from None
+        except Exception:
+            log.exception("app failed on %s %s from %s", head.method, head.target, _fmt(client))
+            response = _INTERNAL_ERROR
+            keep_alive = head.keep_alive and (source is None or not source.expect)
+            data, stream, keep_alive, chunked = conn._prepare(head, response, keep_alive)
+        # -- the response
+        sock.timeout = send_timeout
+        try:
+            sendall(data)
+        except TimeoutError:
+            log.debug("client %s did not read for %ss; closing", client, send_timeout)
+            raise _Close() from None
+        except OSError:
+            raise _Close() from None
+        if stream is not None:
+            try:
+                sent = conn._send_stream(stream, chunked)
+            except _Close:
+                raise
+            except Exception:
+                # Too late for a 500: the head is out.  Cut the connection so the client
+                # sees a truncated response, not a complete one.
+                log.exception(
+                    "response body of %s %s failed after its head was sent; connection cut",
                     head.method,
                     head.target,
-                    head.http_version,
-                    response.status,
-                    sent,
-                    elapsed * 1000,
                 )
-            if not keep_alive:
-                return None
-            if source is not None:
-                try:
-                    if not self._drain(source):
-                        return None
-                except HttpError as error:  # the response is out: no second one for the same request
-                    log.debug("bad request body from %s after the response: %s", client, error)
-                    raise _Close() from None
+                raise _Close() from None
+        conn.answered += 1
+        elapsed = monotonic() - started
+        counts[response.status // 100] += 1
+        if elapsed < fastest:  # (most requests: no bisect)
+            counts[latency] += 1
+        else:
+            counts[latency + bisect_left(BUCKETS, elapsed)] += 1
+        counts[total] += elapsed
+        if access:
+            if stream is None:
+                body = response.body
+                sent = len(body) if isinstance(body, (bytes, bytearray)) else 0
+            access_log.info(
+                '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                _fmt(client),
+                head.method,
+                head.target,
+                head.http_version,
+                response.status,
+                sent,
+                elapsed * 1000,
+            )
+        if not keep_alive:
+            return None
+        if source is not None:
+            try:
+                if not conn._drain(source):
+                    return None
+            except HttpError as error:  # the response is out: no second one for the same request
+                log.debug("bad request body from %s after the response: %s", client, error)
+                raise _Close() from None
 
 
 def _chunks(body: Iterable[Any]) -> Iterable[bytes]:
@@ -748,3 +756,9 @@ def http_server(
     config = HttpConfig(limits, access_log, limit_concurrency, forwarded, websocket)
     name = tcp_options.pop("name", None) or getattr(app, "__qualname__", "http")
     return Server(http_handler(app, config), host, port, threads=threads, name=name, **tcp_options)
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.server._c_http")

@@ -91,7 +91,12 @@ class _End:
 END: Any = _End()
 
 
-class RequestHead(Request):
+# (The compiled copy takes its base from fibernet/_c_http.pxd: a name it cimports cannot be
+# assigned by an import there, hence this way of naming it.)
+locals()["_Request"] = Request
+
+
+class RequestHead(_Request):  # noqa: F821
     """A parsed request head: the :class:`~fibernet.http.Request` the app is given (the
     connection adds the client and the body source), plus how the request is framed."""
 
@@ -135,6 +140,8 @@ _LLHTTP_METHODS = frozenset(
     b"SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY PRI".split()
 )
 _new = object.__new__
+# The methods as the app sees them (str), by llhttp's bytes: no decode per request.
+_METHOD_NAMES = {name: name.decode("ascii") for name in _LLHTTP_METHODS}
 
 
 class ServerProtocol:
@@ -538,9 +545,12 @@ class ServerProtocol:
                     self._reject(400, "request line without an HTTP version")
                 self._reject(505, f"HTTP/{version} is not supported")
         # The head is the app's Request: built here, field by field (no __init__ call).
-        head = _new(RequestHead)
+        head = RequestHead.__new__(RequestHead)
         method_bytes = parser.get_method()
-        head.method = method = method_bytes.decode("ascii")
+        method = _METHOD_NAMES.get(method_bytes)
+        if method is None:
+            method = method_bytes.decode("ascii")
+        head.method = method
         url = self._url
         last = self._last_target
         if url != last[0]:  # (a keep-alive client often asks for the same target again)
@@ -776,3 +786,9 @@ def error_response(error: HttpError, version: str = "1.1") -> bytes:
         error.status, Headers({"content-type": "text/plain; charset=utf-8"}), version, False, len(body), False
     )
     return head + body
+
+
+# The compiled copy of this module replaces it, unless FIBERNET_PURE_PYTHON (see _accel).
+from fibernet.runtime._accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "fibernet.server._c_http_protocol")

@@ -32,7 +32,9 @@ for name in sys.argv[1:]:
 from fibernet.runtime import compiled
 from fibernet.runtime.scheduler import Scheduler
 import fibernet
+from fibernet.server import http, http_protocol
 print(json.dumps({"compiled": compiled(), "scheduler": Scheduler.__module__,
+                  "http": [http._serve_conn.__module__, http_protocol.ServerProtocol.__module__],
                   "park": type(Scheduler._park).__name__, "run": fibernet.run(lambda: 6 * 7)}))
 """
 
@@ -56,7 +58,8 @@ def compiler_expected() -> bool:
 
 def test_every_hot_path_module_has_a_compiled_copy_declared():
     assert {"fibernet.runtime.scheduler", "fibernet.runtime.fiber", "fibernet.runtime.poller",
-            "fibernet.ops.operation"} <= set(ACCELERATED)
+            "fibernet.ops.operation", "fibernet.http", "fibernet.server.http",
+            "fibernet.server.http_protocol"} <= set(ACCELERATED)
 
 
 def test_pure_python_setting_runs_the_pure_modules():
@@ -81,6 +84,7 @@ def test_the_compiled_copy_runs_when_it_can_be_built():
     assert got["scheduler"] == "fibernet.runtime._c_scheduler"
     assert got["park"] == "cython_function_or_method"
     assert got["run"] == 42
+    assert got["http"] == ["fibernet.server._c_http", "fibernet.server._c_http_protocol"]
 
 
 @pytest.mark.install
