@@ -41,8 +41,8 @@ from fibernet.ops.operation import (
     BaseOp,
     OpState,
     Raise,
-    commit_pair,
     _Marker,
+    commit_pair,
     perform,
 )
 from fibernet.runtime.fiber import RUNNING

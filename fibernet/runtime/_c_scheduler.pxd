@@ -29,6 +29,7 @@ cdef class Scheduler:
     cdef public Py_ssize_t turns
     cdef object __weakref__
 
+    cpdef Py_ssize_t fiber_count(self)
     cpdef _park(self)
     cpdef _greenlet_for(self, fiber)
     cpdef _start(self, fiber, runner)

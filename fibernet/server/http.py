@@ -400,6 +400,8 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
     sock = conn.sock
     recv = sock.recv
     sendall = sock.sendall
+    # A plain socket (not TLS) is called directly in the compiled copy (typed there).
+    plain = sock if sock.__class__ is Socket else None
     limits = conn.limits
     keepalive_timeout = limits.keepalive_timeout
     send_timeout = limits.send_timeout
@@ -420,7 +422,7 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
     sched = current_scheduler()
     parks = (
         conn._done is not None
-        and sock.__class__ is Socket
+        and plain is not None
         and sched is not None
         and limits.park_after < keepalive_timeout
     )
@@ -450,9 +452,9 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
             elif parks:
                 if not park_after or sched.fiber_count() > park_over:
                     return conn._park()
-                sock.timeout = park_after
+                plain.timeout = park_after
                 try:
-                    data = recv(_RECV)
+                    data = plain.recv(_RECV)
                 except TimeoutError:
                     return conn._park()  # idle: wait on with no fiber
                 except OSError:
@@ -529,9 +531,13 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
             keep_alive = head.keep_alive and (source is None or not source.expect)
             data, stream, keep_alive, chunked = conn._prepare(head, response, keep_alive)
         # -- the response
-        sock.timeout = send_timeout
         try:
-            sendall(data)
+            if plain is not None:
+                plain.timeout = send_timeout
+                plain.sendall(data)
+            else:
+                sock.timeout = send_timeout
+                sendall(data)
         except TimeoutError:
             log.debug("client %s did not read for %ss; closing", client, send_timeout)
             raise _Close() from None
