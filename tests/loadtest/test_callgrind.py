@@ -21,6 +21,14 @@ def test_the_client_runs_every_echo_and_http_exchange(tcp_server, http_server):
     _callgrind.drive(_callgrind.http_exchange("/hello"), port, 100)
 
 
+def test_a_ratio_just_over_its_bar_is_shown_as_over_it():
+    results = {"fibernet": {"per_request": 36_300}, "uvicorn": {"per_request": 108_300}}
+    line = _callgrind.render("HTTP hello", results, {"uvicorn": 0.33}).splitlines()[-1]
+    assert "0.335x <= 0.33x: FAIL" in line, line
+    results["fibernet"]["per_request"] = 35_000
+    assert "0.323x <= 0.33x: PASS" in _callgrind.render("HTTP hello", results, {"uvicorn": 0.33})
+
+
 def test_a_wrong_answer_fails_the_run(tcp_server, http_server):
     def doubles(sock):
         while data := sock.recv(65536):
