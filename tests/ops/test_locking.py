@@ -15,6 +15,7 @@ import pytest
 
 import fibernet as fn
 from fibernet.ops.operation import COMMITTED, NOT_READY, NOTHING, OTHER_DONE, SELF_DONE, OpState, commit_pair
+from fibernet.runtime.fiber import Fiber
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(60)]
 
@@ -233,6 +234,54 @@ def test_a_cancel_racing_with_the_start_of_a_fiber_on_another_scheduler_is_never
         return outcomes, never.waiting()
 
     assert fn.run(main, threads=2) == (Counter(cancelled=rounds), (0, 0))
+
+
+class _Stripe:
+    """A fiber's stripe lock that tells when a cancel waits on it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.waited = threading.Event()
+
+    def acquire(self):
+        self.waited.set()
+        self.lock.acquire()
+
+    def release(self):
+        self.lock.release()
+
+
+class _Taken:
+    """A scheduler's state lock that counts who took it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.taken = 0
+
+    def acquire(self):
+        self.lock.acquire()
+        self.taken += 1
+
+    def release(self):
+        self.lock.release()
+
+
+def test_a_cancel_that_waited_on_the_stripe_of_a_fiber_that_started_takes_its_new_lock():
+    # Deterministic: the scheduler's _start holds the stripe while it gives the fiber its own
+    # lock; a cancel waiting on the stripe meanwhile must then take the new lock, not mark the
+    # fiber under the stripe (which the running fiber no longer looks at).
+    fiber = Fiber(lambda: None)
+    stripe, own = _Stripe(), _Taken()
+    fiber._state_lock = stripe
+    stripe.lock.acquire()  # (as _start does)
+    canceller = threading.Thread(target=fiber.cancel)
+    canceller.start()
+    assert stripe.waited.wait(10)
+    fiber._state_lock = own
+    stripe.release()
+    canceller.join(10)
+    assert not canceller.is_alive()
+    assert own.taken == 1 and fiber._cancel_pending
 
 
 # -- committing two states together ----------------------------------------------------------
