@@ -6,11 +6,11 @@ from fibernet._c_http cimport Request as _Request
 
 
 cdef class RequestHead(_Request):
-    cdef public object keep_alive
-    cdef public object chunked
+    cdef public bint keep_alive
+    cdef public bint chunked
     cdef public object content_length
-    cdef public object expect_continue
-    cdef public object upgrade
+    cdef public bint expect_continue
+    cdef public bint upgrade
 
 
 cdef class ServerProtocol:
