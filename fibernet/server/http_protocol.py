@@ -41,7 +41,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from fibernet.http import Headers, Request, _WireHeaders, reason_phrase
+from fibernet.http import Headers, Request, reason_phrase
 
 
 @dataclass(frozen=True)
@@ -574,8 +574,8 @@ class ServerProtocol:
         head.query = last[3]
         head.raw_path = last[4]
         head.http_version = version
-        head.headers = headers = _new(_WireHeaders)
-        headers._raw = self._fields
+        head._headers = None  # (made from the fields when first read: see Request.headers)
+        head._fields = self._fields
         head.client = None
         head._body_source = None
         head._consumed = False
