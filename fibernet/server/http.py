@@ -118,6 +118,7 @@ class _Connection(Parked):
         "websocket",
         "_done",
         "_spare",
+        "_forwarded",
     )
 
     def __init__(
@@ -152,6 +153,9 @@ class _Connection(Parked):
         if client.__class__ is tuple and client[0].__class__ is str:
             client = (sys.intern(client[0]), *client[1:])  # (one string for a client's connections)
         self.client = client
+        # The proxy policy, if its peer is a trusted proxy (decided once: the peer stays)
+        forwarded = config.forwarded
+        self._forwarded = forwarded if forwarded is not None and forwarded.trusts(client) else None
         self._deadline: float | None = None
         self.websocket: Any = None  # the WebSocket that took the connection, if one did
 
@@ -407,10 +411,9 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
     send_timeout = limits.send_timeout
     app = conn.app
     client = conn.client
-    scheme = getattr(sock, "scheme", "http")  # (a TLSSocket's is "https")
-    forwarded = conn.config.forwarded
-    if forwarded is not None and not forwarded.trusts(client):
-        forwarded = None  # an untrusted peer's X-Forwarded-* and Forwarded are ignored
+    # (a TLSSocket's is "https"; a plain one has none: no getattr, whose miss raises inside)
+    scheme = "http" if plain is not None else getattr(sock, "scheme", "http")
+    forwarded = conn._forwarded  # (None for an untrusted peer: its X-Forwarded-* are ignored)
     draining = conn._draining
     access = conn.config.access_log
     date = _DATE
@@ -478,7 +481,7 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
             raise HttpError(501, "CONNECT not supported")
         head.client = client
         head.scheme = scheme
-        if forwarded is not None:
+        if forwarded is not None and head._proxied:  # (a field the policy reads came)
             forwarded.apply(head)
         if head._body is None:  # a body to read on demand
             source = head._body_source = _Body(conn, head.expect_continue)
