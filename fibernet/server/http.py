@@ -119,6 +119,7 @@ class _Connection(Parked):
         "_done",
         "_spare",
         "_forwarded",
+        "park_timeout",
     )
 
     def __init__(
@@ -157,6 +158,7 @@ class _Connection(Parked):
         forwarded = config.forwarded
         self._forwarded = forwarded if forwarded is not None and forwarded.trusts(client) else None
         self._deadline: float | None = None
+        self.park_timeout = config.limits.keepalive_timeout  # (see _park)
         self.websocket: Any = None  # the WebSocket that took the connection, if one did
 
     # -- reading ----------------------------------------------------------------------
@@ -333,12 +335,6 @@ class _Connection(Parked):
 
     # -- parking (see tcp.Parked) -----------------------------------------------------------
 
-    @property
-    def park_timeout(self) -> float:
-        """What is left of the keep-alive timeout once the fiber has waited ``park_after``."""
-        limits = self.limits
-        return max(0.0, limits.keepalive_timeout - limits.park_after)
-
     def resume(self, sock: Socket) -> Parked | None:
         """Bytes came on the parked connection: serve on (in a new fiber)."""
         return self.run(True)
@@ -347,9 +343,11 @@ class _Connection(Parked):
         """Closed while parked: its keep-alive timeout, or the end of a drain."""
         self._ended()
 
-    def _park(self) -> _Connection:
-        """Wait for the next request with no fiber: give the parser back to the spare ones
-        (it is between requests, with nothing left of the last one)."""
+    def _park(self, waited: float = 0.0) -> _Connection:
+        """Wait for the next request with no fiber, for what is left of the keep-alive
+        timeout after ``waited`` seconds in the fiber (``park_timeout``): give the parser
+        back to the spare ones (it is between requests, with nothing left of the last one)."""
+        self.park_timeout = max(0.0, self.limits.keepalive_timeout - waited)
         proto = self.proto
         spare = self._spare
         if proto is not None and spare is not None and len(spare) < _MAX_SPARE and proto.clean():
@@ -459,7 +457,7 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
                 try:
                     data = plain.recv(_RECV)
                 except TimeoutError:
-                    return conn._park()  # idle: wait on with no fiber
+                    return conn._park(park_after)  # idle: wait on with no fiber
                 except OSError:
                     raise _Close() from None
             else:
