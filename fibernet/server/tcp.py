@@ -357,18 +357,14 @@ class Server:
 
     def _spawn_serve(self, place: _Place, conn: Socket, how: Any, addr: Any) -> None:
         """Serve ``conn`` in a new fiber: the handler (``how`` the peer's address) or
-        ``how.parked.resume`` (``how`` the _Parking of a parked connection, which keeps the
-        fiber's name and done callback from one resume to the next)."""
-        if how.__class__ is _Parking:
-            name, closed = how.fiber_name, how.closed_one
-            if name is None:
-                name = how.fiber_name = f"{self.name}:conn {_fmt(addr)}"
-                closed = how.closed_one = partial(self._closed_one, place, conn)
-        else:
-            name, closed = f"{self.name}:conn {_fmt(addr)}", partial(self._closed_one, place, conn)
-        fiber = spawn(self._serve, place, conn, how, name=name)
+        ``how.parked.resume`` (``how`` the _Parking of a parked connection; nothing more is
+        kept per parked connection, whose bytes count against the idle-connection bar)."""
+        fiber = spawn(self._serve, place, conn, how, name=f"{self.name}:conn {_fmt(addr)}")
         place.conns[fiber] = conn
-        fiber.add_done_callback(closed)
+        if how.__class__ is _Parking:
+            fiber.add_done_callback(how.fiber_done)
+        else:
+            fiber.add_done_callback(partial(self._closed_one, place, conn))
 
     def _release_slot(self) -> None:
         with self._lock:
@@ -588,7 +584,7 @@ class _Parking:
     again only moves ``expires``, and the timer, when it fires, closes the connection if it
     is parked and due, else re-arms (or goes, if it is not parked)."""
 
-    __slots__ = ("server", "place", "sock", "addr", "parked", "timer", "expires", "fiber_name", "closed_one")
+    __slots__ = ("server", "place", "sock", "addr", "parked", "timer", "expires")
 
     def __init__(self, server: Server, place: _Place, sock: Socket, addr: Any) -> None:
         self.server = server
@@ -598,8 +594,6 @@ class _Parking:
         self.parked: Parked | None = None
         self.timer: list | None = None
         self.expires = 0.0
-        self.fiber_name: str | None = None  # (its fibers': see Server._spawn_serve)
-        self.closed_one: Any = None
 
     def park(self, parked: Parked) -> bool:
         """Wait for bytes with no fiber; False if they may be there already (read them)."""
@@ -641,6 +635,10 @@ class _Parking:
             self._closed()
             return
         self.server._spawn_serve(place, self.sock, self, self.addr)
+
+    def fiber_done(self, fiber: Fiber) -> None:
+        """A fiber that served the connection (resumed) ended."""
+        self.server._closed_one(self.place, self.sock, fiber)
 
     def close(self) -> None:
         """Close the parked connection (its timeout, an idle sweep, the end of a drain)."""
