@@ -57,7 +57,7 @@ from greenlet import getcurrent
 
 from fibernet.errors import Cancelled
 from fibernet.ops.plain_thread import ThreadOwner
-from fibernet.runtime.fiber import RUNNING
+from fibernet.runtime.fiber import RUNNING, Fiber
 from fibernet.runtime.scheduler import _tls
 
 T = TypeVar("T")  # what an operation's perform returns
@@ -133,7 +133,12 @@ class OpState:
         finally:
             if lock is not None:
                 lock.release()
-        self.owner._wake()
+        owner = self.owner
+        if type(owner) is Fiber:  # (a C call in the compiled copy)
+            fiber = owner
+            fiber._wake()
+        else:  # a plain thread's ThreadOwner
+            owner._wake()
         return True
 
     def finish_self(self, index: int, value: Any) -> bool:

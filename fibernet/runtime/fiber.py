@@ -22,14 +22,29 @@ import contextvars
 import itertools
 import logging
 import threading
+import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fibernet.errors import Cancelled
 
 if TYPE_CHECKING:
+    from typing import Generic as _Generic
+
     from fibernet.ops.operation import Operation
     from fibernet.runtime.scheduler import Scheduler
+else:
+
+    class _Generic:
+        """What stands for ``typing.Generic`` at run time: ``Fiber[int]`` is a
+        ``types.GenericAlias``.  (The compiled Fiber is an extension type, which may not
+        derive from ``Generic``; type checkers see ``Generic`` itself.)"""
+
+        __slots__ = ()
+
+        def __class_getitem__(cls, params):
+            return cls if cls is _Generic else types.GenericAlias(cls, params)
+
 
 T = TypeVar("T")  # what the fiber's function returns
 
@@ -99,7 +114,14 @@ class _Unretrieved:
         self.exc = exc
 
 
-class Fiber(Generic[T]):
+class _FiberBase:
+    """Fiber's first base: in the compiled copy an extension type (the first base of one must
+    be), which leaves room for ``_Generic`` beside it."""
+
+    __slots__ = ()
+
+
+class Fiber(_FiberBase, _Generic[T]):
     """A lightweight thread of control run by a scheduler.  Made by :func:`fibernet.spawn`."""
 
     __slots__ = (

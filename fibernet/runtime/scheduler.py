@@ -331,10 +331,13 @@ class Scheduler:
             fiber = None
         if runq:
             self._budget = len(runq) + _EXTRA_PER_TURN
-            greenlet_for = self._greenlet_for
             while self._budget > 0 and runq:
                 self._budget -= 1
-                greenlet_for(runq.popleft()).switch()
+                fiber = runq.popleft()
+                target = self._greenlet_for(fiber)
+                fiber = None  # (a suspended loop must not keep a fiber alive)
+                target.switch()
+                target = None
             self._budget = 0
             self.current = None
         if self._dropped:
