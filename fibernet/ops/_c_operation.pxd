@@ -2,7 +2,7 @@
 
 cimport cython
 
-from fibernet.runtime._c_fiber cimport Fiber as _Fiber
+from fibernet.runtime._c_fiber cimport Fiber as _Fiber, StateLock as _StateLock
 from fibernet.runtime._c_scheduler cimport Scheduler as _Scheduler
 
 
@@ -18,7 +18,7 @@ cdef class OpState:
     cdef public object op
     cdef public object lock
 
-    @cython.locals(fiber=_Fiber)
+    @cython.locals(fiber=_Fiber, fast=_StateLock)
     cpdef bint complete(self, Py_ssize_t index, object value, object held=*)
     cpdef bint finish_self(self, Py_ssize_t index, object value)
 

@@ -1,5 +1,38 @@
 # Types for the compiled copy of fibernet/runtime/fiber.py (see fibernet/runtime/_accel.py).
 
+cimport cython
+from cpython.pythread cimport (
+    PY_LOCK_ACQUIRED,
+    PyLockStatus,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
+
+
+cdef extern from "pythread.h":
+    ctypedef long long PY_TIMEOUT_T
+    PyLockStatus PyThread_acquire_lock_timed(PyThread_type_lock, PY_TIMEOUT_T, int) nogil
+
+
+cdef inline bint _wait_lock(PyThread_type_lock lock, PY_TIMEOUT_T micros):
+    """Block, the GIL released, until ``lock`` is taken (True) or ``micros`` pass (-1: never)."""
+    cdef PyLockStatus got
+    with nogil:
+        got = PyThread_acquire_lock_timed(lock, micros, 0)
+    return got == PY_LOCK_ACQUIRED
+
+
+@cython.final
+cdef class StateLock:
+    cdef PyThread_type_lock _lock
+    cdef bint _locked
+
+    cdef void _take(self)
+    cdef void _drop(self)
+
 
 cdef class _FiberBase:
     pass
@@ -26,6 +59,7 @@ cdef class Fiber(_FiberBase):
     cdef object __weakref__
 
     cpdef bint done(self)
+    @cython.locals(fast=StateLock)
     cpdef _block_on(self, state)
     cpdef _wake(self)
     cpdef _execute(self)
