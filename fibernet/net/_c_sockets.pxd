@@ -3,6 +3,7 @@
 cimport cython
 
 from fibernet.net._c_readiness cimport FdWait as _FdWait
+from fibernet.runtime._c_fiber cimport Fiber as _Fiber
 from fibernet.runtime._c_poller cimport Poller as _Poller
 from fibernet.runtime._c_scheduler cimport Scheduler as _Scheduler
 
@@ -23,7 +24,7 @@ cdef class Socket:
     cdef public object peer
     cdef object __weakref__
 
-    @cython.locals(fd=int, ident='unsigned long', sched=_Scheduler, poller=_Poller, state=_FdWait, timer=list, index=Py_ssize_t)
+    @cython.locals(fd=int, ident='unsigned long', sched=_Scheduler, fiber=_Fiber, poller=_Poller, state=_FdWait, timer=list, index=Py_ssize_t)
     cpdef _wait(self, int events)
     @cython.locals(sched=_Scheduler)
     cpdef _Poller _move_to(self, sched)

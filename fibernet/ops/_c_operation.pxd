@@ -2,6 +2,9 @@
 
 cimport cython
 
+from fibernet.runtime._c_fiber cimport Fiber as _Fiber, StateLock as _StateLock
+from fibernet.runtime._c_scheduler cimport Scheduler as _Scheduler
+
 
 # One per blocking perform and per socket wait: a free list spares the allocator.
 @cython.freelist(64)
@@ -15,5 +18,9 @@ cdef class OpState:
     cdef public object op
     cdef public object lock
 
+    @cython.locals(fiber=_Fiber, fast=_StateLock)
     cpdef bint complete(self, Py_ssize_t index, object value, object held=*)
     cpdef bint finish_self(self, Py_ssize_t index, object value)
+
+@cython.locals(sched=_Scheduler, fiber=_Fiber, state=OpState, index=Py_ssize_t)
+cpdef perform(op)

@@ -57,7 +57,7 @@ from greenlet import getcurrent
 
 from fibernet.errors import Cancelled
 from fibernet.ops.plain_thread import ThreadOwner
-from fibernet.runtime.fiber import RUNNING
+from fibernet.runtime.fiber import RUNNING, Fiber, StateLock
 from fibernet.runtime.scheduler import _tls
 
 T = TypeVar("T")  # what an operation's perform returns
@@ -119,8 +119,12 @@ class OpState:
         wait's state lock is its channel's), it is not taken again.
         """
         lock = self.lock
+        fast = None
         if lock is held:
             lock = None
+        elif type(lock) is StateLock:  # (the compiled copy's: C calls)
+            fast = lock
+            fast._take()
         else:
             lock.acquire()  # (acquire and release: half the cost of ``with`` on this hot path)
         try:
@@ -131,9 +135,16 @@ class OpState:
             self.woken = True
             self.done = True
         finally:
-            if lock is not None:
+            if fast is not None:
+                fast._drop()
+            elif lock is not None:
                 lock.release()
-        self.owner._wake()
+        owner = self.owner
+        if type(owner) is Fiber:  # (a C call in the compiled copy)
+            fiber = owner
+            fiber._wake()
+        else:  # a plain thread's ThreadOwner
+            owner._wake()
         return True
 
     def finish_self(self, index: int, value: Any) -> bool:

@@ -1,5 +1,8 @@
 # Types for the compiled copy of fibernet/runtime/scheduler.py (see fibernet/runtime/_accel.py).
 
+cimport cython
+
+from fibernet.runtime._c_fiber cimport Fiber as _Fiber
 from fibernet.runtime._c_poller cimport Poller as _Poller
 from fibernet.runtime._c_timers cimport TimerQueue as _TimerQueue
 
@@ -8,7 +11,7 @@ cdef class Scheduler:
     cdef public object name
     cdef public object runtime
     cdef public object clock
-    cdef public object current
+    cdef public _Fiber current
     cdef public object thread
     cdef public unsigned long _ident
     cdef public object _runq
@@ -30,10 +33,13 @@ cdef class Scheduler:
     cdef object __weakref__
 
     cpdef Py_ssize_t fiber_count(self)
+    @cython.locals(fiber=_Fiber)
     cpdef _park(self)
-    cpdef _greenlet_for(self, fiber)
-    cpdef _start(self, fiber, runner)
+    cpdef _greenlet_for(self, _Fiber fiber)
+    cpdef _start(self, _Fiber fiber, runner)
     cpdef _awake(self)
+    @cython.locals(fiber=_Fiber)
     cpdef _turn(self, bint may_block)
-    cpdef _run_fiber(self, fiber)
+    cpdef _run_fiber(self, _Fiber fiber)
+    @cython.locals(fiber=_Fiber)
     cpdef _runner_main(self)

@@ -22,14 +22,29 @@ import contextvars
 import itertools
 import logging
 import threading
+import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fibernet.errors import Cancelled
 
 if TYPE_CHECKING:
+    from typing import Generic as _Generic
+
     from fibernet.ops.operation import Operation
     from fibernet.runtime.scheduler import Scheduler
+else:
+
+    class _Generic:
+        """What stands for ``typing.Generic`` at run time: ``Fiber[int]`` is a
+        ``types.GenericAlias``.  (The compiled Fiber is an extension type, which may not
+        derive from ``Generic``; type checkers see ``Generic`` itself.)"""
+
+        __slots__ = ()
+
+        def __class_getitem__(cls, params):
+            return cls if cls is _Generic else types.GenericAlias(cls, params)
+
 
 T = TypeVar("T")  # what the fiber's function returns
 
@@ -58,7 +73,64 @@ _ids = itertools.count(1)
 # - A fiber's *join lock* (``join_lock(fiber)``) guards its ``_joiners``, ``_callbacks`` and its
 #   move to DONE, so a joiner either registers before the fiber ends or sees it DONE.
 _STRIPES = 256
-_STATE_LOCKS = tuple(threading.Lock() for _ in range(_STRIPES))
+
+
+class StateLock:
+    """A state lock in the compiled copy: ``threading.Lock``'s interface (``acquire``,
+    ``release``, ``locked``, ``with``), and C-level ``_take`` and ``_drop`` that the hot path
+    calls directly -- ``threading.Lock.acquire`` parses its arguments on every call, which cost
+    more than the rest of a wait's locking.  Only the compiled copy makes them (see
+    ``new_state_lock``; the names it calls are declared in ``_c_fiber.pxd``): the pure-Python
+    modules use ``threading.Lock`` itself."""
+
+    __slots__ = ()
+
+    def __cinit__(self) -> None:
+        self._lock = PyThread_allocate_lock()  # noqa: F821
+        if not self._lock:
+            raise MemoryError()
+
+    def __dealloc__(self) -> None:
+        if self._lock:
+            PyThread_free_lock(self._lock)  # noqa: F821
+
+    def _take(self) -> None:
+        if not PyThread_acquire_lock(self._lock, 0):  # noqa: F821 - (free: no system call)
+            _wait_lock(self._lock, -1)  # noqa: F821 - (the GIL released meanwhile)
+        self._locked = True
+
+    def _drop(self) -> None:
+        self._locked = False
+        PyThread_release_lock(self._lock)  # noqa: F821
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not PyThread_acquire_lock(self._lock, 0):  # noqa: F821
+            if not blocking or timeout == 0:
+                return False
+            if not _wait_lock(self._lock, -1 if timeout < 0 else int(timeout * 1e6)):  # noqa: F821
+                return False
+        self._locked = True
+        return True
+
+    def release(self) -> None:
+        if not self._locked:
+            raise RuntimeError("release unlocked lock")
+        self._drop()
+
+    def locked(self) -> bool:
+        return self._locked
+
+    def __enter__(self) -> bool:
+        self._take()
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# A new state lock: a StateLock in the compiled copy, a threading.Lock in the pure module.
+new_state_lock: Callable[[], Any] = StateLock if __name__.endswith("._c_fiber") else threading.Lock
+_STATE_LOCKS = tuple(new_state_lock() for _ in range(_STRIPES))
 _JOIN_LOCKS = tuple(threading.Lock() for _ in range(_STRIPES))
 
 
@@ -99,7 +171,14 @@ class _Unretrieved:
         self.exc = exc
 
 
-class Fiber(Generic[T]):
+class _FiberBase:
+    """Fiber's first base: in the compiled copy an extension type (the first base of one must
+    be), which leaves room for ``_Generic`` beside it."""
+
+    __slots__ = ()
+
+
+class Fiber(_FiberBase, _Generic[T]):
     """A lightweight thread of control run by a scheduler.  Made by :func:`fibernet.spawn`."""
 
     __slots__ = (
@@ -256,7 +335,11 @@ class Fiber(Generic[T]):
         """Make ``state`` (an OpState) what the fiber waits on, just before it suspends, so
         ``cancel`` can complete it; raises ``Cancelled`` instead if a cancel is pending."""
         lock = self._state_lock
-        lock.acquire()  # (acquire and release: half the cost of ``with``; every wait comes here)
+        fast = lock if type(lock) is StateLock else None  # (compiled: C calls; every wait comes here)
+        if fast is not None:
+            fast._take()
+        else:
+            lock.acquire()  # (acquire and release: half the cost of ``with``)
         try:
             if self._cancel_pending:
                 self._cancel_pending = False
@@ -264,7 +347,10 @@ class Fiber(Generic[T]):
             self._op_state = state
             self.state = SUSPENDED
         finally:
-            lock.release()
+            if fast is not None:
+                fast._drop()
+            else:
+                lock.release()
 
     # -- called by the scheduler ---------------------------------------------------------
 

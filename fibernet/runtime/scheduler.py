@@ -40,7 +40,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 from fibernet.errors import Cancelled, NoScheduler
 from fibernet.runtime._accel import in_python_frame
 from fibernet.runtime.clock import REAL_CLOCK, Clock
-from fibernet.runtime.fiber import NEW, RUNNING, Fiber
+from fibernet.runtime.fiber import NEW, RUNNING, Fiber, new_state_lock
 from fibernet.runtime.poller import Poller
 from fibernet.runtime.timers import TimerQueue
 from fibernet.runtime.wakeup import WakeupFd
@@ -102,7 +102,7 @@ class Scheduler:
         self._hub: greenlet | None = None
         self._free_runners: list[greenlet] = []
         self._budget = 0  # fiber runs left in this turn (0 outside step 3 of a turn)
-        self._state_lock = threading.Lock()  # its started fibers' (made again by _enter)
+        self._state_lock = new_state_lock()  # its started fibers' (made again by _enter)
         # Where its choices start: a generator of its own (the random module's one is behind a
         # lock on a free-threaded CPython, which two schedulers' choices would bounce).
         self._random = random.Random().random
@@ -265,7 +265,7 @@ class Scheduler:
         self._hub = getcurrent()
         # Made on this thread, which owns it: on a free-threaded CPython it then counts its
         # references without atomic operations.  (Fibers started before keep the old one.)
-        self._state_lock = threading.Lock()
+        self._state_lock = new_state_lock()
 
     def _leave(self) -> None:
         _tls.scheduler = None
@@ -331,10 +331,13 @@ class Scheduler:
             fiber = None
         if runq:
             self._budget = len(runq) + _EXTRA_PER_TURN
-            greenlet_for = self._greenlet_for
             while self._budget > 0 and runq:
                 self._budget -= 1
-                greenlet_for(runq.popleft()).switch()
+                fiber = runq.popleft()
+                target = self._greenlet_for(fiber)
+                fiber = None  # (a suspended loop must not keep a fiber alive)
+                target.switch()
+                target = None
             self._budget = 0
             self.current = None
         if self._dropped:

@@ -31,11 +31,14 @@ for name in sys.argv[1:]:
     importlib.import_module(name)
 from fibernet.runtime import compiled
 from fibernet.runtime.scheduler import Scheduler
+from fibernet.runtime.fiber import Fiber
 import fibernet
 from fibernet.server import http, http_protocol
 print(json.dumps({"compiled": compiled(), "scheduler": Scheduler.__module__,
                   "http": [http._serve_conn.__module__, http_protocol.ServerProtocol.__module__],
-                  "park": type(Scheduler._park).__name__, "run": fibernet.run(lambda: 6 * 7)}))
+                  "park": type(Scheduler._park).__name__, "run": fibernet.run(lambda: 6 * 7),
+                  "fiber_extension_type": not Fiber.__flags__ & (1 << 9),  # (Py_TPFLAGS_HEAPTYPE)
+                  "fiber_int": Fiber[int].__origin__ is Fiber and Fiber[int].__args__ == (int,)}))
 """
 
 
@@ -67,6 +70,7 @@ def test_pure_python_setting_runs_the_pure_modules():
     assert got["compiled"] == {name: False for name in ACCELERATED}
     assert got["scheduler"] == "fibernet.runtime.scheduler" and got["park"] == "function"
     assert got["run"] == 42
+    assert not got["fiber_extension_type"] and got["fiber_int"]
 
 
 def test_pure_python_zero_means_compiled_where_built():
@@ -84,6 +88,9 @@ def test_the_compiled_copy_runs_when_it_can_be_built():
     assert got["scheduler"] == "fibernet.runtime._c_scheduler"
     assert got["park"] == "cython_function_or_method"
     assert got["run"] == 42
+    # A Fiber is an extension type (C fields, C calls from the scheduler and the socket wait)
+    # that Fiber[int] still subscripts at run time, as typing.Generic's subclasses do.
+    assert got["fiber_extension_type"] and got["fiber_int"]
     assert got["http"] == ["fibernet.server._c_http", "fibernet.server._c_http_protocol"]
 
 
