@@ -312,17 +312,6 @@ def summarise_echo(samples: _bench.Samples, args) -> list[dict]:
     return rows
 
 
-def summarise_idle(samples: _bench.Samples, args) -> list[dict]:
-    if "idle" not in args.workloads:
-        return []
-    rows = _bench.summary_rows(samples, "idle", args.impls, "kib_per_conn", ("conns", "rss0_kib", "rss1_kib"))
-    for row in rows:
-        for k in ("rss0", "rss1"):
-            kib = row.pop(f"{k}_kib")
-            row[f"{k}_mib"] = None if kib is None else kib / 1024
-    return rows
-
-
 def build_bars(args) -> list[_bench.Bar]:
     bars = []
     for size in args.sizes if "echo" in args.workloads else []:
@@ -353,14 +342,6 @@ def render_echo(rows: list[dict]) -> str:
     return _bench.format_table(["size", "impl", "msgs/s", "spread", "server us/msg", "of it sys", "spread",
                                 "min", "srv CPU", "cli CPU", "others", "srv ctxsw/msg", "fibernet ratio",
                                 "rounds"], table)
-
-
-def render_idle(rows: list[dict]) -> str:
-    table = [[r["impl"], "-" if r["conns"] is None else f"{r['conns']:,.0f}", fmt_fixed(r["kib_per_conn"], 2),
-              fmt_pct(r["spread"]), fmt_fixed(r["rss0_mib"]), fmt_fixed(r["rss1_mib"]),
-              _bench.fmt_ratio(r["ratio"]), _rounds(r)] for r in rows]
-    return _bench.format_table(["impl", "idle conns", "KiB/conn", "spread", "RSS before MiB", "RSS after MiB",
-                                "fibernet ratio", "rounds"], table)
 
 
 def run_profile(args) -> int:
@@ -468,7 +449,8 @@ def main(argv=None) -> int:
               f"{args.server_cpu}, e.g.:\n  {example}\n  server: {server}", flush=True)
         samples = _bench.run_interleaved(__file__, plan, args.rounds, args.client_cpu, args.timeout)
         args.noise_budget_left = bank_balance(bank.name)
-    echo_rows, idle_rows = summarise_echo(samples, args), summarise_idle(samples, args)
+    echo_rows = summarise_echo(samples, args)
+    idle_rows = _idle.summarise(samples, args.impls) if "idle" in args.workloads else []
     bars = [b.check(samples) for b in build_bars(args)]
     print()
     if echo_rows:
@@ -493,7 +475,7 @@ def main(argv=None) -> int:
     if idle_rows:
         print("Memory per idle connection (server VmRSS growth / connections), "
               f"medians of {args.rounds} round(s)")
-        print(render_idle(idle_rows))
+        print(_idle.render(idle_rows))
         capped = [r["impl"] for r in idle_rows if r["conns"] is not None and r["conns"] < args.idle_conns]
         if capped:
             print(f"note: RLIMIT_NOFILE allowed fewer than {args.idle_conns:,} connections "

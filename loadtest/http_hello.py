@@ -117,7 +117,6 @@ def measure_idle(server: ServerProcess, params: dict) -> dict:
     # 2 s: longer than fibernet's park_after (1 s), so that every idle connection has parked
     result = _idle.measure(server.port, params["conns"], rss, 2.0, _idle.HTTP_REQUEST, _idle.http_answered,
                            again=True)
-    result["bytes_per_conn"] = result["kib_per_conn"] * 1024
     result["summary"] = (f"{result['bytes_per_conn']:.0f} B/conn {_idle.describe(result)}, second request "
                          f"answered on {result['second_answered']}/{result['conns']}")
     return result
@@ -284,17 +283,6 @@ def render_floor(est: dict) -> str:
             f"at all; the uvicorn bar allows {est['bar_us']:.2f}")
 
 
-def summarise_idle(samples: _bench.Samples, impls: list[str]) -> list[dict]:
-    rows = []
-    for row in _bench.summary_rows(samples, IDLE, impls, "bytes_per_conn", keep_empty=True):
-        results = samples.results.get((IDLE, row["impl"]), [])
-        rows.append({**row, "conns": min((r["conns"] for r in results), default=None),
-                     "second_ok": bool(results) and all(r["second_answered"] == r["conns"] for r in results),
-                     "rss1_mib": _bench.median(r["rss1_kib"] / 1024 for r in results),
-                     "failed_rounds": row["errors"]})
-    return rows
-
-
 def check_idle(rows: list[dict]) -> list[dict]:
     ours = next(r for r in rows if r["impl"] == "fibernet")
     value = ours["bytes_per_conn"]
@@ -303,17 +291,6 @@ def check_idle(rows: list[dict]) -> list[dict]:
              "measured": None if value is None else f"{value:.0f} B/conn, second requests all answered: "
                                                     f"{ours['second_ok']}",
              "pass": None if value is None else value <= IDLE_BAR_BYTES and ours["second_ok"]}]
-
-
-def render_idle(rows: list[dict]) -> str:
-    table = [[r["impl"], "-" if r["conns"] is None else r["conns"], fmt_fixed(r["bytes_per_conn"], 0),
-              "-" if r["bytes_per_conn"] is None else f"{r['bytes_per_conn'] / 1024:.2f}",
-              fmt_pct(r["spread"]),
-              fmt_fixed(r["rss1_mib"]), "yes" if r["second_ok"] else "NO", fmt_fixed(r["ratio"], 2),
-              f"{r['rounds']}" + (f" ({r['failed_rounds']} failed)" if r["failed_rounds"] else "")]
-             for r in rows]
-    return _bench.format_table(["server", "idle conns", "B/conn", "KiB/conn", "spread", "RSS after MiB",
-                                "2nd req all OK", "fibernet ratio", "rounds"], table)
 
 
 # --------------------------------------------------------------------------
@@ -410,10 +387,10 @@ def run(args, params: dict) -> int:
             print(f"{'load: ' if what == 'warm-up' else '      '}{line}   ({what})", flush=True)
     samples = _bench.run_interleaved(__file__, plan, args.rounds, args.wrk_cpu, args.timeout)
     if args.idle_conns:
-        rows = summarise_idle(samples, args.impls)
+        rows = _idle.summarise(samples, args.impls)
         checks, floor = check_idle(rows), None
         print(f"\nMemory per idle keep-alive HTTP connection (server VmRSS growth / connections), "
-              f"median of {args.rounds} round(s):\n{render_idle(rows)}\n")
+              f"median of {args.rounds} round(s):\n{_idle.render(rows)}\n")
         print(_bench.render_bars(checks, "bar"))
     else:
         rows = summarise(samples, args.impls)
