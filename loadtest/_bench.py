@@ -506,13 +506,14 @@ def table(rows: list[dict], columns: Sequence[str | tuple[str, str]]) -> str:
 
 def run(
     script: str, args: argparse.Namespace, plan: list[tuple],
-    report: Callable[[Samples], tuple[list[dict], str]], name: str | None = None, pin: str = "cpu",
+    report: Callable[[Samples], tuple[dict[str, Any], str]], name: str | None = None, pin: str = "cpu",
     intro: str = "", timeout: float | None = None, log: Callable[[str], None] | None = None, **payload: Any,
 ) -> int:
     """Run ``plan`` for ``args.rounds`` interleaved rounds, each child pinned to the CPUs of
-    the option ``pin`` (--cpu), print what ``report(samples)`` makes of it (rows, text), write
-    ``--json`` (with ``payload``); the exit status is 1 if a bar fails or a measurement errors.
-    ``name``: the script that notes its peers not installed; ``intro``: printed after the plan."""
+    the option ``pin`` (--cpu), print what ``report(samples)`` makes of it (JSON sections, such
+    as ``rows``, and text), write ``--json`` (with ``payload``); the exit status is 1 if a row
+    of a section (a bar) fails or a measurement errors.  ``name``: the script that notes its
+    peers not installed; ``intro``: printed after the plan."""
     cpu = getattr(args, pin)
     check_cpu(cpu)
     command = command_line()
@@ -521,13 +522,13 @@ def run(
         note_skipped(args.skipped, name)
     print(describe_plan(script, plan, args.rounds, cpu) + intro, flush=True)
     samples = run_interleaved(script, plan, args.rounds, cpu, timeout or args.timeout, log)
-    rows, text = report(samples)
+    sections, text = report(samples)
     print()
     print(text)
     print(f"command: {command}")
-    save_json(args.json, {"command": command, "args": vars(args), "rows": rows, **payload,
+    save_json(args.json, {"command": command, "args": vars(args), **sections, **payload,
                           "samples": samples.to_json()})
-    return exit_status(rows, samples)
+    return exit_status([r for rows in sections.values() if isinstance(rows, list) for r in rows], samples)
 
 
 def main(dispatch: Callable[[str, str, dict], dict], parent: Callable[[], int]) -> None:

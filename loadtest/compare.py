@@ -235,8 +235,8 @@ def main(argv=None) -> int:
           f"{args.rounds} round(s) of {args.duration:g} s after {args.warmup:g} s warm-up")
     plan, impls = plan_for(args, py, log)
 
-    def report(samples: _bench.Samples) -> tuple[list[dict], str]:
-        return [], "\n\n".join(f"== {workload} ==\n" + (wrk_table(samples) if workload == "wrk-check"
+    def report(samples: _bench.Samples) -> tuple[dict, str]:
+        return {}, "\n\n".join(f"== {workload} ==\n" + (wrk_table(samples) if workload == "wrk-check"
                                                         else table(samples, workload, names))
                                for workload, names in impls.items())
 

@@ -436,57 +436,53 @@ def main(argv=None) -> int:
     _bench.check_cpu(args.client_cpu)
     if args.profile:
         return run_profile(args)
-    command = _bench.command_line()
     with tempfile.NamedTemporaryFile("w", prefix="echo-bank-", suffix=".txt") as bank:
         bank.write(repr(args.noise_budget))
         bank.flush()
         args.time_bank = bank.name
         plan = build_plan(args)
-        server = shlex.join(pinned(peer(ECHO, plan[0][1], host=args.host), args.server_cpu))
-        example = _bench.example_child(__file__, plan, args.client_cpu)
-        print(f"command: {command}\n{len(plan)} measurements x {args.rounds} rounds; each is a "
-              f"load-generator child pinned to CPU {args.client_cpu} that starts its server pinned to CPU "
-              f"{args.server_cpu}, e.g.:\n  {example}\n  server: {server}", flush=True)
-        samples = _bench.run_interleaved(__file__, plan, args.rounds, args.client_cpu, args.timeout)
-        args.noise_budget_left = bank_balance(bank.name)
+        server = peer(WS if args.ws else ECHO, plan[0][1], host=args.host)
+        return _bench.run(__file__, args, plan, lambda samples: report(samples, args), pin="client_cpu",
+                          intro=f"\n  server: {shlex.join(pinned(server, args.server_cpu))}")
+
+
+ECHO_NOTES = (
+    "server us/msg = server CPU (user+sys, all threads) in the window / messages echoed in it (median; min "
+    "= the lowest round); fibernet ratio = fibernet us/msg / row us/msg, medians (below 1: fibernet "
+    f"cheaper).\n* load generator at >= {CLIENT_BOUND:.0%} of its CPU: msgs/s measures the client there; "
+    "server us/msg is still valid.\nothers = busy time of the two CPUs not spent by server or client (other "
+    "processes, softirq not charged to either), in CPUs: noise from a shared machine.\nsrv ctxsw/msg = the "
+    "server threads' context switches per message (GIL hand-offs show here).")
+
+
+def report(samples: _bench.Samples, args) -> tuple[dict, str]:
+    """The echo and idle tables, the bars and the notes on them (while the time bank is there)."""
     echo_rows = summarise_echo(samples, args)
     idle_rows = _idle.summarise(samples, args.impls) if "idle" in args.workloads else []
     bars = [b.check(samples) for b in build_bars(args)]
-    print()
+    args.noise_budget_left = bank_balance(args.time_bank)
+    text = []
     if echo_rows:
-        print(f"{'WebSocket echo (text frames)' if args.ws else 'TCP echo'}, closed loop, {args.conns} "
-              f"connections, {args.duration:g} s window after {args.warmup:g} s warm-up, medians of "
-              f"{args.rounds} round(s)")
-        print(render_echo(echo_rows))
-        print("server us/msg = server CPU (user+sys, all threads) in the window / messages echoed in it "
-              "(median; min = the lowest round); fibernet ratio = fibernet us/msg / row us/msg, medians "
-              f"(below 1: fibernet cheaper).\n* load generator at >= {CLIENT_BOUND:.0%} of its CPU: msgs/s "
-              "measures the client there; server us/msg is still valid.\nothers = busy time of the two CPUs "
-              "not spent by server or client (other processes, softirq not charged to either), in CPUs: "
-              "noise from a shared machine.\nsrv ctxsw/msg = the server threads' context switches per "
-              "message (GIL hand-offs show here).")
+        text.append(f"{'WebSocket echo (text frames)' if args.ws else 'TCP echo'}, closed loop, {args.conns} "
+                    f"connections, {args.duration:g} s window after {args.warmup:g} s warm-up, medians of "
+                    f"{args.rounds} round(s)\n{render_echo(echo_rows)}\n{ECHO_NOTES}")
         noisy = [f"{r['workload']}/{r['impl']} {fmt_pct(r['others_cpu'])}" for r in echo_rows
                  if r["others_cpu"] is not None and r["others_cpu"] > args.max_others]
         if noisy:
-            print(f"NOISY (others above {args.max_others:g} CPUs on the best attempt; msgs/s is unreliable "
-                  f"there, us/msg less so; {args.noise_budget - args.noise_budget_left:.0f} of "
-                  f"{args.noise_budget:g} s of noise budget spent): " + ", ".join(noisy))
-        print()
+            spent = args.noise_budget - args.noise_budget_left
+            text[-1] += (f"\nNOISY (others above {args.max_others:g} CPUs on the best attempt; msgs/s is "
+                         f"unreliable there, us/msg less so; {spent:.0f} of {args.noise_budget:g} s of noise "
+                         "budget spent): " + ", ".join(noisy))
     if idle_rows:
-        print("Memory per idle connection (server VmRSS growth / connections), "
-              f"medians of {args.rounds} round(s)")
-        print(_idle.render(idle_rows))
+        text.append("Memory per idle connection (server VmRSS growth / connections), "
+                    f"medians of {args.rounds} round(s)\n{_idle.render(idle_rows)}")
         capped = [r["impl"] for r in idle_rows if r["conns"] is not None and r["conns"] < args.idle_conns]
         if capped:
-            print(f"note: RLIMIT_NOFILE allowed fewer than {args.idle_conns:,} connections "
-                  f"for {', '.join(capped)}")
-        print()
+            text[-1] += (f"\nnote: RLIMIT_NOFILE allowed fewer than {args.idle_conns:,} connections "
+                         f"for {', '.join(capped)}")
     if bars:
-        print(_bench.render_bars(bars))
-    print(f"\ncommand: {command}")
-    _bench.save_json(args.json, {"command": command, "args": vars(args), "echo": echo_rows, "idle": idle_rows,
-                                 "bars": bars, "samples": samples.to_json()})
-    return _bench.exit_status(bars, samples)
+        text.append(_bench.render_bars(bars))
+    return {"echo": echo_rows, "idle": idle_rows, "bars": bars}, "\n\n".join(text) + "\n"
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -369,53 +370,46 @@ def main(argv=None) -> int:
 
 
 def run(args, params: dict) -> int:
-    workload = IDLE if args.idle_conns else WORKLOAD
-    plan = [(workload, impl, params) for impl in args.impls]
-    command = _bench.command_line()
-    print(f"command: {command}", flush=True)
-    if not args.idle_conns:
-        print(f"{len(plan)} servers x {args.rounds} rounds, each measured by a fresh driver pinned to CPU "
-              f"{args.wrk_cpu}, e.g.:\n  " + _bench.example_child(__file__, plan, args.wrk_cpu))
-        print(f"servers (pinned to CPU {args.server_cpu}, PORT = a free port):")
+    plan = [(IDLE if args.idle_conns else WORKLOAD, impl, params) for impl in args.impls]
+    lines = [f"servers (pinned to CPU {args.server_cpu}, PORT = a free port):"]
     for impl in args.impls:
         line = shlex.join(pinned(server_command(impl, 0, params, bool(args.idle_conns)), args.server_cpu))
-        line = line.replace("--port 0", "--port PORT")
-        print(f"  {impl:<13} {line}")
+        lines.append(f"  {impl:<13} " + line.replace("--port 0", "--port PORT"))
     if not args.idle_conns:
         for duration, what in ((args.warmup, "warm-up"), (args.duration, "measured")):
             line = shlex.join(wrk_command(params, 0, duration)).replace(":0/", ":PORT/")
-            print(f"{'load: ' if what == 'warm-up' else '      '}{line}   ({what})", flush=True)
-    samples = _bench.run_interleaved(__file__, plan, args.rounds, args.wrk_cpu, args.timeout)
-    if args.idle_conns:
-        rows = _idle.summarise(samples, args.impls)
-        checks, floor = check_idle(rows), None
-        print(f"\nMemory per idle keep-alive HTTP connection (server VmRSS growth / connections), "
-              f"median of {args.rounds} round(s):\n{_idle.render(rows)}\n")
-        print(_bench.render_bars(checks, "bar"))
-    else:
-        rows = summarise(samples, args.impls)
-        checks, floor = check_bars(rows, samples, args.tls), floor_estimate(rows, args.server_cpu)
-        if args.tls:
-            mode = "a handshake per request (Connection: close)" if args.close else "keep-alive"
-            print(f"\nGET /hello over TLS, {mode}, wrk -t{args.wrk_threads} -c{args.connections}, "
-                  f"{args.rounds} x {args.duration:g} s", end="")
-        print(f"\n{render_rows(rows)}\n\n{_bench.render_bars(checks, 'bar')}")
-        if floor is not None:
-            print(f"\n{render_floor(floor)}")
-        print("\nCPU us/req = server utime+stime during the measured wrk run / requests completed (median of "
-              f"{args.rounds}; user / sys: the two parts, medians);\nserver CPU = that CPU time / wall time; "
-              "fibernet ratio (CPU) = fibernet's CPU us/req / the row's (below 1: fibernet spends less);\n"
-              "fibernet ratio (req/s) = fibernet's req/s / the row's.\n* others on CPU: the largest share, "
-              "over rounds, of the server CPU's time used by other processes\n  during the run (noise; "
-              "ideally ~0%).")
-        stops = [f"{r['impl']} {r['stop_seconds']:.1f}s" + (f" ({r['killed']} SIGKILLed)" * bool(r["killed"]))
-                 for r in rows if r["stop_seconds"] is not None]
-        print("slowest stop after SIGTERM: " + ", ".join(stops))
-    print(f"command: {command}")
-    payload = {"command": command, "args": vars(args), "rows": rows, "checks": checks,
-               "samples": samples.to_json()}
-    _bench.save_json(args.json, payload if args.idle_conns else {**payload, "floor": floor})
-    return _bench.exit_status(checks, samples)
+            lines.append(f"{'load: ' if what == 'warm-up' else '      '}{line}   ({what})")
+    report = partial(report_idle if args.idle_conns else report_wrk, args=args)
+    return _bench.run(__file__, args, plan, report, pin="wrk_cpu", intro="\n" + "\n".join(lines))
+
+
+def report_idle(samples: _bench.Samples, args) -> tuple[dict, str]:
+    rows = _idle.summarise(samples, args.impls)
+    checks = check_idle(rows)
+    return {"rows": rows, "checks": checks}, (
+        "Memory per idle keep-alive HTTP connection (server VmRSS growth / connections), median of "
+        f"{args.rounds} round(s):\n{_idle.render(rows)}\n\n{_bench.render_bars(checks, 'bar')}")
+
+
+def report_wrk(samples: _bench.Samples, args) -> tuple[dict, str]:
+    rows = summarise(samples, args.impls)
+    checks, floor = check_bars(rows, samples, args.tls), floor_estimate(rows, args.server_cpu)
+    text = f"{render_rows(rows)}\n\n{_bench.render_bars(checks, 'bar')}"
+    if args.tls:
+        mode = "a handshake per request (Connection: close)" if args.close else "keep-alive"
+        text = (f"GET /hello over TLS, {mode}, wrk -t{args.wrk_threads} -c{args.connections}, "
+                f"{args.rounds} x {args.duration:g} s\n{text}")
+    if floor is not None:
+        text += f"\n\n{render_floor(floor)}"
+    stops = [f"{r['impl']} {r['stop_seconds']:.1f}s" + (f" ({r['killed']} SIGKILLed)" * bool(r["killed"]))
+             for r in rows if r["stop_seconds"] is not None]
+    return {"rows": rows, "checks": checks, "floor": floor}, text + (
+        "\n\nCPU us/req = server utime+stime during the measured wrk run / requests completed (median of "
+        f"{args.rounds}; user / sys: the two parts, medians);\nserver CPU = that CPU time / wall time; "
+        "fibernet ratio (CPU) = fibernet's CPU us/req / the row's (below 1: fibernet spends less);\n"
+        "fibernet ratio (req/s) = fibernet's req/s / the row's.\n* others on CPU: the largest share, "
+        "over rounds, of the server CPU's time used by other processes\n  during the run (noise; "
+        "ideally ~0%).\nslowest stop after SIGTERM: " + ", ".join(stops))
 
 
 if __name__ == "__main__":
