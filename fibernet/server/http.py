@@ -510,7 +510,10 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
             ):
                 # The same keep-alive response as last time: the same bytes, unless
                 # the date has moved on.
-                if not date[0] <= clock() < date[2]:
+                now = clock()
+                date_from = date[0]
+                date_until = date[2]
+                if not date_from <= now < date_until:
                     _next_date()
                 if fast[4] is date[1]:
                     data = fast[5]
