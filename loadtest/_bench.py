@@ -1,10 +1,11 @@
 """What the benchmark scripts share: the command line, one measurement per fresh CPU-pinned child
 process, rounds interleaved over (workload, impl) pairs, medians, spreads and ratios, bars, the
-table printer and the JSON output; at the end, the run of the in-process benchmarks.
+table printer and the JSON output; at the end, the driver every script that runs rounds uses.
 
-A script runs ``sys.exit(_bench.serve_child(dispatch))`` when ``_bench.is_child()`` (the child
-prints one JSON object as its last line), else plans its measurements and calls
-``run_interleaved(__file__, plan, rounds, cpu)``.  The standard library only.
+A script's entry is ``_bench.main(dispatch, main)``: a child (``--child WORKLOAD IMPL PARAMS``)
+prints what ``dispatch`` measures as one JSON object on its last line; the parent parses its
+options (``parser``, ``parse``), plans its measurements and calls ``run(__file__, args, plan,
+report)``.  The standard library only.
 """
 
 from __future__ import annotations
