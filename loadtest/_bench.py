@@ -195,14 +195,9 @@ def child_command(module: str, workload: str, impl: str, params: dict, cpu: int 
                   cpu)
 
 
-def example_child(module: str, plan: Sequence[tuple], cpu: int | str | None) -> str:
-    """The command line of the plan's first measurement, shell-quoted (to show what runs)."""
-    return shlex.join(child_command(module, *plan[0][:3], cpu))
-
-
 def describe_plan(module: str, plan: Sequence[tuple], rounds: int, cpu: int | str | None) -> str:
-    """How many measurements and rounds, and the first one's command line."""
-    example = example_child(module, plan, cpu)
+    """How many measurements and rounds, and the first one's command line (to show what runs)."""
+    example = shlex.join(child_command(module, *plan[0][:3], cpu))
     return f"{len(plan)} measurements x {rounds} rounds, each in a fresh child, e.g.:\n  {example}"
 
 
@@ -336,11 +331,6 @@ def render_bars(checks: list[dict], head: str = "bar (medians)") -> str:
 
 
 # ---------------------------------------------------------------- child side
-
-
-def is_child(argv: Sequence[str] | None = None) -> bool:
-    argv = sys.argv if argv is None else argv
-    return len(argv) > 1 and argv[1] == CHILD_FLAG
 
 
 def serve_child(dispatch: Callable[[str, str, dict], dict], argv: Sequence[str] | None = None) -> int:
@@ -534,4 +524,4 @@ def run(
 
 def main(dispatch: Callable[[str, str, dict], dict], parent: Callable[[], int]) -> None:
     """A benchmark script's entry: a child measures (``dispatch``), the parent runs it all."""
-    sys.exit(serve_child(dispatch) if is_child() else parent())
+    sys.exit(serve_child(dispatch) if sys.argv[1:2] == [CHILD_FLAG] else parent())
