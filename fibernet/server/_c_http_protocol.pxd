@@ -11,6 +11,7 @@ cdef class RequestHead(_Request):
     cdef public object content_length
     cdef public bint expect_continue
     cdef public bint upgrade
+    cdef public bint _proxied
 
 
 cdef class ServerProtocol:
@@ -33,6 +34,7 @@ cdef class ServerProtocol:
     cdef public Py_ssize_t _line_end
     cdef public bint _body_head
     cdef public bint _ends
+    cdef public bint _proxied
     cdef public list _fields
     cdef public int _hosts
     cdef public bint _framing

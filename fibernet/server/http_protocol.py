@@ -42,6 +42,7 @@ from urllib.parse import unquote
 import httptools
 
 from fibernet.http import Headers, Request, reason_phrase
+from fibernet.server.proxy import FORWARDED_FIELDS as _PROXY_FIELDS
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class RequestHead(_Request):  # noqa: F821
     """A parsed request head: the :class:`~fibernet.http.Request` the app is given (the
     connection adds the client and the body source), plus how the request is framed."""
 
-    __slots__ = ("keep_alive", "chunked", "content_length", "expect_continue", "upgrade")
+    __slots__ = ("keep_alive", "chunked", "content_length", "expect_continue", "upgrade", "_proxied")
 
     def __init__(self, method: str, target: str, version: str, headers: Headers) -> None:
         super().__init__(method, target, headers, version)
@@ -110,6 +111,7 @@ class RequestHead(_Request):  # noqa: F821
         self.content_length: int | None = None
         self.expect_continue = False
         self.upgrade = False
+        self._proxied = False  # it has a field the proxy policy reads
 
     @property
     def version(self) -> str:
@@ -129,7 +131,7 @@ _TOO_MANY_BLANK = f"over {_MAX_BLANK} bytes of empty lines before a request"
 # The header fields that frame or route a request: looked at while the head is parsed.
 _SPECIAL = frozenset(
     (b"host", b"transfer-encoding", b"content-length", b"expect", b"connection", b"proxy-connection")
-)
+) | _PROXY_FIELDS
 # A Host value: uri-host [":" port] (RFC 9110 7.2, RFC 3986 3.2.2), or empty.
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?")
 # A method llhttp does not know but that is a token (upper case, as nginx and gunicorn
@@ -169,6 +171,7 @@ class ServerProtocol:
         self._lines_of = b""  # the bytes, and where in them the last request line looked at ends
         self._line_end = 0
         self._body_head = False  # the next head is the stand-in that frames an upgrade's body
+        self._proxied = False  # the head has an X-Forwarded-For, X-Forwarded-Proto or Forwarded field
         self._ends = False  # the message being parsed has a body: END follows it
         self._fields: list[tuple[bytes, bytes]] = []
         self._hosts = 0
@@ -518,6 +521,9 @@ class ServerProtocol:
             if name == b"connection" or name == b"proxy-connection":  # (llhttp reads both)
                 self._connection = True
                 return
+            if name in _PROXY_FIELDS:  # for the proxy policy (ForwardedPolicy.apply)
+                self._proxied = True
+                return
             self._framing = True
             if name == b"content-length":
                 self._length = value
@@ -582,6 +588,8 @@ class ServerProtocol:
         head.keep_alive = keep_alive
         # (llhttp marks an upgrade only with a Connection field that names it, or CONNECT)
         head.upgrade = (self._connection and parser.should_upgrade()) or method == "CONNECT"
+        head._proxied = self._proxied
+        self._proxied = False
         self._state = _BODY
         self._url = b""
         self._fields = []

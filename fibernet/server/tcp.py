@@ -357,10 +357,18 @@ class Server:
 
     def _spawn_serve(self, place: _Place, conn: Socket, how: Any, addr: Any) -> None:
         """Serve ``conn`` in a new fiber: the handler (``how`` the peer's address) or
-        ``how.parked.resume`` (``how`` the _Parking of a parked connection)."""
-        fiber = spawn(self._serve, place, conn, how, name=f"{self.name}:conn {_fmt(addr)}")
+        ``how.parked.resume`` (``how`` the _Parking of a parked connection, which keeps the
+        fiber's name and done callback from one resume to the next)."""
+        if how.__class__ is _Parking:
+            name, closed = how.fiber_name, how.closed_one
+            if name is None:
+                name = how.fiber_name = f"{self.name}:conn {_fmt(addr)}"
+                closed = how.closed_one = partial(self._closed_one, place, conn)
+        else:
+            name, closed = f"{self.name}:conn {_fmt(addr)}", partial(self._closed_one, place, conn)
+        fiber = spawn(self._serve, place, conn, how, name=name)
         place.conns[fiber] = conn
-        fiber.add_done_callback(partial(self._closed_one, place, conn))
+        fiber.add_done_callback(closed)
 
     def _release_slot(self) -> None:
         with self._lock:
@@ -580,7 +588,7 @@ class _Parking:
     again only moves ``expires``, and the timer, when it fires, closes the connection if it
     is parked and due, else re-arms (or goes, if it is not parked)."""
 
-    __slots__ = ("server", "place", "sock", "addr", "parked", "timer", "expires")
+    __slots__ = ("server", "place", "sock", "addr", "parked", "timer", "expires", "fiber_name", "closed_one")
 
     def __init__(self, server: Server, place: _Place, sock: Socket, addr: Any) -> None:
         self.server = server
@@ -590,6 +598,8 @@ class _Parking:
         self.parked: Parked | None = None
         self.timer: list | None = None
         self.expires = 0.0
+        self.fiber_name: str | None = None  # (its fibers': see Server._spawn_serve)
+        self.closed_one: Any = None
 
     def park(self, parked: Parked) -> bool:
         """Wait for bytes with no fiber; False if they may be there already (read them)."""
