@@ -1,10 +1,11 @@
 """What the benchmark scripts share: the command line, one measurement per fresh CPU-pinned child
 process, rounds interleaved over (workload, impl) pairs, medians, spreads and ratios, bars, the
-table printer and the JSON output; at the end, the run of the in-process benchmarks.
+table printer and the JSON output; at the end, the driver every script that runs rounds uses.
 
-A script runs ``sys.exit(_bench.serve_child(dispatch))`` when ``_bench.is_child()`` (the child
-prints one JSON object as its last line), else plans its measurements and calls
-``run_interleaved(__file__, plan, rounds, cpu)``.  The standard library only.
+A script's entry is ``_bench.main(dispatch, main)``: a child (``--child WORKLOAD IMPL PARAMS``)
+prints what ``dispatch`` measures as one JSON object on its last line; the parent parses its
+options (``parser``, ``parse``), plans its measurements and calls ``run(__file__, args, plan,
+report)``.  The standard library only.
 """
 
 from __future__ import annotations
@@ -141,31 +142,6 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return shlex.join([sys.executable, *(sys.argv if argv is None else argv)])
 
 
-def argument_parser(doc: str) -> argparse.ArgumentParser:
-    """A benchmark's parser: its description is the first paragraph of ``doc`` (the script's
-    module docstring), shown as written."""
-    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def round_options(parser: argparse.ArgumentParser, quick: str, duration: str, warmup: str | None) -> None:
-    """--quick, --rounds (3, --quick 1), --duration, --warmup (when ``warmup`` says what it
-    is) and --json, with the help texts given."""
-    parser.add_argument("--quick", action="store_true", help=quick)
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
-    parser.add_argument("--duration", type=float, help=duration)
-    if warmup:
-        parser.add_argument("--warmup", type=float, help=warmup)
-    parser.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
-
-
-def fill_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
-    """Set each option of ``defaults`` that the command line left at None."""
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-
-
 def cpu_option(text: str) -> int | None:
     """A ``--cpu``-style option: one CPU number, or 'none' (any case) for no pinning."""
     return None if text.lower() == "none" else int(text)
@@ -219,14 +195,9 @@ def child_command(module: str, workload: str, impl: str, params: dict, cpu: int 
                   cpu)
 
 
-def example_child(module: str, plan: Sequence[tuple], cpu: int | str | None) -> str:
-    """The command line of the plan's first measurement, shell-quoted (to show what runs)."""
-    return shlex.join(child_command(module, *plan[0][:3], cpu))
-
-
 def describe_plan(module: str, plan: Sequence[tuple], rounds: int, cpu: int | str | None) -> str:
-    """How many measurements and rounds, and the first one's command line."""
-    example = example_child(module, plan, cpu)
+    """How many measurements and rounds, and the first one's command line (to show what runs)."""
+    example = shlex.join(child_command(module, *plan[0][:3], cpu))
     return f"{len(plan)} measurements x {rounds} rounds, each in a fresh child, e.g.:\n  {example}"
 
 
@@ -362,11 +333,6 @@ def render_bars(checks: list[dict], head: str = "bar (medians)") -> str:
 # ---------------------------------------------------------------- child side
 
 
-def is_child(argv: Sequence[str] | None = None) -> bool:
-    argv = sys.argv if argv is None else argv
-    return len(argv) > 1 and argv[1] == CHILD_FLAG
-
-
 def serve_child(dispatch: Callable[[str, str, dict], dict], argv: Sequence[str] | None = None) -> int:
     """Child entry point: ``prog --child WORKLOAD IMPL PARAMS_JSON``; prints the dict
     ``dispatch(workload, impl, params)`` returns (plus the CPUs it ran on) as one JSON line."""
@@ -439,7 +405,7 @@ def save_json(path: str | None, payload: dict) -> None:
 
 def exit_status(results: Iterable[dict], samples: Samples) -> int:
     """1 if a result (a row or a bar check with ``pass``) fails or a measurement errored, else 0."""
-    return 1 if any(r["pass"] is False for r in results) or samples.errors else 0
+    return 1 if any(r.get("pass") is False for r in results) or samples.errors else 0
 
 
 # ---------------------------------------------------------------- in-process benchmarks
@@ -447,17 +413,26 @@ def exit_status(results: Iterable[dict], samples: Samples) -> int:
 PIN = "CPU to pin every child to with taskset"
 
 
-def parser(doc: str, rounds: int, cpu: str = PIN) -> argparse.ArgumentParser:
-    """A benchmark's parser: the module docstring is its help; the options every one has."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quick", action="store_true", help="small N, 1 round (smoke run)")
-    common.add_argument("--rounds", type=int, help=f"interleaved rounds (default {rounds}, --quick 1)")
-    common.add_argument("--cpu", default="1", help=f"{cpu} (default 1; 'none' to not pin)")
-    common.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
-    common.add_argument("--timeout", type=float, default=600, help="per-child timeout, seconds")
-    return argparse.ArgumentParser(
-        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common]
-    )
+def parser(
+    doc: str, rounds: int = 3, quick: str = "small N, 1 round (smoke run)", duration: str | None = None,
+    warmup: str | None = None, cpu: str | None = PIN, timeout: float | None = 600,
+) -> argparse.ArgumentParser:
+    """A benchmark's parser: its description is the first paragraph of ``doc`` (the script's
+    module docstring), shown as written; --quick, --rounds, --duration and --warmup (when their
+    help is given), --cpu (when ``cpu`` says what it pins), --json, and --timeout per child."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--rounds", type=int, help=f"interleaved rounds (default {rounds}, --quick 1)")
+    for name, text in (("duration", duration), ("warmup", warmup)):
+        if text:
+            p.add_argument(f"--{name}", type=float, help=text)
+    if cpu:
+        p.add_argument("--cpu", default="1", help=f"{cpu} (default 1; 'none' to not pin)")
+    p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
+    if timeout:
+        p.add_argument("--timeout", type=float, default=timeout, help="per-child timeout, seconds")
+    return p
 
 
 def comma_option(p: argparse.ArgumentParser, name: str, known: Iterable[str], default: Sequence = ()) -> None:
@@ -469,17 +444,20 @@ def comma_option(p: argparse.ArgumentParser, name: str, known: Iterable[str], de
 
 def parse(
     p: argparse.ArgumentParser, argv: Sequence[str] | None, quick: dict, full: dict,
-    lists: dict[str, Iterable[str]], needs: dict[str, Sequence[str]] | None = None,
+    lists: dict[str, Iterable[str]] | None = None, needs: dict[str, Sequence[str]] | None = None,
 ) -> argparse.Namespace:
-    """Parse; fill the sizes the command line left out (``quick`` or ``full``); check the
+    """Parse; fill the options the command line left out (``quick`` or ``full``); check the
     comma lists (``--impls`` must hold fibernet); ``args.skipped``: peers not installed."""
     args = p.parse_args(argv)
-    fill_defaults(args, quick if args.quick else full)
-    args.cpu = cpu_option(args.cpu)
-    for name, known in lists.items():
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if hasattr(args, "cpu"):
+        args.cpu = cpu_option(args.cpu)
+    for name, known in (lists or {}).items():
         setattr(args, name, comma_list(p, getattr(args, name), known, f"--{name}"))
-    if "impls" in lists:
-        if "fibernet" not in args.impls:
+    if "impls" in (lists or {}):
+        if OURS not in args.impls:
             p.error("--impls must include fibernet")
         args.skipped = missing_peers(args.impls, needs or {})
     return args
@@ -519,27 +497,31 @@ def table(rows: list[dict], columns: Sequence[str | tuple[str, str]]) -> str:
 
 def run(
     script: str, args: argparse.Namespace, plan: list[tuple],
-    report: Callable[[Samples], tuple[list[dict], str]], name: str | None = None,
+    report: Callable[[Samples], tuple[dict[str, Any], str]], name: str | None = None, pin: str = "cpu",
+    intro: str = "", timeout: float | None = None, log: Callable[[str], None] | None = None, **payload: Any,
 ) -> int:
-    """Run ``plan`` for ``args.rounds`` interleaved rounds, print what ``report(samples)``
-    makes of it (rows, text), write ``--json``; the exit status is 1 if a bar fails or a
-    measurement errors."""
-    check_cpu(args.cpu)
+    """Run ``plan`` for ``args.rounds`` interleaved rounds, each child pinned to the CPUs of
+    the option ``pin`` (--cpu), print what ``report(samples)`` makes of it (JSON sections, such
+    as ``rows``, and text), write ``--json`` (with ``payload``); the exit status is 1 if a row
+    of a section (a bar) fails or a measurement errors.  ``name``: the script that notes its
+    peers not installed; ``intro``: printed after the plan."""
+    cpu = getattr(args, pin)
+    check_cpu(cpu)
     command = command_line()
     print(f"command: {command}", flush=True)
     if name:
         note_skipped(args.skipped, name)
-    print(describe_plan(script, plan, args.rounds, args.cpu), flush=True)
-    samples = run_interleaved(script, plan, args.rounds, args.cpu, args.timeout)
-    rows, text = report(samples)
+    print(describe_plan(script, plan, args.rounds, cpu) + intro, flush=True)
+    samples = run_interleaved(script, plan, args.rounds, cpu, timeout or args.timeout, log)
+    sections, text = report(samples)
     print()
     print(text)
     print(f"command: {command}")
-    payload = {"command": command, "args": vars(args), "rows": rows, "samples": samples.to_json()}
-    save_json(args.json, payload)
-    return exit_status(rows, samples)
+    save_json(args.json, {"command": command, "args": vars(args), **sections, **payload,
+                          "samples": samples.to_json()})
+    return exit_status([r for rows in sections.values() if isinstance(rows, list) for r in rows], samples)
 
 
 def main(dispatch: Callable[[str, str, dict], dict], parent: Callable[[], int]) -> None:
     """A benchmark script's entry: a child measures (``dispatch``), the parent runs it all."""
-    sys.exit(serve_child(dispatch) if is_child() else parent())
+    sys.exit(serve_child(dispatch) if sys.argv[1:2] == [CHILD_FLAG] else parent())

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import selectors
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,80 +57,29 @@ def totals(path: str) -> int:
     return int(found[-1])
 
 
-@dataclass
-class Exchange:
-    """What one request is: its bytes, and ``answer_size(buf)``: the bytes of the answer at the
-    head of ``buf``, or None while it has not all come."""
-
-    request: bytes
-    answer_size: Callable[[bytes], int | None]
+def http_exchange(path: str) -> dict:
+    """An HTTP hello request, as ``load.py``'s ``http`` workload sends and checks it."""
+    return {"workload": "http", "path": path}
 
 
-def http_exchange(path: str) -> Exchange:
-    def answer_size(buf: bytes) -> int | None:
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            return None
-        head = buf[:end].decode("latin-1").lower()
-        if not head.startswith("http/1.1 200"):
-            raise RuntimeError(f"unexpected answer: {head.splitlines()[0]!r}")
-        match = re.search(r"^content-length:\s*(\d+)", head, re.M)
-        if match is None:
-            raise RuntimeError("an answer without Content-Length")
-        size = end + 4 + int(match.group(1))
-        return size if len(buf) >= size else None
-
-    return Exchange(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(), answer_size)
+def echo_exchange(size: int) -> dict:
+    """An echo of ``size`` bytes, as ``load.py``'s ``echo`` workload sends and checks it."""
+    return {"workload": "echo", "size": size}
 
 
-def echo_exchange(size: int) -> Exchange:
-    return Exchange(bytes(i % 251 for i in range(size)), lambda buf: size if len(buf) >= size else None)
-
-
-def drive(exchange: Exchange, port: int, count: int) -> None:
+def drive(exchange: dict, port: int, count: int) -> None:
     """``count`` requests over CONNECTIONS keep-alive connections, one in flight on each
-    (closed loop); every answer is checked, and anything wrong raises."""
-    sel, conns, sent, done = selectors.DefaultSelector(), [], 0, 0
-    buffers: dict[socket.socket, bytearray] = {}
-    try:
-        for _ in range(CONNECTIONS):
-            sock = socket.create_connection((HOST, port), timeout=300)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conns.append(sock)
-            if sent < count:
-                sock.sendall(exchange.request)
-                sent += 1
-                buffers[sock] = bytearray()
-                sel.register(sock, selectors.EVENT_READ)
-        while done < count:
-            events = sel.select(300)
-            if not events:
-                raise RuntimeError(f"no answer for 300 s ({done} of {count} done)")
-            for key, _ in events:
-                sock = key.fileobj
-                data = sock.recv(1 << 20)
-                if not data:
-                    raise RuntimeError("the server closed a connection")
-                buf = buffers[sock]
-                buf += data
-                size = exchange.answer_size(bytes(buf))
-                if size is None:
-                    continue
-                if size != len(buf):
-                    raise RuntimeError(f"{len(buf) - size} bytes more than one answer")
-                buf.clear()
-                done += 1
-                if sent < count:
-                    sock.sendall(exchange.request)
-                    sent += 1
-                else:
-                    sel.unregister(sock)
-    finally:
-        sel.close()
-        _bench.close_all(conns)
+    (``load.py``'s closed loop); every answer is checked, and anything wrong raises."""
+    import load
+
+    cfg = load.Config(**exchange, port=port, connections=CONNECTIONS, count=count, timeout=300.0)
+    result = load.run_load(cfg)
+    if result.errors or result.requests != count:
+        samples = "; ".join(f"{kind}: {text}" for kind, text in result.error_samples.items())
+        raise RuntimeError(f"{result.requests} of {count} answers right ({samples})")
 
 
-def run_once(target: Target, exchange: Exchange, warmup: int, count: int, out_dir: str) -> int:
+def run_once(target: Target, exchange: dict, warmup: int, count: int, out_dir: str) -> int:
     """Ir of one server run: start under callgrind, warm up, ``count`` requests, SIGTERM."""
     port = _bench.free_port(HOST)
     out = os.path.join(out_dir, f"{target.name}.{count}.out")
@@ -150,7 +97,7 @@ def run_once(target: Target, exchange: Exchange, warmup: int, count: int, out_di
     return totals(out)
 
 
-def per_request(target: Target, exchange: Exchange, n1: int, n2: int, warmup: int) -> dict:
+def per_request(target: Target, exchange: dict, n1: int, n2: int, warmup: int) -> dict:
     """(Ir(n2) - Ir(n1)) / (n2 - n1) for one server, and the two totals."""
     with tempfile.TemporaryDirectory(prefix="callgrind-") as out_dir:
         ir1 = run_once(target, exchange, warmup, n1, out_dir)
@@ -175,7 +122,7 @@ def render(workload: str, results: dict[str, dict], bars: dict[str, float]) -> s
     return "\n".join(lines)
 
 
-def main(args, workloads: Sequence[tuple[str, Exchange]], command: Callable[[str, int], list[str]],
+def main(args, workloads: Sequence[tuple[str, dict]], command: Callable[[str, int], list[str]],
          bars: dict[str, float]) -> int:
     """A benchmark's ``--callgrind`` mode: a table per (label, exchange) over ``args.impls``
     (``command(impl, port)`` starts one), from ``args.callgrind_counts`` ("N1,N2") and

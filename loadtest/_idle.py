@@ -84,13 +84,41 @@ def measure(port: int, wanted: int, rss_kib: Callable[[], int], settle: float, r
     finally:
         _bench.close_all(socks)
     return {"conns": n, "conns_wanted": wanted, "rss0_kib": rss0, "rss1_kib": rss1,
-            "kib_per_conn": (rss1 - rss0) / n, "open_seconds": opened, **more}
+            "kib_per_conn": (rss1 - rss0) / n, "bytes_per_conn": 1024 * (rss1 - rss0) / n,
+            "open_seconds": opened, **more}
 
 
 def describe(result: dict) -> str:
     """RSS before -> after, and how long the connections took to open."""
     return (f"(RSS {result['rss0_kib'] / 1024:.1f} -> {result['rss1_kib'] / 1024:.1f} MiB, "
             f"{result['conns']} conns opened in {result['open_seconds']:.1f}s)")
+
+
+def summarise(samples: _bench.Samples, impls: list[str]) -> list[dict]:
+    """A row per server: the median bytes (and KiB) per connection, its spread and fibernet's
+    ratio, the fewest connections a round opened, RSS before and after (MiB, medians), and
+    whether every connection answered again in every round (None when not asked)."""
+    rows = []
+    for row in _bench.summary_rows(samples, "idle", impls, "bytes_per_conn", ("kib_per_conn",),
+                                   keep_empty=True):
+        results = samples.results.get(("idle", row["impl"]), [])
+        again = [r["second_answered"] == r["conns"] for r in results if "second_answered" in r]
+        rows.append({**row, "conns": min((r["conns"] for r in results), default=None),
+                     "rss0_mib": _bench.median(r["rss0_kib"] / 1024 for r in results),
+                     "rss1_mib": _bench.median(r["rss1_kib"] / 1024 for r in results),
+                     "second_ok": all(again) if again else None, "failed_rounds": row["errors"]})
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    fixed, ok = _bench.fmt_fixed, {True: "yes", False: "NO", None: "-"}
+    table = [[r["impl"], "-" if r["conns"] is None else f"{r['conns']:,}", fixed(r["bytes_per_conn"], 0),
+              fixed(r["kib_per_conn"], 2), _bench.fmt_pct(r["spread"]), fixed(r["rss0_mib"]),
+              fixed(r["rss1_mib"]), ok[r["second_ok"]], fixed(r["ratio"], 2),
+              f"{r['rounds']}" + (f" ({r['failed_rounds']} failed)" if r["failed_rounds"] else "")]
+             for r in rows]
+    return _bench.format_table(["server", "idle conns", "B/conn", "KiB/conn", "spread", "RSS before MiB",
+                                "RSS after MiB", "2nd req all OK", "fibernet ratio", "rounds"], table)
 
 
 def http_server_options(impl: str, conns: int) -> list[str]:

@@ -197,11 +197,11 @@ class Engine:
         inflight: deque = deque()  # [seq, start] sent (or being sent) and not yet answered
         failure: list[BaseException] = []
 
-        def fail(exc: BaseException, held: int = 0) -> None:
+        def fail(exc: BaseException) -> None:
             if failure:
                 return
             failure.append(exc)
-            lost = len(inflight) + held
+            lost = len(inflight)
             inflight.clear()
             if lost:
                 rec.error(_now(), exc, classify(exc), lost)
@@ -277,7 +277,10 @@ class Engine:
                     fn.spawn(self._reconnect, link, name=f"load-{link.index}")
                 else:
                     link.attach(conn)
-                    self._next(link)
+                    if (token := self.next_token()) is None:
+                        self._retire(link)
+                    else:
+                        self._send(link, token[0])
                     if self.crash:
                         break
             self.all_retired.wait()
@@ -383,16 +386,10 @@ class Engine:
 
         return on_readable
 
-    def _next(self, link: Link) -> None:
-        token = self.next_token()
-        if token is None:
-            self._retire(link)
-        else:
-            self._send(link, token[0])
-
     def _send(self, link: Link, seq: int) -> None:
-        """Send request ``seq`` (the first on a connection); its answer comes to the
-        readiness callback."""
+        """Send request ``seq`` (the first on a connection) and wait (at most ``timeout`` from
+        now) for its answer, which comes to the readiness callback.  Deadlines are on
+        ``time.monotonic``, the clock of the scheduler fibernet.run makes."""
         data = self.workload.request(seq)
         link.seq = seq
         link.start = _now()
@@ -408,11 +405,6 @@ class Engine:
             fn.spawn(self._send_rest, link, data, sent, name=f"load-send-{link.index}")
             return
         link.state = WAITING
-        self._arm(link)
-
-    def _arm(self, link: Link) -> None:
-        """Wait (at most ``timeout`` from now) for the answer's bytes.  Deadlines are on
-        ``time.monotonic``, the clock of the scheduler fibernet.run makes."""
         link.deadline = _now() + self.cfg.timeout
         self.sched.watch_fd(link.fd, EPOLLIN, link.on_readable)
         if link.timer is None:
@@ -481,24 +473,13 @@ class Engine:
     # -- the run ----------------------------------------------------------------------------
 
     def progress_loop(self) -> None:
-        interval = self.cfg.progress_interval
-        rec = self.rec
-        tick = lambda: True  # noqa: E731
-        over = lambda: False  # noqa: E731
-        ticks = 0
-        while fn.perform(
-            fn.choice(
-                fn.wrap(fn.timer_op(self.t0 + (ticks + 1) * interval), tick),
-                fn.wrap(self.done.wait_op(), over),
-            )
-        ):
+        """The counts so far to ``emit`` every ``progress_interval`` from the start, until done."""
+        rec, ticks, interval = self.rec, 0, self.cfg.progress_interval
+        while fn.perform(fn.choice(fn.wrap(fn.timer_op(self.t0 + (ticks + 1) * interval), lambda: True),
+                                   fn.wrap(self.done.wait_op(), lambda: False))):
             ticks += 1
-            self.emit(
-                {
-                    "tick": ticks, "elapsed": _now() - self.t0, "ok": rec.ok, "errors": rec.error_total(),
-                    "issued": self.issued,
-                }
-            )
+            self.emit({"tick": ticks, "elapsed": _now() - self.t0, "ok": rec.ok, "errors": rec.error_total(),
+                       "issued": self.issued})
 
     def main(self, before_start: Callable[[], None] | None = None) -> None:
         cfg = self.cfg

@@ -73,14 +73,18 @@ class Parsed:
 
 
 class Echo(Parsed):
-    def __init__(self, size: int = 64) -> None:
+    """Echoed messages of ``size`` bytes; with ``churn``, a connection for each."""
+
+    def __init__(self, size: int = 64, churn: bool = False) -> None:
         if size < 1:
             raise ValueError("--size must be at least 1 byte")
         self.size = size
         self.payloads = _pattern(size, bytes(range(256)))
+        self.per_request_connection = churn
 
     def describe(self) -> str:
-        return f"echo {self.size} B"
+        echo = f"echo {self.size} B"
+        return f"churn: connect, {echo}, close" if self.per_request_connection else echo
 
     def request(self, seq: int) -> Any:
         return self.payloads[seq % PHASES]
@@ -95,13 +99,6 @@ class Echo(Parsed):
         if (buf if n == size else buf[:size]) != self.payloads[seq % PHASES]:
             raise BadResponse(f"echo of request {seq} differs from what was sent")
         return size
-
-
-class Churn(Echo):
-    per_request_connection = True
-
-    def describe(self) -> str:
-        return f"churn: connect, echo {self.size} B, close"
 
 
 class Line(Parsed):
@@ -320,10 +317,8 @@ class HeadAnswers(Answers):
 
 def make_workload(cfg: Any) -> Any:
     """The workload object for a :class:`load.Config`."""
-    if cfg.workload == "echo":
-        return Echo(cfg.size)
-    if cfg.workload == "churn":
-        return Churn(cfg.size)
+    if cfg.workload in ("echo", "churn"):
+        return Echo(cfg.size, churn=cfg.workload == "churn")
     if cfg.workload == "line":
         line = cfg.line.encode() if cfg.line is not None else None
         return Line(cfg.size, line, cfg.expect)

@@ -9,9 +9,11 @@ import subprocess
 import sys
 
 PEER_PACKAGES = ["gevent", "trio", "uvloop", "uvicorn", "aiohttp", "httptools", "websockets", "wsproto"]
-# fibernet's own dependencies, so that the other benchmark scripts can run on the peers'
-# interpreter too (they import fibernet from this checkout)
-FIBERNET_DEPS = ["greenlet", "httptools", "click", "prometheus_client", "wsproto", "psutil"]
+# fibernet's own dependencies and the load generator's, so that the other benchmark scripts can
+# run on the peers' interpreter too (they import fibernet from this checkout; --callgrind's
+# client is load.py); and the module names of those that import under another name
+FIBERNET_DEPS = ["greenlet", "httptools", "click", "prometheus_client", "wsproto", "psutil", "hdrhistogram"]
+MODULES = {"hdrhistogram": "hdrh"}
 
 
 def make_env(directory: str) -> str:
@@ -23,7 +25,7 @@ def make_env(directory: str) -> str:
         print(f"making the peers' environment {directory}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", directory], check=True)
     packages = PEER_PACKAGES + [p for p in FIBERNET_DEPS if p not in PEER_PACKAGES]
-    if importable(python, packages):
+    if importable(python, [MODULES.get(p, p) for p in packages]):
         return python
     print(f"installing into {directory}: {' '.join(packages)}", file=sys.stderr)
     subprocess.run([python, "-m", "pip", "install", "-q", *packages], check=True)

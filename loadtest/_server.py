@@ -37,14 +37,13 @@ WS = {"fibernet": ("ws_fibernet",), "websockets": ("ws_websockets",),
       "uvicorn-wsproto": ("ws_uvicorn", "--ws", "wsproto")}
 HELLO = {"gevent": ("hello_wsgi",), "aiohttp": ("hello_aiohttp",), "uvloop-proto": ("hello_uvloop",)}
 HELLO_APP = "fibernet.examples.hello:app"
-# fibernet's CLI from the installed package; and, on any interpreter with fibernet's dependencies
+# fibernet's CLI from the installed package or, on any interpreter with fibernet's dependencies
 # (the peers'), from ROOT, which ServerProcess puts on PYTHONPATH: an editable install's build
 # folder has ``fibernet_cli``, a checkout has it as ``cli``
-FIBERNET_CLI = [sys.executable, "-c", "import sys; from fibernet_cli.main import cli; sys.exit(cli())"]
-FIBERNET_FROM_CHECKOUT = [sys.executable, "-c", "import importlib.util, sys\n"
-                          "if not importlib.util.find_spec('fibernet_cli'):\n"
-                          "    import cli; sys.modules['fibernet_cli'] = cli\n"
-                          "from fibernet_cli.main import cli; sys.exit(cli())"]
+FIBERNET_CLI = [sys.executable, "-c", "import importlib.util, sys\n"
+                "if not importlib.util.find_spec('fibernet_cli'):\n"
+                "    import cli; sys.modules['fibernet_cli'] = cli\n"
+                "from fibernet_cli.main import cli; sys.exit(cli())"]
 
 
 def peer(table: dict[str, tuple[str, ...]], impl: str, *extra: str, python: str | None = None,

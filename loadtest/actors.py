@@ -223,9 +223,9 @@ def main(argv=None) -> int:
         for workload in args.workloads for impl in args.impls if impl not in args.skipped
     ]
 
-    def report(samples: _bench.Samples) -> tuple[list[dict], str]:
+    def report(samples: _bench.Samples) -> tuple[dict, str]:
         rows = summarise(samples, args)
-        return rows, _bench.table(rows, COLUMNS) + (
+        return {"rows": rows}, _bench.table(rows, COLUMNS) + (
             "\n\nfibernet ratio = fibernet (one scheduler) median / row median for the same workload: "
             "above 1 means fibernet is faster.\ncall = no timeout; call-t5 = a 5 s timeout on every call "
             "(fibernet's default).  fibernet-2sched* = caller and callee on two scheduler threads.")

@@ -5,6 +5,7 @@ local one (call).  docs/pages/benchmarks.md, "Bus".
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -194,8 +195,8 @@ def start_redis(directory: str) -> tuple[subprocess.Popen, str]:
 
 
 def main(argv=None) -> int:
-    parser = _bench.argument_parser(__doc__)
-    parser.description = __doc__
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: small N")
     parser.add_argument("--messages", type=int, default=None, help="messages per pub/sub run (50,000)")
     parser.add_argument("--calls", type=int, default=None, help="calls per call run (5,000)")

@@ -180,9 +180,9 @@ def wrk_table(samples: _bench.Samples) -> str:
 
 
 def parse_args(argv=None):
-    p = _bench.argument_parser(__doc__)
-    _bench.round_options(p, "1 round of 2 s, 0.5 s warm-up", "measured seconds (default 5, --quick 2)",
-                         "warm-up seconds (default 1, --quick 0.5)")
+    p = _bench.parser(__doc__, quick="1 round of 2 s, 0.5 s warm-up", cpu=None, timeout=None,
+                      duration="measured seconds (default 5, --quick 2)",
+                      warmup="warm-up seconds (default 1, --quick 0.5)")
     add = p.add_argument
     add("--workloads", default="echo,churn,http", help=f"comma list of {','.join(WORKLOADS)}")
     add("--impls", help="comma list of servers (default: fibernet and every peer of each workload)")
@@ -198,10 +198,8 @@ def parse_args(argv=None):
     add("--wrk-check", action="store_true", help="load.py against wrk on fibernet's hello server")
     add("--wrk", default=shutil.which("wrk") or "wrk")
     add("--start-timeout", type=float, default=30.0)
-    args = p.parse_args(argv)
-    _bench.fill_defaults(args, {"rounds": 1, "duration": 2.0, "warmup": 0.5} if args.quick
-                         else {"rounds": 3, "duration": 5.0, "warmup": 1.0})
-    args.workloads = _bench.comma_list(p, args.workloads, WORKLOADS, "--workloads")
+    args = _bench.parse(p, argv, {"rounds": 1, "duration": 2.0, "warmup": 0.5},
+                        {"rounds": 3, "duration": 5.0, "warmup": 1.0}, {"workloads": WORKLOADS})
     if _bench.cpu_set(args.server_cpu) & _bench.cpu_set(args.load_cpu):
         p.error("--server-cpu and --load-cpu must not overlap")
     _bench.check_cpu(args.server_cpu)
@@ -236,16 +234,15 @@ def main(argv=None) -> int:
     print(f"{where}\nserver on CPU {args.server_cpu}, load (and its driver) on CPU {args.load_cpu}; "
           f"{args.rounds} round(s) of {args.duration:g} s after {args.warmup:g} s warm-up")
     plan, impls = plan_for(args, py, log)
-    samples = _bench.run_interleaved(__file__, plan, args.rounds, args.load_cpu, args.duration * 4 + 120, log)
-    for workload, names in impls.items():
-        print(f"\n== {workload} ==")
-        print(wrk_table(samples) if workload == "wrk-check" else table(samples, workload, names))
-    _bench.save_json(args.json, {"command": _bench.command_line(), "peers": where, "args": vars(args),
-                                 "samples": samples.to_json()})
-    return 1 if samples.errors else 0
+
+    def report(samples: _bench.Samples) -> tuple[dict, str]:
+        return {}, "\n\n".join(f"== {workload} ==\n" + (wrk_table(samples) if workload == "wrk-check"
+                                                        else table(samples, workload, names))
+                               for workload, names in impls.items())
+
+    return _bench.run(__file__, args, plan, report, pin="load_cpu", timeout=args.duration * 4 + 120, log=log,
+                      peers=where)
 
 
 if __name__ == "__main__":
-    if _bench.is_child():
-        sys.exit(_bench.serve_child(measure))
-    sys.exit(main())
+    _bench.main(measure, main)

@@ -1,16 +1,20 @@
 """TCP echo benchmark: fibernet's server beside gevent, asyncio, uvloop, trio and a raw epoll loop
 (loadtest/peers/echo_*.py), the server and a load-generator child pinned to CPUs of their own:
 msgs/s and server CPU per message in a closed loop (echo-SIZE), RSS per idle connection (idle),
-or instructions per message (--callgrind).  docs/pages/benchmarks.md, "TCP echo", has the bars.
+or instructions per message (--callgrind); --ws: the same closed loop of text frames through
+WebSocket servers (loadtest/peers/ws_*.py; ws_echo runs this).  docs/pages/benchmarks.md, "TCP
+echo" and "WebSocket echo", has the bars.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import select
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -26,12 +30,13 @@ import _callgrind  # noqa: E402
 import _idle  # noqa: E402
 import _proc  # noqa: E402
 from _bench import fmt_fixed, fmt_num, fmt_pct  # noqa: E402
-from _server import ECHO, ServerProcess, peer, pinned  # noqa: E402
+from _server import ECHO, WS, ServerProcess, peer, pinned  # noqa: E402
 from peers import _serve  # noqa: E402
 
 CLIENT_BOUND = 0.90  # client CPU fraction from which msgs/s measures the load generator
 STALL_SECONDS = 15.0  # no echo at all for this long: the server is stuck
 IMPLS = tuple(ECHO)
+MASK = b"\x1f\x2e\x3d\x4c"  # (--ws: the client's frames are masked)
 CALLGRIND_IMPLS = ("fibernet", "fibernet-pure", "uvloop-streams", "gevent")
 CALLGRIND_BARS = {"uvloop-streams": 0.8, "gevent": 0.9}
 
@@ -156,19 +161,47 @@ def closed_loop(server: ServerProcess, socks: list[socket.socket], request: byte
     return result
 
 
+def frame(payload: bytes, mask: bytes | None) -> bytes:
+    """One final WebSocket text frame (masked with ``mask`` for a client's)."""
+    n, bit = len(payload), 0x80 if mask else 0
+    head = bytes([0x81, bit | n]) if n < 126 else bytes([0x81, bit | 126]) + struct.pack("!H", n)
+    if not mask:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def open_ws(sock: socket.socket, host: str, port: int) -> None:
+    """The WebSocket handshake on ``sock``: the 101 answer and not a byte more."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError(f"handshake: connection closed after {head!r}")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101") or not head.endswith(b"\r\n\r\n"):
+        raise RuntimeError(f"handshake refused, or bytes after the 101: {head[:200]!r}")
+
+
 def echo_load(server: ServerProcess, params: dict) -> dict:
-    size = params["size"]
+    """``conns`` connections (WebSockets with ``ws``) in the closed loop of ``size`` byte messages."""
+    size, ws = params["size"], params.get("ws")
     msg = (b"fibernet-echo-0123456789abcdef\n" * (size // 31 + 1))[:size]
     socks = []
     try:
         for _ in range(params["conns"]):
             socks.append(socket.create_connection((params["host"], server.port), timeout=10))
-            socks[-1].settimeout(None)  # blocking: see closed_loop
             _serve.nodelay(socks[-1])
+            if ws:
+                open_ws(socks[-1], params["host"], server.port)
+            socks[-1].settimeout(None)  # blocking: see closed_loop
     except BaseException:
         _bench.close_all(socks)
         raise
-    return {"size": size, **closed_loop(server, socks, msg, msg, params)}
+    request, reply = (frame(msg, MASK), frame(msg, None)) if ws else (msg, msg)
+    return {"size": size, **closed_loop(server, socks, request, reply, params)}
 
 
 def wait_quiet(cpus: list[int], limit: float, timeout: float) -> tuple[float, float]:
@@ -212,7 +245,7 @@ def measure_echo(impl: str, params: dict) -> dict:
     for attempt in range(1 + params.get("retries", 0)):
         started = time.monotonic()
         waited, busy = wait_quiet(cpus, limit, min(params.get("quiet_timeout", 0.0), bank_balance(bank)))
-        with start_server(ECHO, impl, params) as server:
+        with start_server(WS if params.get("ws") else ECHO, impl, params) as server:
             result = echo_load(server, params)
             if not params.get("profile_out"):
                 server.check_alive()
@@ -250,13 +283,17 @@ def size_label(size: int) -> str:
     return f"{size // 1024}KiB" if size >= 1024 and size % 1024 == 0 else f"{size}B"
 
 
+def workload(args, size: int) -> str:
+    return f"{'ws-' if args.ws else ''}echo-{size_label(size)}"
+
+
 def build_plan(args) -> list[tuple[str, str, dict]]:
     common, plan = {"host": args.host, "server_cpu": args.server_cpu}, []
     for size in args.sizes if "echo" in args.workloads else []:
         params = {**common, "kind": "echo", "size": size, "conns": args.conns, "warmup": args.warmup,
                   "duration": args.duration, "max_others": args.max_others, "retries": args.retries,
-                  "quiet_timeout": args.quiet_timeout, "time_bank": args.time_bank}
-        plan += [(f"echo-{size_label(size)}", impl, params) for impl in args.impls]
+                  "quiet_timeout": args.quiet_timeout, "time_bank": args.time_bank, "ws": args.ws}
+        plan += [(workload(args, size), impl, params) for impl in args.impls]
     if "idle" in args.workloads:
         plan += [("idle", impl, {**common, "kind": "idle", "conns": args.idle_conns}) for impl in args.impls]
     return plan
@@ -265,7 +302,7 @@ def build_plan(args) -> list[tuple[str, str, dict]]:
 def summarise_echo(samples: _bench.Samples, args) -> list[dict]:
     rows = []
     for size in args.sizes if "echo" in args.workloads else []:
-        w = f"echo-{size_label(size)}"
+        w = workload(args, size)
         medians = ("rate", "us_per_msg_sys", "server_cpu", "client_cpu", "others_cpu", "server_ctxsw_per_msg")
         for row in _bench.summary_rows(samples, w, args.impls, "us_per_msg", medians):
             values, cli = partial(samples.values, w, row["impl"]), row["client_cpu"]
@@ -275,21 +312,10 @@ def summarise_echo(samples: _bench.Samples, args) -> list[dict]:
     return rows
 
 
-def summarise_idle(samples: _bench.Samples, args) -> list[dict]:
-    if "idle" not in args.workloads:
-        return []
-    rows = _bench.summary_rows(samples, "idle", args.impls, "kib_per_conn", ("conns", "rss0_kib", "rss1_kib"))
-    for row in rows:
-        for k in ("rss0", "rss1"):
-            kib = row.pop(f"{k}_kib")
-            row[f"{k}_mib"] = None if kib is None else kib / 1024
-    return rows
-
-
 def build_bars(args) -> list[_bench.Bar]:
     bars = []
     for size in args.sizes if "echo" in args.workloads else []:
-        w, label = f"echo-{size_label(size)}", size_label(size)
+        w, label = workload(args, size), size_label(size)
         for peer_impl, limit in (("gevent", 0.6), ("uvloop-streams", 1.0)):
             if peer_impl in args.impls:
                 bars.append(_bench.Bar(w, "us_per_msg", f"{label}: server CPU/msg fibernet <= {limit:g}x "
@@ -318,14 +344,6 @@ def render_echo(rows: list[dict]) -> str:
                                 "rounds"], table)
 
 
-def render_idle(rows: list[dict]) -> str:
-    table = [[r["impl"], "-" if r["conns"] is None else f"{r['conns']:,.0f}", fmt_fixed(r["kib_per_conn"], 2),
-              fmt_pct(r["spread"]), fmt_fixed(r["rss0_mib"]), fmt_fixed(r["rss1_mib"]),
-              _bench.fmt_ratio(r["ratio"]), _rounds(r)] for r in rows]
-    return _bench.format_table(["impl", "idle conns", "KiB/conn", "spread", "RSS before MiB", "RSS after MiB",
-                                "fibernet ratio", "rounds"], table)
-
-
 def run_profile(args) -> int:
     """One echo run with the server under cProfile for the measured window; top rows by tottime."""
     import pstats
@@ -352,17 +370,18 @@ def run_profile(args) -> int:
 
 
 def parse_args(argv=None):
-    parser = _bench.argument_parser(__doc__)
-    _bench.round_options(parser, "1 round, 2 s, 64 B only, 1,000 idle conns",
-                         "measured seconds per echo run (default 5, --quick 2)",
-                         "warm-up seconds before the window (default 1, --quick 0.5)")
+    parser = _bench.parser(__doc__, quick="1 round, 2 s, 64 B only, 1,000 idle conns", cpu=None, timeout=300,
+                           duration="measured seconds per echo run (default 5, --quick 2)",
+                           warmup="warm-up seconds before the window (default 1, --quick 0.5)")
     add = parser.add_argument
-    add("--sizes", help="comma list of message sizes in bytes (default 64,16384; --quick 64)")
-    add("--conns", type=int, default=100, help="echo connections (default %(default)s)")
+    add("--sizes", "--size", help="comma list of message sizes in bytes (default 64,16384; --quick, --ws 64)")
+    add("--conns", type=int, help="echo connections (default 100, --ws 50)")
+    add("--ws", action="store_true", help=f"instead of TCP: WebSockets, servers {','.join(WS)}, text "
+        "frames of < 65536 bytes, no idle workload (ws_echo runs this)")
     add("--idle-conns", type=int, help="idle connections (default 10000, --quick 1000)")
     add("--impls", help=f"comma list (default: {','.join(IMPLS)}; --callgrind: {','.join(CALLGRIND_IMPLS)})")
     _callgrind.options(parser, "message")
-    add("--workloads", default="echo,idle", help="comma list of echo,idle (default: %(default)s)")
+    add("--workloads", help="comma list of echo,idle (default: echo,idle)")
     add("--server-cpu", default="0", help="CPU of the server (default 0; 'none': no pinning)")
     add("--client-cpu", default="1", help="CPU of the load generator (default 1; 'none')")
     add("--host", default="127.0.0.1")
@@ -373,31 +392,32 @@ def parse_args(argv=None):
         "(default %(default)s)")
     add("--noise-budget", type=float, default=120, help="seconds the whole run may spend on those waits and "
         "retries (default %(default)s)")
-    add("--timeout", type=float, default=300, help="per-child timeout, seconds")
     add("--profile", metavar="IMPL", choices=IMPLS,
         help="instead: one echo run (first of --sizes) with IMPL's "
         "server under cProfile")
     add("--profile-top", type=int, default=25, help="rows of the profile (default 25)")
     add("--profile-save", metavar="PATH", help="also save the raw cProfile stats to PATH")
-    args = parser.parse_args(argv)
-    _bench.fill_defaults(args, {"rounds": 1, "duration": 2.0, "warmup": 0.5, "sizes": "64",
-                                "idle_conns": 1000}
-                         if args.quick else
-                         {"rounds": 3, "duration": 5.0, "warmup": 1.0, "sizes": "64,16384",
-                          "idle_conns": 10_000})
+    args = _bench.parse(parser, argv, {"rounds": 1, "duration": 2.0, "warmup": 0.5, "idle_conns": 1000},
+                        {"rounds": 3, "duration": 5.0, "warmup": 1.0, "idle_conns": 10_000})
+    args.sizes = args.sizes or ("64" if args.quick or args.ws else "64,16384")
+    args.conns = args.conns or (50 if args.ws else 100)
+    args.workloads = args.workloads or ("echo" if args.ws else "echo,idle")
     args.time_bank = None  # set by main()
     args.server_cpu, args.client_cpu = _bench.cpu_option(args.server_cpu), _bench.cpu_option(args.client_cpu)
     try:
         args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--sizes: not a comma list of integers: {args.sizes!r}")
-    if not args.sizes or min(args.sizes) < 1:
-        parser.error("--sizes: positive sizes needed")
+    if not args.sizes or min(args.sizes) < 1 or (args.ws and max(args.sizes) > 65535):
+        parser.error("--sizes: positive sizes needed" + (", < 65536 with --ws" if args.ws else ""))
+    if args.ws and (args.callgrind or args.profile or args.workloads != "echo"):
+        parser.error("--ws: the echo workload only (no --callgrind, --profile or idle)")
     if args.callgrind:
         args.impls = _bench.comma_list(parser, args.impls or ",".join(CALLGRIND_IMPLS),
                                        (*IMPLS, "fibernet-pure"), "--impls")
         return args
-    args.impls = _bench.comma_list(parser, args.impls or ",".join(IMPLS), IMPLS, "--impls")
+    known = tuple(WS) if args.ws else IMPLS
+    args.impls = _bench.comma_list(parser, args.impls or ",".join(known), known, "--impls")
     args.workloads = _bench.comma_list(parser, args.workloads, ("echo", "idle"), "--workloads")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
@@ -416,58 +436,54 @@ def main(argv=None) -> int:
     _bench.check_cpu(args.client_cpu)
     if args.profile:
         return run_profile(args)
-    command = _bench.command_line()
     with tempfile.NamedTemporaryFile("w", prefix="echo-bank-", suffix=".txt") as bank:
         bank.write(repr(args.noise_budget))
         bank.flush()
         args.time_bank = bank.name
         plan = build_plan(args)
-        server = shlex.join(pinned(peer(ECHO, plan[0][1], host=args.host), args.server_cpu))
-        example = _bench.example_child(__file__, plan, args.client_cpu)
-        print(f"command: {command}\n{len(plan)} measurements x {args.rounds} rounds; each is a "
-              f"load-generator child pinned to CPU {args.client_cpu} that starts its server pinned to CPU "
-              f"{args.server_cpu}, e.g.:\n  {example}\n  server: {server}", flush=True)
-        samples = _bench.run_interleaved(__file__, plan, args.rounds, args.client_cpu, args.timeout)
-        args.noise_budget_left = bank_balance(bank.name)
-    echo_rows, idle_rows = summarise_echo(samples, args), summarise_idle(samples, args)
+        server = peer(WS if args.ws else ECHO, plan[0][1], host=args.host)
+        return _bench.run(__file__, args, plan, lambda samples: report(samples, args), pin="client_cpu",
+                          intro=f"\n  server: {shlex.join(pinned(server, args.server_cpu))}")
+
+
+ECHO_NOTES = (
+    "server us/msg = server CPU (user+sys, all threads) in the window / messages echoed in it (median; min "
+    "= the lowest round); fibernet ratio = fibernet us/msg / row us/msg, medians (below 1: fibernet "
+    f"cheaper).\n* load generator at >= {CLIENT_BOUND:.0%} of its CPU: msgs/s measures the client there; "
+    "server us/msg is still valid.\nothers = busy time of the two CPUs not spent by server or client (other "
+    "processes, softirq not charged to either), in CPUs: noise from a shared machine.\nsrv ctxsw/msg = the "
+    "server threads' context switches per message (GIL hand-offs show here).")
+
+
+def report(samples: _bench.Samples, args) -> tuple[dict, str]:
+    """The echo and idle tables, the bars and the notes on them (while the time bank is there)."""
+    echo_rows = summarise_echo(samples, args)
+    idle_rows = _idle.summarise(samples, args.impls) if "idle" in args.workloads else []
     bars = [b.check(samples) for b in build_bars(args)]
-    print()
+    args.noise_budget_left = bank_balance(args.time_bank)
+    text = []
     if echo_rows:
-        print(f"TCP echo, closed loop, {args.conns} connections, {args.duration:g} s window after "
-              f"{args.warmup:g} s warm-up, medians of {args.rounds} round(s)")
-        print(render_echo(echo_rows))
-        print("server us/msg = server CPU (user+sys, all threads) in the window / messages echoed in it "
-              "(median; min = the lowest round); fibernet ratio = fibernet us/msg / row us/msg, medians "
-              f"(below 1: fibernet cheaper).\n* load generator at >= {CLIENT_BOUND:.0%} of its CPU: msgs/s "
-              "measures the client there; server us/msg is still valid.\nothers = busy time of the two CPUs "
-              "not spent by server or client (other processes, softirq not charged to either), in CPUs: "
-              "noise from a shared machine.\nsrv ctxsw/msg = the server threads' context switches per "
-              "message (GIL hand-offs show here).")
+        text.append(f"{'WebSocket echo (text frames)' if args.ws else 'TCP echo'}, closed loop, {args.conns} "
+                    f"connections, {args.duration:g} s window after {args.warmup:g} s warm-up, medians of "
+                    f"{args.rounds} round(s)\n{render_echo(echo_rows)}\n{ECHO_NOTES}")
         noisy = [f"{r['workload']}/{r['impl']} {fmt_pct(r['others_cpu'])}" for r in echo_rows
                  if r["others_cpu"] is not None and r["others_cpu"] > args.max_others]
         if noisy:
-            print(f"NOISY (others above {args.max_others:g} CPUs on the best attempt; msgs/s is unreliable "
-                  f"there, us/msg less so; {args.noise_budget - args.noise_budget_left:.0f} of "
-                  f"{args.noise_budget:g} s of noise budget spent): " + ", ".join(noisy))
-        print()
+            spent = args.noise_budget - args.noise_budget_left
+            text[-1] += (f"\nNOISY (others above {args.max_others:g} CPUs on the best attempt; msgs/s is "
+                         f"unreliable there, us/msg less so; {spent:.0f} of {args.noise_budget:g} s of noise "
+                         "budget spent): " + ", ".join(noisy))
     if idle_rows:
-        print("Memory per idle connection (server VmRSS growth / connections), "
-              f"medians of {args.rounds} round(s)")
-        print(render_idle(idle_rows))
+        text.append("Memory per idle connection (server VmRSS growth / connections), "
+                    f"medians of {args.rounds} round(s)\n{_idle.render(idle_rows)}")
         capped = [r["impl"] for r in idle_rows if r["conns"] is not None and r["conns"] < args.idle_conns]
         if capped:
-            print(f"note: RLIMIT_NOFILE allowed fewer than {args.idle_conns:,} connections "
-                  f"for {', '.join(capped)}")
-        print()
+            text[-1] += (f"\nnote: RLIMIT_NOFILE allowed fewer than {args.idle_conns:,} connections "
+                         f"for {', '.join(capped)}")
     if bars:
-        print(_bench.render_bars(bars))
-    print(f"\ncommand: {command}")
-    _bench.save_json(args.json, {"command": command, "args": vars(args), "echo": echo_rows, "idle": idle_rows,
-                                 "bars": bars, "samples": samples.to_json()})
-    return _bench.exit_status(bars, samples)
+        text.append(_bench.render_bars(bars))
+    return {"echo": echo_rows, "idle": idle_rows, "bars": bars}, "\n\n".join(text) + "\n"
 
 
 if __name__ == "__main__":
-    if _bench.is_child():
-        sys.exit(_bench.serve_child(dispatch))
-    sys.exit(main())
+    _bench.main(dispatch, main)

@@ -1,8 +1,9 @@
 """HTTP hello-world benchmark: fibernet beside uvicorn, gevent.pywsgi, aiohttp and floors under
 ``wrk -t1 -c100`` (GET /hello): the server's CPU time per request, req/s, RSS and wrk's errors,
 medians over interleaved rounds; or memory per idle connection (--idle-conns), instructions per
-request (--callgrind), fibernet under cProfile (--profile).  The bars and the floors are in
-docs/pages/benchmarks.md, "HTTP hello world".  (Not http.py: that would shadow the stdlib.)
+request (--callgrind), fibernet under cProfile (--profile); --tls: over TLS with a self-signed
+certificate (https_hello).  The bars and the floors are in docs/pages/benchmarks.md, "HTTP hello
+world".  (Not http.py: that would shadow the stdlib.)
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import json
 import os
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -47,21 +51,46 @@ BARS = {"uvicorn": 0.33, "gevent": 0.15}  # fibernet CPU/req <= this x the peer'
 IDLE_BAR_BYTES = 2048  # issue 18: at most 2 KB per idle keep-alive HTTP connection
 CALLGRIND_IMPLS = ("fibernet", "fibernet-pure", "uvicorn", "gevent")
 CALLGRIND_BARS = {"uvicorn": 0.33}
+TLS_IMPLS = ("fibernet", "fibernet-nomonitor", "uvicorn")  # (--tls: the servers that take a certificate)
 
 
 def wrk_command(params: dict, port: int, duration: float) -> list[str]:
-    wrk = _wrk.command(params["wrk"], f"http://{HOST}:{port}{PATH}", params["wrk_threads"],
-                       params["connections"], duration)
+    scheme, close = "https" if params.get("cert") else "http", ["-H", "Connection: close"]
+    wrk = _wrk.command(params["wrk"], f"{scheme}://{HOST}:{port}{PATH}", params["wrk_threads"],
+                       params["connections"], duration, *(close if params.get("close") else []))
     return ["taskset", "-c", str(params["wrk_cpu"]), *wrk]
+
+
+def make_certificate(directory: str) -> tuple[str, str]:
+    """A self-signed certificate for localhost and HOST, and its key (openssl)."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", f"subjectAltName=DNS:localhost,IP:{HOST}",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def server_command(impl: str, port: int, params: dict, idle: bool = False) -> list[str]:
+    """The hello server ``impl`` on ``port``, with its idle-connection options or the certificate."""
+    if params.get("cert"):
+        tls = ["--ssl-certfile", params["cert"], "--ssl-keyfile", params["key"]]
+        return hello(impl, port, tls)
+    return hello(impl, port, _idle.http_server_options(impl, params["conns"]) if idle else ())
 
 
 # --------------------------------------------------------------------------
 # driver side: one measurement (runs in its own subprocess, pinned to the wrk CPU)
 
 
-def check_hello(port: int) -> dict:
-    """Two GETs over one connection: both must be 200 'Hello, World!' text/plain, keep-alive."""
-    conn, problems = http.client.HTTPConnection(HOST, port, timeout=5), []
+def check_hello(port: int, cert: str | None = None) -> dict:
+    """Two GETs over one connection (TLS, trusting ``cert``, if given): both must be 200
+    'Hello, World!' text/plain, keep-alive."""
+    if cert:
+        context = ssl.create_default_context(cafile=cert)
+        conn = http.client.HTTPSConnection(HOST, port, timeout=5, context=context)
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    problems = []
     try:
         for _ in range(2):
             conn.request("GET", PATH)
@@ -89,7 +118,6 @@ def measure_idle(server: ServerProcess, params: dict) -> dict:
     # 2 s: longer than fibernet's park_after (1 s), so that every idle connection has parked
     result = _idle.measure(server.port, params["conns"], rss, 2.0, _idle.HTTP_REQUEST, _idle.http_answered,
                            again=True)
-    result["bytes_per_conn"] = result["kib_per_conn"] * 1024
     result["summary"] = (f"{result['bytes_per_conn']:.0f} B/conn {_idle.describe(result)}, second request "
                          f"answered on {result['second_answered']}/{result['conns']}")
     return result
@@ -120,10 +148,10 @@ def dispatch(workload: str, impl: str, params: dict) -> dict:
     if idle:
         _idle.raise_nofile()  # (the server inherits it)
     port = _bench.free_port(HOST)
-    cmd = hello(impl, port, _idle.http_server_options(impl, params["conns"]) if idle else ())
+    cmd = server_command(impl, port, params, idle)
     with ServerProcess(cmd, params["server_cpu"], port, params["start_timeout"]) as server:
         try:
-            headers = check_hello(port)
+            headers = check_hello(port, params.get("cert"))
             result = (measure_idle if idle else measure_wrk)(server, params)
             server.check_alive()
         except Exception as exc:
@@ -201,10 +229,11 @@ def summarise(samples: _bench.Samples, impls: list[str]) -> list[dict]:
     return rows
 
 
-def check_bars(rows: list[dict], samples: _bench.Samples) -> list[dict]:
+def check_bars(rows: list[dict], samples: _bench.Samples, tls: bool = False) -> list[dict]:
+    """The CPU bars (plain HTTP only: TLS costs alike everywhere) and no errors of fibernet's."""
     checks = [_bench.Bar(WORKLOAD, "cpu_us_per_req", f"fibernet CPU/req <= {limit:g}x {IMPLS[peer][0]}",
                          peer=peer, max_ratio=limit, unit="us").check(samples)
-              for peer, limit in BARS.items() if peer in {r["impl"] for r in rows}]
+              for peer, limit in BARS.items() if peer in {r["impl"] for r in rows} and not tls]
     ours = next(r for r in rows if r["impl"] == "fibernet")
     kinds = f" {ours['error_kinds']}" if ours["error_kinds"] else ""
     checks.append({"bar": "fibernet: no errors (non-2xx, socket errors, failed runs)",
@@ -255,17 +284,6 @@ def render_floor(est: dict) -> str:
             f"at all; the uvicorn bar allows {est['bar_us']:.2f}")
 
 
-def summarise_idle(samples: _bench.Samples, impls: list[str]) -> list[dict]:
-    rows = []
-    for row in _bench.summary_rows(samples, IDLE, impls, "bytes_per_conn", keep_empty=True):
-        results = samples.results.get((IDLE, row["impl"]), [])
-        rows.append({**row, "conns": min((r["conns"] for r in results), default=None),
-                     "second_ok": bool(results) and all(r["second_answered"] == r["conns"] for r in results),
-                     "rss1_mib": _bench.median(r["rss1_kib"] / 1024 for r in results),
-                     "failed_rounds": row["errors"]})
-    return rows
-
-
 def check_idle(rows: list[dict]) -> list[dict]:
     ours = next(r for r in rows if r["impl"] == "fibernet")
     value = ours["bytes_per_conn"]
@@ -276,28 +294,15 @@ def check_idle(rows: list[dict]) -> list[dict]:
              "pass": None if value is None else value <= IDLE_BAR_BYTES and ours["second_ok"]}]
 
 
-def render_idle(rows: list[dict]) -> str:
-    table = [[r["impl"], "-" if r["conns"] is None else r["conns"], fmt_fixed(r["bytes_per_conn"], 0),
-              "-" if r["bytes_per_conn"] is None else f"{r['bytes_per_conn'] / 1024:.2f}",
-              fmt_pct(r["spread"]),
-              fmt_fixed(r["rss1_mib"]), "yes" if r["second_ok"] else "NO", fmt_fixed(r["ratio"], 2),
-              f"{r['rounds']}" + (f" ({r['failed_rounds']} failed)" if r["failed_rounds"] else "")]
-             for r in rows]
-    return _bench.format_table(["server", "idle conns", "B/conn", "KiB/conn", "spread", "RSS after MiB",
-                                "2nd req all OK", "fibernet ratio", "rounds"], table)
-
-
 # --------------------------------------------------------------------------
 # command line
 
 
 def parse_args(argv=None):
-    parser = _bench.argument_parser(__doc__)
-    _bench.round_options(parser, "1 round of 2 s (smoke run)",
-                         "measured wrk run, seconds (default 5, --quick 2)",
-                         None)
+    parser = _bench.parser(__doc__, quick="1 round of 2 s (smoke run)", cpu=None, timeout=120,
+                           duration="measured wrk run, seconds (default 5, --quick 2)",
+                           warmup="wrk warm-up run, seconds (default 1)")
     add = parser.add_argument
-    add("--warmup", type=float, default=1.0, help="wrk warm-up run, seconds (default 1)")
     add("--connections", type=int, default=100, help="wrk -c (default 100)")
     add("--wrk-threads", type=int, default=1, help="wrk -t (default 1)")
     add("--server-cpu", type=int, default=0, help="CPU the server is pinned to (default 0)")
@@ -305,11 +310,14 @@ def parse_args(argv=None):
     add("--impls", help=f"comma list out of {','.join(IMPLS)} (default: all; --callgrind: "
         f"{','.join(CALLGRIND_IMPLS)}, and fibernet-pure)")
     _callgrind.options(parser, "request")
+    add("--tls", action="store_true", help="over TLS, one self-signed certificate (openssl): "
+        f"{', '.join(TLS_IMPLS)} (default: fibernet,uvicorn); https_hello runs this")
+    add("--close", action="store_true",
+        help="wrk sends Connection: close (with --tls: a handshake per request)")
     add("--idle-conns", type=int, metavar="N",
         help="instead of wrk: memory per idle keep-alive connection at N "
         "connections (default impls then: fibernet,uvicorn,gevent)")
     add("--start-timeout", type=float, default=30, help="seconds a server may take to answer")
-    add("--timeout", type=float, default=120, help="per-measurement timeout, seconds")
     add("--profile", metavar="OUT.prof",
         help="instead of the benchmark: run fibernet under cProfile while wrk "
         "runs for --duration s, print the top functions, save the stats")
@@ -318,15 +326,18 @@ def parse_args(argv=None):
         help="what --profile serves: the hello app (default) or the peers/hello_raw.py TCP handler")
     add("--profile-clock", choices=("cpu", "wall"), default="cpu",
         help="cProfile's timer: the thread's CPU time (default) or wall time")
-    args = parser.parse_args(argv)
-    _bench.fill_defaults(args, {"rounds": 1, "duration": 2.0} if args.quick else {"rounds": 3,
-                                                                                  "duration": 5.0})
+    args = _bench.parse(parser, argv, {"rounds": 1, "duration": 2.0, "warmup": 1.0},
+                        {"rounds": 3, "duration": 5.0, "warmup": 1.0})
     if args.callgrind:
         args.impls = _bench.comma_list(parser, args.impls or ",".join(CALLGRIND_IMPLS),
                                        (*IMPLS, "fibernet-pure"), "--impls")
         return args
-    default = "fibernet,uvicorn,gevent" if args.idle_conns else ",".join(IMPLS)
-    args.impls = _bench.comma_list(parser, args.impls or default, IMPLS, "--impls")
+    known, default = (TLS_IMPLS, "fibernet,uvicorn") if args.tls else (IMPLS, ",".join(IMPLS))
+    if args.idle_conns:
+        default = "fibernet,uvicorn,gevent"
+    args.impls = _bench.comma_list(parser, args.impls or default, known, "--impls")
+    if args.tls and args.idle_conns:
+        parser.error("--tls and --idle-conns: one at a time")
     if "fibernet" not in args.impls:
         parser.error("--impls must include fibernet")
     if args.server_cpu == args.wrk_cpu:
@@ -348,55 +359,58 @@ def main(argv=None) -> int:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     params = {"duration": args.duration, "warmup": args.warmup, "connections": args.connections,
               "wrk_threads": args.wrk_threads, "server_cpu": args.server_cpu, "wrk_cpu": args.wrk_cpu,
-              "wrk": shutil.which("wrk"), "start_timeout": args.start_timeout, "conns": args.idle_conns}
+              "wrk": shutil.which("wrk"), "start_timeout": args.start_timeout, "conns": args.idle_conns,
+              "close": args.close}
     if args.profile:
         return profile_fibernet(args, params)
-    workload = IDLE if args.idle_conns else WORKLOAD
-    plan = [(workload, impl, params) for impl in args.impls]
-    command = _bench.command_line()
-    print(f"command: {command}", flush=True)
-    if not args.idle_conns:
-        print(f"{len(plan)} servers x {args.rounds} rounds, each measured by a fresh driver pinned to CPU "
-              f"{args.wrk_cpu}, e.g.:\n  " + _bench.example_child(__file__, plan, args.wrk_cpu))
-        print(f"servers (pinned to CPU {args.server_cpu}, PORT = a free port):")
+    with tempfile.TemporaryDirectory(prefix="http-hello-") as tmp:
+        if args.tls:
+            params["cert"], params["key"] = make_certificate(tmp)
+        return run(args, params)
+
+
+def run(args, params: dict) -> int:
+    plan = [(IDLE if args.idle_conns else WORKLOAD, impl, params) for impl in args.impls]
+    lines = [f"servers (pinned to CPU {args.server_cpu}, PORT = a free port):"]
     for impl in args.impls:
-        extra = _idle.http_server_options(impl, args.idle_conns) if args.idle_conns else ()
-        line = shlex.join(pinned(hello(impl, 0, extra), args.server_cpu)).replace("--port 0", "--port PORT")
-        print(f"  {impl:<13} {line}")
+        line = shlex.join(pinned(server_command(impl, 0, params, bool(args.idle_conns)), args.server_cpu))
+        lines.append(f"  {impl:<13} " + line.replace("--port 0", "--port PORT"))
     if not args.idle_conns:
         for duration, what in ((args.warmup, "warm-up"), (args.duration, "measured")):
             line = shlex.join(wrk_command(params, 0, duration)).replace(":0/", ":PORT/")
-            print(f"{'load: ' if what == 'warm-up' else '      '}{line}   ({what})", flush=True)
-    samples = _bench.run_interleaved(__file__, plan, args.rounds, args.wrk_cpu, args.timeout)
-    if args.idle_conns:
-        rows = summarise_idle(samples, args.impls)
-        checks, floor = check_idle(rows), None
-        print(f"\nMemory per idle keep-alive HTTP connection (server VmRSS growth / connections), "
-              f"median of {args.rounds} round(s):\n{render_idle(rows)}\n")
-        print(_bench.render_bars(checks, "bar"))
-    else:
-        rows = summarise(samples, args.impls)
-        checks, floor = check_bars(rows, samples), floor_estimate(rows, args.server_cpu)
-        print(f"\n{render_rows(rows)}\n\n{_bench.render_bars(checks, 'bar')}")
-        if floor is not None:
-            print(f"\n{render_floor(floor)}")
-        print("\nCPU us/req = server utime+stime during the measured wrk run / requests completed (median of "
-              f"{args.rounds}; user / sys: the two parts, medians);\nserver CPU = that CPU time / wall time; "
-              "fibernet ratio (CPU) = fibernet's CPU us/req / the row's (below 1: fibernet spends less);\n"
-              "fibernet ratio (req/s) = fibernet's req/s / the row's.\n* others on CPU: the largest share, "
-              "over rounds, of the server CPU's time used by other processes\n  during the run (noise; "
-              "ideally ~0%).")
-        stops = [f"{r['impl']} {r['stop_seconds']:.1f}s" + (f" ({r['killed']} SIGKILLed)" * bool(r["killed"]))
-                 for r in rows if r["stop_seconds"] is not None]
-        print("slowest stop after SIGTERM: " + ", ".join(stops))
-    print(f"command: {command}")
-    payload = {"command": command, "args": vars(args), "rows": rows, "checks": checks,
-               "samples": samples.to_json()}
-    _bench.save_json(args.json, payload if args.idle_conns else {**payload, "floor": floor})
-    return _bench.exit_status(checks, samples)
+            lines.append(f"{'load: ' if what == 'warm-up' else '      '}{line}   ({what})")
+    report = partial(report_idle if args.idle_conns else report_wrk, args=args)
+    return _bench.run(__file__, args, plan, report, pin="wrk_cpu", intro="\n" + "\n".join(lines))
+
+
+def report_idle(samples: _bench.Samples, args) -> tuple[dict, str]:
+    rows = _idle.summarise(samples, args.impls)
+    checks = check_idle(rows)
+    return {"rows": rows, "checks": checks}, (
+        "Memory per idle keep-alive HTTP connection (server VmRSS growth / connections), median of "
+        f"{args.rounds} round(s):\n{_idle.render(rows)}\n\n{_bench.render_bars(checks, 'bar')}")
+
+
+def report_wrk(samples: _bench.Samples, args) -> tuple[dict, str]:
+    rows = summarise(samples, args.impls)
+    checks, floor = check_bars(rows, samples, args.tls), floor_estimate(rows, args.server_cpu)
+    text = f"{render_rows(rows)}\n\n{_bench.render_bars(checks, 'bar')}"
+    if args.tls:
+        mode = "a handshake per request (Connection: close)" if args.close else "keep-alive"
+        text = (f"GET /hello over TLS, {mode}, wrk -t{args.wrk_threads} -c{args.connections}, "
+                f"{args.rounds} x {args.duration:g} s\n{text}")
+    if floor is not None:
+        text += f"\n\n{render_floor(floor)}"
+    stops = [f"{r['impl']} {r['stop_seconds']:.1f}s" + (f" ({r['killed']} SIGKILLed)" * bool(r["killed"]))
+             for r in rows if r["stop_seconds"] is not None]
+    return {"rows": rows, "checks": checks, "floor": floor}, text + (
+        "\n\nCPU us/req = server utime+stime during the measured wrk run / requests completed (median of "
+        f"{args.rounds}; user / sys: the two parts, medians);\nserver CPU = that CPU time / wall time; "
+        "fibernet ratio (CPU) = fibernet's CPU us/req / the row's (below 1: fibernet spends less);\n"
+        "fibernet ratio (req/s) = fibernet's req/s / the row's.\n* others on CPU: the largest share, "
+        "over rounds, of the server CPU's time used by other processes\n  during the run (noise; "
+        "ideally ~0%).\nslowest stop after SIGTERM: " + ", ".join(stops))
 
 
 if __name__ == "__main__":
-    if _bench.is_child():
-        sys.exit(_bench.serve_child(dispatch))
-    sys.exit(main())
+    _bench.main(dispatch, main)

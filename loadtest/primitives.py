@@ -437,10 +437,10 @@ def main(argv=None) -> int:
                 n = {"pingpong": args.pingpong_n, "spawn": args.spawn_n}
                 plan.append((workload, impl, choice if workload == "choice" else {"n": n[workload]}))
 
-    def report(samples: _bench.Samples) -> tuple[list[dict], str]:
+    def report(samples: _bench.Samples) -> tuple[dict, str]:
         rows = summarise(samples, args)
         details = choice_details(samples) + "\n\n" if "choice" in args.workloads else ""
-        return rows, details + _bench.table(rows, COLUMNS) + (
+        return {"rows": rows}, details + _bench.table(rows, COLUMNS) + (
             "\n\nfibernet ratio = fibernet median / row median: above 1 is better for 'more=better' units, "
             "below 1 is better for 'less=better' units.")
 

@@ -128,9 +128,9 @@ def main(argv=None) -> int:
     plan = [(workload, f"{label}:threads={threads}", {"src": src, "threads": threads, "n": args.n})
             for workload in args.workloads for label, src in args.sources for threads in (1, 2)]
 
-    def report(samples) -> tuple[list[dict], str]:
+    def report(samples) -> tuple[dict, str]:
         rows = summarise(samples, args)
-        return rows, _bench.table(rows, COLUMNS) + (
+        return {"rows": rows}, _bench.table(rows, COLUMNS) + (
             "\n\nt2/t1 = threads=2 median / threads=1 median, the same checkout, every child on one CPU; "
             "round trips/CPU s: per CPU second of the process (what a second thread costs, whatever the "
             "load).")

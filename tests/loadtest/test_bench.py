@@ -9,18 +9,31 @@ import _bench
 import pytest
 
 
-def test_argument_parser_describes_with_the_first_paragraph_of_the_docstring():
-    parser = _bench.argument_parser("Title line.\n\nMore text.\n")
+def test_the_parser_describes_with_the_first_paragraph_of_the_docstring():
+    parser = _bench.parser("Title line.\n\nMore text.\n")
     assert parser.description == "Title line."
 
 
-def test_fill_defaults_sets_only_what_the_command_line_left_out():
-    parser = _bench.argument_parser("x")
-    parser.add_argument("--rounds", type=int)
+@pytest.mark.parametrize("quick", [False, True])
+def test_parse_fills_only_what_the_command_line_left_out(quick):
+    parser = _bench.parser("x", duration="seconds", cpu=None, timeout=None)
     parser.add_argument("--n", type=int)
-    args = parser.parse_args(["--rounds", "7"])
-    _bench.fill_defaults(args, {"rounds": 1, "n": 10})
-    assert (args.rounds, args.n) == (7, 10)
+    args = _bench.parse(parser, ["--rounds", "7", *(["--quick"] if quick else [])],
+                        {"rounds": 1, "n": 10, "duration": 1.0}, {"rounds": 3, "n": 100, "duration": 5.0})
+    assert (args.rounds, args.n, args.duration) == ((7, 10, 1.0) if quick else (7, 100, 5.0))
+    assert not hasattr(args, "cpu") and not hasattr(args, "timeout")
+
+
+def test_parse_checks_the_comma_lists_and_the_cpu(capsys):
+    parser = _bench.parser("x")
+    _bench.comma_option(parser, "impls", ("fibernet", "gevent"))
+    args = _bench.parse(parser, ["--cpu", "none"], {}, {}, {"impls": ("fibernet", "gevent")},
+                        {"gevent": ("no_such_module_here",)})
+    assert (args.cpu, args.impls) == (None, ["fibernet", "gevent"])
+    assert args.skipped == {"gevent": "no_such_module_here"}
+    with pytest.raises(SystemExit):
+        _bench.parse(parser, ["--impls", "gevent"], {}, {}, {"impls": ("fibernet", "gevent")})
+    assert "--impls must include fibernet" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("text", "cpu"), [("1", 1), ("none", None), ("None", None)])
@@ -29,7 +42,7 @@ def test_cpu_option(text, cpu):
 
 
 def test_comma_list_keeps_known_items_and_names_unknown_ones(capsys):
-    parser = _bench.argument_parser("x")
+    parser = _bench.parser("x")
     assert _bench.comma_list(parser, " a, b,,", ("a", "b"), "--impls") == ["a", "b"]
     with pytest.raises(SystemExit) as exit_info:
         _bench.comma_list(parser, "a,c,d", ("a", "b"), "--impls")

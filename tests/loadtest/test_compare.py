@@ -87,9 +87,11 @@ def test_make_env_installs_into_its_own_venv_only(tmp_path, monkeypatch):
     assert len(calls) == 2  # and nothing else: no pip run by this interpreter
 
     calls.clear()
-    monkeypatch.setattr(cs, "importable", lambda py, modules: py == python)
+    checked = []
+    monkeypatch.setattr(cs, "importable", lambda py, modules: checked.extend(modules) or py == python)
     assert cs.make_env(directory) == python
     assert calls == []  # made already, everything imports: nothing to do
+    assert "hdrh" in checked and "hdrhistogram" not in checked  # (a package by its module's name)
 
 
 def test_every_peer_server_runs_on_the_peers_python():
