@@ -47,7 +47,7 @@ IMPLS = {
     "fibernet-raw": ("fibernet TCP handler + httptools (floor)", None),
     "greenlet-floor": ("minimal greenlet per connection + httptools (floor)", None),
 }
-BARS = {"uvicorn": 0.33, "gevent": 0.15}  # fibernet CPU/req <= this x the peer's
+BARS = {"uvicorn": 0.4, "gevent": 0.15}  # fibernet CPU/req <= this x the peer's (issue 18: 0.4x uvicorn)
 IDLE_BAR_BYTES = 2048  # issue 18: at most 2 KB per idle keep-alive HTTP connection
 CALLGRIND_IMPLS = ("fibernet", "fibernet-pure", "uvicorn", "gevent")
 CALLGRIND_BARS = {"uvicorn": 0.33}

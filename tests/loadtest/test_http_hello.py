@@ -45,7 +45,7 @@ def test_tls_takes_the_servers_with_a_certificate_and_keeps_only_the_no_errors_b
                                              "killed": False}]
     rows = http_hello.summarise(samples, ["fibernet", "uvicorn"])
     plain, tls = http_hello.check_bars(rows, samples), http_hello.check_bars(rows, samples, tls=True)
-    assert [c["pass"] for c in plain] == [False, True]  # 0.5x uvicorn is over the 0.33x bar
+    assert [c["pass"] for c in plain] == [False, True]  # 0.5x uvicorn is over the 0.4x bar
     assert [c["bar"] for c in tls] == [plain[-1]["bar"]] and tls[0]["pass"] is True
 
 
