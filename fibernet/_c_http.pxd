@@ -9,7 +9,8 @@ cdef class Request:
     cdef public object raw_path
     cdef public object query
     cdef public object http_version
-    cdef public object headers
+    cdef public object _headers
+    cdef public object _fields
     cdef public object client
     cdef public object scheme
     cdef public object _body_source

@@ -127,7 +127,8 @@ class Request:
         "raw_path",
         "query",
         "http_version",
-        "headers",
+        "_headers",
+        "_fields",
         "client",
         "scheme",
         "_body_source",
@@ -153,7 +154,8 @@ class Request:
         self.path = unquote(raw_path) if "%" in raw_path else raw_path
         self.query = query
         self.http_version = http_version
-        self.headers = headers
+        self._headers = headers
+        self._fields: list[tuple[bytes, bytes]] = []  # (the parser's, when headers is None)
         self.client = client
         self.scheme = scheme  # "https" over TLS (or as a trusted proxy says)
         if callable(body):
@@ -166,6 +168,18 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target} HTTP/{self.http_version}>"
+
+    @property
+    def headers(self) -> Headers:
+        headers = self._headers
+        if headers is None:  # from the parser: its raw fields, made Headers when first read
+            headers = self._headers = _new(_WireHeaders)
+            headers._raw = self._fields
+        return headers
+
+    @headers.setter
+    def headers(self, headers: Headers) -> None:
+        self._headers = headers
 
     @property
     def query_params(self) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ from fibernet.server._c_http_protocol cimport ServerProtocol as _Protocol
 
 @cython.locals(proto=_Protocol, parks=bint, access=bint, counts=list, fast=tuple, date=list,
                latency=Py_ssize_t, total=Py_ssize_t, fastest=double, started=double, elapsed=double,
+               now=double, date_from=double, date_until=double, park_after=double,
                keep_alive=bint, head=_Head, response=_Response,
                plain=_Socket, sched=_Scheduler)
 cpdef _serve_conn(conn, bint ready=*)

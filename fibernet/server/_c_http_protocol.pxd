@@ -6,11 +6,12 @@ from fibernet._c_http cimport Request as _Request
 
 
 cdef class RequestHead(_Request):
-    cdef public object keep_alive
-    cdef public object chunked
+    cdef public bint keep_alive
+    cdef public bint chunked
     cdef public object content_length
-    cdef public object expect_continue
-    cdef public object upgrade
+    cdef public bint expect_continue
+    cdef public bint upgrade
+    cdef public bint _proxied
 
 
 cdef class ServerProtocol:
@@ -32,6 +33,8 @@ cdef class ServerProtocol:
     cdef public object _lines_of
     cdef public Py_ssize_t _line_end
     cdef public bint _body_head
+    cdef public bint _ends
+    cdef public bint _proxied
     cdef public list _fields
     cdef public int _hosts
     cdef public bint _framing
@@ -62,7 +65,7 @@ cdef class ServerProtocol:
     cpdef _fail(self, error)
     @cython.locals(head_bytes=Py_ssize_t, url=bytes, last=tuple, keep_alive=bint, head=RequestHead)
     cpdef on_headers_complete(self)
-    @cython.locals(fields=list)
+    @cython.locals(fields=list, name=bytes, value=bytes)
     cpdef on_header(self, name, value)
     cpdef on_url(self, url)
     cpdef on_message_begin(self)

@@ -118,6 +118,8 @@ class _Connection(Parked):
         "websocket",
         "_done",
         "_spare",
+        "_forwarded",
+        "park_timeout",
     )
 
     def __init__(
@@ -152,7 +154,11 @@ class _Connection(Parked):
         if client.__class__ is tuple and client[0].__class__ is str:
             client = (sys.intern(client[0]), *client[1:])  # (one string for a client's connections)
         self.client = client
+        # The proxy policy, if its peer is a trusted proxy (decided once: the peer stays)
+        forwarded = config.forwarded
+        self._forwarded = forwarded if forwarded is not None and forwarded.trusts(client) else None
         self._deadline: float | None = None
+        self.park_timeout = config.limits.keepalive_timeout  # (see _park)
         self.websocket: Any = None  # the WebSocket that took the connection, if one did
 
     # -- reading ----------------------------------------------------------------------
@@ -329,12 +335,6 @@ class _Connection(Parked):
 
     # -- parking (see tcp.Parked) -----------------------------------------------------------
 
-    @property
-    def park_timeout(self) -> float:
-        """What is left of the keep-alive timeout once the fiber has waited ``park_after``."""
-        limits = self.limits
-        return max(0.0, limits.keepalive_timeout - limits.park_after)
-
     def resume(self, sock: Socket) -> Parked | None:
         """Bytes came on the parked connection: serve on (in a new fiber)."""
         return self.run(True)
@@ -343,9 +343,11 @@ class _Connection(Parked):
         """Closed while parked: its keep-alive timeout, or the end of a drain."""
         self._ended()
 
-    def _park(self) -> _Connection:
-        """Wait for the next request with no fiber: give the parser back to the spare ones
-        (it is between requests, with nothing left of the last one)."""
+    def _park(self, waited: float = 0.0) -> _Connection:
+        """Wait for the next request with no fiber, for what is left of the keep-alive
+        timeout after ``waited`` seconds in the fiber (``park_timeout``): give the parser
+        back to the spare ones (it is between requests, with nothing left of the last one)."""
+        self.park_timeout = max(0.0, self.limits.keepalive_timeout - waited)
         proto = self.proto
         spare = self._spare
         if proto is not None and spare is not None and len(spare) < _MAX_SPARE and proto.clean():
@@ -407,10 +409,9 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
     send_timeout = limits.send_timeout
     app = conn.app
     client = conn.client
-    scheme = getattr(sock, "scheme", "http")  # (a TLSSocket's is "https")
-    forwarded = conn.config.forwarded
-    if forwarded is not None and not forwarded.trusts(client):
-        forwarded = None  # an untrusted peer's X-Forwarded-* and Forwarded are ignored
+    # (a TLSSocket's is "https"; a plain one has none: no getattr, whose miss raises inside)
+    scheme = "http" if plain is not None else getattr(sock, "scheme", "http")
+    forwarded = conn._forwarded  # (None for an untrusted peer: its X-Forwarded-* are ignored)
     draining = conn._draining
     access = conn.config.access_log
     date = _DATE
@@ -456,7 +457,7 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
                 try:
                     data = plain.recv(_RECV)
                 except TimeoutError:
-                    return conn._park()  # idle: wait on with no fiber
+                    return conn._park(park_after)  # idle: wait on with no fiber
                 except OSError:
                     raise _Close() from None
             else:
@@ -478,7 +479,7 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
             raise HttpError(501, "CONNECT not supported")
         head.client = client
         head.scheme = scheme
-        if forwarded is not None:
+        if forwarded is not None and head._proxied:  # (a field the policy reads came)
             forwarded.apply(head)
         if head._body is None:  # a body to read on demand
             source = head._body_source = _Body(conn, head.expect_continue)
@@ -510,7 +511,10 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
             ):
                 # The same keep-alive response as last time: the same bytes, unless
                 # the date has moved on.
-                if not date[0] <= clock() < date[2]:
+                now = clock()
+                date_from = date[0]
+                date_until = date[2]
+                if not date_from <= now < date_until:
                     _next_date()
                 if fast[4] is date[1]:
                     data = fast[5]

@@ -5,7 +5,8 @@
 - ``RequestHead``: a request line and header fields, validated: the
   :class:`~fibernet.http.Request` the app is given (header fields decoded when first read);
 - ``bytes``: a piece of the body;
-- ``END``: the request is complete;
+- ``END``: the request's body is complete (a request without a body is its head alone:
+  no ``END`` follows it);
 - ``HttpError``: the request is bad; answer ``error.status`` and close.  Nothing after it is
   parsed, so the bytes of a rejected request are never read as the next one.
 
@@ -40,7 +41,8 @@ from urllib.parse import unquote
 
 import httptools
 
-from fibernet.http import Headers, Request, _WireHeaders, reason_phrase
+from fibernet.http import Headers, Request, reason_phrase
+from fibernet.server.proxy import FORWARDED_FIELDS as _PROXY_FIELDS
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class RequestHead(_Request):  # noqa: F821
     """A parsed request head: the :class:`~fibernet.http.Request` the app is given (the
     connection adds the client and the body source), plus how the request is framed."""
 
-    __slots__ = ("keep_alive", "chunked", "content_length", "expect_continue", "upgrade")
+    __slots__ = ("keep_alive", "chunked", "content_length", "expect_continue", "upgrade", "_proxied")
 
     def __init__(self, method: str, target: str, version: str, headers: Headers) -> None:
         super().__init__(method, target, headers, version)
@@ -109,6 +111,7 @@ class RequestHead(_Request):  # noqa: F821
         self.content_length: int | None = None
         self.expect_continue = False
         self.upgrade = False
+        self._proxied = False  # it has a field the proxy policy reads
 
     @property
     def version(self) -> str:
@@ -128,7 +131,7 @@ _TOO_MANY_BLANK = f"over {_MAX_BLANK} bytes of empty lines before a request"
 # The header fields that frame or route a request: looked at while the head is parsed.
 _SPECIAL = frozenset(
     (b"host", b"transfer-encoding", b"content-length", b"expect", b"connection", b"proxy-connection")
-)
+) | _PROXY_FIELDS
 # A Host value: uri-host [":" port] (RFC 9110 7.2, RFC 3986 3.2.2), or empty.
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?")
 # A method llhttp does not know but that is a token (upper case, as nginx and gunicorn
@@ -168,6 +171,8 @@ class ServerProtocol:
         self._lines_of = b""  # the bytes, and where in them the last request line looked at ends
         self._line_end = 0
         self._body_head = False  # the next head is the stand-in that frames an upgrade's body
+        self._proxied = False  # the head has an X-Forwarded-For, X-Forwarded-Proto or Forwarded field
+        self._ends = False  # the message being parsed has a body: END follows it
         self._fields: list[tuple[bytes, bytes]] = []
         self._hosts = 0
         self._framing = False  # a field other than Host that _frame must look at
@@ -507,14 +512,17 @@ class ServerProtocol:
             self._reject(431, f"more than {self._max_fields} header fields")
         name = name.lower()
         fields.append((name, value))
+        if name == b"host":  # (every request has one: tested first, it needs no hash)
+            self._hosts += 1
+            if value != self._good_host:
+                self._check_host(value)
+            return
         if name in _SPECIAL:
-            if name == b"host":
-                self._hosts += 1
-                if value != self._good_host:
-                    self._check_host(value)
-                return
             if name == b"connection" or name == b"proxy-connection":  # (llhttp reads both)
                 self._connection = True
+                return
+            if name in _PROXY_FIELDS:  # for the proxy policy (ForwardedPolicy.apply)
+                self._proxied = True
                 return
             self._framing = True
             if name == b"content-length":
@@ -572,14 +580,16 @@ class ServerProtocol:
         head.query = last[3]
         head.raw_path = last[4]
         head.http_version = version
-        head.headers = headers = _new(_WireHeaders)
-        headers._raw = self._fields
+        head._headers = None  # (made from the fields when first read: see Request.headers)
+        head._fields = self._fields
         head.client = None
         head._body_source = None
         head._consumed = False
         head.keep_alive = keep_alive
         # (llhttp marks an upgrade only with a Connection field that names it, or CONNECT)
         head.upgrade = (self._connection and parser.should_upgrade()) or method == "CONNECT"
+        head._proxied = self._proxied
+        self._proxied = False
         self._state = _BODY
         self._url = b""
         self._fields = []
@@ -648,6 +658,7 @@ class ServerProtocol:
                 self._reject(417, f"unsupported expectation {expect!r}")
             head.expect_continue = version == "1.1"
         self._chunked = head.chunked
+        self._ends = head._body is None
         # Ready for the next head; the body counters start at zero.
         self._hosts = 0
         self._framing = False
@@ -673,7 +684,9 @@ class ServerProtocol:
 
     def on_message_complete(self) -> None:
         self._state = _IDLE
-        self._events.append(END)
+        if self._ends:  # (a request without a body needs no END: its head was all of it)
+            self._ends = False
+            self._events.append(END)
 
 
 # -- responses -----------------------------------------------------------------------------
@@ -687,8 +700,10 @@ _DATE: list = [0.0, b"", 0.0]
 def _next_date() -> None:
     second = int(time.time())
     _DATE[1] = email.utils.formatdate(second, usegmt=True).encode()
-    _DATE[0] = second  # (after the value: a reader that sees the new times sees it too)
-    _DATE[2] = second + 1
+    # (floats: the connection loop compares them with time.time() as C doubles; after the
+    # value: a reader that sees the new times sees it too)
+    _DATE[0] = float(second)
+    _DATE[2] = second + 1.0
 
 
 def http_date() -> bytes:

@@ -35,7 +35,9 @@ _V1_PREFIX = b"PROXY "
 _V1_MAX = 107  # the longest v1 line, CRLF included (the spec's bound)
 _V2_FIXED = 16
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
-_FIELDS = (b"x-forwarded-for", b"x-forwarded-proto", b"forwarded")
+# The fields apply() reads (the parser marks a head that has one: RequestHead._proxied)
+_MAX_DECIDED = 1024  # hosts whose trust a policy remembers
+FORWARDED_FIELDS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"))
 
 
 class ProxyHeaderError(FibernetError, ValueError):
@@ -180,6 +182,7 @@ class ForwardedPolicy:
         self.always = "*" in items
         self.networks: list[Any] = []
         self.literals: set[str] = set()
+        self._decided: dict[str, bool] = {}  # host -> trusted (bounded: hosts come from clients)
         for item in items:
             try:
                 self.networks.append(ipaddress.ip_network(item, strict=False))
@@ -194,11 +197,18 @@ class ForwardedPolicy:
             return True
         if not host:
             return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return host in self.literals
-        return any(address in network for network in self.networks)
+        decided = self._decided.get(host)
+        if decided is None:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                decided = host in self.literals
+            else:
+                decided = any(address in network for network in self.networks)
+            if len(self._decided) >= _MAX_DECIDED:
+                self._decided.clear()
+            self._decided[host] = decided
+        return decided
 
     def trusts(self, peer: Any) -> bool:
         """Is the connection's peer (``getpeername()``) a trusted proxy?"""
@@ -219,14 +229,17 @@ class ForwardedPolicy:
     def apply(self, request: Any) -> None:
         """Set ``request.client`` and ``request.scheme`` from the proxy's fields (call only
         for a request whose peer :meth:`trusts`)."""
-        headers = request.headers
-        raw = getattr(headers, "_raw", None)  # the parser's fields (names in lower case), if any
+        # the parser's fields (names in lower case), if any: the request's own while its
+        # headers are not made yet, else the Headers' (which a parsed request's are)
+        headers = request._headers
+        raw = request._fields if headers is None else getattr(headers, "_raw", None)
         if raw is not None:
             for name, _value in raw:
-                if name in _FIELDS:
+                if name in FORWARDED_FIELDS:
                     break
             else:
                 return  # none of them: nothing to decode (the request's fields stay undecoded)
+        headers = request.headers
         forwarded = headers.get("forwarded")
         if forwarded is not None and headers.get("x-forwarded-for") is None:
             hosts, proto = _parse_forwarded(forwarded)

@@ -357,10 +357,14 @@ class Server:
 
     def _spawn_serve(self, place: _Place, conn: Socket, how: Any, addr: Any) -> None:
         """Serve ``conn`` in a new fiber: the handler (``how`` the peer's address) or
-        ``how.parked.resume`` (``how`` the _Parking of a parked connection)."""
+        ``how.parked.resume`` (``how`` the _Parking of a parked connection; nothing more is
+        kept per parked connection, whose bytes count against the idle-connection bar)."""
         fiber = spawn(self._serve, place, conn, how, name=f"{self.name}:conn {_fmt(addr)}")
         place.conns[fiber] = conn
-        fiber.add_done_callback(partial(self._closed_one, place, conn))
+        if how.__class__ is _Parking:
+            fiber.add_done_callback(how.fiber_done)
+        else:
+            fiber.add_done_callback(partial(self._closed_one, place, conn))
 
     def _release_slot(self) -> None:
         with self._lock:
@@ -631,6 +635,10 @@ class _Parking:
             self._closed()
             return
         self.server._spawn_serve(place, self.sock, self, self.addr)
+
+    def fiber_done(self, fiber: Fiber) -> None:
+        """A fiber that served the connection (resumed) ended."""
+        self.server._closed_one(self.place, self.sock, fiber)
 
     def close(self) -> None:
         """Close the parked connection (its timeout, an idle sweep, the end of a drain)."""

@@ -339,5 +339,5 @@ def test_rtsp_request_pipelined_after_http_ones_is_refused_and_they_are_served()
     proto = ServerProtocol()
     proto.feed(good + good + req("Host: a", method_line="GET / RTSP/1.0") + good)
     events = list(iter(proto.next_event, None))
-    assert [type(e).__name__ for e in events] == ["RequestHead", "_End", "RequestHead", "_End", "HttpError"]
+    assert [type(e).__name__ for e in events] == ["RequestHead", "RequestHead", "HttpError"]
     assert events[-1].status == 400

@@ -20,7 +20,7 @@ import pytest
 from cli.main import build_server
 from cli.settings import Settings
 from fibernet.http import Request, Response, Router, reason_phrase
-from fibernet.server.http_protocol import END, HttpError, HttpLimits, RequestHead, ServerProtocol
+from fibernet.server.http_protocol import HttpError, HttpLimits, RequestHead, ServerProtocol
 
 from .conftest import RawClient, Recorder, drive, parse_responses, request
 
@@ -67,10 +67,10 @@ def test_a_few_empty_lines_before_a_request_are_skipped_but_start_the_head():
     proto.feed(b"\r\n\r\n")
     proto.feed(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
     events = events_of(proto)
-    assert [type(e) for e in events] == [RequestHead, type(END)] and events[0].target == "/x"
+    assert [type(e) for e in events] == [RequestHead] and events[0].target == "/x"  # (no body: no END)
     assert not proto.in_head
     proto.feed(b"\r\n" * 20 + b"GET /y HTTP/1.1\r\nHost: a\r\n\r\n")  # in the same read
-    assert [getattr(e, "target", e) for e in events_of(proto)] == ["/y", END]
+    assert [getattr(e, "target", e) for e in events_of(proto)] == ["/y"]
 
 
 def test_a_request_line_without_a_version_is_refused_when_it_ends():
@@ -183,8 +183,8 @@ def test_a_large_field_in_a_later_pipelined_head_is_refused(pieces):
     for i in range(0, len(data), step):
         proto.feed(data[i:i + step])
     events = events_of(proto)
-    assert [getattr(e, "target", e) for e in events[:2]] == ["/one", END]
-    assert len(events) == 3 and events[2].status == 431, events
+    assert [getattr(e, "target", e) for e in events[:1]] == ["/one"]
+    assert len(events) == 2 and events[1].status == 431, events
 
 
 def test_the_new_http_limits_reach_the_server_from_the_settings():

@@ -173,6 +173,24 @@ def test_the_keep_alive_timeout_closes_a_parked_connection():
         assert probe(server)["parked"] == 0
 
 
+def test_a_connection_parked_at_once_keeps_its_whole_keep_alive_timeout():
+    """Beyond park_over a connection parks as soon as it answered, without waiting
+    park_after first: so its keep-alive timeout is not cut by park_after (it was: 5 - 2 s)."""
+    app = Probed()
+    clock_server = ClockServer(app, park_after=2.0, park_over=0, keepalive_timeout=5.0)
+    with clock_server as server:
+        app.server = server
+        with RawClient(server.address) as c:
+            c.send(request("GET", "/one"))
+            assert c.response().status == 200
+            assert probe(server)["parked"] == 1
+            clock_server.clock.advance(4.9)
+            assert probe(server)["parked"] == 1, "closed before its keep-alive timeout"
+            clock_server.clock.advance(0.2)
+            assert c.at_eof()
+        assert probe(server)["parked"] == 0
+
+
 def test_many_connections_park_at_once_beyond_park_over(http_server):
     """Idle connections keep their fibers for park_after (30 s here) only while the
     scheduler runs at most park_over fibers; beyond, they park at once."""

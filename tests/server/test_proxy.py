@@ -248,3 +248,35 @@ def test_http_server_applies_the_policy_per_connection(servers):
         for server in (trusting, distrusting):
             server.stop(0)
             server.wait(10)
+
+
+def test_a_connection_asks_the_policy_about_its_peer_once_though_it_parks_between_requests():
+    """The peer of a connection does not change: whether it is a trusted proxy is decided
+    when the connection starts, not again each time it resumes after parking (which parsed
+    its address every request)."""
+    asked = []
+
+    class Counting(ForwardedPolicy):
+        def trusts(self, peer):
+            asked.append(peer)
+            return super().trusts(peer)
+
+    def who(request):
+        return Response(200, f"{request.scheme} {request.client[0]}".encode())
+
+    server = http_server(who, forwarded=Counting("127.0.0.1"), park_after=0.0).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.address[1]), timeout=10) as sock:
+            for i, xff in enumerate(["203.0.113.5", None, "198.51.100.7"]):
+                field = f"X-Forwarded-For: {xff}\r\n" if xff else ""
+                sock.sendall(f"GET /{i} HTTP/1.1\r\nHost: x\r\n{field}\r\n".encode())
+                reply = b""
+                while not reply.endswith((b"203.0.113.5", b"http 127.0.0.1", b"198.51.100.7")):
+                    chunk = sock.recv(4096)
+                    assert chunk, reply
+                    reply += chunk
+                assert reply.endswith(f"http {xff or '127.0.0.1'}".encode()), reply
+    finally:
+        server.stop(0)
+        server.wait(10)
+    assert len(asked) == 1, asked
