@@ -5,6 +5,8 @@ cimport cython
 from fibernet.runtime._c_fiber cimport Fiber as _Fiber, StateLock as _StateLock
 from fibernet.runtime._c_scheduler cimport Scheduler as _Scheduler
 
+cdef bint _COMPILED
+
 
 # One per blocking perform and per socket wait: a free list spares the allocator.
 @cython.freelist(64)
@@ -18,7 +20,7 @@ cdef class OpState:
     cdef public object op
     cdef public object lock
 
-    @cython.locals(fiber=_Fiber, fast=_StateLock)
+    @cython.locals(fiber=_Fiber, sched=_Scheduler, fast=_StateLock)
     cpdef bint complete(self, Py_ssize_t index, object value, object held=*)
     cpdef bint finish_self(self, Py_ssize_t index, object value)
 

@@ -81,6 +81,7 @@ class NOTHING(metaclass=_Marker):
     """The value of an operation that completes with no result."""
 
 _CANCELLED = -1
+_COMPILED = __name__.endswith("._c_operation")  # (a C constant there: see fibernet.runtime.fiber)
 
 
 class Raise:
@@ -122,7 +123,7 @@ class OpState:
         fast = None
         if lock is held:
             lock = None
-        elif type(lock) is StateLock:  # (the compiled copy's: C calls)
+        elif _COMPILED and type(lock) is StateLock:  # (C calls)
             fast = lock
             fast._take()
         else:
@@ -140,9 +141,10 @@ class OpState:
             elif lock is not None:
                 lock.release()
         owner = self.owner
-        if type(owner) is Fiber:  # (a C call in the compiled copy)
+        if type(owner) is Fiber:  # (fiber._wake(), as C calls in the compiled copy)
             fiber = owner
-            fiber._wake()
+            sched = fiber.scheduler
+            sched._resume(fiber)
         else:  # a plain thread's ThreadOwner
             owner._wake()
         return True

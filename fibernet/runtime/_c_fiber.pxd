@@ -25,6 +25,9 @@ cdef inline bint _wait_lock(PyThread_type_lock lock, PY_TIMEOUT_T micros):
     return got == PY_LOCK_ACQUIRED
 
 
+cdef bint _COMPILED
+
+
 @cython.final
 cdef class StateLock:
     cdef PyThread_type_lock _lock

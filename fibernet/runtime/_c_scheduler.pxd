@@ -33,6 +33,7 @@ cdef class Scheduler:
     cdef object __weakref__
 
     cpdef Py_ssize_t fiber_count(self)
+    cpdef _resume(self, _Fiber fiber)
     @cython.locals(fiber=_Fiber)
     cpdef _park(self)
     cpdef _greenlet_for(self, _Fiber fiber)

@@ -128,8 +128,10 @@ class StateLock:
         self.release()
 
 
+# Running as the compiled copy (a C constant there: the pure module skips its fast paths).
+_COMPILED = __name__.endswith("._c_fiber")
 # A new state lock: a StateLock in the compiled copy, a threading.Lock in the pure module.
-new_state_lock: Callable[[], Any] = StateLock if __name__.endswith("._c_fiber") else threading.Lock
+new_state_lock: Callable[[], Any] = StateLock if _COMPILED else threading.Lock
 _STATE_LOCKS = tuple(new_state_lock() for _ in range(_STRIPES))
 _JOIN_LOCKS = tuple(threading.Lock() for _ in range(_STRIPES))
 
@@ -335,7 +337,7 @@ class Fiber(_FiberBase, _Generic[T]):
         """Make ``state`` (an OpState) what the fiber waits on, just before it suspends, so
         ``cancel`` can complete it; raises ``Cancelled`` instead if a cancel is pending."""
         lock = self._state_lock
-        fast = lock if type(lock) is StateLock else None  # (compiled: C calls; every wait comes here)
+        fast = lock if _COMPILED and type(lock) is StateLock else None  # (C calls; every wait comes here)
         if fast is not None:
             fast._take()
         else:
@@ -356,11 +358,7 @@ class Fiber(_FiberBase, _Generic[T]):
 
     def _wake(self) -> None:
         """Put the fiber back on its scheduler's run queue (thread-safe)."""
-        self.state = RUNNABLE
-        sched = self.scheduler
-        sched._runq.append(self)
-        if sched._sleeping:
-            sched._wakeup.wake()
+        self.scheduler._resume(self)
 
     def _execute(self) -> None:
         """Run the fiber's function to the end and record its outcome (in its greenlet)."""

@@ -40,7 +40,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 from fibernet.errors import Cancelled, NoScheduler
 from fibernet.runtime._accel import in_python_frame
 from fibernet.runtime.clock import REAL_CLOCK, Clock
-from fibernet.runtime.fiber import NEW, RUNNING, Fiber, new_state_lock
+from fibernet.runtime.fiber import NEW, RUNNABLE, RUNNING, Fiber, new_state_lock
 from fibernet.runtime.poller import Poller
 from fibernet.runtime.timers import TimerQueue
 from fibernet.runtime.wakeup import WakeupFd
@@ -137,6 +137,14 @@ class Scheduler:
     def wake(self) -> None:
         """Get this scheduler out of epoll (thread-safe)."""
         self._wakeup.wake()
+
+    def _resume(self, fiber: Fiber) -> None:
+        """Put a suspended ``fiber`` of this scheduler back on its run queue (thread-safe):
+        ``Fiber._wake``, which ``OpState.complete`` calls here directly."""
+        fiber.state = RUNNABLE
+        self._runq.append(fiber)
+        if self._sleeping:
+            self._wakeup.wake()
 
     # -- what operations use (scheduler thread only) -------------------------------------
 
@@ -540,7 +548,7 @@ def yield_now() -> None:
     if fiber._cancel_pending:
         fiber._cancel_pending = False
         raise Cancelled()
-    fiber._wake()
+    sched._resume(fiber)
     sched._park()
     fiber.state = RUNNING
 
