@@ -3,11 +3,15 @@
 way: one source, run as Python or compiled).  See ``fibernet/runtime/_accel.py``.
 
 Without Cython or a C compiler, or with ``FIBERNET_PURE_PYTHON=1``, the install goes on with a
-warning and fibernet runs the pure-Python modules.
+warning and fibernet runs the pure-Python modules.  So it does on a free-threaded CPython (3.13t):
+an extension module that does not declare itself safe without the GIL turns the GIL back on
+when it is imported, and the compiled copies do not claim that (their C code reads and replaces
+object fields without the per-object locking the interpreter does for the pure modules).
 """
 
 import os
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import setup
@@ -22,6 +26,9 @@ def _warn(message: str) -> None:
 
 def ext_modules() -> list:
     if os.environ.get("FIBERNET_PURE_PYTHON", "") not in ("", "0"):
+        return []
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        _warn("a free-threaded CPython (the compiled modules would turn the GIL back on)")
         return []
     try:
         from Cython.Build import cythonize

@@ -131,3 +131,27 @@ def test_a_compiled_copy_older_than_its_source_is_stale(tmp_path):
     os.utime(source, (1100, 1100))  # edited later
     assert _stale(str(source), str(binary))
     assert not _stale(str(source), None) and not _stale(None, str(binary))
+
+
+FREE_THREADED_BUILD = """
+import runpy, setuptools, sys, sysconfig, types
+build = types.ModuleType("Cython.Build")  # (a stand-in: what would be compiled, uncompiled)
+build.cythonize = lambda extensions, **options: list(extensions)
+sys.modules.update({"Cython": types.ModuleType("Cython"), "Cython.Build": build})
+real = sysconfig.get_config_var
+sysconfig.get_config_var = lambda name: 1 if name == "Py_GIL_DISABLED" else real(name)
+setuptools.setup = lambda **options: print(len(options["ext_modules"]))
+runpy.run_path("setup.py")
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_free_threaded_interpreter_builds_no_compiled_module():
+    """On a free-threaded CPython the compiled modules would turn the GIL back on when
+    imported (they do not declare themselves safe without it): setup.py builds none there,
+    and the pure modules run, free-threaded."""
+    done = subprocess.run([sys.executable, "-c", FREE_THREADED_BUILD], cwd=ROOT, capture_output=True,
+                          text=True, timeout=280, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"], done.stdout
+    assert "free-threaded" in done.stderr, done.stderr
