@@ -35,8 +35,8 @@ _V1_PREFIX = b"PROXY "
 _V1_MAX = 107  # the longest v1 line, CRLF included (the spec's bound)
 _V2_FIXED = 16
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
-# The fields apply() reads (the parser marks a head that has one: RequestHead._proxied)
 _MAX_DECIDED = 1024  # hosts whose trust a policy remembers
+# The fields apply() reads (the parser marks a head that has one: RequestHead._proxied)
 FORWARDED_FIELDS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"))
 
 
