@@ -190,7 +190,7 @@ class _Connection(Parked):
                 if event.__class__ is HttpError:
                     raise event
                 if event is END:
-                    continue  # the end of a request that had no body to read
+                    continue  # (not expected: a body's END is its reader's, or the drain's)
                 return event
             if proto._state == _DEAD:
                 raise _Close()
@@ -434,7 +434,7 @@ def _serve_conn(conn: _Connection, ready: bool = False) -> Parked | None:
         if events:
             event = events.popleft()
             if event is END:
-                continue  # the end of a request that had no body to read
+                continue  # (not expected: a body's END is its reader's, or the drain's)
             if event.__class__ is HttpError:
                 raise event
             head = event

@@ -35,7 +35,6 @@ _V1_PREFIX = b"PROXY "
 _V1_MAX = 107  # the longest v1 line, CRLF included (the spec's bound)
 _V2_FIXED = 16
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
-_MAX_DECIDED = 1024  # hosts whose trust a policy remembers
 # The fields apply() reads (the parser marks a head that has one: RequestHead._proxied)
 FORWARDED_FIELDS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"))
 
@@ -182,7 +181,6 @@ class ForwardedPolicy:
         self.always = "*" in items
         self.networks: list[Any] = []
         self.literals: set[str] = set()
-        self._decided: dict[str, bool] = {}  # host -> trusted (bounded: hosts come from clients)
         for item in items:
             try:
                 self.networks.append(ipaddress.ip_network(item, strict=False))
@@ -197,18 +195,11 @@ class ForwardedPolicy:
             return True
         if not host:
             return False
-        decided = self._decided.get(host)
-        if decided is None:
-            try:
-                address = ipaddress.ip_address(host)
-            except ValueError:
-                decided = host in self.literals
-            else:
-                decided = any(address in network for network in self.networks)
-            if len(self._decided) >= _MAX_DECIDED:
-                self._decided.clear()
-            self._decided[host] = decided
-        return decided
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host in self.literals
+        return any(address in network for network in self.networks)
 
     def trusts(self, peer: Any) -> bool:
         """Is the connection's peer (``getpeername()``) a trusted proxy?"""
@@ -228,17 +219,8 @@ class ForwardedPolicy:
 
     def apply(self, request: Any) -> None:
         """Set ``request.client`` and ``request.scheme`` from the proxy's fields (call only
-        for a request whose peer :meth:`trusts`)."""
-        # the parser's fields (names in lower case), if any: the request's own while its
-        # headers are not made yet, else the Headers' (which a parsed request's are)
-        headers = request._headers
-        raw = request._fields if headers is None else getattr(headers, "_raw", None)
-        if raw is not None:
-            for name, _value in raw:
-                if name in FORWARDED_FIELDS:
-                    break
-            else:
-                return  # none of them: nothing to decode (the request's fields stay undecoded)
+        for a request whose peer :meth:`trusts`; the HTTP server calls it only for a request
+        that has one of ``FORWARDED_FIELDS``, which its parser marks)."""
         headers = request.headers
         forwarded = headers.get("forwarded")
         if forwarded is not None and headers.get("x-forwarded-for") is None:
