@@ -40,6 +40,32 @@ _CLOSED_FD = -1
 _StdSocket = _socket.socket
 
 
+def _recv_or_none(sock: _socket.socket, fd: int, bufsize: int) -> bytes | None:
+    """``sock.recv(bufsize)``, or None where it would block."""
+    try:
+        return sock.recv(bufsize)
+    except BlockingIOError:
+        return None
+
+
+def _send_or_minus_one(sock: _socket.socket, fd: int, data: bytes) -> int:
+    """``sock.send(data)``, or -1 where it would block."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return -1
+
+
+# The system calls on the per-request path.  The compiled copy has C functions of these names
+# (``_c_sockets.pxd``), which call recv(2) and send(2) on the descriptor themselves: no method
+# lookup, argument parsing or exception per would-block, and a read into a per-thread buffer
+# instead of a new 64 KiB bytes object that is shrunk to fit.  Cython does not see these
+# assignments (gevent's way), so they name the pure functions only where the module is pure
+# (and linters, which do not see them either, are told so where they are used: F821).
+locals()["_sys_recv"] = _recv_or_none
+locals()["_sys_send"] = _send_or_minus_one
+
+
 class Socket:
     """A socket for fibers.  Make one with :func:`connect`, :func:`listen` or ``Socket(sock)``."""
 
@@ -222,9 +248,8 @@ class Socket:
         if self._drained:
             self._wait(EPOLLIN)
         while True:
-            try:
-                data = sock.recv(bufsize)
-            except BlockingIOError:
+            data = _sys_recv(sock, self._fd, bufsize)  # noqa: F821 (see above)
+            if data is None:
                 self._wait(EPOLLIN)
                 continue
             n = len(data)
@@ -236,9 +261,8 @@ class Socket:
     def recv_nowait(self, bufsize: int) -> bytes | None:
         """What has arrived, up to ``bufsize`` bytes, without waiting: None if nothing has,
         b"" at end of stream."""
-        try:
-            data = self._sock.recv(bufsize)
-        except BlockingIOError:
+        data = _sys_recv(self._sock, self._fd, bufsize)  # noqa: F821
+        if data is None:
             self._drained = True
             return None
         n = len(data)
@@ -285,9 +309,8 @@ class Socket:
         """Send every byte; suspends while the peer does not read (backpressure)."""
         sock = self._sock
         if type(data) is bytes:  # the common case: all of it in one send
-            try:
-                n = sock.send(data)
-            except BlockingIOError:
+            n = _sys_send(sock, self._fd, data)  # noqa: F821
+            if n < 0:  # (EAGAIN)
                 n = 0
             self.bytes_out += n
             self.active = True

@@ -349,6 +349,88 @@ def test_sendall_sends_every_byte_of_any_buffer_and_counts_bytes(payload):
     assert counted == len(expected)
 
 
+# -- the read and send system calls (made in C by the compiled copy) ------------------------------
+
+
+@pytest.mark.parametrize("bufsize", [1, 65536, 65537, 300_000], ids=["1", "64k", "64k+1", "300k"])
+def test_recv_returns_what_has_arrived_up_to_bufsize_then_the_end_of_the_stream(bufsize):
+    # A Unix stream socket returns all that is queued, up to bufsize, in one read; above
+    # 64 KiB the compiled copy reads into a bytes object of that size, not its buffer.
+    payload = bytes(range(256)) * 800  # 204,800 bytes: fits the socket pair's buffers
+
+    def main():
+        a, b = socket.socketpair()
+        a.sendall(payload)
+        a.close()
+        sb = Socket(b)
+        try:
+            first = sb.recv(bufsize)
+            got = bytearray(first)
+            while chunk := sb.recv(bufsize):
+                got += chunk
+            return first, bytes(got), sb.bytes_in, sb.recv(bufsize)
+        finally:
+            sb.close()
+
+    first, got, counted, after = fn.run(main)
+    assert first == payload[: min(bufsize, len(payload))]
+    assert got == payload and counted == len(payload)
+    assert after == b""  # the end of the stream, again
+
+
+def test_recv_nowait_is_none_until_bytes_come_then_bytes_then_the_end_of_the_stream():
+    def main():
+        a, b = socket.socketpair()
+        sb = Socket(b)
+        try:
+            nothing = sb.recv_nowait(100)
+            a.sendall(b"hello")
+            some = sb.recv_nowait(100)
+            a.close()
+            return nothing, some, sb.recv_nowait(100)
+        finally:
+            sb.close()
+
+    assert fn.run(main) == (None, b"hello", b"")
+
+
+def test_recv_and_sendall_raise_the_errno_subclass_of_oserror_on_a_reset_connection():
+    def main():
+        client, server = socket_pair()
+        # SO_LINGER 0: close sends a reset, not a FIN.
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.sendall(b"x")
+        assert server.recv(1) == b"x"
+        client.close()
+        errors = []
+        try:
+            with pytest.raises(ConnectionResetError) as info:
+                server.recv(100)
+            errors.append(info.value.errno)
+            with pytest.raises(OSError) as info:  # EPIPE after the reset
+                server.sendall(b"y" * 10)
+            errors.append(info.value.errno)
+        finally:
+            server.close()
+        return errors
+
+    assert fn.run(main) == [errno.ECONNRESET, errno.EPIPE]
+
+
+def test_recv_of_a_negative_size_is_a_value_error_as_for_a_plain_socket():
+    def main():
+        a, b = socket.socketpair()
+        sa = Socket(a)
+        try:
+            with pytest.raises(ValueError, match="negative buffersize"):
+                sa.recv(-1)
+        finally:
+            sa.close()
+            b.close()
+
+    fn.run(main)
+
+
 def test_a_socket_waits_in_each_runtime_it_is_used_in_and_in_a_plain_thread():
     """A wait finds its scheduler by the thread it runs on: a socket whose last waits were in
     a runtime that has ended waits in the next runtime's poller, then blocks in poll() when
