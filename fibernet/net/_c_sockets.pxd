@@ -6,6 +6,7 @@ from fibernet.net._c_readiness cimport FdWait as _FdWait
 from fibernet.runtime._c_fiber cimport Fiber as _Fiber
 from fibernet.runtime._c_poller cimport Poller as _Poller
 from fibernet.runtime._c_scheduler cimport Scheduler as _Scheduler
+from fibernet.runtime._c_scheduler cimport loops_running
 
 
 cdef class Socket:
@@ -73,7 +74,11 @@ cdef inline object _sys_recv(object sock, int fd, Py_ssize_t bufsize):
             return None
     buf = fibernet_recv_buffer
     while True:
-        with nogil:
+        if loops_running() > 1:  # the GIL is given up only for other loops
+            with nogil:
+                n = c_recv(fd, buf, bufsize, 0)
+                err = c_errno
+        else:
             n = c_recv(fd, buf, bufsize, 0)
             err = c_errno
         if n >= 0:
@@ -93,7 +98,11 @@ cdef inline Py_ssize_t _sys_send(object sock, int fd, bytes data) except -2:
     cdef char *p = PyBytes_AS_STRING(data)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
     while True:
-        with nogil:
+        if loops_running() > 1:
+            with nogil:
+                n = c_send(fd, p, size, 0)
+                err = c_errno
+        else:
             n = c_send(fd, p, size, 0)
             err = c_errno
         if n >= 0:

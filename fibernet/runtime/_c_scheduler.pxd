@@ -7,6 +7,11 @@ from fibernet.runtime._c_poller cimport Poller as _Poller
 from fibernet.runtime._c_timers cimport TimerQueue as _TimerQueue
 
 
+cdef Py_ssize_t _loops
+
+cpdef Py_ssize_t loops_running()
+
+
 cdef class Scheduler:
     cdef public object name
     cdef public object runtime

@@ -57,6 +57,16 @@ _MAX_FREE_RUNNERS = 16
 # Fibers a turn may run beyond those runnable when it began (woken during the turn and
 # handed the thread directly): bounds how long I/O and timers wait behind a ping-pong.
 _EXTRA_PER_TURN = 64
+# How many scheduler loops run in this process, on any thread.  While there is one, nothing
+# else of fibernet's waits for the GIL, and the compiled sockets keep it through a
+# non-blocking system call instead of giving it up and taking it back (see _c_sockets.pxd).
+_loops = 0
+_loops_lock = threading.Lock()
+
+
+def loops_running() -> int:
+    """How many scheduler loops run in this process now."""
+    return _loops
 
 
 class _Runner(greenlet):
@@ -282,11 +292,16 @@ class Scheduler:
 
     def run(self) -> None:
         """Run turns until stopped (on the calling thread)."""
+        global _loops
         self._enter()
+        with _loops_lock:
+            _loops += 1
         try:
             while not self._stopping:
                 self._turn(True)
         finally:
+            with _loops_lock:
+                _loops -= 1
             self._leave()
 
     def _turn(self, may_block: bool) -> None:

@@ -325,3 +325,19 @@ def test_a_fiber_that_ignores_cancellation_is_killed_after_the_grace(monkeypatch
     gc.collect()  # an unjoined exception would be logged now
     mine = [r for r in caplog.records if "stubborn-fiber" in r.getMessage()]
     assert [r.levelno for r in mine] == [logging.WARNING]  # logged once, as killed
+
+
+def test_loops_running_counts_the_scheduler_loops_of_the_process():
+    # The compiled sockets keep the GIL through a system call while one loop runs (see
+    # fibernet/net/_c_sockets.pxd): the count must be right, and back to what it was after.
+    from fibernet.runtime.scheduler import loops_running
+
+    before = loops_running()
+
+    def main():
+        other = fn.current_scheduler().runtime.schedulers[1]
+        return fn.spawn(loops_running, scheduler=other).join()  # (both loops are running)
+
+    assert fn.run(loops_running) == before + 1
+    assert fn.run(main, threads=2) == before + 2
+    assert loops_running() == before
